@@ -1,0 +1,106 @@
+//! Registry persistence for Moat: devices, certificates, CAs, CRLs, registration codes,
+//! settings and the audit log.
+//!
+//! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
+//! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
+//! (`migrations/sqlite`, `migrations/postgres`) and run on [`open`]. SQL is kept portable;
+//! timestamps are stored as integer Unix microseconds, booleans as the backend's own type.
+//!
+//! Not here: business rules (`moat-core` decides; the store enforces only uniqueness and
+//! atomicity) and secrets (key columns hold `moat-vault` references, never plaintext keys).
+
+mod error;
+mod model;
+mod postgres;
+mod sqlite;
+
+pub use error::Error;
+pub use model::*;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Opens the store at `url`: `sqlite://PATH` (created if missing; `sqlite::memory:` for
+/// tests) or `postgres://…`/`postgresql://…`, and runs the migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
+    todo!()
+}
+
+/// The registry. Every method is one transaction: it happens entirely or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    // ── devices ──
+    /// Inserts a device and, if given, its first certificate, atomically.
+    /// [`Error::Conflict`] if the id (or the certificate serial) exists.
+    async fn create_device(&self, device: &Device, cert: Option<&CertRecord>) -> Result<(), Error>;
+    /// The device with this id.
+    async fn device(&self, id: &str) -> Result<Option<Device>, Error>;
+    /// Devices ordered by id, after `after` (keyset paging), at most `limit`.
+    async fn list_devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<Device>, Error>;
+    /// Sets state and `updated_at`; [`Error::NotFound`] if absent.
+    async fn set_device_state(&self, id: &str, state: DeviceState, at: OffsetDateTime) -> Result<(), Error>;
+    /// Deletes the device row (its certificate rows stay, for serial uniqueness and audit);
+    /// [`Error::NotFound`] if absent.
+    async fn delete_device(&self, id: &str) -> Result<(), Error>;
+
+    // ── certificates ──
+    /// Records an issued or bound certificate. [`Error::Conflict`] if the serial+issuer exists.
+    async fn insert_cert(&self, cert: &CertRecord) -> Result<(), Error>;
+    /// The certificate with this serial (lowercase hex), from any CA.
+    async fn cert(&self, serial: &str) -> Result<Option<CertRecord>, Error>;
+    /// The certificate with this SHA-256 fingerprint (lowercase hex).
+    async fn cert_by_fingerprint(&self, fingerprint: &str) -> Result<Option<CertRecord>, Error>;
+    /// Certificates, newest first, optionally of one device, at most `limit`.
+    async fn list_certs(&self, device_id: Option<&str>, limit: u32) -> Result<Vec<CertRecord>, Error>;
+    /// Marks one certificate revoked. Returns false if it was already revoked;
+    /// [`Error::NotFound`] if absent.
+    async fn revoke_cert(&self, serial: &str, reason: &str, at: OffsetDateTime) -> Result<bool, Error>;
+    /// Marks every unrevoked certificate of a device revoked; returns the serials revoked now.
+    async fn revoke_device_certs(&self, device_id: &str, reason: &str, at: OffsetDateTime) -> Result<Vec<String>, Error>;
+    /// All revoked certificates issued by `ca_name` (serial, revoked_at, reason), by serial.
+    async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error>;
+    /// Every revoked serial (all CAs): the broker's in-memory revoked set is built from this.
+    async fn all_revoked_serials(&self) -> Result<Vec<String>, Error>;
+
+    // ── certificate authorities ──
+    /// Inserts a CA. [`Error::Conflict`] if the name exists.
+    async fn insert_ca(&self, ca: &CaRecord) -> Result<(), Error>;
+    /// The CA with this name.
+    async fn ca(&self, name: &str) -> Result<Option<CaRecord>, Error>;
+    /// All CAs, by name.
+    async fn list_cas(&self) -> Result<Vec<CaRecord>, Error>;
+    /// Deletes a CA row; [`Error::NotFound`] if absent.
+    async fn delete_ca(&self, name: &str) -> Result<(), Error>;
+
+    // ── CRLs ──
+    /// Atomically increments and returns the CA's CRL number (first call returns 1).
+    async fn next_crl_number(&self, ca_name: &str) -> Result<u64, Error>;
+    /// Stores a published CRL, replacing the CA's previous one only if `crl.number` is higher.
+    async fn save_crl(&self, crl: &CrlRecord) -> Result<(), Error>;
+    /// The latest CRL of a CA.
+    async fn latest_crl(&self, ca_name: &str) -> Result<Option<CrlRecord>, Error>;
+
+    // ── CA registration codes (one-time) ──
+    /// Stores a new code (by its hash) with its expiry.
+    async fn insert_registration_code(&self, code_hash: &str, created_at: OffsetDateTime, expires_at: OffsetDateTime) -> Result<(), Error>;
+    /// Burns a code: true only for the first call on an existing, unexpired code.
+    async fn consume_registration_code(&self, code_hash: &str, now: OffsetDateTime) -> Result<bool, Error>;
+    /// Whether a code exists, is unused and unexpired (without burning it).
+    async fn registration_code_usable(&self, code_hash: &str, now: OffsetDateTime) -> Result<bool, Error>;
+
+    // ── settings (hub-wide values: admin token hash, …) ──
+    /// A setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>, Error>;
+    /// Sets a setting (insert or replace).
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), Error>;
+
+    // ── audit ──
+    /// Appends an audit entry; returns its id.
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, Error>;
+    /// Audit entries, newest first, at most `limit`, with id < `before` if given.
+    async fn list_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, Error>;
+}

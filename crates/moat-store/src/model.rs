@@ -1,0 +1,265 @@
+//! Rows of the registry.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where a device stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// May connect (within its policy).
+    Active,
+    /// Temporarily refused; certificates kept.
+    Disabled,
+    /// Refused for good; its certificates are revoked.
+    Revoked,
+}
+
+impl DeviceState {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Active => "active",
+            DeviceState::Disabled => "disabled",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => DeviceState::Active,
+            "disabled" => DeviceState::Disabled,
+            "revoked" => DeviceState::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// Which connection modes a device may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionPolicy {
+    /// Mutual TLS only (the default).
+    DenyInsecure,
+    /// Also server-TLS + token and plain TCP + token.
+    AllowInsecure,
+}
+
+impl ConnectionPolicy {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionPolicy::DenyInsecure => "deny_insecure",
+            ConnectionPolicy::AllowInsecure => "allow_insecure",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "deny_insecure" => ConnectionPolicy::DenyInsecure,
+            "allow_insecure" => ConnectionPolicy::AllowInsecure,
+            _ => return None,
+        })
+    }
+}
+
+/// A device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The identity (certificate CN / SAN per its CA's rule); also the MQTT client id.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: DeviceState,
+    /// Allowed connection modes.
+    pub policy: ConnectionPolicy,
+    /// SHA-256 (hex) of the device token, when the policy allows token authentication.
+    pub token_hash: Option<String>,
+    /// The CA whose certificates identify this device.
+    pub ca_name: String,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last state change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// How a certificate came to the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSource {
+    /// The hub generated the key and issued the certificate (key returned once).
+    HubKey,
+    /// The hub issued it on a CSR.
+    Csr,
+    /// Issued elsewhere (a registered CA) and bound to a device.
+    Bound,
+    /// A hub infrastructure certificate (CA or server).
+    Hub,
+}
+
+impl CertSource {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::HubKey => "hub_key",
+            CertSource::Csr => "csr",
+            CertSource::Bound => "bound",
+            CertSource::Hub => "hub",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "hub_key" => CertSource::HubKey,
+            "csr" => CertSource::Csr,
+            "bound" => CertSource::Bound,
+            "hub" => CertSource::Hub,
+            _ => return None,
+        })
+    }
+}
+
+/// A certificate the hub issued or bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial, lowercase hex. Unique per issuing CA (the hub's own serials are globally unique).
+    pub serial: String,
+    /// The issuing CA's registry name.
+    pub ca_name: String,
+    /// The device it identifies (None for hub infrastructure certificates).
+    pub device_id: Option<String>,
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// SHA-256 of the DER, lowercase hex (unique).
+    pub fingerprint: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, lowercase hex (finds a key reused across certs).
+    pub spki_sha256: String,
+    /// How it came here.
+    pub source: CertSource,
+    /// The certificate.
+    pub der: Vec<u8>,
+    /// Recorded.
+    pub created_at: OffsetDateTime,
+    /// When revoked, if it is.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// RFC 5280 reason name (snake_case), if revoked.
+    pub revocation_reason: Option<String>,
+}
+
+/// One entry of a CA's revocation list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedCert {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// When.
+    pub revoked_at: OffsetDateTime,
+    /// Reason name (snake_case).
+    pub reason: String,
+}
+
+/// What a CA is to the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaKind {
+    /// The hub's root.
+    Root,
+    /// The hub's device-issuing intermediate.
+    DeviceIssuing,
+    /// A third party's CA (e.g. a secure-element vendor), registered with proof of possession.
+    Registered,
+}
+
+impl CaKind {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaKind::Root => "root",
+            CaKind::DeviceIssuing => "device_issuing",
+            CaKind::Registered => "registered",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "root" => CaKind::Root,
+            "device_issuing" => CaKind::DeviceIssuing,
+            "registered" => CaKind::Registered,
+            _ => return None,
+        })
+    }
+}
+
+/// A certificate authority the hub runs or trusts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    /// Registry name (`root`, `devices`, or the name given at registration).
+    pub name: String,
+    /// What it is.
+    pub kind: CaKind,
+    /// Its certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The vault reference of its signing key (hub CAs only).
+    pub key_ref: Option<String>,
+    /// Identity rule name (`cn`, `san-dns`, `san-uri`).
+    pub identity_rule: String,
+    /// Whether devices with a valid certificate from it are created on first sight.
+    pub auto_register: bool,
+    /// SHA-256 of the certificate DER, lowercase hex.
+    pub fingerprint: String,
+    /// Recorded.
+    pub created_at: OffsetDateTime,
+}
+
+/// A published CRL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlRecord {
+    /// The CA it belongs to.
+    pub ca_name: String,
+    /// CRL number.
+    pub number: u64,
+    /// DER.
+    pub der: Vec<u8>,
+    /// thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+}
+
+/// An audit entry to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Who (`admin`, an operator name, `system`).
+    pub actor: String,
+    /// What (`device.create`, `cert.revoke`, …).
+    pub action: String,
+    /// On what (a device id, a serial, a CA name), if anything.
+    pub target: Option<String>,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// Free-form detail (an error's public message, a reason).
+    pub detail: Option<String>,
+}
+
+/// A stored audit entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Monotonic id.
+    pub id: i64,
+    /// When.
+    pub at: OffsetDateTime,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// Detail.
+    pub detail: Option<String>,
+}
