@@ -1,1 +1,41 @@
-//! moat-api
+//! Moat's HTTP surfaces.
+//!
+//! - The **admin API** ([`admin_router`]): REST over HTTPS with bearer-token auth, JSON in
+//!   and out, errors as RFC 9457 problem documents, an OpenAPI document at
+//!   `/api/openapi.json`. The `moat` CLI is one of its clients.
+//! - The **public endpoint** ([`public_router`]): CRLs at the stable URL written into every
+//!   certificate's CRL distribution point (`/crl/{ca}.crl`), and the CA bundle. Plain HTTP
+//!   on purpose: CRLs are signed, and relying parties fetch them without TLS (RFC 5280).
+//! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
+//!   handshaken and served in its own task under a timeout, within a connection cap.
+//!
+//! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
+
+mod auth;
+pub mod dto;
+mod openapi;
+mod problem;
+mod public;
+mod routes;
+mod serve;
+mod tls;
+
+pub use auth::AdminAuth;
+pub use openapi::ApiDoc;
+pub use problem::Problem;
+pub use public::public_router;
+pub use routes::admin_router;
+pub use serve::{ServeLimits, serve_plain, serve_tls};
+pub use tls::{hub_server_config, tls_signing_key};
+
+use moat_core::Hub;
+use std::sync::Arc;
+
+/// What every admin handler sees.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The domain services.
+    pub hub: Arc<Hub>,
+    /// Admin authentication and its failure limiter.
+    pub auth: Arc<AdminAuth>,
+}

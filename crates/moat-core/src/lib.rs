@@ -1,1 +1,41 @@
-//! moat-core
+//! Moat's domain services: the hub's CAs, devices and their certificates, registered
+//! third-party CAs, revocation and CRL publication, the audit log, and the event bus that
+//! tells the rest of the hub (the MQTT broker, OTA) what changed.
+//!
+//! ```text
+//!   moat-api / CLI ──▶ Hub (this crate) ──▶ moat-pki  (build and check X.509, no I/O)
+//!                                       ├──▶ moat-vault (keys: sealed or in PKCS#11)
+//!                                       ├──▶ moat-store (registry: SQLite / PostgreSQL)
+//!                                       └──▶ events (tokio broadcast) ──▶ broker, OTA, …
+//! ```
+//!
+//! Rules kept here, not in the callers: a certificate is recorded in the registry before it
+//! is returned; hub-generated device keys are returned once and never stored; every admin
+//! action is audited with its outcome; every revocation republishes the CA's CRL and emits an
+//! event.
+
+mod audit;
+mod cas;
+mod certs;
+mod config;
+mod devices;
+mod error;
+mod events;
+mod explain;
+mod hub;
+mod secret;
+
+pub use audit::Actor;
+pub use cas::RegisterCa;
+pub use config::{CaNames, CoreConfig};
+pub use devices::{CreateDevice, CreatedDevice, Credential, validate_device_id};
+pub use error::Error;
+pub use events::Event;
+pub use explain::{Explanation, Step, StepOutcome};
+pub use hub::{Hub, ServerIdentity};
+pub use secret::{Secret, hash_token, new_token, token_matches};
+
+pub use moat_pki::{IdentityRule, RevocationReason};
+pub use moat_store::{
+    AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState,
+};

@@ -1,9 +1,27 @@
 //! PKCS#10 checks: signature, key type, no CA request, size.
 
-use crate::Error;
+use crate::info::common_name;
+use crate::{Error, pem};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::error::X509Error;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_SERIALNUMBER,
+};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::RSAPublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 /// CSRs larger than this are refused before parsing (a P-384 or RSA-4096 CSR is < 2 KiB).
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// The largest RSA modulus we accept: what the signature verifier supports.
+pub const MAX_RSA_BITS: u32 = 8192;
+
+/// The smallest RSA modulus we accept.
+pub const MIN_RSA_BITS: u32 = 2048;
 
 /// The key algorithms we issue for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,5 +56,125 @@ pub struct CheckedCsr {
 /// requests basicConstraints CA:TRUE. Other requested extensions are ignored (the hub sets
 /// every extension itself).
 pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, Error> {
-    todo!()
+    if input.len() > MAX_CSR_BYTES {
+        return Err(Error::CsrTooLarge {
+            size: input.len(),
+            limit: MAX_CSR_BYTES,
+        });
+    }
+    let der = if pem::looks_like_pem(input) {
+        pem::first_block(input, &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"], "CSR")?
+    } else {
+        input.to_vec()
+    };
+    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|e| malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!("{} trailing bytes after the CSR", rest.len())));
+    }
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
+
+    // Key first: a small RSA key must read as "unsupported", not as a bad signature.
+    let algorithm = key_algorithm(spki)?;
+    match csr.verify_signature() {
+        Ok(()) => {}
+        Err(X509Error::SignatureUnsupportedAlgorithm) => {
+            return Err(Error::UnsupportedKey(format!(
+                "signature algorithm {}",
+                csr.signature_algorithm.algorithm
+            )));
+        }
+        Err(_verification_failed) => return Err(Error::CsrBadSignature),
+    }
+    refuse_ca_request(&csr)?;
+
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
+        .map_err(|e| Error::UnsupportedKey(format!("{algorithm:?}: {e}")))?;
+    let serial_number = info
+        .subject
+        .iter_by_oid(&OID_X509_SERIALNUMBER)
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned);
+    Ok(CheckedCsr {
+        public_key,
+        spki_der: spki.raw.to_vec(),
+        algorithm,
+        common_name: common_name(&info.subject),
+        serial_number,
+    })
+}
+
+fn malformed(detail: String) -> Error {
+    Error::Malformed { what: "CSR", detail }
+}
+
+fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKeyAlgorithm, Error> {
+    let alg = &spki.algorithm.algorithm;
+    if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        return match curve {
+            Some(c) if c == OID_EC_P256 => Ok(CsrKeyAlgorithm::EcP256),
+            Some(c) if c == OID_NIST_EC_P384 => Ok(CsrKeyAlgorithm::EcP384),
+            Some(c) => Err(Error::UnsupportedKey(format!("EC curve {c}"))),
+            None => Err(Error::UnsupportedKey("EC key without a named curve".into())),
+        };
+    }
+    if *alg == OID_SIG_ED25519 {
+        return Ok(CsrKeyAlgorithm::Ed25519);
+    }
+    if *alg == OID_PKCS1_RSAENCRYPTION {
+        let (_, rsa) = RSAPublicKey::from_der(&spki.subject_public_key.data)
+            .map_err(|e| malformed(format!("RSA public key: {e}")))?;
+        let bits = modulus_bits(rsa.modulus);
+        if bits < MIN_RSA_BITS {
+            return Err(Error::UnsupportedKey(format!("RSA {bits} bits")));
+        }
+        if bits > MAX_RSA_BITS {
+            return Err(Error::UnsupportedKey(format!(
+                "RSA {bits} bits (at most {MAX_RSA_BITS})"
+            )));
+        }
+        return Ok(CsrKeyAlgorithm::Rsa(bits));
+    }
+    Err(Error::UnsupportedKey(format!("key algorithm {alg}")))
+}
+
+/// Bit length of a big-endian unsigned integer (leading zero bytes and bits ignored).
+fn modulus_bits(modulus: &[u8]) -> u32 {
+    let Some(start) = modulus.iter().position(|b| *b != 0) else {
+        return 0;
+    };
+    let significant = &modulus[start..];
+    let len = u32::try_from(significant.len()).unwrap_or(u32::MAX / 8);
+    len * 8 - significant[0].leading_zeros()
+}
+
+/// Refuses a CSR whose extensionRequest asks for basicConstraints CA:TRUE (or carries a
+/// basicConstraints request we cannot read, which we treat as malformed).
+fn refuse_ca_request(csr: &X509CertificationRequest<'_>) -> Result<(), Error> {
+    for attr in csr.certification_request_info.iter_attributes() {
+        let ParsedCriAttribute::ExtensionRequest(req) = attr.parsed_attribute() else {
+            continue;
+        };
+        for ext in &req.extensions {
+            if ext.oid != OID_X509_EXT_BASIC_CONSTRAINTS {
+                continue;
+            }
+            match ext.parsed_extension() {
+                ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(Error::CsrRequestsCa),
+                ParsedExtension::BasicConstraints(_) => {}
+                other => {
+                    return Err(malformed(format!(
+                        "unreadable basicConstraints request: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,11 @@
 //! from the subject/SAN, never from the serial or fingerprint, so certificates can rotate.
 
 use crate::Error;
+use crate::info::{common_name, parse_cert};
+use x509_parser::extensions::GeneralName;
+
+/// The SAN URI prefix hub-issued certificates carry before the device id.
+pub const DEVICE_URI_PREFIX: &str = "urn:moat:device:";
 
 /// Which field of a certificate names the device. Hub-issued certificates use `Cn` (their CN
 /// and SAN URI agree); a registered CA chooses one of these.
@@ -19,15 +24,54 @@ pub enum IdentityRule {
 impl IdentityRule {
     /// Parses `cn`, `san-dns`, `san-uri`.
     pub fn parse(s: &str) -> Option<Self> {
-        todo!()
+        match s {
+            "cn" => Some(Self::Cn),
+            "san-dns" => Some(Self::SanDns),
+            "san-uri" => Some(Self::SanUri),
+            _ => None,
+        }
     }
     /// The kebab-case name.
     pub fn as_str(self) -> &'static str {
-        todo!()
+        match self {
+            Self::Cn => "cn",
+            Self::SanDns => "san-dns",
+            Self::SanUri => "san-uri",
+        }
     }
 }
 
 /// The identity of a (DER) certificate under `rule`.
 pub fn identity_of(cert_der: &[u8], rule: IdentityRule) -> Result<String, Error> {
-    todo!()
+    let cert = parse_cert(cert_der)?;
+    let found = match rule {
+        IdentityRule::Cn => common_name(cert.subject()),
+        IdentityRule::SanDns | IdentityRule::SanUri => {
+            let san = cert
+                .subject_alternative_name()
+                .map_err(|e| Error::Malformed {
+                    what: "certificate",
+                    detail: e.to_string(),
+                })?;
+            san.and_then(|san| {
+                san.value.general_names.iter().find_map(|name| match (rule, name) {
+                    (IdentityRule::SanDns, GeneralName::DNSName(dns)) => Some((*dns).to_owned()),
+                    (IdentityRule::SanUri, GeneralName::URI(uri)) => Some(
+                        uri.strip_prefix(DEVICE_URI_PREFIX)
+                            .unwrap_or(uri)
+                            .to_owned(),
+                    ),
+                    _ => None,
+                })
+            })
+        }
+    };
+    match found {
+        Some(id) if !id.is_empty() => Ok(id),
+        _ => Err(Error::NoIdentity(match rule {
+            IdentityRule::Cn => "subject CN",
+            IdentityRule::SanDns => "SAN DNS name",
+            IdentityRule::SanUri => "SAN URI",
+        })),
+    }
 }

@@ -1,8 +1,11 @@
 //! Reading certificates: PEM/DER conversion and a summary of the fields the registry keeps.
 
-use crate::Error;
+use crate::{Error, Serial, dn, pem};
 use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 /// What the registry and the CLI show about a certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,28 +32,98 @@ pub struct CertInfo {
     pub spki_der: Vec<u8>,
 }
 
+/// Parses one DER certificate, refusing trailing bytes.
+pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, Error> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| Error::Malformed {
+        what: "certificate",
+        detail: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed {
+            what: "certificate",
+            detail: format!("{} trailing bytes after the certificate", rest.len()),
+        });
+    }
+    Ok(cert)
+}
+
+/// basicConstraints CA:TRUE (a duplicated extension is malformed).
+pub(crate) fn is_ca(cert: &X509Certificate<'_>) -> Result<bool, Error> {
+    let bc = cert.basic_constraints().map_err(|e| Error::Malformed {
+        what: "certificate",
+        detail: e.to_string(),
+    })?;
+    Ok(bc.is_some_and(|bc| bc.value.ca))
+}
+
+/// The first subject CN that is a readable string.
+pub(crate) fn common_name(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
+    name.iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}
+
 /// Summarises a DER certificate.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
-    todo!()
+    let cert = parse_cert(der)?;
+    let spki_der = cert.public_key().raw.to_vec();
+    Ok(CertInfo {
+        serial: Serial::from_bytes(cert.raw_serial()).to_hex(),
+        subject: dn::rfc4514(cert.subject()),
+        issuer: dn::rfc4514(cert.issuer()),
+        common_name: common_name(cert.subject()),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        is_ca: is_ca(&cert)?,
+        fingerprint_sha256: hex::encode(Sha256::digest(der)),
+        spki_sha256: hex::encode(Sha256::digest(&spki_der)),
+        spki_der,
+    })
 }
 
 /// All `CERTIFICATE` blocks of a PEM text, in order, as DER. Refuses input with none.
 /// Also accepts a single DER certificate.
 pub fn parse_cert_chain_pem(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
-    todo!()
+    if !pem::looks_like_pem(input) {
+        parse_cert(input)?;
+        return Ok(vec![CertificateDer::from(input.to_vec())]);
+    }
+    let certs: Vec<CertificateDer<'static>> = pem::blocks(input, "certificate")?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| parse_cert(&b.contents).map(|_| CertificateDer::from(b.contents.clone())))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err(Error::Malformed {
+            what: "certificate",
+            detail: "no CERTIFICATE PEM block found".into(),
+        });
+    }
+    Ok(certs)
 }
 
 /// The first PEM block with label `label` as DER; if `input` is not PEM, returns it as is.
 pub fn pem_to_der(input: &[u8], label: &str) -> Result<Vec<u8>, Error> {
-    todo!()
+    if !pem::looks_like_pem(input) {
+        return Ok(input.to_vec());
+    }
+    let what = match label {
+        "CERTIFICATE" => "certificate",
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => "CSR",
+        "X509 CRL" => "CRL",
+        "PUBLIC KEY" => "public key",
+        _ => "PEM block",
+    };
+    pem::first_block(input, &[label], what)
 }
 
 /// `-----BEGIN CERTIFICATE-----` PEM of a DER certificate.
 pub fn pem_of_cert(der: &[u8]) -> String {
-    todo!()
+    pem::encode("CERTIFICATE", der)
 }
 
 /// `-----BEGIN X509 CRL-----` PEM of a DER CRL.
 pub fn pem_of_crl(der: &[u8]) -> String {
-    todo!()
+    pem::encode("X509 CRL", der)
 }

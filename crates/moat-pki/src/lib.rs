@@ -14,20 +14,22 @@
 mod ca;
 mod crl;
 mod csr;
+mod dn;
 mod error;
 mod identity;
 mod info;
 mod issue;
+mod pem;
 mod serial;
 mod validate;
 
 pub use ca::{CaProfile, new_intermediate_ca, new_root_ca};
 pub use crl::{CrlInput, RevocationReason, RevokedEntry, build_crl};
-pub use csr::{CheckedCsr, CsrKeyAlgorithm, MAX_CSR_BYTES, check_csr};
+pub use csr::{CheckedCsr, CsrKeyAlgorithm, MAX_CSR_BYTES, MAX_RSA_BITS, MIN_RSA_BITS, check_csr};
 pub use error::Error;
-pub use identity::{IdentityRule, identity_of};
+pub use identity::{DEVICE_URI_PREFIX, IdentityRule, identity_of};
 pub use info::{CertInfo, cert_info, parse_cert_chain_pem, pem_of_cert, pem_of_crl, pem_to_der};
-pub use issue::{DeviceCertRequest, ServerCertRequest, issue_device_cert, issue_server_cert};
+pub use issue::{BACKDATE, DeviceCertRequest, ServerCertRequest, issue_device_cert, issue_server_cert};
 pub use serial::Serial;
 pub use validate::{
     ChainError, TrustedCa, check_proof_of_possession, verify_client_chain,

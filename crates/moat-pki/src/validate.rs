@@ -2,8 +2,10 @@
 //! via webpki, so `moat cert explain` and the broker agree), and CA proof of possession.
 
 use crate::Error;
-use rustls_pki_types::CertificateDer;
+use crate::info::{common_name, is_ca, parse_cert};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
+use webpki::{EndEntityCert, KeyUsage};
 
 /// A CA whose client certificates the hub trusts.
 #[derive(Clone, Debug)]
@@ -51,7 +53,64 @@ pub fn verify_client_chain(
     trusted: &[TrustedCa],
     now: OffsetDateTime,
 ) -> Result<usize, ChainError> {
-    todo!()
+    let ee = EndEntityCert::try_from(leaf).map_err(chain_error)?;
+    // One anchor per trusted CA that parses; `owners[i]` is the index in `trusted` of
+    // `anchors[i]`. A registered CA that webpki cannot read anchors nothing.
+    let mut anchors = Vec::with_capacity(trusted.len());
+    let mut owners = Vec::with_capacity(trusted.len());
+    for (i, ca) in trusted.iter().enumerate() {
+        if let Ok(anchor) = webpki::anchor_from_trusted_cert(&ca.cert) {
+            anchors.push(anchor);
+            owners.push(i);
+        }
+    }
+    if anchors.is_empty() {
+        return Err(ChainError::UnknownIssuer);
+    }
+    let intermediates: Vec<CertificateDer<'_>> = trusted
+        .iter()
+        .flat_map(|ca| ca.intermediates.iter())
+        .chain(extra_chain)
+        .map(|c| CertificateDer::from(c.as_ref()))
+        .collect();
+    let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &intermediates,
+            time,
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(chain_error)?;
+    anchors
+        .iter()
+        .position(|a| std::ptr::eq(a, path.anchor()))
+        .and_then(|i| owners.get(i).copied())
+        .ok_or_else(|| ChainError::Other("verified path ends at an unknown anchor".into()))
+}
+
+/// One place that turns webpki's reasons into the ones an operator acts on.
+#[allow(deprecated)] // webpki still returns the context-free variants in some paths
+fn chain_error(e: webpki::Error) -> ChainError {
+    use webpki::Error as W;
+    match e {
+        W::BadDer | W::BadDerTime | W::TrailingData(_) => ChainError::Malformed,
+        W::CertExpired { .. } => ChainError::Expired,
+        W::CertNotValidYet { .. } => ChainError::NotYetValid,
+        W::UnknownIssuer => ChainError::UnknownIssuer,
+        W::RequiredEkuNotFound | W::RequiredEkuNotFoundContext(_) => ChainError::WrongUsage,
+        W::InvalidSignatureForPublicKey
+        | W::UnsupportedSignatureAlgorithmForPublicKey
+        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | W::UnsupportedSignatureAlgorithm
+        | W::UnsupportedSignatureAlgorithmContext(_)
+        | W::SignatureAlgorithmMismatch => ChainError::BadSignature,
+        other => ChainError::Other(other.to_string()),
+    }
 }
 
 /// CA registration proof of possession: `verification_cert` must have CN = `code` and carry a
@@ -62,5 +121,15 @@ pub fn check_proof_of_possession(
     verification_cert: &[u8],
     code: &str,
 ) -> Result<(), Error> {
-    todo!()
+    let ca = parse_cert(ca_cert)?;
+    if !is_ca(&ca)? {
+        return Err(Error::NotACa);
+    }
+    let verification = parse_cert(verification_cert)?;
+    if common_name(verification.subject()).as_deref() != Some(code) {
+        return Err(Error::VerificationCodeMismatch);
+    }
+    verification
+        .verify_signature(Some(ca.public_key()))
+        .map_err(|_not_signed| Error::VerificationNotSigned)
 }

@@ -9,13 +9,17 @@
 //! Not here: business rules (`moat-core` decides; the store enforces only uniqueness and
 //! atomicity) and secrets (key columns hold `moat-vault` references, never plaintext keys).
 
+mod codec;
 mod error;
 mod model;
 mod postgres;
 mod sqlite;
+mod store_impl;
 
 pub use error::Error;
 pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -23,8 +27,17 @@ use time::OffsetDateTime;
 
 /// Opens the store at `url`: `sqlite://PATH` (created if missing; `sqlite::memory:` for
 /// tests) or `postgres://…`/`postgresql://…`, and runs the migrations.
+///
+/// [`Error::UnsupportedUrl`] for any other scheme. Use [`SqliteStore::open`] or
+/// [`PgStore::open`] to keep the concrete type.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
-    todo!()
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(Error::UnsupportedUrl)
+    }
 }
 
 /// The registry. Every method is one transaction: it happens entirely or not at all.

@@ -45,3 +45,53 @@ pub enum MasterKeySource {
     /// A PKCS#11 token.
     Pkcs11(Pkcs11Config),
 }
+
+impl MasterKeySource {
+    /// The name recorded in `vault.json`: `"file"`, `"passphrase"` or `"pkcs11"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MasterKeySource::File(_) => "file",
+            MasterKeySource::Passphrase(_) => "passphrase",
+            MasterKeySource::Pkcs11(_) => "pkcs11",
+        }
+    }
+}
+
+/// Argon2id memory cost for new vaults, KiB (64 MiB).
+pub(crate) const ARGON2_M_COST: u32 = 64 * 1024;
+/// Argon2id iterations for new vaults.
+pub(crate) const ARGON2_T_COST: u32 = 3;
+/// Argon2id lanes for new vaults.
+pub(crate) const ARGON2_P_COST: u32 = 1;
+/// Salt length for new vaults.
+pub(crate) const SALT_LEN: usize = 16;
+
+/// Upper bounds on stored parameters, so an edited `vault.json` cannot make opening the
+/// vault take gigabytes of memory or hours.
+const MAX_M_COST: u32 = 1024 * 1024;
+const MAX_T_COST: u32 = 64;
+const MAX_P_COST: u32 = 16;
+
+/// Stretches a passphrase into a 256-bit master key with argon2id.
+pub(crate) fn derive_passphrase_key(
+    passphrase: &Secret,
+    salt: &[u8],
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+) -> Result<zeroize::Zeroizing<[u8; crate::store::KEY_LEN]>, crate::Error> {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    if m_cost > MAX_M_COST || t_cost > MAX_T_COST || p_cost > MAX_P_COST {
+        return Err(crate::Error::Crypto(format!(
+            "argon2 parameters m={m_cost} t={t_cost} p={p_cost} exceed the limits \
+             (m<={MAX_M_COST}, t<={MAX_T_COST}, p<={MAX_P_COST})"
+        )));
+    }
+    let params = Params::new(m_cost, t_cost, p_cost, Some(crate::store::KEY_LEN))
+        .map_err(|e| crate::Error::Crypto(format!("argon2 parameters: {e}")))?;
+    let mut key = zeroize::Zeroizing::new([0u8; crate::store::KEY_LEN]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.expose().as_bytes(), salt, key.as_mut())
+        .map_err(|e| crate::Error::Crypto(format!("argon2id: {e}")))?;
+    Ok(key)
+}

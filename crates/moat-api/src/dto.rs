@@ -1,0 +1,294 @@
+//! Request and response bodies of the admin API (JSON), with their OpenAPI schemas.
+
+use moat_core::{AuditEntry, CaRecord, CertRecord, Device};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// A device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    /// Device id (certificate identity and MQTT client id).
+    pub id: String,
+    /// `active`, `disabled` or `revoked`.
+    pub state: String,
+    /// `deny_insecure` (mutual TLS only) or `allow_insecure`.
+    pub policy: String,
+    /// The CA whose certificates identify it.
+    pub ca: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        DeviceView {
+            id: d.id.clone(),
+            state: d.state.as_str().into(),
+            policy: d.policy.as_str().into(),
+            ca: d.ca_name.clone(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+/// A certificate in the registry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertView {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Issuing CA.
+    pub ca: String,
+    /// Device it identifies.
+    pub device_id: Option<String>,
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// `hub_key`, `csr`, `bound` or `hub`.
+    pub source: String,
+    /// RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+    /// RFC 5280 reason name, when revoked.
+    pub revocation_reason: Option<String>,
+}
+
+impl From<&CertRecord> for CertView {
+    fn from(c: &CertRecord) -> Self {
+        CertView {
+            serial: c.serial.clone(),
+            ca: c.ca_name.clone(),
+            device_id: c.device_id.clone(),
+            subject: c.subject.clone(),
+            not_before: rfc3339(c.not_before),
+            not_after: rfc3339(c.not_after),
+            fingerprint: c.fingerprint.clone(),
+            source: c.source.as_str().into(),
+            revoked_at: c.revoked_at.map(rfc3339),
+            revocation_reason: c.revocation_reason.clone(),
+        }
+    }
+}
+
+/// Create a device. Give `csr` to issue on the device's own key, `cert` to bind a
+/// certificate from a registered CA, or neither to have the hub generate a key (returned
+/// once, never stored).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeviceRequest {
+    /// Device id: 1–64 of `A-Z a-z 0-9 . _ : -`.
+    pub id: String,
+    /// PKCS#10 CSR, PEM.
+    #[serde(default)]
+    pub csr: Option<String>,
+    /// Certificate (and chain), PEM, issued by a registered CA.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// Allow server-TLS and plain connections with a device token (returned once).
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+/// The created device. `private_key_pem` and `token` are shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateDeviceResponse {
+    /// The device.
+    pub device: DeviceView,
+    /// Its certificate.
+    pub certificate: CertView,
+    /// Certificate then issuing CA, PEM.
+    pub certificate_pem: String,
+    /// Hub-generated key (PKCS#8 PEM), only when no CSR or certificate was given.
+    pub private_key_pem: Option<String>,
+    /// Device token, only with `allow_insecure`.
+    pub token: Option<String>,
+}
+
+/// Revoke with a reason.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// RFC 5280 reason: `unspecified` (default), `key_compromise`, `ca_compromise`,
+    /// `affiliation_changed`, `superseded`, `cessation_of_operation`, `privilege_withdrawn`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevokeDeviceResponse {
+    /// The device.
+    pub device_id: String,
+    /// Serials revoked now.
+    pub revoked_serials: Vec<String>,
+}
+
+/// A certificate authority.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    /// Registry name.
+    pub name: String,
+    /// `root`, `device_issuing` or `registered`.
+    pub kind: String,
+    /// `cn`, `san-dns` or `san-uri`.
+    pub identity_rule: String,
+    /// Devices are created on first sight.
+    pub auto_register: bool,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    /// Subject.
+    pub subject: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Certificate, PEM.
+    pub certificate_pem: String,
+}
+
+impl From<&CaRecord> for CaView {
+    fn from(c: &CaRecord) -> Self {
+        let info = moat_pki::cert_info(&c.cert_der).ok();
+        CaView {
+            name: c.name.clone(),
+            kind: c.kind.as_str().into(),
+            identity_rule: c.identity_rule.clone(),
+            auto_register: c.auto_register,
+            fingerprint: c.fingerprint.clone(),
+            subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
+            not_after: info.map(|i| rfc3339(i.not_after)).unwrap_or_default(),
+            created_at: rfc3339(c.created_at),
+            certificate_pem: moat_pki::pem_of_cert(&c.cert_der),
+        }
+    }
+}
+
+/// A one-time CA registration code.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationCodeResponse {
+    /// Put this in the CN of a certificate signed by the CA's key.
+    pub code: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}
+
+/// Register a third-party CA.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCaRequest {
+    /// Registry name (default: `ca-` + fingerprint prefix).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The CA certificate, PEM.
+    pub cert: String,
+    /// Certificate with CN = registration code, signed by the CA key, PEM.
+    pub verification_cert: String,
+    /// `cn` (default), `san-dns` or `san-uri`.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Create devices on first sight.
+    #[serde(default)]
+    pub auto_register: bool,
+}
+
+/// A certificate to explain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// Certificate (and chain), PEM.
+    pub cert: String,
+}
+
+/// One validation step.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    /// `chain`, `revocation`, `identity`, `registration`, `device_state`, `policy`.
+    pub name: String,
+    /// `pass`, `fail` or `skipped`.
+    pub outcome: String,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The verdict.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExplainResponse {
+    /// Would the hub accept it.
+    pub accepted: bool,
+    /// The identity, when found.
+    pub identity: Option<String>,
+    /// Steps in validation order.
+    pub steps: Vec<StepView>,
+}
+
+/// An audit entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    /// Id (newest is highest).
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// `ok`, `refused` or `error`.
+    pub outcome: String,
+    /// Detail.
+    pub detail: Option<String>,
+}
+
+impl From<&AuditEntry> for AuditView {
+    fn from(a: &AuditEntry) -> Self {
+        AuditView {
+            id: a.id,
+            at: rfc3339(a.at),
+            actor: a.actor.clone(),
+            action: a.action.clone(),
+            target: a.target.clone(),
+            outcome: a.outcome.clone(),
+            detail: a.detail.clone(),
+        }
+    }
+}
+
+/// A CRL.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CrlView {
+    /// The CA.
+    pub ca: String,
+    /// CRL number.
+    pub number: u64,
+    /// RFC 3339.
+    pub this_update: String,
+    /// RFC 3339.
+    pub next_update: String,
+    /// The CRL, PEM.
+    pub crl_pem: String,
+}
+
+/// Hub facts a client needs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HubInfo {
+    /// Hub version.
+    pub version: String,
+    /// Registry back end.
+    pub store: String,
+    /// Secret store back end.
+    pub vault: String,
+    /// CA bundle, PEM.
+    pub ca_bundle_pem: String,
+}

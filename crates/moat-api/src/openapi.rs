@@ -1,0 +1,40 @@
+//! The OpenAPI document, assembled from the handlers' annotations.
+
+use crate::dto::*;
+use crate::problem::Problem;
+use crate::routes::*;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation and audit of a Moat hub. Errors are RFC 9457 problem documents."),
+    paths(
+        info, audit_log,
+        list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
+        list_certs, show_cert, revoke_cert, explain_cert, show_crl,
+        list_cas, ca_bundle, registration_code, register_ca, remove_ca,
+    ),
+    components(schemas(
+        Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
+        RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
+        ExplainResponse, StepView, AuditView, CrlView, HubInfo,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}

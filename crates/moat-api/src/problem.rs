@@ -1,0 +1,98 @@
+//! RFC 9457 problem documents: the one place an error becomes an HTTP status and a public
+//! message. Internal causes are logged with the request id, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use moat_core::Error;
+use serde::Serialize;
+
+/// A problem document (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:moat:problem:{kind}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong with this request, and what to do.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem of `kind` with `status`.
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("urn:moat:problem:{kind}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(&self)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+/// A handler error: a core error or a ready problem.
+#[derive(Debug)]
+pub enum ApiError {
+    /// From the domain.
+    Core(Error),
+    /// Built by the API layer (bad JSON, auth).
+    Problem(Problem),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Core(e)
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        ApiError::Problem(p)
+    }
+}
+
+/// The HTTP status of a core error.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::Pki(_) | Error::Chain(_) | Error::IdentityMismatch { .. } | Error::RegistrationCode => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict { .. } | Error::State(_) => StatusCode::CONFLICT,
+        Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Problem(p) => p.into_response(),
+            ApiError::Core(e) => {
+                let status = status_of(&e);
+                let detail = if e.is_client_error() {
+                    e.to_string()
+                } else {
+                    tracing::error!(error = ?e, "request failed");
+                    "the hub failed to complete the request; the cause is in the hub's log".to_string()
+                };
+                let title = status.canonical_reason().unwrap_or("Error");
+                Problem::new(status, e.kind(), title, detail).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The admin API router: one module per resource.
+
+mod cas;
+mod certs;
+mod devices;
+mod misc;
+
+use crate::AppState;
+use crate::problem::Problem;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::routing::{delete, get, post};
+use serde::de::DeserializeOwned;
+
+pub(crate) use cas::*;
+pub(crate) use certs::*;
+pub(crate) use devices::*;
+pub(crate) use misc::*;
+
+/// Largest admin request body (a CSR or certificate chain in JSON is a few KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The admin API: everything under `/api/v1` needs the admin bearer token;
+/// `/api/openapi.json` is public.
+pub fn admin_router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/info", get(info))
+        .route("/devices", get(list_devices).post(create_device))
+        .route("/devices/{id}", get(show_device).delete(delete_device))
+        .route("/devices/{id}/disable", post(disable_device))
+        .route("/devices/{id}/enable", post(enable_device))
+        .route("/devices/{id}/revoke", post(revoke_device))
+        .route("/certificates", get(list_certs))
+        .route("/certificates/explain", post(explain_cert))
+        .route("/certificates/{serial}", get(show_cert))
+        .route("/certificates/{serial}/revoke", post(revoke_cert))
+        .route("/cas", get(list_cas).post(register_ca))
+        .route("/cas/registration-code", post(registration_code))
+        .route("/cas/bundle", get(ca_bundle))
+        .route("/cas/{name}", delete(remove_ca))
+        .route("/crls/{ca}", get(show_crl))
+        .route("/audit", get(audit_log))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_admin,
+        ));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/api/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::serve::request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not-found",
+        "Not Found",
+        "no such API endpoint; see /api/openapi.json",
+    )
+}
+
+/// `Json` whose rejections are problem documents.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = rej.status();
+                Err(Problem::new(status, "bad-body", "Bad Request Body", rej.body_text()))
+            }
+        }
+    }
+}
+
+/// An RFC 5280 reason name from a request (default `unspecified`).
+pub(crate) fn parse_reason(s: Option<&str>) -> Result<moat_core::RevocationReason, Problem> {
+    match s {
+        None => Ok(moat_core::RevocationReason::Unspecified),
+        Some(r) => moat_core::RevocationReason::parse(r).ok_or_else(|| {
+            Problem::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Bad Request",
+                format!("unknown revocation reason {r:?}; use unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation or privilege_withdrawn"),
+            )
+        }),
+    }
+}
+
+/// A JSON body that may be empty (then `T::default()`).
+pub(crate) fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad-body",
+            "Bad Request Body",
+            format!("request body is not valid JSON for this endpoint: {e}"),
+        )
+    })
+}

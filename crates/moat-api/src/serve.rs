@@ -1,0 +1,139 @@
+//! Accept loops. The HTTPS loop takes a connection permit, accepts, and spawns at once; the
+//! TLS handshake runs inside the task under a timeout, so a slow client never stalls the
+//! others (the mistake rumqttd makes).
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+/// Bounds of an HTTP listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open connections at most; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` is cancelled. `tls` is read per
+/// connection, so a new server certificate takes effect without a restart.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let config = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("https", %peer);
+        tracker.spawn(
+            async move {
+                let _permit = permit;
+                let acceptor = TlsAcceptor::from(config);
+                let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(req)
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error") },
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    if tokio::time::timeout(limits.grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace period over; dropping open HTTPS connections");
+    }
+}
+
+/// Serves `app` over plain HTTP until `shutdown` is cancelled.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Middleware: a request id per request, in the tracing span and the `x-request-id` header,
+/// so an error a client reports can be found in the log.
+pub(crate) async fn request_id(req: Request, next: Next) -> Response {
+    let mut id = [0u8; 8];
+    rand::rng().fill_bytes(&mut id);
+    let id = hex::encode(id);
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request done"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,69 @@
+//! rustls glue: the hub's key (in memory or in a PKCS#11 token) as a rustls signing key,
+//! and the HTTPS server configuration.
+
+use moat_core::ServerIdentity;
+use moat_vault::HubKey;
+use rustls::crypto::aws_lc_rs;
+use rustls::server::ResolvesServerCert;
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{ServerConfig, SignatureAlgorithm, SignatureScheme};
+use std::sync::Arc;
+
+/// A [`HubKey`] (ECDSA P-256) usable by rustls. The key never leaves the vault or token:
+/// rustls hands it the handshake transcript to sign.
+#[derive(Debug)]
+struct HubTlsKey(Arc<HubKey>);
+
+impl SigningKey for HubTlsKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        offered
+            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+            .then(|| Box::new(HubTlsSigner(self.0.clone())) as Box<dyn Signer>)
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        SignatureAlgorithm::ECDSA
+    }
+}
+
+#[derive(Debug)]
+struct HubTlsSigner(Arc<HubKey>);
+
+impl Signer for HubTlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        // rcgen's P-256 signing is ECDSA-SHA256 with a DER signature: exactly what TLS
+        // ECDSA_NISTP256_SHA256 wants.
+        rcgen::SigningKey::sign(&*self.0, message)
+            .map_err(|e| rustls::Error::General(format!("hub key failed to sign: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ECDSA_NISTP256_SHA256
+    }
+}
+
+/// The hub's key as a rustls signing key (for other TLS listeners, e.g. MQTT).
+pub fn tls_signing_key(key: Arc<HubKey>) -> Arc<dyn SigningKey> {
+    Arc::new(HubTlsKey(key))
+}
+
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// TLS 1.2 + 1.3 server configuration for the admin API: the hub's server identity, no
+/// client certificates, ALPN h2 and http/1.1.
+pub fn hub_server_config(identity: &ServerIdentity) -> Result<ServerConfig, rustls::Error> {
+    let certified = CertifiedKey::new(identity.chain.clone(), tls_signing_key(identity.key.clone()));
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,313 @@
+//! Devices: creation with one of three credentials, listing, state changes, deletion.
+
+use crate::hub::cert_record;
+use crate::{Actor, Error, Event, Hub, Secret, hash_token, new_token};
+use moat_pki::{DeviceCertRequest, IdentityRule, RevocationReason, Serial, TrustedCa};
+use moat_store::{CaKind, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+/// Longest device id we accept (MQTT client ids may be longer, but ids appear in topics,
+/// file names and certificate CNs, which are limited to 64 characters by RFC 5280's ub-common-name).
+pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// How the device proves who it is.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// The hub generates a P-256 key, issues a certificate, returns both once, keeps only the
+    /// certificate.
+    GenerateKey,
+    /// The hub issues a certificate on the public key of this PKCS#10 request (PEM or DER);
+    /// the key never leaves the device.
+    Csr(Vec<u8>),
+    /// A certificate (PEM or DER, optionally followed by its chain) issued by a registered CA.
+    Cert(Vec<u8>),
+}
+
+/// A device to create.
+#[derive(Clone, Debug)]
+pub struct CreateDevice {
+    /// The device id (see [`validate_device_id`]).
+    pub id: String,
+    /// Its credential.
+    pub credential: Credential,
+    /// Policy `allow_insecure` and a device token (shown once) when true; `deny_insecure`
+    /// (mutual TLS only) otherwise.
+    pub allow_insecure: bool,
+}
+
+/// What creating a device returns. The key and token are not stored anywhere: this is the
+/// only time anyone sees them.
+#[derive(Debug)]
+pub struct CreatedDevice {
+    /// The device row.
+    pub device: Device,
+    /// Its certificate's registry row.
+    pub certificate: CertRecord,
+    /// The certificate, then its issuing CA (PEM).
+    pub chain_pem: String,
+    /// The private key (PKCS#8 PEM), for [`Credential::GenerateKey`] only.
+    pub private_key_pem: Option<Secret>,
+    /// The device token, when `allow_insecure`.
+    pub token: Option<Secret>,
+}
+
+/// Checks a device id: 1 to 64 characters from `A-Z a-z 0-9 . _ : -`, not starting with
+/// `.` or `-`. These survive MQTT topics (no `/ + #`), file names and certificate names.
+pub fn validate_device_id(id: &str) -> Result<(), Error> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if id.is_empty() || id.len() > MAX_DEVICE_ID_LEN {
+        return Err(Error::Invalid(format!(
+            "device id must be 1 to {MAX_DEVICE_ID_LEN} characters long"
+        )));
+    }
+    if !id.chars().all(ok_char) || id.starts_with(['.', '-']) {
+        return Err(Error::Invalid(format!(
+            "device id {id:?} may only contain letters, digits, '.', '_', ':' and '-', and must not start with '.' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+impl Hub {
+    /// Creates a device with its first certificate. The certificate is recorded (with the
+    /// device, in one transaction) before anything is returned.
+    pub async fn create_device(
+        &self,
+        req: CreateDevice,
+        actor: &Actor,
+    ) -> Result<CreatedDevice, Error> {
+        let id = req.id.clone();
+        let result = self.create_device_inner(req).await;
+        if let Ok(created) = &result {
+            self.emit(Event::DeviceCreated { device_id: created.device.id.clone() });
+        }
+        self.audited(actor, "device.create", Some(&id), result).await
+    }
+
+    async fn create_device_inner(&self, req: CreateDevice) -> Result<CreatedDevice, Error> {
+        validate_device_id(&req.id)?;
+        if self.store().device(&req.id).await?.is_some() {
+            return Err(Error::Conflict { kind: "device", id: req.id });
+        }
+        let now = OffsetDateTime::now_utc();
+        let (cert, chain_pem, private_key_pem, ca_name, source) = match &req.credential {
+            Credential::GenerateKey => {
+                let key = moat_pki::KeyPair::generate()
+                    .map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
+                let cert = self.issue_device(&req.id, &key, now)?;
+                let pem = Secret::new(key.serialize_pem());
+                let chain = self.device_chain_pem(&cert);
+                (cert, chain, Some(pem), self.device_ca.name.clone(), CertSource::HubKey)
+            }
+            Credential::Csr(csr) => {
+                let checked = moat_pki::check_csr(csr)?;
+                let cert = self.issue_device(&req.id, &checked.public_key, now)?;
+                let chain = self.device_chain_pem(&cert);
+                (cert, chain, None, self.device_ca.name.clone(), CertSource::Csr)
+            }
+            Credential::Cert(input) => {
+                let (cert, ca_name) = self.check_bound_cert(&req.id, input, now).await?;
+                let chain = moat_pki::pem_of_cert(&cert);
+                (cert, chain, None, ca_name, CertSource::Bound)
+            }
+        };
+        let certificate = cert_record(&cert, &ca_name, Some(&req.id), source, now)?;
+        let token = req.allow_insecure.then(|| new_token("moat_dev_"));
+        let device = Device {
+            id: req.id.clone(),
+            state: DeviceState::Active,
+            policy: if req.allow_insecure {
+                ConnectionPolicy::AllowInsecure
+            } else {
+                ConnectionPolicy::DenyInsecure
+            },
+            token_hash: token.as_ref().map(|t| hash_token(t.expose())),
+            ca_name,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store().create_device(&device, Some(&certificate)).await.map_err(|e| match e {
+            moat_store::Error::Conflict(_) => Error::Conflict { kind: "device", id: req.id.clone() },
+            other => other.into(),
+        })?;
+        Ok(CreatedDevice { device, certificate, chain_pem, private_key_pem, token })
+    }
+
+    fn issue_device(
+        &self,
+        id: &str,
+        public_key: &dyn moat_pki::PublicKeyData,
+        now: OffsetDateTime,
+    ) -> Result<CertificateDer<'static>, Error> {
+        let serial = Serial::random();
+        let crl_url = self.crl_url(&self.device_ca.name);
+        Ok(moat_pki::issue_device_cert(
+            &DeviceCertRequest {
+                device_id: id,
+                public_key,
+                serial: &serial,
+                validity: self.cfg.device_cert_validity,
+                crl_url: crl_url.as_deref(),
+                organization: Some(&self.cfg.organization),
+                now,
+            },
+            &self.device_ca.cert,
+            &self.device_ca.key,
+        )?)
+    }
+
+    fn device_chain_pem(&self, leaf: &[u8]) -> String {
+        let mut pem = moat_pki::pem_of_cert(leaf);
+        pem.push_str(&moat_pki::pem_of_cert(&self.device_ca.cert));
+        pem
+    }
+
+    /// The registered CAs as trust anchors, with their records.
+    pub(crate) async fn registered_cas(
+        &self,
+    ) -> Result<(Vec<TrustedCa>, Vec<moat_store::CaRecord>), Error> {
+        let recs: Vec<_> = self
+            .store()
+            .list_cas()
+            .await?
+            .into_iter()
+            .filter(|c| c.kind == CaKind::Registered)
+            .collect();
+        let trusted = recs
+            .iter()
+            .map(|c| TrustedCa {
+                name: c.name.clone(),
+                cert: CertificateDer::from(c.cert_der.clone()),
+                intermediates: Vec::new(),
+            })
+            .collect();
+        Ok((trusted, recs))
+    }
+
+    /// Bring-your-own-certificate: it must chain to a registered CA, and its identity by that
+    /// CA's rule must be `id`.
+    async fn check_bound_cert(
+        &self,
+        id: &str,
+        input: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(CertificateDer<'static>, String), Error> {
+        let mut chain = moat_pki::parse_cert_chain_pem(input)?;
+        let leaf = chain.remove(0);
+        let (trusted, recs) = self.registered_cas().await?;
+        if trusted.is_empty() {
+            return Err(Error::Chain(moat_pki::ChainError::UnknownIssuer));
+        }
+        let idx =
+            moat_pki::verify_client_chain(&leaf, &chain, &trusted, now).map_err(Error::Chain)?;
+        let ca = &recs[idx];
+        let rule = IdentityRule::parse(&ca.identity_rule)
+            .ok_or_else(|| Error::Internal(format!("CA {} has a bad identity rule", ca.name)))?;
+        let found = moat_pki::identity_of(&leaf, rule)?;
+        if found != id {
+            return Err(Error::IdentityMismatch {
+                expected: id.to_string(),
+                found,
+                rule: rule.as_str(),
+                ca: ca.name.clone(),
+            });
+        }
+        Ok((leaf, ca.name.clone()))
+    }
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Device, Error> {
+        self.store()
+            .device(id)
+            .await?
+            .ok_or_else(|| Error::NotFound { kind: "device", id: id.to_string() })
+    }
+
+    /// Devices by id, after `after`, at most `limit` (1..=1000).
+    pub async fn list_devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<Device>, Error> {
+        Ok(self.store().list_devices(after, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Disables a device: its connections are refused (and dropped) until it is enabled.
+    pub async fn disable_device(&self, id: &str, actor: &Actor) -> Result<Device, Error> {
+        let result = self.set_state(id, DeviceState::Disabled).await;
+        if result.is_ok() {
+            self.emit(Event::DeviceDisabled { device_id: id.to_string() });
+        }
+        self.audited(actor, "device.disable", Some(id), result).await
+    }
+
+    /// Enables a disabled device. A revoked device stays revoked.
+    pub async fn enable_device(&self, id: &str, actor: &Actor) -> Result<Device, Error> {
+        let result = self.set_state(id, DeviceState::Active).await;
+        if result.is_ok() {
+            self.emit(Event::DeviceEnabled { device_id: id.to_string() });
+        }
+        self.audited(actor, "device.enable", Some(id), result).await
+    }
+
+    async fn set_state(&self, id: &str, state: DeviceState) -> Result<Device, Error> {
+        let mut device = self.device(id).await?;
+        if device.state == DeviceState::Revoked {
+            return Err(Error::State(format!(
+                "device {id:?} is revoked; a revoked device cannot change state (create a new device)"
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        self.store().set_device_state(id, state, now).await?;
+        device.state = state;
+        device.updated_at = now;
+        Ok(device)
+    }
+
+    /// Revokes a device and every certificate it holds, republishes the affected CRLs, and
+    /// emits [`Event::DeviceRevoked`].
+    pub async fn revoke_device(
+        &self,
+        id: &str,
+        reason: RevocationReason,
+        actor: &Actor,
+    ) -> Result<Vec<String>, Error> {
+        let result = self.revoke_device_inner(id, reason).await;
+        self.audited(actor, "device.revoke", Some(id), result).await
+    }
+
+    async fn revoke_device_inner(
+        &self,
+        id: &str,
+        reason: RevocationReason,
+    ) -> Result<Vec<String>, Error> {
+        let device = self.device(id).await?;
+        let now = OffsetDateTime::now_utc();
+        self.store().set_device_state(id, DeviceState::Revoked, now).await?;
+        let serials = self.store().revoke_device_certs(id, reason.as_str(), now).await?;
+        self.emit(Event::DeviceRevoked { device_id: id.to_string(), serials: serials.clone() });
+        if !serials.is_empty() && self.is_hub_ca(&device.ca_name) {
+            self.publish_crl(&device.ca_name, &Actor::system()).await?;
+        }
+        Ok(serials)
+    }
+
+    /// Deletes a device. Its certificates are revoked first (reason cessationOfOperation) so
+    /// that nothing issued to it stays usable; their registry rows stay.
+    pub async fn delete_device(&self, id: &str, actor: &Actor) -> Result<(), Error> {
+        let result = async {
+            let device = self.device(id).await?;
+            let now = OffsetDateTime::now_utc();
+            let reason = RevocationReason::CessationOfOperation;
+            let serials = self.store().revoke_device_certs(id, reason.as_str(), now).await?;
+            self.store().delete_device(id).await?;
+            if !serials.is_empty() {
+                self.emit(Event::DeviceRevoked { device_id: id.to_string(), serials });
+                if self.is_hub_ca(&device.ca_name) {
+                    self.publish_crl(&device.ca_name, &Actor::system()).await?;
+                }
+            }
+            self.emit(Event::DeviceDeleted { device_id: id.to_string() });
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "device.delete", Some(id), result).await
+    }
+}

@@ -1,0 +1,280 @@
+//! The [`Hub`]: the hub's CAs loaded with their keys, the registry, the vault and the event
+//! bus, created or reopened at start-up.
+
+use crate::{CoreConfig, Error, Event};
+use moat_pki::{CaProfile, Serial, ServerCertRequest};
+use moat_store::{CaKind, CaRecord, CertRecord, CertSource, Store};
+use moat_vault::{HubKey, KeyRef, Vault};
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, broadcast};
+
+/// Setting keys of the hub's server identity.
+const SERVER_KEY_REF: &str = "server.key_ref";
+const SERVER_SERIAL: &str = "server.serial";
+const SERVER_NAMES: &str = "server.names";
+
+/// One of the hub's own CAs, ready to sign.
+pub(crate) struct LoadedCa {
+    /// Registry name.
+    pub(crate) name: String,
+    /// Its certificate.
+    pub(crate) cert: CertificateDer<'static>,
+    /// Its signing key (in memory after unsealing, or in the token).
+    pub(crate) key: HubKey,
+}
+
+impl std::fmt::Debug for LoadedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedCa").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The hub's TLS server identity: certificate chain (leaf, then issuer) and key.
+#[derive(Clone, Debug)]
+pub struct ServerIdentity {
+    /// Leaf first, up to (not including) the root.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The key; sign with it through `moat-api`'s rustls adapter.
+    pub key: Arc<HubKey>,
+}
+
+/// The hub's domain services. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Hub {
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    pub(crate) cfg: CoreConfig,
+    pub(crate) root: LoadedCa,
+    pub(crate) device_ca: LoadedCa,
+    events: broadcast::Sender<Event>,
+    /// Serialises CRL publication on this node so CRL numbers are handed out in the order the
+    /// CRLs are built (the store's `save_crl` also refuses a lower number).
+    pub(crate) crl_lock: Mutex<()>,
+}
+
+impl Hub {
+    /// Opens the hub on `store` and `vault`: loads the root and device CAs, creating them (and
+    /// their first CRLs) on the first start.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        cfg: CoreConfig,
+    ) -> Result<Hub, Error> {
+        let now = OffsetDateTime::now_utc();
+        let root = match store.ca(&cfg.ca_names.root).await? {
+            Some(rec) => load_ca(&vault, rec)?,
+            None => {
+                let (key_ref, key) = vault.generate_key("moat-root-ca")?;
+                let serial = Serial::random();
+                let profile = CaProfile {
+                    common_name: cfg.root_common_name.clone(),
+                    organization: Some(cfg.organization.clone()),
+                    validity: cfg.root_validity,
+                };
+                let cert = moat_pki::new_root_ca(&profile, &key, &serial, now)?;
+                let name = cfg.ca_names.root.clone();
+                save_new_ca(&*store, &name, CaKind::Root, &cert, &key_ref, &name, now).await?;
+                tracing::info!(ca = %name, "created root CA");
+                LoadedCa { name, cert, key }
+            }
+        };
+        let device_ca = match store.ca(&cfg.ca_names.devices).await? {
+            Some(rec) => load_ca(&vault, rec)?,
+            None => {
+                let (key_ref, key) = vault.generate_key("moat-device-ca")?;
+                let serial = Serial::random();
+                let profile = CaProfile {
+                    common_name: cfg.device_ca_common_name.clone(),
+                    organization: Some(cfg.organization.clone()),
+                    validity: cfg.device_ca_validity,
+                };
+                let crl_url = crl_url(&cfg, &root.name);
+                let cert = moat_pki::new_intermediate_ca(
+                    &profile,
+                    &key,
+                    &serial,
+                    &root.cert,
+                    &root.key,
+                    crl_url.as_deref(),
+                    now,
+                )?;
+                let name = cfg.ca_names.devices.clone();
+                save_new_ca(&*store, &name, CaKind::DeviceIssuing, &cert, &key_ref, &root.name, now)
+                    .await?;
+                tracing::info!(ca = %name, "created device CA");
+                LoadedCa { name, cert, key }
+            }
+        };
+        let (events, _) = broadcast::channel(1024);
+        let hub = Hub { store, vault, cfg, root, device_ca, events, crl_lock: Mutex::new(()) };
+        hub.refresh_crls().await?;
+        Ok(hub)
+    }
+
+    /// The registry.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The secret store.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Subscribes to domain events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        // No subscriber is not an error: the registry is the source of truth.
+        let _ = self.events.send(event);
+    }
+
+    /// The root CA certificate.
+    pub fn root_cert(&self) -> &CertificateDer<'static> {
+        &self.root.cert
+    }
+
+    /// The device CA certificate.
+    pub fn device_ca_cert(&self) -> &CertificateDer<'static> {
+        &self.device_ca.cert
+    }
+
+    /// The registry name of the device CA.
+    pub fn device_ca_name(&self) -> &str {
+        &self.device_ca.name
+    }
+
+    /// The PEM a device or client installs to trust the hub: the root CA, then the device CA
+    /// (so `openssl verify -CAfile bundle.pem` works on device certificates too).
+    pub fn ca_bundle_pem(&self) -> String {
+        let mut pem = moat_pki::pem_of_cert(&self.root.cert);
+        pem.push_str(&moat_pki::pem_of_cert(&self.device_ca.cert));
+        pem
+    }
+
+    /// The CRL URL written into certificates `ca_name` issues.
+    pub fn crl_url(&self, ca_name: &str) -> Option<String> {
+        crl_url(&self.cfg, ca_name)
+    }
+
+    /// The hub's TLS server identity for `names` (DNS names and IP addresses). Reuses the
+    /// stored one unless it is missing, was made for other names, or has less than a third
+    /// of its validity left; otherwise makes a new key and certificate (signed by the root)
+    /// and records them before returning.
+    pub async fn server_identity(&self, names: &[String]) -> Result<ServerIdentity, Error> {
+        let now = OffsetDateTime::now_utc();
+        let wanted = names.join(",");
+        let key_ref = self.store.setting(SERVER_KEY_REF).await?;
+        let serial = self.store.setting(SERVER_SERIAL).await?;
+        let stored_names = self.store.setting(SERVER_NAMES).await?;
+        if let (Some(key_ref), Some(serial), Some(stored_names)) = (key_ref, serial, stored_names)
+            && stored_names == wanted
+            && let Some(rec) = self.store.cert(&serial).await?
+            && rec.not_after - now > self.cfg.server_cert_validity / 3
+        {
+            let key = self.vault.load_key(&KeyRef(key_ref))?;
+            return Ok(ServerIdentity {
+                chain: vec![CertificateDer::from(rec.der), self.root.cert.clone()],
+                key: Arc::new(key),
+            });
+        }
+        let (key_ref, key) = self.vault.generate_key("moat-server")?;
+        let serial = Serial::random();
+        let common_name = names.first().map(String::as_str).unwrap_or("moat");
+        let cert = moat_pki::issue_server_cert(
+            &ServerCertRequest {
+                common_name,
+                names,
+                public_key: &key,
+                serial: &serial,
+                validity: self.cfg.server_cert_validity,
+                now,
+            },
+            &self.root.cert,
+            &self.root.key,
+        )?;
+        let rec = cert_record(&cert, &self.root.name, None, CertSource::Hub, now)?;
+        self.store.insert_cert(&rec).await?;
+        self.store.put_setting(SERVER_KEY_REF, &key_ref.0).await?;
+        self.store.put_setting(SERVER_NAMES, &wanted).await?;
+        self.store.put_setting(SERVER_SERIAL, &rec.serial).await?;
+        tracing::info!(serial = %rec.serial, names = %wanted, "issued hub server certificate");
+        Ok(ServerIdentity { chain: vec![cert, self.root.cert.clone()], key: Arc::new(key) })
+    }
+}
+
+fn crl_url(cfg: &CoreConfig, ca_name: &str) -> Option<String> {
+    cfg.crl_base_url
+        .as_ref()
+        .map(|base| format!("{}/crl/{ca_name}.crl", base.trim_end_matches('/')))
+}
+
+fn load_ca(vault: &Vault, rec: CaRecord) -> Result<LoadedCa, Error> {
+    let key_ref = rec
+        .key_ref
+        .ok_or_else(|| Error::Internal(format!("hub CA {} has no key reference", rec.name)))?;
+    let key = vault.load_key(&KeyRef(key_ref))?;
+    Ok(LoadedCa { name: rec.name, cert: CertificateDer::from(rec.cert_der), key })
+}
+
+async fn save_new_ca(
+    store: &dyn Store,
+    name: &str,
+    kind: CaKind,
+    cert: &CertificateDer<'static>,
+    key_ref: &KeyRef,
+    issuer_name: &str,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    let rec = cert_record(cert, issuer_name, None, CertSource::Hub, now)?;
+    store.insert_cert(&rec).await?;
+    store
+        .insert_ca(&CaRecord {
+            name: name.to_string(),
+            kind,
+            cert_der: cert.to_vec(),
+            key_ref: Some(key_ref.0.clone()),
+            identity_rule: moat_pki::IdentityRule::Cn.as_str().to_string(),
+            auto_register: false,
+            fingerprint: rec.fingerprint,
+            created_at: now,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The registry row of a certificate.
+pub(crate) fn cert_record(
+    der: &[u8],
+    ca_name: &str,
+    device_id: Option<&str>,
+    source: CertSource,
+    now: OffsetDateTime,
+) -> Result<CertRecord, Error> {
+    let info = moat_pki::cert_info(der)?;
+    Ok(CertRecord {
+        serial: info.serial,
+        ca_name: ca_name.to_string(),
+        device_id: device_id.map(str::to_string),
+        subject: info.subject,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        fingerprint: info.fingerprint_sha256,
+        spki_sha256: info.spki_sha256,
+        source,
+        der: der.to_vec(),
+        created_at: now,
+        revoked_at: None,
+        revocation_reason: None,
+    })
+}

@@ -1,0 +1,212 @@
+//! Command-line interface. Admin commands talk to the running hub's API, finding its URL,
+//! token and CA through the data dir unless `--hub`/`--token-file`/`--ca-file` say otherwise.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Moat: a self-hosted IoT device security hub.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory of the hub [default: ./moat-data, or data_dir from the config file].
+    #[arg(long, global = true, env = "MOAT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin API URL (default: read from DATA_DIR/hub.json).
+    #[arg(long, global = true, env = "MOAT_HUB")]
+    pub hub: Option<String>,
+    /// File holding the admin token (default: DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "MOAT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM bundle to trust for the hub's TLS certificate (default: DATA_DIR/ca-bundle.pem).
+    #[arg(long, global = true, env = "MOAT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Print API responses as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Certificate authorities: the hub's bundle, third-party CA registration.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Print a CA's current CRL (PEM).
+    Crl {
+        /// The CA (default: the device CA).
+        #[arg(long, default_value = "devices")]
+        ca: String,
+    },
+    /// Print the audit log, newest first.
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+/// `moat serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration (default: DATA_DIR/moat.toml if present, else built-in defaults).
+    #[arg(long, env = "MOAT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Registry URL (sqlite://PATH or postgres://…); overrides the config.
+    #[arg(long, env = "MOAT_DATABASE")]
+    pub database: Option<String>,
+    /// Admin API listen address; overrides the config.
+    #[arg(long)]
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// CRL endpoint listen address; overrides the config.
+    #[arg(long)]
+    pub crl_listen: Option<std::net::SocketAddr>,
+    /// Master key source (file, passphrase, pkcs11); overrides the config.
+    #[arg(long)]
+    pub vault: Option<String>,
+}
+
+/// `moat config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the commented default configuration.
+    Default,
+}
+
+/// `moat ca …`.
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Print the PEM bundle devices install to trust the hub.
+    Bundle,
+    /// Print a one-time code for registering a CA (put it in a verification certificate's CN).
+    RegistrationCode,
+    /// Register a third-party CA after proof of possession of its key.
+    Register {
+        /// The CA certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// A certificate with CN = registration code, signed by the CA's key (PEM).
+        #[arg(long)]
+        verification_cert: PathBuf,
+        /// Where device identities are read from: cn, san-dns or san-uri.
+        #[arg(long, default_value = "cn", value_parser = ["cn", "san-dns", "san-uri"])]
+        identity: String,
+        /// Create devices on first sight of a valid certificate from this CA.
+        #[arg(long)]
+        auto_register: bool,
+        /// Registry name (default: ca- + fingerprint prefix).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List CAs.
+    List,
+    /// Remove a registered CA.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `moat device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Create a device: hub-generated key (--out), CSR (--csr) or a registered CA's certificate (--cert).
+    Create {
+        /// Device id.
+        id: String,
+        /// Directory to write ID.crt, ID.key (hub-generated key) and ID.token into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Issue on this CSR (PEM or DER); the key never leaves the device.
+        #[arg(long, conflicts_with = "cert")]
+        csr: Option<PathBuf>,
+        /// Bind this certificate (PEM) from a registered CA.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Allow server-TLS and plain connections with a device token (printed once).
+        #[arg(long)]
+        allow_insecure: bool,
+    },
+    /// List devices.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this id.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show a device and its certificates.
+    Show {
+        /// Device id.
+        id: String,
+    },
+    /// Refuse a device's connections until enabled.
+    Disable {
+        /// Device id.
+        id: String,
+    },
+    /// Enable a disabled device.
+    Enable {
+        /// Device id.
+        id: String,
+    },
+    /// Delete a device (its certificates are revoked).
+    Delete {
+        /// Device id.
+        id: String,
+    },
+    /// Revoke a device and all its certificates.
+    Revoke {
+        /// Device id.
+        id: String,
+        /// RFC 5280 reason (unspecified, key_compromise, superseded, cessation_of_operation, …).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `moat cert …`.
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// List certificates, newest first.
+    List {
+        /// Only this device's.
+        #[arg(long)]
+        device: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one certificate.
+    Show {
+        /// Serial (hex).
+        serial: String,
+    },
+    /// Revoke one certificate.
+    Revoke {
+        /// Serial (hex).
+        serial: String,
+        /// RFC 5280 reason.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Would the hub accept this certificate? Names the failing validation step if not.
+    Explain {
+        /// Certificate (PEM, optionally with its chain).
+        file: PathBuf,
+    },
+}

@@ -1,0 +1,79 @@
+//! The CLI's commands. Each admin command is one API call (or a few) and a printout.
+
+mod ca;
+mod cert;
+mod device;
+
+use crate::cli::{Cli, Command, ConfigCmd};
+use crate::client::ApiClient;
+use moat_api::dto::{AuditView, CrlView};
+use serde::Serialize;
+
+/// The data dir when neither `--data-dir` nor the config names one.
+pub const DEFAULT_DATA_DIR: &str = "./moat-data";
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(cli.data_dir, args).await,
+        Command::Config(ConfigCmd::Default) => {
+            print!("{}", crate::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Ca(ref c) => ca::run(&cli, c).await,
+        Command::Device(ref c) => device::run(&cli, c).await,
+        Command::Cert(ref c) => cert::run(&cli, c).await,
+        Command::Crl { ref ca } => {
+            let api = ApiClient::from_cli(&cli)?;
+            let crl: CrlView = api.get(&format!("/api/v1/crls/{}", seg(ca))).await?;
+            if cli.json {
+                return print_json(&crl);
+            }
+            print!("{}", crl.crl_pem);
+            Ok(())
+        }
+        Command::Audit { limit } => {
+            let api = ApiClient::from_cli(&cli)?;
+            let entries: Vec<AuditView> = api.get(&format!("/api/v1/audit?limit={limit}")).await?;
+            if cli.json {
+                return print_json(&entries);
+            }
+            for e in entries.iter().rev() {
+                println!(
+                    "{}  {:<7} {:<6} {:<22} {:<24} {}",
+                    e.at,
+                    e.outcome,
+                    e.actor,
+                    e.action,
+                    e.target.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Percent-encodes a path segment (ids are restricted, but a typo must not become a path).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads a file the user named, with an error that names it.
+pub fn read_input(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
+}

@@ -1,0 +1,286 @@
+//! The hub's configuration: one serde tree, `deny_unknown_fields`, real durations, a safe
+//! default for every key. `moat config default` prints [`DEFAULT_TOML`].
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The commented default configuration. Every key is optional.
+pub const DEFAULT_TOML: &str = r#"# Moat hub configuration. Every key is optional; the values shown are the defaults.
+# Use with `moat serve --config moat.toml` (or put it at DATA_DIR/moat.toml).
+
+# Where the hub keeps its registry, keys (sealed) and admin token.
+data_dir = "./moat-data"
+# Registry: SQLite in the data dir by default; "postgres://user:pass@host/db" for several hubs.
+# database = "sqlite://./moat-data/moat.db"
+
+[api]
+# HTTPS admin API (REST + OpenAPI at /api/openapi.json).
+listen = "0.0.0.0:8443"
+handshake_timeout = "10s"
+max_connections = 1024
+
+[crl]
+# Plain HTTP endpoint for CRLs (/crl/{ca}.crl) and the CA bundle (/ca/bundle.pem).
+listen = "0.0.0.0:8080"
+# Base URL written into every certificate's CRL distribution point. It must stay stable:
+# certificates carry it for their whole life. Default: http://HOSTNAME:PORT of `listen`.
+# public_url = "http://hub.example.com:8080"
+# nextUpdate of published CRLs; they are republished when half of this is left.
+validity = "7d"
+refresh_interval = "1h"
+
+[ca]
+organization = "Moat"
+root_common_name = "Moat Root CA"
+root_validity = "3650d"
+device_ca_common_name = "Moat Device CA"
+device_ca_validity = "1825d"
+device_cert_validity = "365d"
+# How long a CA registration code (`moat ca registration-code`) stays usable.
+registration_code_ttl = "1h"
+
+[server]
+# The hub's TLS certificate always names localhost, 127.0.0.1 and the host name; add more.
+names = []
+validity = "90d"
+
+[vault]
+# Where the master key that seals every private key comes from:
+#   "file"       a 32-byte key file (created 0600 on first start)
+#   "passphrase" argon2id from the environment variable below, or a prompt
+#   "pkcs11"     CA keys generated and used inside a PKCS#11 token
+source = "file"
+key_file = "master.key"          # relative to data_dir
+passphrase_env = "MOAT_MASTER_PASSPHRASE"
+
+[vault.pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "moat"
+pin_env = "MOAT_PKCS11_PIN"
+
+[log]
+# "text" or "json"; the level filter also reads RUST_LOG.
+format = "text"
+level = "info"
+"#;
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Registry URL; default SQLite in the data dir.
+    pub database: Option<String>,
+    /// Admin API.
+    pub api: ApiConfig,
+    /// CRL endpoint.
+    pub crl: CrlConfig,
+    /// CA names and validities.
+    pub ca: CaConfig,
+    /// Hub server certificate.
+    pub server: ServerConfig,
+    /// Master key.
+    pub vault: VaultConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str(DEFAULT_TOML).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS handshake timeout.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+}
+
+/// `[crl]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Base URL in certificates.
+    pub public_url: Option<String>,
+    /// CRL validity.
+    #[serde(with = "humantime_serde")]
+    pub validity: Duration,
+    /// How often CRL freshness is checked.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+/// `[ca]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Subject O.
+    pub organization: String,
+    /// Root CN.
+    pub root_common_name: String,
+    /// Root validity.
+    #[serde(with = "humantime_serde")]
+    pub root_validity: Duration,
+    /// Device CA CN.
+    pub device_ca_common_name: String,
+    /// Device CA validity.
+    #[serde(with = "humantime_serde")]
+    pub device_ca_validity: Duration,
+    /// Device certificate validity.
+    #[serde(with = "humantime_serde")]
+    pub device_cert_validity: Duration,
+    /// Registration code lifetime.
+    #[serde(with = "humantime_serde")]
+    pub registration_code_ttl: Duration,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Extra SANs.
+    pub names: Vec<String>,
+    /// Validity.
+    #[serde(with = "humantime_serde")]
+    pub validity: Duration,
+}
+
+/// `[vault]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `file`, `passphrase` or `pkcs11`.
+    pub source: String,
+    /// Key file, relative to the data dir.
+    pub key_file: PathBuf,
+    /// Environment variable holding the passphrase.
+    pub passphrase_env: String,
+    /// PKCS#11 token.
+    pub pkcs11: Pkcs11Config,
+}
+
+/// `[vault.pkcs11]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub token_label: String,
+    /// Environment variable holding the user PIN.
+    pub pin_env: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// Filter.
+    pub level: String,
+}
+
+impl Config {
+    /// Loads `path` (or the defaults when None), then validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let cfg: Config = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                // Merge the file over the defaults, table by table, so partial files work.
+                let mut base: toml::Table = toml::from_str(DEFAULT_TOML)?;
+                let over: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("{} is not valid TOML", p.display()))?;
+                merge(&mut base, over);
+                toml::Value::Table(base).try_into().map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("{}: {} (see `moat config default` for every key)", p.display(), e.message())
+                })?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.vault.source.as_str(), "file" | "passphrase" | "pkcs11") {
+            bail!("vault.source = {:?}: use \"file\", \"passphrase\" or \"pkcs11\"", self.vault.source);
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bail!("log.format = {:?}: use \"text\" or \"json\"", self.log.format);
+        }
+        if self.crl.validity < Duration::from_secs(3600) {
+            bail!("crl.validity must be at least 1h");
+        }
+        if self.ca.device_cert_validity > self.ca.device_ca_validity {
+            bail!("ca.device_cert_validity must not exceed ca.device_ca_validity");
+        }
+        if self.api.max_connections == 0 {
+            bail!("api.max_connections must be at least 1");
+        }
+        if let Some(url) = &self.crl.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("crl.public_url = {url:?}: must be an http:// or https:// URL");
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_parses_and_validates() {
+        let cfg = Config::default();
+        cfg.validate().expect("default config validates");
+        assert_eq!(cfg.api.listen.port(), 8443);
+        assert_eq!(cfg.crl.listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[api]\nlisten_on = \"1.2.3.4:1\"\n").expect("write");
+        let err = Config::load(Some(&p)).expect_err("unknown key refused").to_string();
+        assert!(err.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[api]\nlisten = \"127.0.0.1:9443\"\n").expect("write");
+        let cfg = Config::load(Some(&p)).expect("loads");
+        assert_eq!(cfg.api.listen.port(), 9443);
+        assert_eq!(cfg.api.max_connections, 1024);
+    }
+}

@@ -1,0 +1,264 @@
+//! `moat serve`: load the configuration, open the vault and the registry, make or reuse the
+//! hub's CAs, server certificate and admin token, then serve until SIGINT/SIGTERM.
+
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::files::{private_dir, write_atomic};
+use anyhow::{Context, bail};
+use moat_api::{AdminAuth, AppState, ServeLimits};
+use moat_core::{CoreConfig, Hub};
+use moat_vault::{MasterKeySource, Pkcs11Config, Secret, Vault};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Setting key of the admin token's hash.
+const ADMIN_TOKEN_HASH: &str = "admin.token_hash";
+
+/// What `serve` writes into the data dir for the CLI: where the running hub listens.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HubFile {
+    /// Admin API base URL.
+    pub admin_url: String,
+    /// CRL endpoint base URL.
+    pub crl_url: String,
+    /// The hub's process id.
+    pub pid: u32,
+}
+
+/// Runs the hub. `data_dir` is the CLI's `--data-dir`, which wins over the config file's.
+pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let config_path = args.config.clone().or_else(|| {
+        let p = data_dir.clone().unwrap_or_else(|| PathBuf::from(crate::cmd::DEFAULT_DATA_DIR)).join("moat.toml");
+        p.exists().then_some(p)
+    });
+    let mut cfg = Config::load(config_path.as_deref())?;
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(db) = args.database {
+        cfg.database = Some(db);
+    }
+    if let Some(a) = args.api_listen {
+        cfg.api.listen = a;
+    }
+    if let Some(a) = args.crl_listen {
+        cfg.crl.listen = a;
+    }
+    if let Some(v) = args.vault {
+        cfg.vault.source = v;
+    }
+    init_logging(&cfg);
+    // Both aws-lc-rs and ring can end up in the tree; pick one provider for the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let data_dir = cfg.data_dir.clone();
+    private_dir(&data_dir)?;
+
+    let vault = Vault::open(&data_dir, master_key_source(&cfg)?)
+        .with_context(|| format!("cannot open the vault in {}", data_dir.display()))?;
+    let db_url = cfg.database.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", data_dir.join("moat.db").display())
+    });
+    let store = moat_store::open(&db_url).await.context("cannot open the registry")?;
+    tracing::info!(store = store.backend(), vault = vault.backend(), "registry and vault open");
+
+    // Bind first: the CRL URL written into certificates needs the real port.
+    let api_listener = TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;
+    let crl_listener = TcpListener::bind(cfg.crl.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (crl.listen)", cfg.crl.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let crl_addr = crl_listener.local_addr()?;
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+
+    let core = core_config(&cfg, &hostname, crl_addr)?;
+    let hub = Arc::new(Hub::open(store.clone(), Arc::new(vault), core).await?);
+
+    let token_hash = admin_token(&hub, &data_dir).await?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !hostname.is_empty() {
+        names.push(hostname.clone());
+    }
+    for n in &cfg.server.names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let identity = hub.server_identity(&names).await?;
+    let tls = moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
+    let tls = Arc::new(std::sync::RwLock::new(Arc::new(tls)));
+
+    write_atomic(&data_dir.join("ca-bundle.pem"), hub.ca_bundle_pem().as_bytes(), 0o644)?;
+    let hub_file = HubFile {
+        admin_url: format!("https://{}", local_url_host(api_addr)),
+        crl_url: format!("http://{}", local_url_host(crl_addr)),
+        pid: std::process::id(),
+    };
+    write_atomic(&data_dir.join("hub.json"), &serde_json::to_vec_pretty(&hub_file)?, 0o644)?;
+
+    let shutdown = CancellationToken::new();
+    let state = AppState { hub: hub.clone(), auth: Arc::new(AdminAuth::new(token_hash)) };
+    let limits = ServeLimits {
+        handshake_timeout: cfg.api.handshake_timeout,
+        max_connections: cfg.api.max_connections,
+        ..ServeLimits::default()
+    };
+    let api = tokio::spawn(moat_api::serve_tls(
+        api_listener,
+        tls,
+        moat_api::admin_router(state),
+        limits,
+        shutdown.clone(),
+    ));
+    let crl = tokio::spawn(moat_api::serve_plain(
+        crl_listener,
+        moat_api::public_router(hub.clone()),
+        shutdown.clone(),
+    ));
+    let refresh = tokio::spawn(refresh_crls(hub.clone(), cfg.crl.refresh_interval, shutdown.clone()));
+    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, data_dir = %data_dir.display(), "moat hub running");
+    println!("moat hub running: admin API {} , CRLs {} , data dir {}", hub_file.admin_url, hub_file.crl_url, data_dir.display());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = api.await;
+    if let Ok(Err(e)) = crl.await {
+        tracing::warn!(error = %e, "CRL endpoint ended with an error");
+    }
+    let _ = refresh.await;
+    let _ = std::fs::remove_file(data_dir.join("hub.json"));
+    Ok(())
+}
+
+fn local_url_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Result<CoreConfig> {
+    let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
+    let crl_base = cfg.crl.public_url.clone().unwrap_or_else(|| {
+        let host = if crl_addr.ip().is_unspecified() {
+            if hostname.is_empty() { "localhost".to_string() } else { hostname.to_string() }
+        } else {
+            crl_addr.ip().to_string()
+        };
+        format!("http://{host}:{}", crl_addr.port())
+    });
+    Ok(CoreConfig {
+        organization: cfg.ca.organization.clone(),
+        root_common_name: cfg.ca.root_common_name.clone(),
+        root_validity: d(cfg.ca.root_validity)?,
+        device_ca_common_name: cfg.ca.device_ca_common_name.clone(),
+        device_ca_validity: d(cfg.ca.device_ca_validity)?,
+        device_cert_validity: d(cfg.ca.device_cert_validity)?,
+        server_cert_validity: d(cfg.server.validity)?,
+        crl_base_url: Some(crl_base),
+        crl_validity: d(cfg.crl.validity)?,
+        registration_code_ttl: d(cfg.ca.registration_code_ttl)?,
+        ca_names: Default::default(),
+    })
+}
+
+fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
+    Ok(match cfg.vault.source.as_str() {
+        "file" => {
+            let p = &cfg.vault.key_file;
+            MasterKeySource::File(if p.is_absolute() { p.clone() } else { cfg.data_dir.join(p) })
+        }
+        "passphrase" => {
+            let var = &cfg.vault.passphrase_env;
+            let pass = match std::env::var(var) {
+                Ok(p) if !p.is_empty() => p,
+                _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    rpassword::prompt_password("Moat master passphrase: ")
+                        .context("cannot read the passphrase")?
+                }
+                _ => bail!("vault.source is \"passphrase\": set {var} or run in a terminal to be prompted"),
+            };
+            MasterKeySource::Passphrase(Secret::new(pass))
+        }
+        "pkcs11" => {
+            let p = &cfg.vault.pkcs11;
+            let pin = std::env::var(&p.pin_env).map_err(|_| {
+                anyhow::anyhow!("vault.source is \"pkcs11\": set {} to the token's user PIN", p.pin_env)
+            })?;
+            MasterKeySource::Pkcs11(Pkcs11Config {
+                module: p.module.clone(),
+                token_label: p.token_label.clone(),
+                pin: Secret::new(pin),
+            })
+        }
+        other => bail!("vault.source = {other:?}: use file, passphrase or pkcs11"),
+    })
+}
+
+/// The admin token: made on the first start, written once to `admin.token` (0600), only
+/// its hash kept in the registry. Written before the hash is stored, so a crash between the
+/// two makes a fresh token on the next start instead of a hash nobody holds the token of.
+async fn admin_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(hash) = hub.store().setting(ADMIN_TOKEN_HASH).await? {
+        return Ok(hash);
+    }
+    let token = moat_core::new_token("moat_adm_");
+    let path = data_dir.join("admin.token");
+    write_atomic(&path, format!("{}\n", token.expose()).as_bytes(), 0o600)?;
+    let hash = moat_core::hash_token(token.expose());
+    hub.store().put_setting(ADMIN_TOKEN_HASH, &hash).await?;
+    tracing::info!(path = %path.display(), "admin token written (the hub keeps only its hash)");
+    Ok(hash)
+}
+
+async fn refresh_crls(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => if let Err(e) = hub.refresh_crls().await {
+                tracing::error!(error = ?e, "CRL refresh failed");
+            },
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
