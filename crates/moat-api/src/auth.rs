@@ -29,7 +29,10 @@ pub struct AdminAuth {
 impl AdminAuth {
     /// Checks bearer tokens against `token_hash` (as [`moat_core::hash_token`] makes).
     pub fn new(token_hash: String) -> Self {
-        AdminAuth { token_hash, failures: Mutex::new(HashMap::new()) }
+        AdminAuth {
+            token_hash,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn limited(&self, ip: IpAddr) -> bool {
@@ -88,8 +91,10 @@ pub(crate) async fn require_admin(
                 "missing or wrong admin token (send `Authorization: Bearer <token>`; the token is in the hub's data dir, admin.token)",
             )
             .into_response();
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"moat\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"moat\""),
+            );
             resp
         }
     }

@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A device.

@@ -69,9 +69,10 @@ impl From<Problem> for ApiError {
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::Invalid(_) => StatusCode::BAD_REQUEST,
-        Error::Pki(_) | Error::Chain(_) | Error::IdentityMismatch { .. } | Error::RegistrationCode => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        Error::Pki(_)
+        | Error::Chain(_)
+        | Error::IdentityMismatch { .. }
+        | Error::RegistrationCode => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::State(_) => StatusCode::CONFLICT,
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,7 +89,8 @@ impl IntoResponse for ApiError {
                     e.to_string()
                 } else {
                     tracing::error!(error = ?e, "request failed");
-                    "the hub failed to complete the request; the cause is in the hub's log".to_string()
+                    "the hub failed to complete the request; the cause is in the hub's log"
+                        .to_string()
                 };
                 let title = status.canonical_reason().unwrap_or("Error");
                 Problem::new(status, e.kind(), title, detail).into_response()

@@ -24,7 +24,13 @@ async fn crl(State(hub): State<Arc<Hub>>, Path(file): Path<String>) -> Response 
     let (ca, pem) = match (file.strip_suffix(".crl"), file.strip_suffix(".pem")) {
         (Some(ca), _) => (ca, false),
         (None, Some(ca)) => (ca, true),
-        _ => return (StatusCode::NOT_FOUND, "use /crl/{ca}.crl or /crl/{ca}.pem\n").into_response(),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "use /crl/{ca}.crl or /crl/{ca}.pem\n",
+            )
+                .into_response();
+        }
     };
     match hub.crl(ca).await {
         Ok(crl) if pem => (
@@ -38,11 +44,18 @@ async fn crl(State(hub): State<Arc<Hub>>, Path(file): Path<String>) -> Response 
         }
         Err(e) => {
             tracing::error!(error = ?e, "CRL lookup failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "CRL temporarily unavailable\n").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CRL temporarily unavailable\n",
+            )
+                .into_response()
         }
     }
 }
 
 async fn bundle(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], hub.ca_bundle_pem())
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        hub.ca_bundle_pem(),
+    )
 }

@@ -107,7 +107,10 @@ pub async fn serve_tls(
         );
     }
     tracker.close();
-    if tokio::time::timeout(limits.grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(limits.grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; dropping open HTTPS connections");
     }
 }
@@ -118,9 +121,12 @@ pub async fn serve_plain(
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 /// Middleware: a request id per request, in the tracing span and the `x-request-id` header,

@@ -59,7 +59,10 @@ impl ResolvesServerCert for FixedCert {
 /// TLS 1.2 + 1.3 server configuration for the admin API: the hub's server identity, no
 /// client certificates, ALPN h2 and http/1.1.
 pub fn hub_server_config(identity: &ServerIdentity) -> Result<ServerConfig, rustls::Error> {
-    let certified = CertifiedKey::new(identity.chain.clone(), tls_signing_key(identity.key.clone()));
+    let certified = CertifiedKey::new(
+        identity.chain.clone(),
+        tls_signing_key(identity.key.clone()),
+    );
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -57,6 +57,9 @@ impl Hub {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<moat_store::AuditEntry>, Error> {
-        Ok(self.store().list_audit(before, limit.clamp(1, 1000)).await?)
+        Ok(self
+            .store()
+            .list_audit(before, limit.clamp(1, 1000))
+            .await?)
     }
 }

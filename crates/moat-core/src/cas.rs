@@ -40,7 +40,8 @@ impl Hub {
             Ok(code)
         }
         .await;
-        self.audited(actor, "ca.registration_code", None, result).await
+        self.audited(actor, "ca.registration_code", None, result)
+            .await
     }
 
     /// Registers a CA if the verification certificate proves possession of its key with an
@@ -49,10 +50,13 @@ impl Hub {
         let target = req.name.clone();
         let result = self.register_ca_inner(req).await;
         if let Ok(ca) = &result {
-            self.emit(Event::CaRegistered { name: ca.name.clone() });
+            self.emit(Event::CaRegistered {
+                name: ca.name.clone(),
+            });
         }
         let target = result.as_ref().map(|c| c.name.clone()).ok().or(target);
-        self.audited(actor, "ca.register", target.as_deref(), result).await
+        self.audited(actor, "ca.register", target.as_deref(), result)
+            .await
     }
 
     async fn register_ca_inner(&self, req: RegisterCa) -> Result<CaRecord, Error> {
@@ -64,7 +68,11 @@ impl Hub {
             .ok_or(moat_pki::Error::VerificationCodeMismatch)?;
         let now = OffsetDateTime::now_utc();
         let code_hash = hash_token(&code);
-        if !self.store().registration_code_usable(&code_hash, now).await? {
+        if !self
+            .store()
+            .registration_code_usable(&code_hash, now)
+            .await?
+        {
             return Err(Error::RegistrationCode);
         }
         moat_pki::check_proof_of_possession(&ca_der, &verify_der, &code)?;
@@ -73,19 +81,38 @@ impl Hub {
         }
         let name = match req.name {
             Some(n) => {
-                crate::validate_device_id(&n)
-                    .map_err(|_| Error::Invalid(format!("CA name {n:?} may only contain letters, digits, '.', '_', ':' and '-'")))?;
+                crate::validate_device_id(&n).map_err(|_| {
+                    Error::Invalid(format!(
+                        "CA name {n:?} may only contain letters, digits, '.', '_', ':' and '-'"
+                    ))
+                })?;
                 n
             }
             None => format!("ca-{}", &ca_info.fingerprint_sha256[..12]),
         };
         if self.store().ca(&name).await?.is_some() {
-            return Err(Error::Conflict { kind: "CA", id: name });
+            return Err(Error::Conflict {
+                kind: "CA",
+                id: name,
+            });
         }
-        if self.store().list_cas().await?.iter().any(|c| c.fingerprint == ca_info.fingerprint_sha256) {
-            return Err(Error::Conflict { kind: "CA certificate", id: ca_info.fingerprint_sha256 });
+        if self
+            .store()
+            .list_cas()
+            .await?
+            .iter()
+            .any(|c| c.fingerprint == ca_info.fingerprint_sha256)
+        {
+            return Err(Error::Conflict {
+                kind: "CA certificate",
+                id: ca_info.fingerprint_sha256,
+            });
         }
-        if !self.store().consume_registration_code(&code_hash, now).await? {
+        if !self
+            .store()
+            .consume_registration_code(&code_hash, now)
+            .await?
+        {
             return Err(Error::RegistrationCode);
         }
         let rec = CaRecord {
@@ -115,14 +142,19 @@ impl Hub {
                 .store()
                 .ca(name)
                 .await?
-                .ok_or_else(|| Error::NotFound { kind: "CA", id: name.to_string() })?;
+                .ok_or_else(|| Error::NotFound {
+                    kind: "CA",
+                    id: name.to_string(),
+                })?;
             if ca.kind != CaKind::Registered {
                 return Err(Error::State(format!(
                     "{name:?} is one of the hub's own CAs and cannot be removed"
                 )));
             }
             self.store().delete_ca(name).await?;
-            self.emit(Event::CaRemoved { name: name.to_string() });
+            self.emit(Event::CaRemoved {
+                name: name.to_string(),
+            });
             Ok(())
         }
         .await;

@@ -17,16 +17,19 @@ impl Hub {
         device_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertRecord>, Error> {
-        Ok(self.store().list_certs(device_id, limit.clamp(1, 1000)).await?)
+        Ok(self
+            .store()
+            .list_certs(device_id, limit.clamp(1, 1000))
+            .await?)
     }
 
     /// One certificate by serial (hex, any case, `:` separators allowed).
     pub async fn cert(&self, serial: &str) -> Result<CertRecord, Error> {
         let hex = normalise_serial(serial)?;
-        self.store()
-            .cert(&hex)
-            .await?
-            .ok_or(Error::NotFound { kind: "certificate", id: hex })
+        self.store().cert(&hex).await?.ok_or(Error::NotFound {
+            kind: "certificate",
+            id: hex,
+        })
     }
 
     /// Revokes one certificate, republishes its CA's CRL (hub CAs), and emits
@@ -41,8 +44,15 @@ impl Hub {
         let result = async {
             let mut rec = self.cert(serial).await?;
             let now = OffsetDateTime::now_utc();
-            if !self.store().revoke_cert(&rec.serial, reason.as_str(), now).await? {
-                return Err(Error::State(format!("certificate {} is already revoked", rec.serial)));
+            if !self
+                .store()
+                .revoke_cert(&rec.serial, reason.as_str(), now)
+                .await?
+            {
+                return Err(Error::State(format!(
+                    "certificate {} is already revoked",
+                    rec.serial
+                )));
             }
             rec.revoked_at = Some(now);
             rec.revocation_reason = Some(reason.as_str().to_string());
@@ -57,16 +67,21 @@ impl Hub {
             Ok(rec)
         }
         .await;
-        self.audited(actor, "cert.revoke", Some(serial), result).await
+        self.audited(actor, "cert.revoke", Some(serial), result)
+            .await
     }
 
     /// Builds, signs and stores a new CRL for a hub CA with the next CRL number.
     pub async fn publish_crl(&self, ca_name: &str, actor: &Actor) -> Result<CrlRecord, Error> {
         let result = self.publish_crl_inner(ca_name).await;
         if let Ok(crl) = &result {
-            self.emit(Event::CrlPublished { ca_name: crl.ca_name.clone(), number: crl.number });
+            self.emit(Event::CrlPublished {
+                ca_name: crl.ca_name.clone(),
+                number: crl.number,
+            });
         }
-        self.audited(actor, "crl.publish", Some(ca_name), result).await
+        self.audited(actor, "crl.publish", Some(ca_name), result)
+            .await
     }
 
     async fn publish_crl_inner(&self, ca_name: &str) -> Result<CrlRecord, Error> {
@@ -75,15 +90,19 @@ impl Hub {
         } else if ca_name == self.device_ca.name {
             &self.device_ca
         } else {
-            return Err(Error::NotFound { kind: "hub CA", id: ca_name.to_string() });
+            return Err(Error::NotFound {
+                kind: "hub CA",
+                id: ca_name.to_string(),
+            });
         };
         let _guard = self.crl_lock.lock().await;
         let number = self.store().next_crl_number(ca_name).await?;
         let revoked = self.store().revoked_certs(ca_name).await?;
         let mut entries = Vec::with_capacity(revoked.len());
         for r in revoked {
-            let serial = Serial::from_hex(&r.serial)
-                .ok_or_else(|| Error::Internal(format!("stored serial {:?} is not hex", r.serial)))?;
+            let serial = Serial::from_hex(&r.serial).ok_or_else(|| {
+                Error::Internal(format!("stored serial {:?} is not hex", r.serial))
+            })?;
             entries.push(RevokedEntry {
                 serial,
                 revoked_at: r.revoked_at,
@@ -94,13 +113,30 @@ impl Hub {
         let next_update = this_update + self.cfg.crl_validity;
         let url = self.crl_url(ca_name);
         let der = moat_pki::build_crl(
-            &CrlInput { number, this_update, next_update, entries: &entries, url: url.as_deref() },
+            &CrlInput {
+                number,
+                this_update,
+                next_update,
+                entries: &entries,
+                url: url.as_deref(),
+            },
             &ca.cert,
             &ca.key,
         )?;
-        let rec = CrlRecord { ca_name: ca_name.to_string(), number, der, this_update, next_update };
+        let rec = CrlRecord {
+            ca_name: ca_name.to_string(),
+            number,
+            der,
+            this_update,
+            next_update,
+        };
         self.store().save_crl(&rec).await?;
-        tracing::info!(ca = ca_name, number, entries = entries.len(), "published CRL");
+        tracing::info!(
+            ca = ca_name,
+            number,
+            entries = entries.len(),
+            "published CRL"
+        );
         Ok(rec)
     }
 
@@ -109,7 +145,10 @@ impl Hub {
         self.store()
             .latest_crl(ca_name)
             .await?
-            .ok_or_else(|| Error::NotFound { kind: "CRL", id: ca_name.to_string() })
+            .ok_or_else(|| Error::NotFound {
+                kind: "CRL",
+                id: ca_name.to_string(),
+            })
     }
 
     /// Republishes the CRL of every hub CA whose CRL has less than half its validity left.

@@ -13,7 +13,10 @@ pub struct CaNames {
 
 impl Default for CaNames {
     fn default() -> Self {
-        CaNames { root: "root".into(), devices: "devices".into() }
+        CaNames {
+            root: "root".into(),
+            devices: "devices".into(),
+        }
     }
 }
 

@@ -80,15 +80,21 @@ impl Hub {
         let id = req.id.clone();
         let result = self.create_device_inner(req).await;
         if let Ok(created) = &result {
-            self.emit(Event::DeviceCreated { device_id: created.device.id.clone() });
+            self.emit(Event::DeviceCreated {
+                device_id: created.device.id.clone(),
+            });
         }
-        self.audited(actor, "device.create", Some(&id), result).await
+        self.audited(actor, "device.create", Some(&id), result)
+            .await
     }
 
     async fn create_device_inner(&self, req: CreateDevice) -> Result<CreatedDevice, Error> {
         validate_device_id(&req.id)?;
         if self.store().device(&req.id).await?.is_some() {
-            return Err(Error::Conflict { kind: "device", id: req.id });
+            return Err(Error::Conflict {
+                kind: "device",
+                id: req.id,
+            });
         }
         let now = OffsetDateTime::now_utc();
         let (cert, chain_pem, private_key_pem, ca_name, source) = match &req.credential {
@@ -98,13 +104,25 @@ impl Hub {
                 let cert = self.issue_device(&req.id, &key, now)?;
                 let pem = Secret::new(key.serialize_pem());
                 let chain = self.device_chain_pem(&cert);
-                (cert, chain, Some(pem), self.device_ca.name.clone(), CertSource::HubKey)
+                (
+                    cert,
+                    chain,
+                    Some(pem),
+                    self.device_ca.name.clone(),
+                    CertSource::HubKey,
+                )
             }
             Credential::Csr(csr) => {
                 let checked = moat_pki::check_csr(csr)?;
                 let cert = self.issue_device(&req.id, &checked.public_key, now)?;
                 let chain = self.device_chain_pem(&cert);
-                (cert, chain, None, self.device_ca.name.clone(), CertSource::Csr)
+                (
+                    cert,
+                    chain,
+                    None,
+                    self.device_ca.name.clone(),
+                    CertSource::Csr,
+                )
             }
             Credential::Cert(input) => {
                 let (cert, ca_name) = self.check_bound_cert(&req.id, input, now).await?;
@@ -127,11 +145,23 @@ impl Hub {
             created_at: now,
             updated_at: now,
         };
-        self.store().create_device(&device, Some(&certificate)).await.map_err(|e| match e {
-            moat_store::Error::Conflict(_) => Error::Conflict { kind: "device", id: req.id.clone() },
-            other => other.into(),
-        })?;
-        Ok(CreatedDevice { device, certificate, chain_pem, private_key_pem, token })
+        self.store()
+            .create_device(&device, Some(&certificate))
+            .await
+            .map_err(|e| match e {
+                moat_store::Error::Conflict(_) => Error::Conflict {
+                    kind: "device",
+                    id: req.id.clone(),
+                },
+                other => other.into(),
+            })?;
+        Ok(CreatedDevice {
+            device,
+            certificate,
+            chain_pem,
+            private_key_pem,
+            token,
+        })
     }
 
     fn issue_device(
@@ -221,28 +251,43 @@ impl Hub {
         self.store()
             .device(id)
             .await?
-            .ok_or_else(|| Error::NotFound { kind: "device", id: id.to_string() })
+            .ok_or_else(|| Error::NotFound {
+                kind: "device",
+                id: id.to_string(),
+            })
     }
 
     /// Devices by id, after `after`, at most `limit` (1..=1000).
-    pub async fn list_devices(&self, after: Option<&str>, limit: u32) -> Result<Vec<Device>, Error> {
-        Ok(self.store().list_devices(after, limit.clamp(1, 1000)).await?)
+    pub async fn list_devices(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Device>, Error> {
+        Ok(self
+            .store()
+            .list_devices(after, limit.clamp(1, 1000))
+            .await?)
     }
 
     /// Disables a device: its connections are refused (and dropped) until it is enabled.
     pub async fn disable_device(&self, id: &str, actor: &Actor) -> Result<Device, Error> {
         let result = self.set_state(id, DeviceState::Disabled).await;
         if result.is_ok() {
-            self.emit(Event::DeviceDisabled { device_id: id.to_string() });
+            self.emit(Event::DeviceDisabled {
+                device_id: id.to_string(),
+            });
         }
-        self.audited(actor, "device.disable", Some(id), result).await
+        self.audited(actor, "device.disable", Some(id), result)
+            .await
     }
 
     /// Enables a disabled device. A revoked device stays revoked.
     pub async fn enable_device(&self, id: &str, actor: &Actor) -> Result<Device, Error> {
         let result = self.set_state(id, DeviceState::Active).await;
         if result.is_ok() {
-            self.emit(Event::DeviceEnabled { device_id: id.to_string() });
+            self.emit(Event::DeviceEnabled {
+                device_id: id.to_string(),
+            });
         }
         self.audited(actor, "device.enable", Some(id), result).await
     }
@@ -280,9 +325,17 @@ impl Hub {
     ) -> Result<Vec<String>, Error> {
         let device = self.device(id).await?;
         let now = OffsetDateTime::now_utc();
-        self.store().set_device_state(id, DeviceState::Revoked, now).await?;
-        let serials = self.store().revoke_device_certs(id, reason.as_str(), now).await?;
-        self.emit(Event::DeviceRevoked { device_id: id.to_string(), serials: serials.clone() });
+        self.store()
+            .set_device_state(id, DeviceState::Revoked, now)
+            .await?;
+        let serials = self
+            .store()
+            .revoke_device_certs(id, reason.as_str(), now)
+            .await?;
+        self.emit(Event::DeviceRevoked {
+            device_id: id.to_string(),
+            serials: serials.clone(),
+        });
         if !serials.is_empty() && self.is_hub_ca(&device.ca_name) {
             self.publish_crl(&device.ca_name, &Actor::system()).await?;
         }
@@ -296,15 +349,23 @@ impl Hub {
             let device = self.device(id).await?;
             let now = OffsetDateTime::now_utc();
             let reason = RevocationReason::CessationOfOperation;
-            let serials = self.store().revoke_device_certs(id, reason.as_str(), now).await?;
+            let serials = self
+                .store()
+                .revoke_device_certs(id, reason.as_str(), now)
+                .await?;
             self.store().delete_device(id).await?;
             if !serials.is_empty() {
-                self.emit(Event::DeviceRevoked { device_id: id.to_string(), serials });
+                self.emit(Event::DeviceRevoked {
+                    device_id: id.to_string(),
+                    serials,
+                });
                 if self.is_hub_ca(&device.ca_name) {
                     self.publish_crl(&device.ca_name, &Actor::system()).await?;
                 }
             }
-            self.emit(Event::DeviceDeleted { device_id: id.to_string() });
+            self.emit(Event::DeviceDeleted {
+                device_id: id.to_string(),
+            });
             Ok(())
         }
         .await;

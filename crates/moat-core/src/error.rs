@@ -14,7 +14,9 @@ pub enum Error {
     #[error("certificate refused: {0}")]
     Chain(#[source] moat_pki::ChainError),
     /// The certificate's identity (by its CA's rule) is not the device id given.
-    #[error("certificate identity is {found:?} (by the {rule} rule of CA {ca:?}), not {expected:?}")]
+    #[error(
+        "certificate identity is {found:?} (by the {rule} rule of CA {ca:?}), not {expected:?}"
+    )]
     IdentityMismatch {
         /// The device id asked for.
         expected: String,
@@ -46,7 +48,9 @@ pub enum Error {
     #[error("{0}")]
     State(String),
     /// The registration code is unknown, used or expired.
-    #[error("registration code is unknown, already used or expired; get a new one with `moat ca registration-code`")]
+    #[error(
+        "registration code is unknown, already used or expired; get a new one with `moat ca registration-code`"
+    )]
     RegistrationCode,
     /// The registry failed.
     #[error("registry error")]
@@ -63,8 +67,14 @@ pub enum Error {
 impl From<moat_store::Error> for Error {
     fn from(e: moat_store::Error) -> Self {
         match e {
-            moat_store::Error::Conflict(what) => Error::Conflict { kind: "record", id: what },
-            moat_store::Error::NotFound(what) => Error::NotFound { kind: "record", id: what },
+            moat_store::Error::Conflict(what) => Error::Conflict {
+                kind: "record",
+                id: what,
+            },
+            moat_store::Error::NotFound(what) => Error::NotFound {
+                kind: "record",
+                id: what,
+            },
             other => Error::Store(other),
         }
     }

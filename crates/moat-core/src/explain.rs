@@ -42,7 +42,14 @@ pub struct Explanation {
     pub steps: Vec<Step>,
 }
 
-const STEPS: [&str; 6] = ["chain", "revocation", "identity", "registration", "device_state", "policy"];
+const STEPS: [&str; 6] = [
+    "chain",
+    "revocation",
+    "identity",
+    "registration",
+    "device_state",
+    "policy",
+];
 
 impl Hub {
     /// Runs the acceptance checks on a certificate (PEM or DER, optionally with its chain)
@@ -79,12 +86,23 @@ impl Hub {
 
         // 2. revocation
         let info = moat_pki::cert_info(&leaf)?;
-        let rec = self.store().cert_by_fingerprint(&info.fingerprint_sha256).await?;
+        let rec = self
+            .store()
+            .cert_by_fingerprint(&info.fingerprint_sha256)
+            .await?;
         if let Some(r) = rec.as_ref().filter(|r| r.revoked_at.is_some()) {
             let why = r.revocation_reason.as_deref().unwrap_or("unspecified");
-            return Ok(finish(steps, "revocation", format!("serial {} is revoked ({why})", r.serial), None));
+            return Ok(finish(
+                steps,
+                "revocation",
+                format!("serial {} is revoked ({why})", r.serial),
+                None,
+            ));
         }
-        steps.push(pass("revocation", format!("serial {} is not revoked", info.serial)));
+        steps.push(pass(
+            "revocation",
+            format!("serial {} is not revoked", info.serial),
+        ));
 
         // 3. identity
         let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
@@ -92,7 +110,14 @@ impl Hub {
             Ok(id) => id,
             Err(e) => return Ok(finish(steps, "identity", e.to_string(), None)),
         };
-        steps.push(pass("identity", format!("{identity:?} by the {} rule of CA {:?}", rule.as_str(), ca.name)));
+        steps.push(pass(
+            "identity",
+            format!(
+                "{identity:?} by the {} rule of CA {:?}",
+                rule.as_str(),
+                ca.name
+            ),
+        ));
 
         // 4. registration
         let device = match self.store().device(&identity).await? {
@@ -100,49 +125,105 @@ impl Hub {
                 return Ok(finish(
                     steps,
                     "registration",
-                    format!("device {identity:?} is registered under CA {:?}, not {:?}", d.ca_name, ca.name),
+                    format!(
+                        "device {identity:?} is registered under CA {:?}, not {:?}",
+                        d.ca_name, ca.name
+                    ),
                     Some(identity),
                 ));
             }
             Some(d) => {
-                steps.push(pass("registration", format!("device {identity:?} is registered")));
+                steps.push(pass(
+                    "registration",
+                    format!("device {identity:?} is registered"),
+                ));
                 Some(d)
             }
             None if ca.auto_register => {
-                steps.push(pass("registration", format!("device {identity:?} would be auto-registered by CA {:?}", ca.name)));
+                steps.push(pass(
+                    "registration",
+                    format!(
+                        "device {identity:?} would be auto-registered by CA {:?}",
+                        ca.name
+                    ),
+                ));
                 None
             }
             None => {
-                return Ok(finish(steps, "registration", format!("no device {identity:?} is registered"), Some(identity)));
+                return Ok(finish(
+                    steps,
+                    "registration",
+                    format!("no device {identity:?} is registered"),
+                    Some(identity),
+                ));
             }
         };
 
         // 5. device state
         match device.as_ref().map(|d| d.state) {
             Some(DeviceState::Disabled) => {
-                return Ok(finish(steps, "device_state", "device is disabled".into(), Some(identity)));
+                return Ok(finish(
+                    steps,
+                    "device_state",
+                    "device is disabled".into(),
+                    Some(identity),
+                ));
             }
             Some(DeviceState::Revoked) => {
-                return Ok(finish(steps, "device_state", "device is revoked".into(), Some(identity)));
+                return Ok(finish(
+                    steps,
+                    "device_state",
+                    "device is revoked".into(),
+                    Some(identity),
+                ));
             }
             _ => steps.push(pass("device_state", "device is active".into())),
         }
 
         // 6. policy: mutual TLS is allowed under every policy.
-        let policy = device.map(|d| d.policy).unwrap_or(ConnectionPolicy::DenyInsecure);
-        steps.push(pass("policy", format!("mutual TLS is allowed under {}", policy.as_str())));
-        Ok(Explanation { accepted: true, identity: Some(identity), steps })
+        let policy = device
+            .map(|d| d.policy)
+            .unwrap_or(ConnectionPolicy::DenyInsecure);
+        steps.push(pass(
+            "policy",
+            format!("mutual TLS is allowed under {}", policy.as_str()),
+        ));
+        Ok(Explanation {
+            accepted: true,
+            identity: Some(identity),
+            steps,
+        })
     }
 }
 
 fn pass(name: &'static str, detail: String) -> Step {
-    Step { name, outcome: StepOutcome::Pass, detail }
+    Step {
+        name,
+        outcome: StepOutcome::Pass,
+        detail,
+    }
 }
 
-fn finish(mut steps: Vec<Step>, failed: &'static str, detail: String, identity: Option<String>) -> Explanation {
-    steps.push(Step { name: failed, outcome: StepOutcome::Fail, detail });
+fn finish(
+    mut steps: Vec<Step>,
+    failed: &'static str,
+    detail: String,
+    identity: Option<String>,
+) -> Explanation {
+    steps.push(Step {
+        name: failed,
+        outcome: StepOutcome::Fail,
+        detail,
+    });
     let after = STEPS.iter().skip_while(|s| **s != failed).skip(1);
-    steps.extend(after.map(|name| Step { name, outcome: StepOutcome::Skipped, detail: String::new() }));
-    Explanation { accepted: false, identity, steps }
+    steps.extend(after.map(|name| Step {
+        name,
+        outcome: StepOutcome::Skipped,
+        detail: String::new(),
+    }));
+    Explanation {
+        accepted: false,
+        identity,
+        steps,
+    }
 }
-

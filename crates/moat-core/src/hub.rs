@@ -27,7 +27,9 @@ pub(crate) struct LoadedCa {
 
 impl std::fmt::Debug for LoadedCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedCa").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("LoadedCa")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,14 +103,30 @@ impl Hub {
                     now,
                 )?;
                 let name = cfg.ca_names.devices.clone();
-                save_new_ca(&*store, &name, CaKind::DeviceIssuing, &cert, &key_ref, &root.name, now)
-                    .await?;
+                save_new_ca(
+                    &*store,
+                    &name,
+                    CaKind::DeviceIssuing,
+                    &cert,
+                    &key_ref,
+                    &root.name,
+                    now,
+                )
+                .await?;
                 tracing::info!(ca = %name, "created device CA");
                 LoadedCa { name, cert, key }
             }
         };
         let (events, _) = broadcast::channel(1024);
-        let hub = Hub { store, vault, cfg, root, device_ca, events, crl_lock: Mutex::new(()) };
+        let hub = Hub {
+            store,
+            vault,
+            cfg,
+            root,
+            device_ca,
+            events,
+            crl_lock: Mutex::new(()),
+        };
         hub.refresh_crls().await?;
         Ok(hub)
     }
@@ -209,7 +227,10 @@ impl Hub {
         self.store.put_setting(SERVER_NAMES, &wanted).await?;
         self.store.put_setting(SERVER_SERIAL, &rec.serial).await?;
         tracing::info!(serial = %rec.serial, names = %wanted, "issued hub server certificate");
-        Ok(ServerIdentity { chain: vec![cert, self.root.cert.clone()], key: Arc::new(key) })
+        Ok(ServerIdentity {
+            chain: vec![cert, self.root.cert.clone()],
+            key: Arc::new(key),
+        })
     }
 }
 
@@ -224,7 +245,11 @@ fn load_ca(vault: &Vault, rec: CaRecord) -> Result<LoadedCa, Error> {
         .key_ref
         .ok_or_else(|| Error::Internal(format!("hub CA {} has no key reference", rec.name)))?;
     let key = vault.load_key(&KeyRef(key_ref))?;
-    Ok(LoadedCa { name: rec.name, cert: CertificateDer::from(rec.cert_der), key })
+    Ok(LoadedCa {
+        name: rec.name,
+        cert: CertificateDer::from(rec.cert_der),
+        key,
+    })
 }
 
 async fn save_new_ca(

@@ -22,7 +22,10 @@ pub struct ApiClient {
 impl ApiClient {
     /// Resolves the hub URL, token and trust anchors from the flags or the data dir.
     pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        let data_dir = cli.data_dir.clone().unwrap_or_else(|| PathBuf::from(crate::cmd::DEFAULT_DATA_DIR));
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::cmd::DEFAULT_DATA_DIR));
         let base = match &cli.hub {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
@@ -38,17 +41,32 @@ impl ApiClient {
                 hub.admin_url
             }
         };
-        let token_path = cli.token_file.clone().unwrap_or_else(|| data_dir.join("admin.token"));
+        let token_path = cli
+            .token_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("admin.token"));
         let token = std::fs::read_to_string(&token_path)
-            .map_err(|e| anyhow!("cannot read the admin token from {}: {e} (pass --token-file FILE)", token_path.display()))?
+            .map_err(|e| {
+                anyhow!(
+                    "cannot read the admin token from {}: {e} (pass --token-file FILE)",
+                    token_path.display()
+                )
+            })?
             .trim()
             .to_string();
         if token.is_empty() {
             bail!("{} is empty (pass --token-file FILE)", token_path.display());
         }
-        let ca_path = cli.ca_file.clone().unwrap_or_else(|| data_dir.join("ca-bundle.pem"));
-        let ca_pem = std::fs::read(&ca_path)
-            .map_err(|e| anyhow!("cannot read the hub's CA bundle from {}: {e} (pass --ca-file FILE)", ca_path.display()))?;
+        let ca_path = cli
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("ca-bundle.pem"));
+        let ca_pem = std::fs::read(&ca_path).map_err(|e| {
+            anyhow!(
+                "cannot read the hub's CA bundle from {}: {e} (pass --ca-file FILE)",
+                ca_path.display()
+            )
+        })?;
         let certs = reqwest::Certificate::from_pem_bundle(&ca_pem)
             .with_context(|| format!("{} is not a PEM bundle", ca_path.display()))?;
         let http = reqwest::Client::builder()
@@ -72,7 +90,11 @@ impl ApiClient {
     }
 
     /// POST JSON, returning JSON.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.call(Method::POST, path, Some(body)).await
     }
 
@@ -89,7 +111,9 @@ impl ApiClient {
         body: Option<&B>,
     ) -> anyhow::Result<T> {
         let resp = self.send(method, path, body).await?;
-        resp.json::<T>().await.context("the hub's answer is not what this CLI expects (version mismatch?)")
+        resp.json::<T>()
+            .await
+            .context("the hub's answer is not what this CLI expects (version mismatch?)")
     }
 
     async fn send<B: Serialize>(
@@ -104,7 +128,11 @@ impl ApiClient {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| {
-            anyhow!("cannot reach the hub at {}: {} (is `moat serve` running? pass --hub URL)", self.base, root_cause(&e))
+            anyhow!(
+                "cannot reach the hub at {}: {} (is `moat serve` running? pass --hub URL)",
+                self.base,
+                root_cause(&e)
+            )
         })?;
         let status = resp.status();
         if status.is_success() {

@@ -91,7 +91,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        toml::from_str(DEFAULT_TOML).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+        toml::from_str(DEFAULT_TOML)
+            .unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
     }
 }
 
@@ -208,9 +209,15 @@ impl Config {
                 let over: toml::Table = toml::from_str(&text)
                     .with_context(|| format!("{} is not valid TOML", p.display()))?;
                 merge(&mut base, over);
-                toml::Value::Table(base).try_into().map_err(|e: toml::de::Error| {
-                    anyhow::anyhow!("{}: {} (see `moat config default` for every key)", p.display(), e.message())
-                })?
+                toml::Value::Table(base)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        anyhow::anyhow!(
+                            "{}: {} (see `moat config default` for every key)",
+                            p.display(),
+                            e.message()
+                        )
+                    })?
             }
         };
         cfg.validate()?;
@@ -219,10 +226,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if !matches!(self.vault.source.as_str(), "file" | "passphrase" | "pkcs11") {
-            bail!("vault.source = {:?}: use \"file\", \"passphrase\" or \"pkcs11\"", self.vault.source);
+            bail!(
+                "vault.source = {:?}: use \"file\", \"passphrase\" or \"pkcs11\"",
+                self.vault.source
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            bail!("log.format = {:?}: use \"text\" or \"json\"", self.log.format);
+            bail!(
+                "log.format = {:?}: use \"text\" or \"json\"",
+                self.log.format
+            );
         }
         if self.crl.validity < Duration::from_secs(3600) {
             bail!("crl.validity must be at least 1h");
@@ -270,7 +283,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("m.toml");
         std::fs::write(&p, "[api]\nlisten_on = \"1.2.3.4:1\"\n").expect("write");
-        let err = Config::load(Some(&p)).expect_err("unknown key refused").to_string();
+        let err = Config::load(Some(&p))
+            .expect_err("unknown key refused")
+            .to_string();
         assert!(err.contains("listen_on"), "{err}");
     }
 

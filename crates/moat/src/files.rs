@@ -34,7 +34,10 @@ impl ModePrivate for std::fs::DirBuilder {
 
 /// Writes `contents` to `path` atomically with `mode` (0600 for secrets, 0644 for public).
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
@@ -59,7 +62,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
 /// Writes a new file that must not exist yet (refuses to overwrite a key or certificate).
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     if path.exists() {
-        anyhow::bail!("{} already exists; move it away or choose another --out directory", path.display());
+        anyhow::bail!(
+            "{} already exists; move it away or choose another --out directory",
+            path.display()
+        );
     }
     write_atomic(path, contents, mode)
 }

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_error(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -26,7 +29,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the outermost context, then the causes.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
@@ -36,7 +43,12 @@ fn main() -> ExitCode {
 /// Clap's usage errors, on one line with where to look.
 fn clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
         return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(2)
@@ -45,7 +57,10 @@ fn clap_error(e: clap::Error) -> ExitCode {
         };
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid arguments");
     let tip = rendered
         .lines()
         .find_map(|l| l.trim().strip_prefix("tip: "))

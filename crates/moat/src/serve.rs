@@ -32,7 +32,10 @@ pub struct HubFile {
 /// Runs the hub. `data_dir` is the CLI's `--data-dir`, which wins over the config file's.
 pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let config_path = args.config.clone().or_else(|| {
-        let p = data_dir.clone().unwrap_or_else(|| PathBuf::from(crate::cmd::DEFAULT_DATA_DIR)).join("moat.toml");
+        let p = data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::cmd::DEFAULT_DATA_DIR))
+            .join("moat.toml");
         p.exists().then_some(p)
     });
     let mut cfg = Config::load(config_path.as_deref())?;
@@ -60,11 +63,18 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
 
     let vault = Vault::open(&data_dir, master_key_source(&cfg)?)
         .with_context(|| format!("cannot open the vault in {}", data_dir.display()))?;
-    let db_url = cfg.database.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", data_dir.join("moat.db").display())
-    });
-    let store = moat_store::open(&db_url).await.context("cannot open the registry")?;
-    tracing::info!(store = store.backend(), vault = vault.backend(), "registry and vault open");
+    let db_url = cfg
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("moat.db").display()));
+    let store = moat_store::open(&db_url)
+        .await
+        .context("cannot open the registry")?;
+    tracing::info!(
+        store = store.backend(),
+        vault = vault.backend(),
+        "registry and vault open"
+    );
 
     // Bind first: the CRL URL written into certificates needs the real port.
     let api_listener = TcpListener::bind(cfg.api.listen)
@@ -91,19 +101,31 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         }
     }
     let identity = hub.server_identity(&names).await?;
-    let tls = moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
+    let tls =
+        moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
     let tls = Arc::new(std::sync::RwLock::new(Arc::new(tls)));
 
-    write_atomic(&data_dir.join("ca-bundle.pem"), hub.ca_bundle_pem().as_bytes(), 0o644)?;
+    write_atomic(
+        &data_dir.join("ca-bundle.pem"),
+        hub.ca_bundle_pem().as_bytes(),
+        0o644,
+    )?;
     let hub_file = HubFile {
         admin_url: format!("https://{}", local_url_host(api_addr)),
         crl_url: format!("http://{}", local_url_host(crl_addr)),
         pid: std::process::id(),
     };
-    write_atomic(&data_dir.join("hub.json"), &serde_json::to_vec_pretty(&hub_file)?, 0o644)?;
+    write_atomic(
+        &data_dir.join("hub.json"),
+        &serde_json::to_vec_pretty(&hub_file)?,
+        0o644,
+    )?;
 
     let shutdown = CancellationToken::new();
-    let state = AppState { hub: hub.clone(), auth: Arc::new(AdminAuth::new(token_hash)) };
+    let state = AppState {
+        hub: hub.clone(),
+        auth: Arc::new(AdminAuth::new(token_hash)),
+    };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
         max_connections: cfg.api.max_connections,
@@ -121,9 +143,18 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         moat_api::public_router(hub.clone()),
         shutdown.clone(),
     ));
-    let refresh = tokio::spawn(refresh_crls(hub.clone(), cfg.crl.refresh_interval, shutdown.clone()));
+    let refresh = tokio::spawn(refresh_crls(
+        hub.clone(),
+        cfg.crl.refresh_interval,
+        shutdown.clone(),
+    ));
     tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, data_dir = %data_dir.display(), "moat hub running");
-    println!("moat hub running: admin API {} , CRLs {} , data dir {}", hub_file.admin_url, hub_file.crl_url, data_dir.display());
+    println!(
+        "moat hub running: admin API {} , CRLs {} , data dir {}",
+        hub_file.admin_url,
+        hub_file.crl_url,
+        data_dir.display()
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -149,7 +180,11 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
     let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
     let crl_base = cfg.crl.public_url.clone().unwrap_or_else(|| {
         let host = if crl_addr.ip().is_unspecified() {
-            if hostname.is_empty() { "localhost".to_string() } else { hostname.to_string() }
+            if hostname.is_empty() {
+                "localhost".to_string()
+            } else {
+                hostname.to_string()
+            }
         } else {
             crl_addr.ip().to_string()
         };
@@ -174,7 +209,11 @@ fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
     Ok(match cfg.vault.source.as_str() {
         "file" => {
             let p = &cfg.vault.key_file;
-            MasterKeySource::File(if p.is_absolute() { p.clone() } else { cfg.data_dir.join(p) })
+            MasterKeySource::File(if p.is_absolute() {
+                p.clone()
+            } else {
+                cfg.data_dir.join(p)
+            })
         }
         "passphrase" => {
             let var = &cfg.vault.passphrase_env;
@@ -184,14 +223,19 @@ fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
                     rpassword::prompt_password("Moat master passphrase: ")
                         .context("cannot read the passphrase")?
                 }
-                _ => bail!("vault.source is \"passphrase\": set {var} or run in a terminal to be prompted"),
+                _ => bail!(
+                    "vault.source is \"passphrase\": set {var} or run in a terminal to be prompted"
+                ),
             };
             MasterKeySource::Passphrase(Secret::new(pass))
         }
         "pkcs11" => {
             let p = &cfg.vault.pkcs11;
             let pin = std::env::var(&p.pin_env).map_err(|_| {
-                anyhow::anyhow!("vault.source is \"pkcs11\": set {} to the token's user PIN", p.pin_env)
+                anyhow::anyhow!(
+                    "vault.source is \"pkcs11\": set {} to the token's user PIN",
+                    p.pin_env
+                )
             })?;
             MasterKeySource::Pkcs11(Pkcs11Config {
                 module: p.module.clone(),
@@ -254,8 +298,11 @@ async fn wait_for_signal() {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if cfg.log.format == "json" {
         builder.json().try_init()
     } else {

@@ -13,14 +13,19 @@ use moat_core::{Actor, IdentityRule, RegisterCa};
 /// List CAs: the hub's own and the registered ones.
 #[utoipa::path(get, path = "/api/v1/cas", tag = "cas", responses((status = 200, body = [CaView])))]
 pub(crate) async fn list_cas(State(s): State<AppState>) -> Result<Json<Vec<CaView>>, ApiError> {
-    Ok(Json(s.hub.list_cas().await?.iter().map(CaView::from).collect()))
+    Ok(Json(
+        s.hub.list_cas().await?.iter().map(CaView::from).collect(),
+    ))
 }
 
 /// The CA bundle devices install to trust the hub (PEM).
 #[utoipa::path(get, path = "/api/v1/cas/bundle", tag = "cas",
     responses((status = 200, content_type = "application/pem-certificate-chain", body = String)))]
 pub(crate) async fn ca_bundle(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], s.hub.ca_bundle_pem())
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        s.hub.ca_bundle_pem(),
+    )
 }
 
 /// A one-time registration code for proving possession of a CA key.

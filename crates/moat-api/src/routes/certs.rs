@@ -25,7 +25,10 @@ pub(crate) async fn list_certs(
     State(s): State<AppState>,
     Query(f): Query<CertFilter>,
 ) -> Result<Json<Vec<CertView>>, ApiError> {
-    let certs = s.hub.list_certs(f.device.as_deref(), f.limit.unwrap_or(100)).await?;
+    let certs = s
+        .hub
+        .list_certs(f.device.as_deref(), f.limit.unwrap_or(100))
+        .await?;
     Ok(Json(certs.iter().map(CertView::from).collect()))
 }
 
@@ -52,7 +55,9 @@ pub(crate) async fn revoke_cert(
 ) -> Result<Json<CertView>, ApiError> {
     let req: RevokeRequest = super::optional_json(&body)?;
     let reason = super::parse_reason(req.reason.as_deref())?;
-    Ok(Json(CertView::from(&s.hub.revoke_cert(&serial, reason, &Actor::admin()).await?)))
+    Ok(Json(CertView::from(
+        &s.hub.revoke_cert(&serial, reason, &Actor::admin()).await?,
+    )))
 }
 
 /// Would the hub accept this certificate over mutual TLS, and if not, which step refuses it.
@@ -103,5 +108,6 @@ pub(crate) async fn show_crl(
 }
 
 fn fmt(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -2,7 +2,9 @@
 
 use super::ApiJson;
 use crate::AppState;
-use crate::dto::{CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse, RevokeRequest};
+use crate::dto::{
+    CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse, RevokeRequest,
+};
 use crate::problem::{ApiError, Problem};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -26,7 +28,10 @@ pub(crate) async fn list_devices(
     State(s): State<AppState>,
     Query(page): Query<DevicePage>,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let devices = s.hub.list_devices(page.after.as_deref(), page.limit.unwrap_or(100)).await?;
+    let devices = s
+        .hub
+        .list_devices(page.after.as_deref(), page.limit.unwrap_or(100))
+        .await?;
     Ok(Json(devices.iter().map(DeviceView::from).collect()))
 }
 
@@ -55,7 +60,11 @@ pub(crate) async fn create_device(
     let created = s
         .hub
         .create_device(
-            CreateDevice { id: req.id, credential, allow_insecure: req.allow_insecure },
+            CreateDevice {
+                id: req.id,
+                credential,
+                allow_insecure: req.allow_insecure,
+            },
             &Actor::admin(),
         )
         .await?;
@@ -90,7 +99,9 @@ pub(crate) async fn disable_device(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
-    Ok(Json(DeviceView::from(&s.hub.disable_device(&id, &Actor::admin()).await?)))
+    Ok(Json(DeviceView::from(
+        &s.hub.disable_device(&id, &Actor::admin()).await?,
+    )))
 }
 
 /// Enable a disabled device.
@@ -101,7 +112,9 @@ pub(crate) async fn enable_device(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
-    Ok(Json(DeviceView::from(&s.hub.enable_device(&id, &Actor::admin()).await?)))
+    Ok(Json(DeviceView::from(
+        &s.hub.enable_device(&id, &Actor::admin()).await?,
+    )))
 }
 
 /// Revoke a device and all its certificates; republishes the CRL.
@@ -116,7 +129,10 @@ pub(crate) async fn revoke_device(
     let req: RevokeRequest = super::optional_json(&body)?;
     let reason = super::parse_reason(req.reason.as_deref())?;
     let serials = s.hub.revoke_device(&id, reason, &Actor::admin()).await?;
-    Ok(Json(RevokeDeviceResponse { device_id: id, revoked_serials: serials }))
+    Ok(Json(RevokeDeviceResponse {
+        device_id: id,
+        revoked_serials: serials,
+    }))
 }
 
 /// Delete a device (its certificates are revoked first).

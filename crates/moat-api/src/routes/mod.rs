@@ -78,7 +78,12 @@ where
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => {
                 let status = rej.status();
-                Err(Problem::new(status, "bad-body", "Bad Request Body", rej.body_text()))
+                Err(Problem::new(
+                    status,
+                    "bad-body",
+                    "Bad Request Body",
+                    rej.body_text(),
+                ))
             }
         }
     }

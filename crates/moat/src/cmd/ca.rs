@@ -14,8 +14,9 @@ pub async fn run(cli: &Cli, cmd: &CaCmd) -> anyhow::Result<()> {
         }
         CaCmd::RegistrationCode => {
             let api = ApiClient::from_cli(cli)?;
-            let code: RegistrationCodeResponse =
-                api.post("/api/v1/cas/registration-code", &serde_json::json!({})).await?;
+            let code: RegistrationCodeResponse = api
+                .post("/api/v1/cas/registration-code", &serde_json::json!({}))
+                .await?;
             if cli.json {
                 return print_json(&code);
             }
@@ -26,7 +27,13 @@ pub async fn run(cli: &Cli, cmd: &CaCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CaCmd::Register { cert, verification_cert, identity, auto_register, name } => {
+        CaCmd::Register {
+            cert,
+            verification_cert,
+            identity,
+            auto_register,
+            name,
+        } => {
             let text = |p: &std::path::Path, what: &str| -> anyhow::Result<String> {
                 String::from_utf8(read_input(p, what)?)
                     .map_err(|_| anyhow::anyhow!("{} is not PEM", p.display()))
@@ -43,7 +50,10 @@ pub async fn run(cli: &Cli, cmd: &CaCmd) -> anyhow::Result<()> {
             if cli.json {
                 return print_json(&ca);
             }
-            println!("registered CA {} ({}), identity rule {}, auto-register {}", ca.name, ca.subject, ca.identity_rule, ca.auto_register);
+            println!(
+                "registered CA {} ({}), identity rule {}, auto-register {}",
+                ca.name, ca.subject, ca.identity_rule, ca.auto_register
+            );
             Ok(())
         }
         CaCmd::List => {
@@ -52,9 +62,15 @@ pub async fn run(cli: &Cli, cmd: &CaCmd) -> anyhow::Result<()> {
             if cli.json {
                 return print_json(&cas);
             }
-            println!("{:<20} {:<15} {:<8} {:<5} {:<22} SUBJECT", "NAME", "KIND", "IDENTITY", "AUTO", "NOT AFTER");
+            println!(
+                "{:<20} {:<15} {:<8} {:<5} {:<22} SUBJECT",
+                "NAME", "KIND", "IDENTITY", "AUTO", "NOT AFTER"
+            );
             for c in cas {
-                println!("{:<20} {:<15} {:<8} {:<5} {:<22} {}", c.name, c.kind, c.identity_rule, c.auto_register, c.not_after, c.subject);
+                println!(
+                    "{:<20} {:<15} {:<8} {:<5} {:<22} {}",
+                    c.name, c.kind, c.identity_rule, c.auto_register, c.not_after, c.subject
+                );
             }
             Ok(())
         }

@@ -17,7 +17,10 @@ pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
             if cli.json {
                 return print_json(&certs);
             }
-            println!("{:<34} {:<24} {:<8} {:<9} {:<8} NOT AFTER", "SERIAL", "DEVICE", "CA", "SOURCE", "STATUS");
+            println!(
+                "{:<34} {:<24} {:<8} {:<9} {:<8} NOT AFTER",
+                "SERIAL", "DEVICE", "CA", "SOURCE", "STATUS"
+            );
             for c in certs {
                 println!(
                     "{:<34} {:<24} {:<8} {:<9} {:<8} {}",
@@ -25,7 +28,11 @@ pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
                     c.device_id.as_deref().unwrap_or("-"),
                     c.ca,
                     c.source,
-                    if c.revoked_at.is_some() { "revoked" } else { "valid" },
+                    if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "valid"
+                    },
                     c.not_after
                 );
             }
@@ -33,7 +40,9 @@ pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
         }
         CertCmd::Show { serial } => {
             let api = ApiClient::from_cli(cli)?;
-            let c: CertView = api.get(&format!("/api/v1/certificates/{}", seg(serial))).await?;
+            let c: CertView = api
+                .get(&format!("/api/v1/certificates/{}", seg(serial)))
+                .await?;
             print_json(&c)
         }
         CertCmd::Revoke { serial, reason } => {
@@ -42,19 +51,33 @@ pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
             }
             let api = ApiClient::from_cli(cli)?;
             let c: CertView = api
-                .post(&format!("/api/v1/certificates/{}/revoke", seg(serial)), &RevokeRequest { reason: reason.clone() })
+                .post(
+                    &format!("/api/v1/certificates/{}/revoke", seg(serial)),
+                    &RevokeRequest {
+                        reason: reason.clone(),
+                    },
+                )
                 .await?;
             if cli.json {
                 return print_json(&c);
             }
-            println!("revoked certificate {} ({})", c.serial, c.revocation_reason.as_deref().unwrap_or("unspecified"));
+            println!(
+                "revoked certificate {} ({})",
+                c.serial,
+                c.revocation_reason.as_deref().unwrap_or("unspecified")
+            );
             Ok(())
         }
         CertCmd::Explain { file } => {
             let pem = String::from_utf8(read_input(file, "certificate")?)
                 .map_err(|_| anyhow::anyhow!("{} is not PEM; convert it with `openssl x509 -inform der -in FILE -out FILE.pem`", file.display()))?;
             let api = ApiClient::from_cli(cli)?;
-            let e: ExplainResponse = api.post("/api/v1/certificates/explain", &ExplainRequest { cert: pem }).await?;
+            let e: ExplainResponse = api
+                .post(
+                    "/api/v1/certificates/explain",
+                    &ExplainRequest { cert: pem },
+                )
+                .await?;
             if cli.json {
                 print_json(&e)?;
             } else {
@@ -65,7 +88,10 @@ pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
                     (true, Some(id)) => println!("ACCEPTED as device {id}"),
                     _ => {
                         let failed = e.steps.iter().find(|s| s.outcome == "fail");
-                        println!("REFUSED at step {}", failed.map(|s| s.name.as_str()).unwrap_or("?"));
+                        println!(
+                            "REFUSED at step {}",
+                            failed.map(|s| s.name.as_str()).unwrap_or("?")
+                        );
                     }
                 }
             }

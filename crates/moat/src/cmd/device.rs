@@ -5,16 +5,29 @@ use crate::cli::{Cli, DeviceCmd};
 use crate::client::ApiClient;
 use crate::files::{private_dir, write_new};
 use anyhow::bail;
-use moat_api::dto::{CertView, CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse, RevokeRequest};
+use moat_api::dto::{
+    CertView, CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse,
+    RevokeRequest,
+};
 
 pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
     match cmd {
-        DeviceCmd::Create { id, out, csr, cert, allow_insecure } => {
+        DeviceCmd::Create {
+            id,
+            out,
+            csr,
+            cert,
+            allow_insecure,
+        } => {
             if csr.is_none() && cert.is_none() && out.is_none() {
-                bail!("the hub will generate this device's key and show it only once: pass --out DIR to write it (or --csr FILE / --cert FILE)");
+                bail!(
+                    "the hub will generate this device's key and show it only once: pass --out DIR to write it (or --csr FILE / --cert FILE)"
+                );
             }
             if cert.is_some() && out.is_some() && !allow_insecure {
-                bail!("--out has nothing to write with --cert (the certificate is yours already); drop --out");
+                bail!(
+                    "--out has nothing to write with --cert (the certificate is yours already); drop --out"
+                );
             }
             // Check the output directory before the hub issues anything.
             if let Some(dir) = out {
@@ -22,38 +35,61 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
                 for ext in ["crt", "key", "token"] {
                     let p = dir.join(format!("{id}.{ext}"));
                     if p.exists() {
-                        bail!("{} already exists; move it away or choose another --out directory", p.display());
+                        bail!(
+                            "{} already exists; move it away or choose another --out directory",
+                            p.display()
+                        );
                     }
                 }
             }
             let req = CreateDeviceRequest {
                 id: id.clone(),
-                csr: csr.as_deref().map(|p| read_input(p, "CSR").and_then(lossy)).transpose()?,
-                cert: cert.as_deref().map(|p| read_input(p, "certificate").and_then(lossy)).transpose()?,
+                csr: csr
+                    .as_deref()
+                    .map(|p| read_input(p, "CSR").and_then(lossy))
+                    .transpose()?,
+                cert: cert
+                    .as_deref()
+                    .map(|p| read_input(p, "certificate").and_then(lossy))
+                    .transpose()?,
                 allow_insecure: *allow_insecure,
             };
             let api = ApiClient::from_cli(cli)?;
             let created: CreateDeviceResponse = api.post("/api/v1/devices", &req).await?;
             if let Some(dir) = out {
                 if cert.is_none() {
-                    write_new(&dir.join(format!("{id}.crt")), created.certificate_pem.as_bytes(), 0o644)?;
+                    write_new(
+                        &dir.join(format!("{id}.crt")),
+                        created.certificate_pem.as_bytes(),
+                        0o644,
+                    )?;
                 }
                 if let Some(key) = &created.private_key_pem {
                     write_new(&dir.join(format!("{id}.key")), key.as_bytes(), 0o600)?;
                 }
                 if let Some(token) = &created.token {
-                    write_new(&dir.join(format!("{id}.token")), format!("{token}\n").as_bytes(), 0o600)?;
+                    write_new(
+                        &dir.join(format!("{id}.token")),
+                        format!("{token}\n").as_bytes(),
+                        0o600,
+                    )?;
                 }
             }
             if cli.json {
                 return print_json(&created);
             }
-            println!("created device {} (policy {}, certificate serial {})", created.device.id, created.device.policy, created.certificate.serial);
+            println!(
+                "created device {} (policy {}, certificate serial {})",
+                created.device.id, created.device.policy, created.certificate.serial
+            );
             match out {
                 Some(dir) => {
                     println!("wrote {}", dir.join(format!("{id}.crt")).display());
                     if created.private_key_pem.is_some() {
-                        println!("wrote {} (the hub does not keep this key)", dir.join(format!("{id}.key")).display());
+                        println!(
+                            "wrote {} (the hub does not keep this key)",
+                            dir.join(format!("{id}.key")).display()
+                        );
                     }
                 }
                 None if cert.is_none() => print!("{}", created.certificate_pem),
@@ -74,24 +110,38 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             if cli.json {
                 return print_json(&devices);
             }
-            println!("{:<32} {:<9} {:<15} {:<10} CREATED", "ID", "STATE", "POLICY", "CA");
+            println!(
+                "{:<32} {:<9} {:<15} {:<10} CREATED",
+                "ID", "STATE", "POLICY", "CA"
+            );
             for d in devices {
-                println!("{:<32} {:<9} {:<15} {:<10} {}", d.id, d.state, d.policy, d.ca, d.created_at);
+                println!(
+                    "{:<32} {:<9} {:<15} {:<10} {}",
+                    d.id, d.state, d.policy, d.ca, d.created_at
+                );
             }
             Ok(())
         }
         DeviceCmd::Show { id } => {
             let api = ApiClient::from_cli(cli)?;
             let d: DeviceView = api.get(&format!("/api/v1/devices/{}", seg(id))).await?;
-            let certs: Vec<CertView> = api.get(&format!("/api/v1/certificates?device={}", seg(id))).await?;
+            let certs: Vec<CertView> = api
+                .get(&format!("/api/v1/certificates?device={}", seg(id)))
+                .await?;
             if cli.json {
                 return print_json(&serde_json::json!({ "device": d, "certificates": certs }));
             }
-            println!("id:       {}\nstate:    {}\npolicy:   {}\nca:       {}\ncreated:  {}\nupdated:  {}", d.id, d.state, d.policy, d.ca, d.created_at, d.updated_at);
+            println!(
+                "id:       {}\nstate:    {}\npolicy:   {}\nca:       {}\ncreated:  {}\nupdated:  {}",
+                d.id, d.state, d.policy, d.ca, d.created_at, d.updated_at
+            );
             println!("certificates:");
             for c in certs {
                 let status = match &c.revoked_at {
-                    Some(at) => format!("revoked {at} ({})", c.revocation_reason.as_deref().unwrap_or("unspecified")),
+                    Some(at) => format!(
+                        "revoked {at} ({})",
+                        c.revocation_reason.as_deref().unwrap_or("unspecified")
+                    ),
                     None => format!("valid until {}", c.not_after),
                 };
                 println!("  {}  {}  {}", c.serial, c.source, status);
@@ -112,12 +162,22 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             }
             let api = ApiClient::from_cli(cli)?;
             let r: RevokeDeviceResponse = api
-                .post(&format!("/api/v1/devices/{}/revoke", seg(id)), &RevokeRequest { reason: reason.clone() })
+                .post(
+                    &format!("/api/v1/devices/{}/revoke", seg(id)),
+                    &RevokeRequest {
+                        reason: reason.clone(),
+                    },
+                )
                 .await?;
             if cli.json {
                 return print_json(&r);
             }
-            println!("revoked device {} and {} certificate(s): {}", r.device_id, r.revoked_serials.len(), r.revoked_serials.join(" "));
+            println!(
+                "revoked device {} and {} certificate(s): {}",
+                r.device_id,
+                r.revoked_serials.len(),
+                r.revoked_serials.join(" ")
+            );
             Ok(())
         }
     }
@@ -125,7 +185,12 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
 
 async fn state_change(cli: &Cli, id: &str, action: &str) -> anyhow::Result<()> {
     let api = ApiClient::from_cli(cli)?;
-    let d: DeviceView = api.post(&format!("/api/v1/devices/{}/{action}", seg(id)), &serde_json::json!({})).await?;
+    let d: DeviceView = api
+        .post(
+            &format!("/api/v1/devices/{}/{action}", seg(id)),
+            &serde_json::json!({}),
+        )
+        .await?;
     if cli.json {
         return print_json(&d);
     }
@@ -136,7 +201,9 @@ async fn state_change(cli: &Cli, id: &str, action: &str) -> anyhow::Result<()> {
 /// Refuses an unknown reason before calling the hub.
 pub fn check_reason(r: &str) -> anyhow::Result<()> {
     if moat_core::RevocationReason::parse(r).is_none() {
-        bail!("unknown --reason {r:?}; use unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation or privilege_withdrawn");
+        bail!(
+            "unknown --reason {r:?}; use unspecified, key_compromise, ca_compromise, affiliation_changed, superseded, cessation_of_operation or privilege_withdrawn"
+        );
     }
     Ok(())
 }

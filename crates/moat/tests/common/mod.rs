@@ -1,0 +1,254 @@
+//! Test harness: runs the real `moat` binary (hub and CLI) in a temporary data dir, with
+//! loopback listeners on ephemeral ports, and real peers (openssl, curl).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+/// A running hub; killed on drop.
+pub struct TestHub {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    child: Option<Child>,
+    pub admin_url: String,
+    pub crl_url: String,
+    extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl TestHub {
+    /// Starts a hub with default (file) vault and SQLite.
+    pub fn start() -> TestHub {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts a hub with extra `serve` arguments and environment.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestHub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut hub = TestHub {
+            dir,
+            data,
+            child: None,
+            admin_url: String::new(),
+            crl_url: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        hub.spawn().expect("hub starts");
+        hub
+    }
+
+    /// (Re)starts the hub process; Err(stderr) if it exits before it is up.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_file(self.data.join("hub.json"));
+        let log = std::fs::File::create(self.dir.path().join("hub.log")).expect("log");
+        let mut cmd = Command::new(MOAT);
+        cmd.arg("--data-dir")
+            .arg(&self.data)
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--crl-listen",
+                "127.0.0.1:0",
+            ])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn moat serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.data.join("hub.json")) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("hub.json");
+                self.admin_url = v["admin_url"].as_str().expect("admin_url").to_string();
+                self.crl_url = v["crl_url"].as_str().expect("crl_url").to_string();
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return Err(self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the hub (SIGTERM, then waits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The hub's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this hub.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(MOAT)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run moat")
+    }
+
+    /// Runs the CLI and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Runs the CLI with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// Runs the CLI, requires failure with a one-line error; returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "moat {args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        one_line_error(&out)
+    }
+
+    /// A path in the test's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The CA bundle path.
+    pub fn bundle(&self) -> PathBuf {
+        self.data.join("ca-bundle.pem")
+    }
+
+    /// Number of devices the hub lists.
+    pub fn device_count(&self) -> usize {
+        self.json(&["device", "list", "--limit", "1000"])
+            .as_array()
+            .expect("array")
+            .len()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Checks a failed command printed exactly one line on stderr starting with "error:".
+pub fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err:?}");
+    assert!(lines[0].starts_with("error:"), "error line: {err:?}");
+    lines[0].to_string()
+}
+
+/// Runs a tool and returns (success, stdout + stderr).
+pub fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} not runnable: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Runs openssl and requires success.
+pub fn openssl(args: &[&str]) -> String {
+    let (ok, text) = run("openssl", args);
+    assert!(ok, "openssl {args:?} failed: {text}");
+    text
+}
+
+/// Makes a key and CSR with openssl. `kind`: p256, p384, ed25519, rsa2048, rsa1024.
+pub fn make_csr(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let key_s = key.to_str().expect("path");
+    let mut args: Vec<&str> = vec!["req", "-new", "-nodes", "-subj"];
+    let subj = format!("/CN={name}");
+    args.push(&subj);
+    let newkey: Vec<&str> = match kind {
+        "p256" => vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "p384" => vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "ed25519" => vec!["-newkey", "ed25519"],
+        "rsa2048" => vec!["-newkey", "rsa:2048"],
+        "rsa1024" => vec!["-newkey", "rsa:1024"],
+        other => panic!("unknown key kind {other}"),
+    };
+    args.extend(newkey);
+    args.extend(["-keyout", key_s, "-out", csr.to_str().expect("path")]);
+    args.extend_from_slice(extra);
+    openssl(&args);
+    csr
+}
+
+/// `openssl verify` of a leaf (first cert in `chain_file`) against the hub bundle, with
+/// the rest of the file as untrusted intermediates. Returns (ok, output).
+pub fn openssl_verify(bundle: &Path, chain_file: &Path, crl: Option<&Path>) -> (bool, String) {
+    let b = bundle.to_str().expect("path");
+    let c = chain_file.to_str().expect("path");
+    let mut args = vec![
+        "verify",
+        "-CAfile",
+        b,
+        "-untrusted",
+        c,
+        "-purpose",
+        "sslclient",
+    ];
+    if let Some(crl) = crl {
+        args.extend(["-crl_check", "-CRLfile", crl.to_str().expect("path")]);
+    }
+    args.push(c);
+    run("openssl", &args)
+}
