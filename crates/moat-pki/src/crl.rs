@@ -146,7 +146,10 @@ pub fn build_crl(
 /// Big-endian bytes of `n` without leading zeros (one byte for zero).
 fn minimal_be(n: u64) -> Vec<u8> {
     let bytes = n.to_be_bytes();
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len() - 1);
     bytes[start..].to_vec()
 }
 

@@ -63,13 +63,21 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, Error> {
         });
     }
     let der = if pem::looks_like_pem(input) {
-        pem::first_block(input, &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"], "CSR")?
+        pem::first_block(
+            input,
+            &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"],
+            "CSR",
+        )?
     } else {
         input.to_vec()
     };
-    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|e| malformed(e.to_string()))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&der).map_err(|e| malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(malformed(format!("{} trailing bytes after the CSR", rest.len())));
+        return Err(malformed(format!(
+            "{} trailing bytes after the CSR",
+            rest.len()
+        )));
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
@@ -106,7 +114,10 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, Error> {
 }
 
 fn malformed(detail: String) -> Error {
-    Error::Malformed { what: "CSR", detail }
+    Error::Malformed {
+        what: "CSR",
+        detail,
+    }
 }
 
 fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKeyAlgorithm, Error> {

@@ -37,7 +37,11 @@ fn attribute(atv: &AttributeTypeAndValue<'_>) -> String {
                 .attr_value()
                 .to_der_vec()
                 .unwrap_or_else(|_| atv.as_slice().to_vec());
-            format!("{}=#{}", short.map_or(oid.clone(), str::to_owned), hex::encode(der))
+            format!(
+                "{}=#{}",
+                short.map_or(oid.clone(), str::to_owned),
+                hex::encode(der)
+            )
         }
     }
 }

@@ -25,10 +25,14 @@ pub enum Error {
     #[error("CSR signature does not verify")]
     CsrBadSignature,
     /// The CSR's key type or size is not one we issue for.
-    #[error("unsupported key in CSR: {0} (accepted: EC P-256, EC P-384, Ed25519, RSA 2048 bits or more)")]
+    #[error(
+        "unsupported key in CSR: {0} (accepted: EC P-256, EC P-384, Ed25519, RSA 2048 bits or more)"
+    )]
     UnsupportedKey(String),
     /// The CSR asks for something a device must never get (CA:TRUE).
-    #[error("CSR requests a CA certificate (basicConstraints CA:TRUE); device certificates are never CAs")]
+    #[error(
+        "CSR requests a CA certificate (basicConstraints CA:TRUE); device certificates are never CAs"
+    )]
     CsrRequestsCa,
     /// The certificate has no identity under the CA's identity rule.
     #[error("certificate has no {0} to take the identity from")]

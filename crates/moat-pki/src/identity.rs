@@ -54,15 +54,20 @@ pub fn identity_of(cert_der: &[u8], rule: IdentityRule) -> Result<String, Error>
                     detail: e.to_string(),
                 })?;
             san.and_then(|san| {
-                san.value.general_names.iter().find_map(|name| match (rule, name) {
-                    (IdentityRule::SanDns, GeneralName::DNSName(dns)) => Some((*dns).to_owned()),
-                    (IdentityRule::SanUri, GeneralName::URI(uri)) => Some(
-                        uri.strip_prefix(DEVICE_URI_PREFIX)
-                            .unwrap_or(uri)
-                            .to_owned(),
-                    ),
-                    _ => None,
-                })
+                san.value
+                    .general_names
+                    .iter()
+                    .find_map(|name| match (rule, name) {
+                        (IdentityRule::SanDns, GeneralName::DNSName(dns)) => {
+                            Some((*dns).to_owned())
+                        }
+                        (IdentityRule::SanUri, GeneralName::URI(uri)) => Some(
+                            uri.strip_prefix(DEVICE_URI_PREFIX)
+                                .unwrap_or(uri)
+                                .to_owned(),
+                        ),
+                        _ => None,
+                    })
             })
         }
     };

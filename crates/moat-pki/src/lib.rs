@@ -29,11 +29,11 @@ pub use csr::{CheckedCsr, CsrKeyAlgorithm, MAX_CSR_BYTES, MAX_RSA_BITS, MIN_RSA_
 pub use error::Error;
 pub use identity::{DEVICE_URI_PREFIX, IdentityRule, identity_of};
 pub use info::{CertInfo, cert_info, parse_cert_chain_pem, pem_of_cert, pem_of_crl, pem_to_der};
-pub use issue::{BACKDATE, DeviceCertRequest, ServerCertRequest, issue_device_cert, issue_server_cert};
-pub use serial::Serial;
-pub use validate::{
-    ChainError, TrustedCa, check_proof_of_possession, verify_client_chain,
+pub use issue::{
+    BACKDATE, DeviceCertRequest, ServerCertRequest, issue_device_cert, issue_server_cert,
 };
+pub use serial::Serial;
+pub use validate::{ChainError, TrustedCa, check_proof_of_possession, verify_client_chain};
 
 /// Re-exported so callers name the key and public-key traits without depending on rcgen.
 pub use rcgen::{KeyPair, PublicKeyData, SigningKey, SubjectPublicKeyInfo};

@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(s.to_hex(), "0abc01");
         assert_eq!(Serial::from_hex("abc01"), Some(s.clone()));
         assert_eq!(Serial::from_hex(&s.to_hex()), Some(s));
-        assert_eq!(Serial::from_hex("0000").map(|s| s.to_hex()), Some("00".into()));
+        assert_eq!(
+            Serial::from_hex("0000").map(|s| s.to_hex()),
+            Some("00".into())
+        );
         assert_eq!(Serial::from_hex(""), None);
         assert_eq!(Serial::from_hex("xyz"), None);
         let r = Serial::random();

@@ -6,6 +6,7 @@ use crate::info::{common_name, is_ca, parse_cert};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::error::X509Error;
 
 /// A CA whose client certificates the hub trusts.
 #[derive(Clone, Debug)]
@@ -129,7 +130,13 @@ pub fn check_proof_of_possession(
     if common_name(verification.subject()).as_deref() != Some(code) {
         return Err(Error::VerificationCodeMismatch);
     }
-    verification
-        .verify_signature(Some(ca.public_key()))
-        .map_err(|_not_signed| Error::VerificationNotSigned)
+    match verification.verify_signature(Some(ca.public_key())) {
+        Ok(()) => Ok(()),
+        // We cannot check this signature at all: say so rather than "not signed".
+        Err(e @ X509Error::SignatureUnsupportedAlgorithm) => Err(Error::Malformed {
+            what: "certificate",
+            detail: format!("{e} ({})", verification.signature_algorithm.algorithm),
+        }),
+        Err(_does_not_verify) => Err(Error::VerificationNotSigned),
+    }
 }

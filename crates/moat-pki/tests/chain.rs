@@ -12,7 +12,10 @@ use time::Duration;
 fn valid_device_cert_chains_to_its_ca() {
     let pki = Pki::new();
     let leaf = pki.device("dev-1");
-    assert_eq!(verify_client_chain(&leaf, &[], &pki.trusted(), pki.now), Ok(0));
+    assert_eq!(
+        verify_client_chain(&leaf, &[], &pki.trusted(), pki.now),
+        Ok(0)
+    );
 }
 
 #[test]
@@ -52,7 +55,12 @@ fn chains_through_root_with_intermediate_known_or_sent() {
         "without the device CA the leaf cannot chain"
     );
     assert_eq!(
-        verify_client_chain(&leaf, &[pki.device_ca.cert.clone()], &root_only, pki.now),
+        verify_client_chain(
+            &leaf,
+            std::slice::from_ref(&pki.device_ca.cert),
+            &root_only,
+            pki.now
+        ),
         Ok(1),
         "the client may send the intermediate itself"
     );
@@ -99,7 +107,11 @@ fn every_fault_maps_to_its_chain_error() {
     params.distinguished_name.push(DnType::CommonName, "dev-1");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let impostor = params.self_signed(&impostor_key).expect("self-signed").der().clone();
+    let impostor = params
+        .self_signed(&impostor_key)
+        .expect("self-signed")
+        .der()
+        .clone();
 
     // A device cert whose signature was tampered with.
     let mut tampered = pki.device("dev-1").to_vec();
@@ -114,7 +126,11 @@ fn every_fault_maps_to_its_chain_error() {
         ("foreign CA", foreign, ChainError::UnknownIssuer),
         ("self-signed impostor", impostor, ChainError::UnknownIssuer),
         ("bad signature", tampered, ChainError::BadSignature),
-        ("garbage", CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), ChainError::Malformed),
+        (
+            "garbage",
+            CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]),
+            ChainError::Malformed,
+        ),
     ];
     for (name, leaf, want) in cases {
         assert_eq!(

@@ -29,9 +29,16 @@ fn device_cert_carries_the_profile() {
     assert!(bc.critical && !bc.value.ca);
     let ku = cert.key_usage().expect("one").expect("present");
     assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign());
-    let eku = cert.extended_key_usage().expect("one").expect("present").value;
+    let eku = cert
+        .extended_key_usage()
+        .expect("one")
+        .expect("present")
+        .value;
     assert!(eku.client_auth && !eku.server_auth && !eku.any && eku.other.is_empty());
-    let san = cert.subject_alternative_name().expect("one").expect("present");
+    let san = cert
+        .subject_alternative_name()
+        .expect("one")
+        .expect("present");
     assert_eq!(
         san.value.general_names,
         vec![GeneralName::URI("urn:moat:device:dev-42")]
@@ -52,10 +59,13 @@ fn device_cert_carries_the_profile() {
             _ => {}
         }
     }
-    let ca_ski = ca.extensions().iter().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-        _ => None,
-    });
+    let ca_ski = ca
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
     assert!(ski.is_some(), "SKI");
     assert_eq!(aki, ca_ski, "AKI = issuer SKI");
     assert!(crl_dp, "CRL distribution point");
@@ -78,7 +88,11 @@ fn ca_certs_have_path_lengths_and_ca_usages() {
     let pki = Pki::new();
     for (der, pathlen) in [(&pki.root.cert, 1), (&pki.device_ca.cert, 0)] {
         let (_, cert) = X509Certificate::from_der(der).expect("parses");
-        let bc = cert.basic_constraints().expect("one").expect("present").value;
+        let bc = cert
+            .basic_constraints()
+            .expect("one")
+            .expect("present")
+            .value;
         assert!(bc.ca);
         assert_eq!(bc.path_len_constraint, Some(pathlen));
         let ku = cert.key_usage().expect("one").expect("present");
@@ -124,7 +138,10 @@ fn identity_rules() {
     let pki = Pki::new();
     let device = pki.device("dev-7");
     assert_eq!(identity_of(&device, IdentityRule::Cn).expect("cn"), "dev-7");
-    assert_eq!(identity_of(&device, IdentityRule::SanUri).expect("uri"), "dev-7");
+    assert_eq!(
+        identity_of(&device, IdentityRule::SanUri).expect("uri"),
+        "dev-7"
+    );
     assert!(matches!(
         identity_of(&device, IdentityRule::SanDns),
         Err(Error::NoIdentity(_))
@@ -132,25 +149,41 @@ fn identity_rules() {
 
     let server = server_cert(
         &pki.device_ca,
-        &["10.0.0.1".to_string(), "gw-3.example".to_string(), "b.example".to_string()],
+        &[
+            "10.0.0.1".to_string(),
+            "gw-3.example".to_string(),
+            "b.example".to_string(),
+        ],
         pki.now,
     );
-    assert_eq!(identity_of(&server, IdentityRule::SanDns).expect("dns"), "gw-3.example");
+    assert_eq!(
+        identity_of(&server, IdentityRule::SanDns).expect("dns"),
+        "gw-3.example"
+    );
 
     // A vendor certificate: SAN URI that is not ours is taken whole; no CN.
     let mut params = CertificateParams::new(vec![]).expect("params");
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, "Vendor");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Vendor");
     params.subject_alt_names = vec![SanType::URI(
         "spiffe://vendor/device/9".try_into().expect("ia5"),
     )];
     let issuer = Issuer::from_ca_cert_der(&pki.device_ca.cert, &pki.device_ca.key).expect("issuer");
-    let vendor = params.signed_by(&key(), &issuer).expect("signed").der().clone();
+    let vendor = params
+        .signed_by(&key(), &issuer)
+        .expect("signed")
+        .der()
+        .clone();
     assert_eq!(
         identity_of(&vendor, IdentityRule::SanUri).expect("uri"),
         "spiffe://vendor/device/9"
     );
-    assert!(matches!(identity_of(&vendor, IdentityRule::Cn), Err(Error::NoIdentity(_))));
+    assert!(matches!(
+        identity_of(&vendor, IdentityRule::Cn),
+        Err(Error::NoIdentity(_))
+    ));
     assert!(matches!(
         identity_of(b"junk", IdentityRule::Cn),
         Err(Error::Malformed { .. })
@@ -167,7 +200,11 @@ fn verification_cert(cn: &str, signer: &Ca) -> Vec<u8> {
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
     let issuer = Issuer::from_ca_cert_der(&signer.cert, &signer.key).expect("issuer");
-    params.signed_by(&key(), &issuer).expect("signed").der().to_vec()
+    params
+        .signed_by(&key(), &issuer)
+        .expect("signed")
+        .der()
+        .to_vec()
 }
 
 #[test]
@@ -175,7 +212,9 @@ fn proof_of_possession() {
     let now = OffsetDateTime::now_utc();
     let vendor = root("Vendor CA", now);
     let code = "d1f0c2a7e9b34c55";
-    assert!(check_proof_of_possession(&vendor.cert, &verification_cert(code, &vendor), code).is_ok());
+    assert!(
+        check_proof_of_possession(&vendor.cert, &verification_cert(code, &vendor), code).is_ok()
+    );
 
     // Same issuer name, different key: the registrant does not hold the CA key.
     let impostor = Ca {
@@ -211,7 +250,6 @@ fn crl_with_100k_entries() {
             reason: RevocationReason::ALL[(i % 7) as usize],
         })
         .collect();
-    let started = std::time::Instant::now();
     let der = build_crl(
         &CrlInput {
             number: 4242,
@@ -224,9 +262,7 @@ fn crl_with_100k_entries() {
         &pki.device_ca.key,
     )
     .expect("crl");
-    let elapsed = started.elapsed();
-    eprintln!("100k-entry CRL: {} bytes in {elapsed:?}", der.len());
-    assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
+    // Its speed is measured in `cargo bench -p moat-core --bench issuance`, not here.
 
     let (_, crl) = CertificateRevocationList::from_der(&der).expect("parses");
     assert_eq!(crl.version().map(|v| v.0), Some(1), "v2");
@@ -235,11 +271,14 @@ fn crl_with_100k_entries() {
     assert_eq!(revoked.len(), 100_000);
     assert_eq!(revoked[1].raw_serial(), entries[1].serial.as_bytes());
     assert_eq!(
-        revoked[1].reason_code().map(|r| r.1 .0),
+        revoked[1].reason_code().map(|r| r.1.0),
         Some(1),
         "keyCompromise"
     );
-    assert!(revoked[0].reason_code().is_none(), "unspecified is written as absent");
+    assert!(
+        revoked[0].reason_code().is_none(),
+        "unspecified is written as absent"
+    );
 
     let (_, ca) = X509Certificate::from_der(&pki.device_ca.cert).expect("parses");
     assert!(crl.verify_signature(ca.public_key()).is_ok());
@@ -257,7 +296,10 @@ fn crl_with_100k_entries() {
 fn revocation_reason_names() {
     for r in RevocationReason::ALL {
         assert_eq!(RevocationReason::parse(r.as_str()), Some(r));
-        assert_eq!(RevocationReason::parse(&r.as_str().replace('_', "-")), Some(r));
+        assert_eq!(
+            RevocationReason::parse(&r.as_str().replace('_', "-")),
+            Some(r)
+        );
         assert_eq!(RevocationReason::parse(&r.as_str().to_uppercase()), Some(r));
     }
     assert_eq!(
@@ -283,13 +325,25 @@ fn pem_helpers_round_trip() {
     );
     let chain = parse_cert_chain_pem(text.as_bytes()).expect("chain");
     assert_eq!(chain, vec![leaf.clone(), pki.device_ca.cert.clone()]);
-    assert_eq!(parse_cert_chain_pem(&leaf).expect("der"), vec![leaf.clone()]);
+    assert_eq!(
+        parse_cert_chain_pem(&leaf).expect("der"),
+        vec![leaf.clone()]
+    );
     assert!(matches!(
         parse_cert_chain_pem(b"nothing here"),
-        Err(Error::Malformed { what: "certificate", .. })
+        Err(Error::Malformed {
+            what: "certificate",
+            ..
+        })
     ));
-    assert_eq!(pem_to_der(text.as_bytes(), "CERTIFICATE").expect("first"), leaf.to_vec());
-    assert_eq!(pem_to_der(&leaf, "CERTIFICATE").expect("as is"), leaf.to_vec());
+    assert_eq!(
+        pem_to_der(text.as_bytes(), "CERTIFICATE").expect("first"),
+        leaf.to_vec()
+    );
+    assert_eq!(
+        pem_to_der(&leaf, "CERTIFICATE").expect("as is"),
+        leaf.to_vec()
+    );
     assert!(pem_to_der(text.as_bytes(), "X509 CRL").is_err());
     assert!(pem_of_crl(b"abc").starts_with("-----BEGIN X509 CRL-----\nYWJj\n"));
 }
