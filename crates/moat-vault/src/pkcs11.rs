@@ -362,10 +362,19 @@ impl KeyWrapper for WrapKey {
         let plain = lock(&self.session).decrypt(&Mechanism::AesGcm(params), self.handle, wrapped);
         match plain {
             Ok(p) => to_key(&Zeroizing::new(p)),
-            Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-                _,
-            )) => Err(Error::Unseal),
+            // The standard answer to a failed GCM tag is CKR_ENCRYPTED_DATA_INVALID; SoftHSM
+            // 2.6 answers CKR_GENERAL_ERROR. Both mean "does not open" here.
+            Err(
+                cause @ CkError::Pkcs11(
+                    RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    | RvError::GeneralError,
+                    _,
+                ),
+            ) => {
+                tracing::debug!(%cause, "token refused to unwrap a data key");
+                Err(Error::Unseal)
+            }
             Err(e) => Err(ck("unwrapping a data key (CKM_AES_GCM)")(e)),
         }
     }

@@ -13,7 +13,7 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 use crate::store::KEY_LEN;
@@ -100,7 +100,11 @@ fn aead_seal(key: &[u8], aad: &[u8], in_out: &mut Vec<u8>) -> Result<[u8; NONCE_
         .map_err(|e| Error::Crypto(format!("AES-256-GCM key: {e}")))?;
     let nonce = key
         .seal_in_place_append_tag(Aad::from(aad), in_out)
-        .map_err(|e| Error::Crypto(format!("AES-256-GCM seal: {e}")))?;
+        .map_err(|e| {
+            // `in_out` may still hold the plaintext: do not leave it in freed memory.
+            in_out.zeroize();
+            Error::Crypto(format!("AES-256-GCM seal: {e}"))
+        })?;
     Ok(*nonce.as_ref())
 }
 

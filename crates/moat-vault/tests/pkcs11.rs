@@ -249,10 +249,8 @@ fn child_generate() {
     ));
     let mut tampered = sealed.clone();
     tampered[20] ^= 1; // inside the token-wrapped data key
-    assert!(matches!(
-        vault.unseal(&tampered, "store/pg"),
-        Err(Error::Unseal)
-    ));
+    let result = vault.unseal(&tampered, "store/pg");
+    assert!(matches!(result, Err(Error::Unseal)), "{result:?}");
 
     fs::write(c.scratch.join("keyref"), &key_ref.0).expect("save key ref");
     fs::write(c.scratch.join("pubkey"), key.der_bytes()).expect("save public key");

@@ -17,6 +17,13 @@ fn mode(path: &Path) -> u32 {
 }
 
 #[test]
+fn vault_and_keys_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Vault>();
+    assert_send_sync::<moat_vault::HubKey>();
+}
+
+#[test]
 fn file_source_round_trip_and_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = Vault::open(dir.path(), file_source(dir.path())).expect("open new");
@@ -61,7 +68,6 @@ fn file_source_round_trip_and_reopen() {
         r#"HubKey { backend: "software", [redacted] }"#
     );
     common::sign_and_verify_cert(&key);
-    // The sealed hub key is not a general secret: another context does not open it.
     drop(vault);
 
     let reopened = Vault::open(dir.path(), file_source(dir.path())).expect("reopen");
