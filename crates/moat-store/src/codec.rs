@@ -1,5 +1,6 @@
-//! What both back ends share: timestamp and number conversion, row decoding and the
-//! classification of database errors into [`Error`] variants.
+//! What both back ends share: timestamp and number conversion, row decoding (of the
+//! column lists in [`crate::sql`]) and the classification of database errors into [`Error`]
+//! variants.
 
 use crate::Error;
 use crate::model::{
@@ -89,7 +90,9 @@ pub(crate) trait RowExt {
     }
     /// A nullable timestamp column.
     fn opt_ts(&self, col: &'static str) -> Result<Option<OffsetDateTime>, Error> {
-        self.opt_int(col)?.map(|us| from_micros(us, col)).transpose()
+        self.opt_int(col)?
+            .map(|us| from_micros(us, col))
+            .transpose()
     }
 }
 
@@ -125,37 +128,6 @@ where
         self.try_get(col).map_err(Error::Database)
     }
 }
-
-/// Columns of `devices`, in the order [`device`] reads them.
-macro_rules! device_cols {
-    () => {
-        "id, state, policy, token_hash, ca_name, created_at, updated_at"
-    };
-}
-
-/// Columns of `certificates`, as [`cert`] reads them.
-macro_rules! cert_cols {
-    () => {
-        "serial, ca_name, device_id, subject, not_before, not_after, fingerprint, spki_sha256, \
-         source, der, created_at, revoked_at, revocation_reason"
-    };
-}
-
-/// Columns of `cas`, as [`ca`] reads them.
-macro_rules! ca_cols {
-    () => {
-        "name, kind, cert_der, key_ref, identity_rule, auto_register, fingerprint, created_at"
-    };
-}
-
-/// Columns of `audit_log`, as [`audit`] reads them.
-macro_rules! audit_cols {
-    () => {
-        "id, at, actor, action, target, outcome, detail"
-    };
-}
-
-pub(crate) use {audit_cols, ca_cols, cert_cols, device_cols};
 
 /// A `devices` row.
 pub(crate) fn device(row: &impl RowExt) -> Result<Device, Error> {
@@ -266,8 +238,14 @@ mod tests {
 
     #[test]
     fn out_of_range_is_corrupt() {
-        assert!(matches!(from_micros(i64::MAX, "x"), Err(Error::Corrupt("x"))));
-        assert!(matches!(crl_number_from_db(-1, "n"), Err(Error::Corrupt("n"))));
+        assert!(matches!(
+            from_micros(i64::MAX, "x"),
+            Err(Error::Corrupt("x"))
+        ));
+        assert!(matches!(
+            crl_number_from_db(-1, "n"),
+            Err(Error::Corrupt("n"))
+        ));
         assert!(matches!(crl_number_to_db(u64::MAX), Err(Error::Corrupt(_))));
     }
 }

@@ -6,12 +6,13 @@
 //! that is never closed, so every query sees the same database.
 
 use crate::codec::{
-    self, RowExt, audit_cols, ca_cols, cert_cols, classify, classify_fk, crl_number_from_db,
-    crl_number_to_db, device_cols, is_unique_violation, micros,
+    self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, is_unique_violation,
+    micros,
 };
 use crate::model::{
     AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, NewAuditEntry, RevokedCert,
 };
+use crate::sql;
 use crate::store_impl::impl_store;
 use crate::{Error, Store};
 use sqlx::sqlite::{

@@ -1,8 +1,6 @@
 //! The [`Store`](crate::Store) implementation, written once for both back ends.
 //!
-//! The SQL is portable between SQLite (≥ 3.35, bundled) and PostgreSQL: `$N` placeholders,
-//! `INSERT … ON CONFLICT … DO UPDATE`, `UPDATE … RETURNING`. A macro rather than generics over
-//! `sqlx::Database`: with concrete pools each back end keeps its own statement cache and
+//! The statements are in [`crate::sql`]. A macro rather than generics over `sqlx::Database`: with concrete pools each back end keeps its own statement cache and
 //! types, and the body needs none of the higher-ranked bounds generic sqlx code drags along.
 //!
 //! The store type given to the macro provides `pool` (its pool) and `begin_write` (a
@@ -17,27 +15,23 @@ macro_rules! impl_store {
             where
                 E: sqlx::Executor<'c, Database = $db>,
             {
-                sqlx::query(concat!(
-                    "INSERT INTO certificates (",
-                    cert_cols!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                ))
-                .bind(&c.serial)
-                .bind(&c.ca_name)
-                .bind(&c.device_id)
-                .bind(&c.subject)
-                .bind(micros(c.not_before))
-                .bind(micros(c.not_after))
-                .bind(&c.fingerprint)
-                .bind(&c.spki_sha256)
-                .bind(c.source.as_str())
-                .bind(&c.der)
-                .bind(micros(c.created_at))
-                .bind(c.revoked_at.map(micros))
-                .bind(&c.revocation_reason)
-                .execute(exec)
-                .await
-                .map(drop)
+                sqlx::query(sql::INSERT_CERT)
+                    .bind(&c.serial)
+                    .bind(&c.ca_name)
+                    .bind(&c.device_id)
+                    .bind(&c.subject)
+                    .bind(micros(c.not_before))
+                    .bind(micros(c.not_after))
+                    .bind(&c.fingerprint)
+                    .bind(&c.spki_sha256)
+                    .bind(c.source.as_str())
+                    .bind(&c.der)
+                    .bind(micros(c.created_at))
+                    .bind(c.revoked_at.map(micros))
+                    .bind(&c.revocation_reason)
+                    .execute(exec)
+                    .await
+                    .map(drop)
             }
 
             /// The [`Error`] for a failed certificate insert: on a unique violation, says
@@ -46,19 +40,19 @@ macro_rules! impl_store {
                 if !is_unique_violation(&e) {
                     return Error::Database(e);
                 }
-                let serial_taken = sqlx::query(
-                    "SELECT 1 FROM certificates WHERE serial = $1 AND ca_name = $2",
-                )
-                .bind(&c.serial)
-                .bind(&c.ca_name)
-                .fetch_optional(&self.pool)
-                .await;
+                let serial_taken = sqlx::query(sql::CERT_SERIAL_TAKEN)
+                    .bind(&c.serial)
+                    .bind(&c.ca_name)
+                    .fetch_optional(&self.pool)
+                    .await;
                 match serial_taken {
                     Ok(Some(_)) => Error::Conflict(format!(
                         "certificate serial {} of CA {}",
                         c.serial, c.ca_name
                     )),
-                    Ok(None) => Error::Conflict(format!("certificate fingerprint {}", c.fingerprint)),
+                    Ok(None) => {
+                        Error::Conflict(format!("certificate fingerprint {}", c.fingerprint))
+                    }
                     Err(e) => Error::Database(e),
                 }
             }
@@ -78,21 +72,17 @@ macro_rules! impl_store {
                 cert: Option<&CertRecord>,
             ) -> Result<(), Error> {
                 let mut tx = self.begin_write().await.map_err(Error::Database)?;
-                sqlx::query(concat!(
-                    "INSERT INTO devices (",
-                    device_cols!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                ))
-                .bind(&d.id)
-                .bind(d.state.as_str())
-                .bind(d.policy.as_str())
-                .bind(&d.token_hash)
-                .bind(&d.ca_name)
-                .bind(micros(d.created_at))
-                .bind(micros(d.updated_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| classify(e, || format!("device {}", d.id)))?;
+                sqlx::query(sql::INSERT_DEVICE)
+                    .bind(&d.id)
+                    .bind(d.state.as_str())
+                    .bind(d.policy.as_str())
+                    .bind(&d.token_hash)
+                    .bind(&d.ca_name)
+                    .bind(micros(d.created_at))
+                    .bind(micros(d.updated_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify(e, || format!("device {}", d.id)))?;
                 if let Some(c) = cert {
                     if let Err(e) = Self::insert_cert_with(&mut *tx, c).await {
                         // Roll back first: PostgreSQL refuses queries in a failed transaction.
@@ -104,7 +94,7 @@ macro_rules! impl_store {
             }
 
             async fn device(&self, id: &str) -> Result<Option<Device>, Error> {
-                sqlx::query(concat!("SELECT ", device_cols!(), " FROM devices WHERE id = $1"))
+                sqlx::query(sql::DEVICE)
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -120,25 +110,17 @@ macro_rules! impl_store {
             ) -> Result<Vec<Device>, Error> {
                 let rows = match after {
                     Some(after) => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            device_cols!(),
-                            " FROM devices WHERE id > $1 ORDER BY id LIMIT $2"
-                        ))
-                        .bind(after)
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::DEVICES_AFTER)
+                            .bind(after)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                     None => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            device_cols!(),
-                            " FROM devices ORDER BY id LIMIT $1"
-                        ))
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::DEVICES_FIRST)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                 }
                 .map_err(Error::Database)?;
@@ -151,7 +133,7 @@ macro_rules! impl_store {
                 state: DeviceState,
                 at: OffsetDateTime,
             ) -> Result<(), Error> {
-                let done = sqlx::query("UPDATE devices SET state = $1, updated_at = $2 WHERE id = $3")
+                let done = sqlx::query(sql::SET_DEVICE_STATE)
                     .bind(state.as_str())
                     .bind(micros(at))
                     .bind(id)
@@ -165,7 +147,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_device(&self, id: &str) -> Result<(), Error> {
-                let done = sqlx::query("DELETE FROM devices WHERE id = $1")
+                let done = sqlx::query(sql::DELETE_DEVICE)
                     .bind(id)
                     .execute(&self.pool)
                     .await
@@ -186,34 +168,26 @@ macro_rules! impl_store {
             }
 
             async fn cert(&self, serial: &str) -> Result<Option<CertRecord>, Error> {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    cert_cols!(),
-                    " FROM certificates WHERE serial = $1 ORDER BY created_at DESC, ca_name LIMIT 1"
-                ))
-                .bind(serial)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Error::Database)?
-                .map(|r| codec::cert(&r))
-                .transpose()
+                sqlx::query(sql::CERT_BY_SERIAL)
+                    .bind(serial)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::cert(&r))
+                    .transpose()
             }
 
             async fn cert_by_fingerprint(
                 &self,
                 fingerprint: &str,
             ) -> Result<Option<CertRecord>, Error> {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    cert_cols!(),
-                    " FROM certificates WHERE fingerprint = $1"
-                ))
-                .bind(fingerprint)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Error::Database)?
-                .map(|r| codec::cert(&r))
-                .transpose()
+                sqlx::query(sql::CERT_BY_FINGERPRINT)
+                    .bind(fingerprint)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::cert(&r))
+                    .transpose()
             }
 
             async fn list_certs(
@@ -223,27 +197,17 @@ macro_rules! impl_store {
             ) -> Result<Vec<CertRecord>, Error> {
                 let rows = match device_id {
                     Some(device_id) => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            cert_cols!(),
-                            " FROM certificates WHERE device_id = $1",
-                            " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $2"
-                        ))
-                        .bind(device_id)
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::CERTS_OF_DEVICE)
+                            .bind(device_id)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                     None => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            cert_cols!(),
-                            " FROM certificates",
-                            " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $1"
-                        ))
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::CERTS)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                 }
                 .map_err(Error::Database)?;
@@ -257,22 +221,17 @@ macro_rules! impl_store {
                 at: OffsetDateTime,
             ) -> Result<bool, Error> {
                 // The certificate `cert(serial)` returns: the newest with this serial.
-                let done = sqlx::query(
-                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
-                     WHERE serial = $3 AND revoked_at IS NULL AND ca_name = \
-                     (SELECT ca_name FROM certificates WHERE serial = $3 \
-                      ORDER BY created_at DESC, ca_name LIMIT 1)",
-                )
-                .bind(micros(at))
-                .bind(reason)
-                .bind(serial)
-                .execute(&self.pool)
-                .await
-                .map_err(Error::Database)?;
+                let done = sqlx::query(sql::REVOKE_CERT)
+                    .bind(micros(at))
+                    .bind(reason)
+                    .bind(serial)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
                 if done.rows_affected() > 0 {
                     return Ok(true);
                 }
-                let exists = sqlx::query("SELECT 1 FROM certificates WHERE serial = $1")
+                let exists = sqlx::query(sql::CERT_EXISTS)
                     .bind(serial)
                     .fetch_optional(&self.pool)
                     .await
@@ -289,16 +248,13 @@ macro_rules! impl_store {
                 reason: &str,
                 at: OffsetDateTime,
             ) -> Result<Vec<String>, Error> {
-                let rows = sqlx::query(
-                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
-                     WHERE device_id = $3 AND revoked_at IS NULL RETURNING serial",
-                )
-                .bind(micros(at))
-                .bind(reason)
-                .bind(device_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::Database)?;
+                let rows = sqlx::query(sql::REVOKE_DEVICE_CERTS)
+                    .bind(micros(at))
+                    .bind(reason)
+                    .bind(device_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
                 let mut serials = rows
                     .iter()
                     .map(|r| r.text("serial"))
@@ -308,21 +264,18 @@ macro_rules! impl_store {
             }
 
             async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error> {
-                sqlx::query(
-                    "SELECT serial, revoked_at, revocation_reason FROM certificates \
-                     WHERE ca_name = $1 AND revoked_at IS NOT NULL ORDER BY serial",
-                )
-                .bind(ca_name)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::Database)?
-                .iter()
-                .map(codec::revoked)
-                .collect()
+                sqlx::query(sql::REVOKED_OF_CA)
+                    .bind(ca_name)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(codec::revoked)
+                    .collect()
             }
 
             async fn all_revoked_serials(&self) -> Result<Vec<String>, Error> {
-                sqlx::query("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")
+                sqlx::query(sql::ALL_REVOKED_SERIALS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(Error::Database)?
@@ -334,31 +287,27 @@ macro_rules! impl_store {
             // ── certificate authorities ──
 
             async fn insert_ca(&self, ca: &CaRecord) -> Result<(), Error> {
-                sqlx::query(concat!(
-                    "INSERT INTO cas (",
-                    ca_cols!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ))
-                .bind(&ca.name)
-                .bind(ca.kind.as_str())
-                .bind(&ca.cert_der)
-                .bind(&ca.key_ref)
-                .bind(&ca.identity_rule)
-                .bind(ca.auto_register)
-                .bind(&ca.fingerprint)
-                .bind(micros(ca.created_at))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| {
-                    classify(e, || {
-                        format!("CA {} (or its fingerprint {})", ca.name, ca.fingerprint)
+                sqlx::query(sql::INSERT_CA)
+                    .bind(&ca.name)
+                    .bind(ca.kind.as_str())
+                    .bind(&ca.cert_der)
+                    .bind(&ca.key_ref)
+                    .bind(&ca.identity_rule)
+                    .bind(ca.auto_register)
+                    .bind(&ca.fingerprint)
+                    .bind(micros(ca.created_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        classify(e, || {
+                            format!("CA {} (or its fingerprint {})", ca.name, ca.fingerprint)
+                        })
                     })
-                })
-                .map(drop)
+                    .map(drop)
             }
 
             async fn ca(&self, name: &str) -> Result<Option<CaRecord>, Error> {
-                sqlx::query(concat!("SELECT ", ca_cols!(), " FROM cas WHERE name = $1"))
+                sqlx::query(sql::CA)
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await
@@ -368,7 +317,7 @@ macro_rules! impl_store {
             }
 
             async fn list_cas(&self) -> Result<Vec<CaRecord>, Error> {
-                sqlx::query(concat!("SELECT ", ca_cols!(), " FROM cas ORDER BY name"))
+                sqlx::query(sql::CAS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(Error::Database)?
@@ -378,7 +327,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_ca(&self, name: &str) -> Result<(), Error> {
-                let done = sqlx::query("DELETE FROM cas WHERE name = $1")
+                let done = sqlx::query(sql::DELETE_CA)
                     .bind(name)
                     .execute(&self.pool)
                     .await
@@ -392,55 +341,42 @@ macro_rules! impl_store {
             // ── CRLs ──
 
             async fn next_crl_number(&self, ca_name: &str) -> Result<u64, Error> {
-                let row = sqlx::query(
-                    "UPDATE cas SET crl_number = crl_number + 1 WHERE name = $1 \
-                     RETURNING crl_number",
-                )
-                .bind(ca_name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Error::Database)?
-                .ok_or_else(|| Error::NotFound(format!("CA {ca_name}")))?;
+                let row = sqlx::query(sql::NEXT_CRL_NUMBER)
+                    .bind(ca_name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .ok_or_else(|| Error::NotFound(format!("CA {ca_name}")))?;
                 crl_number_from_db(row.int("crl_number")?, "cas.crl_number")
             }
 
             async fn save_crl(&self, crl: &CrlRecord) -> Result<(), Error> {
-                sqlx::query(
-                    "INSERT INTO crls (ca_name, number, der, this_update, next_update) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (ca_name) DO UPDATE SET number = excluded.number, \
-                     der = excluded.der, this_update = excluded.this_update, \
-                     next_update = excluded.next_update \
-                     WHERE excluded.number > crls.number",
-                )
-                .bind(&crl.ca_name)
-                .bind(crl_number_to_db(crl.number)?)
-                .bind(&crl.der)
-                .bind(micros(crl.this_update))
-                .bind(micros(crl.next_update))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| {
-                    classify_fk(
-                        e,
-                        || format!("CRL of CA {}", crl.ca_name),
-                        || format!("CA {}", crl.ca_name),
-                    )
-                })
-                .map(drop)
+                sqlx::query(sql::SAVE_CRL)
+                    .bind(&crl.ca_name)
+                    .bind(crl_number_to_db(crl.number)?)
+                    .bind(&crl.der)
+                    .bind(micros(crl.this_update))
+                    .bind(micros(crl.next_update))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        classify_fk(
+                            e,
+                            || format!("CRL of CA {}", crl.ca_name),
+                            || format!("CA {}", crl.ca_name),
+                        )
+                    })
+                    .map(drop)
             }
 
             async fn latest_crl(&self, ca_name: &str) -> Result<Option<CrlRecord>, Error> {
-                sqlx::query(
-                    "SELECT ca_name, number, der, this_update, next_update FROM crls \
-                     WHERE ca_name = $1",
-                )
-                .bind(ca_name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Error::Database)?
-                .map(|r| codec::crl(&r))
-                .transpose()
+                sqlx::query(sql::LATEST_CRL)
+                    .bind(ca_name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::crl(&r))
+                    .transpose()
             }
 
             // ── CA registration codes ──
@@ -451,17 +387,14 @@ macro_rules! impl_store {
                 created_at: OffsetDateTime,
                 expires_at: OffsetDateTime,
             ) -> Result<(), Error> {
-                sqlx::query(
-                    "INSERT INTO registration_codes (code_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3)",
-                )
-                .bind(code_hash)
-                .bind(micros(created_at))
-                .bind(micros(expires_at))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| classify(e, || "registration code".to_owned()))
-                .map(drop)
+                sqlx::query(sql::INSERT_CODE)
+                    .bind(code_hash)
+                    .bind(micros(created_at))
+                    .bind(micros(expires_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| classify(e, || "registration code".to_owned()))
+                    .map(drop)
             }
 
             async fn consume_registration_code(
@@ -469,15 +402,12 @@ macro_rules! impl_store {
                 code_hash: &str,
                 now: OffsetDateTime,
             ) -> Result<bool, Error> {
-                let done = sqlx::query(
-                    "UPDATE registration_codes SET used_at = $1 \
-                     WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1",
-                )
-                .bind(micros(now))
-                .bind(code_hash)
-                .execute(&self.pool)
-                .await
-                .map_err(Error::Database)?;
+                let done = sqlx::query(sql::CONSUME_CODE)
+                    .bind(micros(now))
+                    .bind(code_hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -486,22 +416,19 @@ macro_rules! impl_store {
                 code_hash: &str,
                 now: OffsetDateTime,
             ) -> Result<bool, Error> {
-                let row = sqlx::query(
-                    "SELECT 1 FROM registration_codes \
-                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2",
-                )
-                .bind(code_hash)
-                .bind(micros(now))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(Error::Database)?;
+                let row = sqlx::query(sql::CODE_USABLE)
+                    .bind(code_hash)
+                    .bind(micros(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
                 Ok(row.is_some())
             }
 
             // ── settings ──
 
             async fn setting(&self, key: &str) -> Result<Option<String>, Error> {
-                sqlx::query("SELECT value FROM settings WHERE key = $1")
+                sqlx::query(sql::SETTING)
                     .bind(key)
                     .fetch_optional(&self.pool)
                     .await
@@ -511,34 +438,28 @@ macro_rules! impl_store {
             }
 
             async fn put_setting(&self, key: &str, value: &str) -> Result<(), Error> {
-                sqlx::query(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(key)
-                .bind(value)
-                .execute(&self.pool)
-                .await
-                .map_err(Error::Database)
-                .map(drop)
+                sqlx::query(sql::PUT_SETTING)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
             }
 
             // ── audit ──
 
             async fn append_audit(&self, e: &NewAuditEntry) -> Result<i64, Error> {
-                let row = sqlx::query(
-                    "INSERT INTO audit_log (at, actor, action, target, outcome, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                )
-                .bind(micros(e.at))
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(&e.target)
-                .bind(&e.outcome)
-                .bind(&e.detail)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::Database)?;
+                let row = sqlx::query(sql::APPEND_AUDIT)
+                    .bind(micros(e.at))
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(&e.outcome)
+                    .bind(&e.detail)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
                 row.int("id")
             }
 
@@ -549,25 +470,17 @@ macro_rules! impl_store {
             ) -> Result<Vec<AuditEntry>, Error> {
                 let rows = match before {
                     Some(before) => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            audit_cols!(),
-                            " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
-                        ))
-                        .bind(before)
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::AUDIT_BEFORE)
+                            .bind(before)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                     None => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            audit_cols!(),
-                            " FROM audit_log ORDER BY id DESC LIMIT $1"
-                        ))
-                        .bind(codec::limit(limit))
-                        .fetch_all(&self.pool)
-                        .await
+                        sqlx::query(sql::AUDIT_FIRST)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
                     }
                 }
                 .map_err(Error::Database)?;

@@ -33,7 +33,11 @@ impl TestDb {
         let url = format!("sqlite://{}", dir.path().join("moat.db").display());
         let store = moat_store::open(&url).await.expect("open sqlite");
         assert_eq!(store.backend(), "sqlite");
-        TestDb { store, url, cleanup: Cleanup::Sqlite(dir) }
+        TestDb {
+            store,
+            url,
+            cleanup: Cleanup::Sqlite(dir),
+        }
     }
 
     /// A fresh PostgreSQL database, or None (after a note) when no server is configured
@@ -50,7 +54,9 @@ impl TestDb {
             }
         };
         let name = format!("moat_test_{:016x}", rand::random::<u64>());
-        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to PostgreSQL");
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
@@ -59,7 +65,11 @@ impl TestDb {
         let url = with_database(&admin_url, &name);
         let store = moat_store::open(&url).await.expect("open postgres");
         assert_eq!(store.backend(), "postgres");
-        Some(TestDb { store, url, cleanup: Cleanup::Postgres { admin_url, name } })
+        Some(TestDb {
+            store,
+            url,
+            cleanup: Cleanup::Postgres { admin_url, name },
+        })
     }
 
     /// Drops a PostgreSQL test database (a no-op for SQLite, whose directory goes on drop).
@@ -67,11 +77,15 @@ impl TestDb {
         let TestDb { store, cleanup, .. } = self;
         drop(store);
         if let Cleanup::Postgres { admin_url, name } = cleanup {
-            let mut admin = PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
-            sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut admin)
+            let mut admin = PgConnection::connect(&admin_url)
                 .await
-                .expect("drop test database");
+                .expect("connect to PostgreSQL");
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("drop test database");
         }
     }
 }
@@ -148,8 +162,14 @@ pub fn ca(name: &str) -> CaRecord {
 
 #[test]
 fn database_name_replaced() {
-    assert_eq!(with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-    assert_eq!(with_database("postgres://u:p@h:5432", "x"), "postgres://u:p@h:5432/x");
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres", "x"),
+        "postgres://u:p@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:5432", "x"),
+        "postgres://u:p@h:5432/x"
+    );
     assert_eq!(
         with_database("postgresql://h/db?sslmode=disable", "x"),
         "postgresql://h/x?sslmode=disable"

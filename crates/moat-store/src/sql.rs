@@ -1,0 +1,150 @@
+//! Every statement the store runs, in one place and shared by both back ends.
+//!
+//! Portable between SQLite (≥ 3.35, bundled by sqlx) and PostgreSQL: `$N` placeholders,
+//! `INSERT … ON CONFLICT … DO UPDATE`, `UPDATE … RETURNING`. All text is `'static` (no SQL
+//! is built at run time), so sqlx prepares each statement once per connection and caches it.
+//! The `SELECT` column lists are the ones the decoders in `codec` read.
+
+/// Columns of `devices`.
+macro_rules! device_cols {
+    () => {
+        "id, state, policy, token_hash, ca_name, created_at, updated_at"
+    };
+}
+
+/// Columns of `certificates`.
+macro_rules! cert_cols {
+    () => {
+        "serial, ca_name, device_id, subject, not_before, not_after, fingerprint, spki_sha256, \
+         source, der, created_at, revoked_at, revocation_reason"
+    };
+}
+
+/// Columns of `cas` (without the CRL counter).
+macro_rules! ca_cols {
+    () => {
+        "name, kind, cert_der, key_ref, identity_rule, auto_register, fingerprint, created_at"
+    };
+}
+
+/// Columns of `audit_log`.
+macro_rules! audit_cols {
+    () => {
+        "id, at, actor, action, target, outcome, detail"
+    };
+}
+
+// ── devices ──
+
+pub(crate) const INSERT_DEVICE: &str = concat!(
+    "INSERT INTO devices (",
+    device_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+);
+pub(crate) const DEVICE: &str = concat!("SELECT ", device_cols!(), " FROM devices WHERE id = $1");
+pub(crate) const DEVICES_FIRST: &str = concat!(
+    "SELECT ",
+    device_cols!(),
+    " FROM devices ORDER BY id LIMIT $1"
+);
+pub(crate) const DEVICES_AFTER: &str = concat!(
+    "SELECT ",
+    device_cols!(),
+    " FROM devices WHERE id > $1 ORDER BY id LIMIT $2"
+);
+pub(crate) const SET_DEVICE_STATE: &str =
+    "UPDATE devices SET state = $1, updated_at = $2 WHERE id = $3";
+pub(crate) const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
+
+// ── certificates ──
+
+pub(crate) const INSERT_CERT: &str = concat!(
+    "INSERT INTO certificates (",
+    cert_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+);
+pub(crate) const CERT_SERIAL_TAKEN: &str =
+    "SELECT 1 FROM certificates WHERE serial = $1 AND ca_name = $2";
+/// The newest certificate with a serial (serials of different CAs may collide).
+pub(crate) const CERT_BY_SERIAL: &str = concat!(
+    "SELECT ",
+    cert_cols!(),
+    " FROM certificates WHERE serial = $1 ORDER BY created_at DESC, ca_name LIMIT 1"
+);
+pub(crate) const CERT_BY_FINGERPRINT: &str = concat!(
+    "SELECT ",
+    cert_cols!(),
+    " FROM certificates WHERE fingerprint = $1"
+);
+pub(crate) const CERTS_OF_DEVICE: &str = concat!(
+    "SELECT ",
+    cert_cols!(),
+    " FROM certificates WHERE device_id = $1",
+    " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $2"
+);
+pub(crate) const CERTS: &str = concat!(
+    "SELECT ",
+    cert_cols!(),
+    " FROM certificates ORDER BY created_at DESC, serial DESC, ca_name LIMIT $1"
+);
+/// Revokes the certificate [`CERT_BY_SERIAL`] finds, if it is not revoked yet.
+pub(crate) const REVOKE_CERT: &str = "UPDATE certificates \
+     SET revoked_at = $1, revocation_reason = $2 \
+     WHERE serial = $3 AND revoked_at IS NULL AND ca_name = \
+     (SELECT ca_name FROM certificates WHERE serial = $3 \
+      ORDER BY created_at DESC, ca_name LIMIT 1)";
+pub(crate) const CERT_EXISTS: &str = "SELECT 1 FROM certificates WHERE serial = $1";
+pub(crate) const REVOKE_DEVICE_CERTS: &str = "UPDATE certificates \
+     SET revoked_at = $1, revocation_reason = $2 \
+     WHERE device_id = $3 AND revoked_at IS NULL RETURNING serial";
+pub(crate) const REVOKED_OF_CA: &str = "SELECT serial, revoked_at, revocation_reason \
+     FROM certificates WHERE ca_name = $1 AND revoked_at IS NOT NULL ORDER BY serial";
+pub(crate) const ALL_REVOKED_SERIALS: &str =
+    "SELECT serial FROM certificates WHERE revoked_at IS NOT NULL";
+
+// ── certificate authorities and CRLs ──
+
+pub(crate) const INSERT_CA: &str = concat!(
+    "INSERT INTO cas (",
+    ca_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+);
+pub(crate) const CA: &str = concat!("SELECT ", ca_cols!(), " FROM cas WHERE name = $1");
+pub(crate) const CAS: &str = concat!("SELECT ", ca_cols!(), " FROM cas ORDER BY name");
+pub(crate) const DELETE_CA: &str = "DELETE FROM cas WHERE name = $1";
+/// One statement, so concurrent callers each get their own number.
+pub(crate) const NEXT_CRL_NUMBER: &str =
+    "UPDATE cas SET crl_number = crl_number + 1 WHERE name = $1 RETURNING crl_number";
+/// Replaces the stored CRL only with a higher-numbered one.
+pub(crate) const SAVE_CRL: &str = "INSERT INTO crls \
+     (ca_name, number, der, this_update, next_update) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (ca_name) DO UPDATE SET number = excluded.number, der = excluded.der, \
+     this_update = excluded.this_update, next_update = excluded.next_update \
+     WHERE excluded.number > crls.number";
+pub(crate) const LATEST_CRL: &str =
+    "SELECT ca_name, number, der, this_update, next_update FROM crls WHERE ca_name = $1";
+
+// ── registration codes, settings, audit ──
+
+pub(crate) const INSERT_CODE: &str =
+    "INSERT INTO registration_codes (code_hash, created_at, expires_at) VALUES ($1, $2, $3)";
+/// Burns a code in one statement: at most one caller sees a row affected.
+pub(crate) const CONSUME_CODE: &str = "UPDATE registration_codes SET used_at = $1 \
+     WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1";
+pub(crate) const CODE_USABLE: &str = "SELECT 1 FROM registration_codes \
+     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2";
+pub(crate) const SETTING: &str = "SELECT value FROM settings WHERE key = $1";
+pub(crate) const PUT_SETTING: &str = "INSERT INTO settings (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub(crate) const APPEND_AUDIT: &str = "INSERT INTO audit_log \
+     (at, actor, action, target, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+pub(crate) const AUDIT_FIRST: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_log ORDER BY id DESC LIMIT $1"
+);
+pub(crate) const AUDIT_BEFORE: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+);
