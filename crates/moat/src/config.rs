@@ -69,11 +69,12 @@ level = "info"
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data directory.
     pub data_dir: PathBuf,
     /// Registry URL; default SQLite in the data dir.
+    #[serde(default)]
     pub database: Option<String>,
     /// Admin API.
     pub api: ApiConfig,
@@ -116,6 +117,7 @@ pub struct CrlConfig {
     /// Listen address.
     pub listen: SocketAddr,
     /// Base URL in certificates.
+    #[serde(default)]
     pub public_url: Option<String>,
     /// CRL validity.
     #[serde(with = "humantime_serde")]

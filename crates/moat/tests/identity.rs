@@ -683,24 +683,6 @@ fn no_private_key_is_stored_anywhere() {
     }
 }
 
-/// Whether any file under `dir` contains `needle`.
-fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read_dir") {
-            let p = entry.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p)
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// A third-party CA made with openssl (a secure-element vendor).
 struct Vendor {
     cert: std::path::PathBuf,

@@ -252,3 +252,21 @@ pub fn openssl_verify(bundle: &Path, chain_file: &Path, crl: Option<&Path>) -> (
     args.push(c);
     run("openssl", &args)
 }
+
+/// Whether any file under `dir` contains `needle`.
+pub fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
