@@ -84,6 +84,14 @@ pub(crate) async fn require_admin(
         _ => {
             auth.record_failure(ip);
             tracing::warn!(%ip, "admin authentication failed");
+            state
+                .hub
+                .record_security_event(
+                    &format!("unauthenticated@{ip}"),
+                    "admin.authenticate",
+                    req.uri().path(),
+                )
+                .await;
             let mut resp = Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

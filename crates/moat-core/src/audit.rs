@@ -37,9 +37,22 @@ impl Hub {
             Err(e) if e.is_client_error() => ("refused", Some(e.to_string())),
             Err(e) => ("error", Some(e.kind().to_string())),
         };
+        self.append_audit(&actor.0, action, target, outcome, detail)
+            .await;
+        result
+    }
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
         let entry = NewAuditEntry {
             at: OffsetDateTime::now_utc(),
-            actor: actor.0.clone(),
+            actor: actor.to_string(),
             action: action.to_string(),
             target: target.map(str::to_string),
             outcome: outcome.to_string(),
@@ -48,7 +61,13 @@ impl Hub {
         if let Err(e) = self.store().append_audit(&entry).await {
             tracing::error!(error = %e, action, "audit log write failed");
         }
-        result
+    }
+
+    /// Records a refused attempt that is not an admin operation (a failed admin login, later a
+    /// refused device connection) so that `moat audit` shows it.
+    pub async fn record_security_event(&self, actor: &str, action: &str, target: &str) {
+        self.append_audit(actor, action, Some(target), "refused", None)
+            .await;
     }
 
     /// Audit entries, newest first.

@@ -133,6 +133,15 @@ fn semantic_errors_with_a_running_hub() {
     std::fs::write(&bad, "moat_adm_wrong\n").expect("w");
     let e = hub.fails(&["--token-file", bad.to_str().expect("p"), "device", "list"]);
     assert!(e.contains("admin token"), "{e}");
+    let audit = hub.json(&["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|e| e["action"] == "admin.authenticate" && e["outcome"] == "refused"),
+        "failed admin logins are audited: {audit}"
+    );
 }
 
 #[test]
