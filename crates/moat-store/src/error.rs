@@ -21,4 +21,9 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// The shared transaction of a batch of SQLite writes failed (its commit, or an error
+    /// that ended the whole transaction): nothing of this write was stored. Every write of
+    /// the batch reports the same cause.
+    #[error("database error (batched write)")]
+    Batch(#[source] std::sync::Arc<Error>),
 }

@@ -1,16 +1,16 @@
 //! PostgreSQL back end: the shared registry when several hub nodes serve one fleet.
 
 use crate::codec::{
-    self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, is_unique_violation,
-    micros,
+    self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
 use crate::model::{
     AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, NewAuditEntry, RevokedCert,
 };
 use crate::sql;
 use crate::store_impl::impl_store;
+use crate::writes::{BoxFuture, Tx, impl_writes, write_op};
 use crate::{Error, Store};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use time::OffsetDateTime;
 
@@ -54,10 +54,32 @@ impl PgStore {
         &self.pool
     }
 
-    /// A read-write transaction.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+    const BACKEND: &'static str = "postgres";
+
+    /// Runs the write `f` on a pooled connection, in a transaction if `tx` says so.
+    async fn write<T, F>(&self, tx: Tx, f: F) -> Result<T, Error>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, Error>>,
+    {
+        if tx == Tx::NotNeeded {
+            let mut conn = self.pool.acquire().await.map_err(Error::Database)?;
+            return f(&mut conn).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(Error::Database)?;
+        match f(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await.map_err(Error::Database)?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rolling back a failed write failed");
+                }
+                Err(e)
+            }
+        }
     }
 }
 
-impl_store!(PgStore, sqlx::Postgres, "postgres");
+impl_writes!(PgStore, PgConnection);
+impl_store!(PgStore);

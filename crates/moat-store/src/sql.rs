@@ -58,10 +58,12 @@ pub(crate) const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
 
 // ── certificates ──
 
+/// Inserts nothing on a taken serial or fingerprint (no rows affected): the statement does
+/// not fail, so a PostgreSQL transaction stays usable for [`CERT_SERIAL_TAKEN`].
 pub(crate) const INSERT_CERT: &str = concat!(
     "INSERT INTO certificates (",
     cert_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
 );
 pub(crate) const CERT_SERIAL_TAKEN: &str =
     "SELECT 1 FROM certificates WHERE serial = $1 AND ca_name = $2";

@@ -2,21 +2,27 @@
 //!
 //! WAL journal (readers never wait for the writer), `synchronous=FULL` (a certificate the
 //! hub handed out survives a power loss), foreign keys on, a 5 s busy timeout for writers
-//! queueing behind each other. In-memory databases (`sqlite::memory:`) use one connection
-//! that is never closed, so every query sees the same database.
+//! for a writer of another process. In-memory databases (`sqlite::memory:`) use one
+//! connection that is never closed, so every query sees the same database.
+//!
+//! Reads run on the pool; every write goes to the writer task ([`crate::sqlite_writer`]),
+//! which commits the writes queued at the same time together: one fsync for many writes.
 
 use crate::codec::{
-    self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, is_unique_violation,
-    micros,
+    self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
 use crate::model::{
     AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, NewAuditEntry, RevokedCert,
 };
 use crate::sql;
+use crate::sqlite_writer::Writer;
 use crate::store_impl::impl_store;
+use crate::writes::{BoxFuture, Tx, impl_writes, write_op};
 use crate::{Error, Store};
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,13 +30,17 @@ use time::OffsetDateTime;
 
 /// Connections to a database file: WAL lets readers run beside the one writer.
 const FILE_POOL_SIZE: u32 = 4;
-/// How long a writer waits for the write lock before failing.
+/// How long a write batch waits for the write lock (held by another process or store on the
+/// same file) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The registry in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads (and the writer's connection for each batch).
     pool: SqlitePool,
+    /// Every write goes through here; the writer task ends when the last clone is dropped.
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -45,32 +55,47 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Full);
-        let pool = if is_memory(url) {
+        let memory = is_memory(url);
+        let pool = if memory {
             SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
         } else {
             SqlitePoolOptions::new()
                 .max_connections(FILE_POOL_SIZE)
-                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
                 .await
         }
         .map_err(Error::Database)?;
-        Self::with_pool(pool).await
+        migrate(&pool).await?;
+        // A file gets a write connection of its own, beside the pool of readers.
+        let own = if memory {
+            None
+        } else {
+            let conn = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .connect()
+                .await
+                .map_err(Error::Database)?;
+            Some(conn)
+        };
+        let writer = Writer::spawn(pool.clone(), own);
+        Ok(Self { pool, writer })
     }
 
-    /// Wraps an existing pool and runs the migrations on it. The pool's connect options are
-    /// the caller's: see [`SqliteStore::open`] for the ones this crate relies on.
+    /// Wraps an existing pool, runs the migrations on it and starts the writer task (so it
+    /// must be called inside a Tokio runtime, as sqlx requires). The pool's connect options
+    /// are the caller's: see [`SqliteStore::open`] for the ones this crate relies on.
+    ///
+    /// The writer borrows a pool connection for each batch of writes.
     pub async fn with_pool(pool: SqlitePool) -> Result<Self, Error> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(Error::Migrate)?;
-        Ok(Self { pool })
+        migrate(&pool).await?;
+        let writer = Writer::spawn(pool.clone(), None);
+        Ok(Self { pool, writer })
     }
 
     /// The connection pool (for closing it, or for metrics).
@@ -78,11 +103,26 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so it waits on
-    /// the busy timeout instead of failing when it upgrades from reading to writing.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    const BACKEND: &'static str = "sqlite";
+
+    /// Runs the write `f` in the writer's next batch (in a savepoint if `tx` says so).
+    async fn write<T, F>(&self, tx: Tx, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(tx, f).await
     }
+}
+
+/// Runs the embedded migrations.
+async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
+    sqlx::migrate!("./migrations/sqlite")
+        .run(pool)
+        .await
+        .map_err(Error::Migrate)
 }
 
 /// Whether a `sqlite:` URL names an in-memory database.
@@ -90,4 +130,5 @@ fn is_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+impl_writes!(SqliteStore, SqliteConnection);
+impl_store!(SqliteStore);

@@ -3,65 +3,18 @@
 //! The statements are in [`crate::sql`]. A macro rather than generics over `sqlx::Database`: with concrete pools each back end keeps its own statement cache and
 //! types, and the body needs none of the higher-ranked bounds generic sqlx code drags along.
 //!
-//! The store type given to the macro provides `pool` (its pool) and `begin_write` (a
-//! transaction that will write; SQLite takes the write lock up front).
+//! The store type given to the macro provides `pool` (its pool, for reads), `BACKEND` and
+//! `write(tx, f)`, which runs the write `f` on one of its connections (PostgreSQL: in a
+//! transaction if `tx` says so; SQLite: in a savepoint of a group-commit batch). The writes
+//! themselves are in [`crate::writes`].
 
-/// Implements [`Store`](crate::Store) for `$store`, whose pool is of database `$db`.
+/// Implements [`Store`](crate::Store) for `$store`.
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:literal) => {
-        impl $store {
-            /// Inserts a certificate row through `exec` (the pool or a transaction).
-            async fn insert_cert_with<'c, E>(exec: E, c: &CertRecord) -> Result<(), sqlx::Error>
-            where
-                E: sqlx::Executor<'c, Database = $db>,
-            {
-                sqlx::query(sql::INSERT_CERT)
-                    .bind(&c.serial)
-                    .bind(&c.ca_name)
-                    .bind(&c.device_id)
-                    .bind(&c.subject)
-                    .bind(micros(c.not_before))
-                    .bind(micros(c.not_after))
-                    .bind(&c.fingerprint)
-                    .bind(&c.spki_sha256)
-                    .bind(c.source.as_str())
-                    .bind(&c.der)
-                    .bind(micros(c.created_at))
-                    .bind(c.revoked_at.map(micros))
-                    .bind(&c.revocation_reason)
-                    .execute(exec)
-                    .await
-                    .map(drop)
-            }
-
-            /// The [`Error`] for a failed certificate insert: on a unique violation, says
-            /// whether the serial (for its CA) or the fingerprint was taken.
-            async fn cert_insert_error(&self, e: sqlx::Error, c: &CertRecord) -> Error {
-                if !is_unique_violation(&e) {
-                    return Error::Database(e);
-                }
-                let serial_taken = sqlx::query(sql::CERT_SERIAL_TAKEN)
-                    .bind(&c.serial)
-                    .bind(&c.ca_name)
-                    .fetch_optional(&self.pool)
-                    .await;
-                match serial_taken {
-                    Ok(Some(_)) => Error::Conflict(format!(
-                        "certificate serial {} of CA {}",
-                        c.serial, c.ca_name
-                    )),
-                    Ok(None) => {
-                        Error::Conflict(format!("certificate fingerprint {}", c.fingerprint))
-                    }
-                    Err(e) => Error::Database(e),
-                }
-            }
-        }
-
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl Store for $store {
             fn backend(&self) -> &'static str {
-                $backend
+                Self::BACKEND
             }
 
             // ── devices ──
@@ -71,26 +24,18 @@ macro_rules! impl_store {
                 d: &Device,
                 cert: Option<&CertRecord>,
             ) -> Result<(), Error> {
-                let mut tx = self.begin_write().await.map_err(Error::Database)?;
-                sqlx::query(sql::INSERT_DEVICE)
-                    .bind(&d.id)
-                    .bind(d.state.as_str())
-                    .bind(d.policy.as_str())
-                    .bind(&d.token_hash)
-                    .bind(&d.ca_name)
-                    .bind(micros(d.created_at))
-                    .bind(micros(d.updated_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| classify(e, || format!("device {}", d.id)))?;
-                if let Some(c) = cert {
-                    if let Err(e) = Self::insert_cert_with(&mut *tx, c).await {
-                        // Roll back first: PostgreSQL refuses queries in a failed transaction.
-                        tx.rollback().await.map_err(Error::Database)?;
-                        return Err(self.cert_insert_error(e, c).await);
-                    }
-                }
-                tx.commit().await.map_err(Error::Database)
+                let (d, cert) = (d.clone(), cert.cloned());
+                // Two inserts with a certificate, one without.
+                let tx = if cert.is_some() {
+                    Tx::Needed
+                } else {
+                    Tx::NotNeeded
+                };
+                write_op!(self, tx, |conn| Self::create_device_on(
+                    conn,
+                    &d,
+                    cert.as_ref()
+                ))
             }
 
             async fn device(&self, id: &str) -> Result<Option<Device>, Error> {
@@ -133,38 +78,24 @@ macro_rules! impl_store {
                 state: DeviceState,
                 at: OffsetDateTime,
             ) -> Result<(), Error> {
-                let done = sqlx::query(sql::SET_DEVICE_STATE)
-                    .bind(state.as_str())
-                    .bind(micros(at))
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                if done.rows_affected() == 0 {
-                    return Err(Error::NotFound(format!("device {id}")));
-                }
-                Ok(())
+                let id = id.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::set_device_state_on(
+                    conn, &id, state, at
+                ))
             }
 
             async fn delete_device(&self, id: &str) -> Result<(), Error> {
-                let done = sqlx::query(sql::DELETE_DEVICE)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                if done.rows_affected() == 0 {
-                    return Err(Error::NotFound(format!("device {id}")));
-                }
-                Ok(())
+                let id = id.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_device_on(
+                    conn, &id
+                ))
             }
 
             // ── certificates ──
 
             async fn insert_cert(&self, c: &CertRecord) -> Result<(), Error> {
-                match Self::insert_cert_with(&self.pool, c).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(self.cert_insert_error(e, c).await),
-                }
+                let c = c.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::insert_cert_on(conn, &c))
             }
 
             async fn cert(&self, serial: &str) -> Result<Option<CertRecord>, Error> {
@@ -220,26 +151,10 @@ macro_rules! impl_store {
                 reason: &str,
                 at: OffsetDateTime,
             ) -> Result<bool, Error> {
-                // The certificate `cert(serial)` returns: the newest with this serial.
-                let done = sqlx::query(sql::REVOKE_CERT)
-                    .bind(micros(at))
-                    .bind(reason)
-                    .bind(serial)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                if done.rows_affected() > 0 {
-                    return Ok(true);
-                }
-                let exists = sqlx::query(sql::CERT_EXISTS)
-                    .bind(serial)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                match exists {
-                    Some(_) => Ok(false),
-                    None => Err(Error::NotFound(format!("certificate serial {serial}"))),
-                }
+                let (serial, reason) = (serial.to_owned(), reason.to_owned());
+                write_op!(self, Tx::NotNeeded, |conn| Self::revoke_cert_on(
+                    conn, &serial, &reason, at
+                ))
             }
 
             async fn revoke_device_certs(
@@ -248,19 +163,10 @@ macro_rules! impl_store {
                 reason: &str,
                 at: OffsetDateTime,
             ) -> Result<Vec<String>, Error> {
-                let rows = sqlx::query(sql::REVOKE_DEVICE_CERTS)
-                    .bind(micros(at))
-                    .bind(reason)
-                    .bind(device_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                let mut serials = rows
-                    .iter()
-                    .map(|r| r.text("serial"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                serials.sort();
-                Ok(serials)
+                let (device_id, reason) = (device_id.to_owned(), reason.to_owned());
+                write_op!(self, Tx::NotNeeded, |conn| Self::revoke_device_certs_on(
+                    conn, &device_id, &reason, at
+                ))
             }
 
             async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error> {
@@ -287,23 +193,8 @@ macro_rules! impl_store {
             // ── certificate authorities ──
 
             async fn insert_ca(&self, ca: &CaRecord) -> Result<(), Error> {
-                sqlx::query(sql::INSERT_CA)
-                    .bind(&ca.name)
-                    .bind(ca.kind.as_str())
-                    .bind(&ca.cert_der)
-                    .bind(&ca.key_ref)
-                    .bind(&ca.identity_rule)
-                    .bind(ca.auto_register)
-                    .bind(&ca.fingerprint)
-                    .bind(micros(ca.created_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| {
-                        classify(e, || {
-                            format!("CA {} (or its fingerprint {})", ca.name, ca.fingerprint)
-                        })
-                    })
-                    .map(drop)
+                let ca = ca.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::insert_ca_on(conn, &ca))
             }
 
             async fn ca(&self, name: &str) -> Result<Option<CaRecord>, Error> {
@@ -327,46 +218,22 @@ macro_rules! impl_store {
             }
 
             async fn delete_ca(&self, name: &str) -> Result<(), Error> {
-                let done = sqlx::query(sql::DELETE_CA)
-                    .bind(name)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                if done.rows_affected() == 0 {
-                    return Err(Error::NotFound(format!("CA {name}")));
-                }
-                Ok(())
+                let name = name.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_ca_on(conn, &name))
             }
 
             // ── CRLs ──
 
             async fn next_crl_number(&self, ca_name: &str) -> Result<u64, Error> {
-                let row = sqlx::query(sql::NEXT_CRL_NUMBER)
-                    .bind(ca_name)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(Error::Database)?
-                    .ok_or_else(|| Error::NotFound(format!("CA {ca_name}")))?;
-                crl_number_from_db(row.int("crl_number")?, "cas.crl_number")
+                let ca_name = ca_name.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::next_crl_number_on(
+                    conn, &ca_name
+                ))
             }
 
             async fn save_crl(&self, crl: &CrlRecord) -> Result<(), Error> {
-                sqlx::query(sql::SAVE_CRL)
-                    .bind(&crl.ca_name)
-                    .bind(crl_number_to_db(crl.number)?)
-                    .bind(&crl.der)
-                    .bind(micros(crl.this_update))
-                    .bind(micros(crl.next_update))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| {
-                        classify_fk(
-                            e,
-                            || format!("CRL of CA {}", crl.ca_name),
-                            || format!("CA {}", crl.ca_name),
-                        )
-                    })
-                    .map(drop)
+                let crl = crl.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::save_crl_on(conn, &crl))
             }
 
             async fn latest_crl(&self, ca_name: &str) -> Result<Option<CrlRecord>, Error> {
@@ -387,14 +254,10 @@ macro_rules! impl_store {
                 created_at: OffsetDateTime,
                 expires_at: OffsetDateTime,
             ) -> Result<(), Error> {
-                sqlx::query(sql::INSERT_CODE)
-                    .bind(code_hash)
-                    .bind(micros(created_at))
-                    .bind(micros(expires_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| classify(e, || "registration code".to_owned()))
-                    .map(drop)
+                let code_hash = code_hash.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| {
+                    Self::insert_registration_code_on(conn, &code_hash, created_at, expires_at)
+                })
             }
 
             async fn consume_registration_code(
@@ -402,13 +265,10 @@ macro_rules! impl_store {
                 code_hash: &str,
                 now: OffsetDateTime,
             ) -> Result<bool, Error> {
-                let done = sqlx::query(sql::CONSUME_CODE)
-                    .bind(micros(now))
-                    .bind(code_hash)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                Ok(done.rows_affected() == 1)
+                let code_hash = code_hash.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| {
+                    Self::consume_registration_code_on(conn, &code_hash, now)
+                })
             }
 
             async fn registration_code_usable(
@@ -438,29 +298,17 @@ macro_rules! impl_store {
             }
 
             async fn put_setting(&self, key: &str, value: &str) -> Result<(), Error> {
-                sqlx::query(sql::PUT_SETTING)
-                    .bind(key)
-                    .bind(value)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(Error::Database)
-                    .map(drop)
+                let (key, value) = (key.to_owned(), value.to_owned());
+                write_op!(self, Tx::NotNeeded, |conn| Self::put_setting_on(
+                    conn, &key, &value
+                ))
             }
 
             // ── audit ──
 
             async fn append_audit(&self, e: &NewAuditEntry) -> Result<i64, Error> {
-                let row = sqlx::query(sql::APPEND_AUDIT)
-                    .bind(micros(e.at))
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.target)
-                    .bind(&e.outcome)
-                    .bind(&e.detail)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(Error::Database)?;
-                row.int("id")
+                let e = e.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::append_audit_on(conn, &e))
             }
 
             async fn list_audit(

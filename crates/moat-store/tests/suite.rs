@@ -50,6 +50,7 @@ suite!(
     settings,
     audit_paging,
     persistence_across_reopen,
+    concurrent_creates_get_their_own_results,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

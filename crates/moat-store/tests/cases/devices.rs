@@ -111,3 +111,87 @@ pub async fn persistence_across_reopen(db: &TestDb) {
     assert_eq!(reopened.next_crl_number("devices").await.unwrap(), 2);
     assert_eq!(reopened.setting("k").await.unwrap().as_deref(), Some("v"));
 }
+
+/// 64 creations at once (on SQLite: group-committed in shared transactions): each gets its
+/// own result, a conflict rolls back only its own write, and every success is in the
+/// database as seen by a second handle.
+pub async fn concurrent_creates_get_their_own_results(db: &TestDb) {
+    // 0..48: devices d0..d47 with certificates s0..s47.
+    // 48..56: d0..d7 again (new serials): one of each pair wins, the other is a device conflict.
+    // 56..64: new devices e56..e63 reusing serials s16..s23: one of each pair wins, the other
+    // is a serial conflict and its device must not exist.
+    let op = |i: usize| -> (String, String) {
+        match i {
+            0..48 => (format!("d{i}"), format!("s{i}")),
+            48..56 => (format!("d{}", i - 48), format!("s{i}")),
+            _ => (format!("e{i}"), format!("s{}", i - 40)),
+        }
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let s = db.store.clone();
+            let (id, serial) = op(i);
+            tokio::spawn(async move {
+                let mut c = cert(&serial, Some(&id));
+                c.fingerprint = format!("fp-{i}");
+                s.create_device(&device(&id), Some(&c)).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ok = |i: usize| results[i].is_ok();
+    let conflict =
+        |i: usize, what: &str| matches!(&results[i], Err(Error::Conflict(m)) if m.contains(what));
+    for i in (8..16).chain(24..48) {
+        assert!(ok(i), "op {i}: {:?}", results[i]);
+    }
+    for k in 0..8 {
+        let (a, b) = (k, 48 + k);
+        let id = format!("device d{k}");
+        assert!(
+            (ok(a) && conflict(b, &id)) || (ok(b) && conflict(a, &id)),
+            "ops {a}, {b}: {:?}, {:?}",
+            results[a],
+            results[b]
+        );
+    }
+    for k in 16..24 {
+        let (a, b) = (k, k + 40);
+        assert!(
+            (ok(a) && conflict(b, "serial")) || (ok(b) && conflict(a, "serial")),
+            "ops {a}, {b}: {:?}, {:?}",
+            results[a],
+            results[b]
+        );
+    }
+
+    // A second handle (a new pool on the same file or database) sees exactly the successes.
+    let reopened = moat_store::open(&db.url).await.unwrap();
+    for (i, result) in results.iter().enumerate() {
+        let (id, serial) = op(i);
+        let stored = reopened.cert(&serial).await.unwrap();
+        if result.is_ok() {
+            let d = reopened.device(&id).await.unwrap();
+            assert_eq!(d, Some(device(&id)), "op {i}");
+            let stored = stored.unwrap_or_else(|| panic!("op {i}: certificate {serial} missing"));
+            assert_eq!(stored.fingerprint, format!("fp-{i}"), "op {i}");
+        } else {
+            // The loser's certificate is not the stored one (if any is stored under its serial).
+            assert_ne!(
+                stored.map(|c| c.fingerprint),
+                Some(format!("fp-{i}")),
+                "op {i}"
+            );
+            if i >= 56 {
+                assert_eq!(reopened.device(&id).await.unwrap(), None, "op {i}");
+            }
+        }
+    }
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 48);
+    assert_eq!(reopened.list_devices(None, 1000).await.unwrap().len(), 48);
+    assert_eq!(reopened.list_certs(None, 1000).await.unwrap().len(), 48);
+}

@@ -1,0 +1,313 @@
+//! The writing operations, written once for both back ends, each on a connection.
+//!
+//! Each `*_on` function runs one [`Store`](crate::Store) write on a connection the caller
+//! chose and leaves the transaction to it: PostgreSQL runs single statements on a pooled
+//! connection and [`Store::create_device`](crate::Store::create_device) in a transaction;
+//! SQLite runs every write in a savepoint of a group-commit batch
+//! ([`crate::sqlite_writer`]). A failed `*_on` may have written part of its work: the caller
+//! rolls back (to the savepoint) on error.
+//!
+//! No statement here is left failing inside a transaction that is then used again: a
+//! PostgreSQL transaction refuses every query after a failed one.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future of a write running on a borrowed connection.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether a write must run in a transaction of its own where writes are not batched
+/// (PostgreSQL): only when it runs more than one writing statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tx {
+    /// Several writing statements: all or none.
+    Needed,
+    /// One writing statement (perhaps followed by reads): atomic by itself.
+    NotNeeded,
+}
+
+/// Runs `$call` (an `async` call on `$conn`, whose arguments the closure owns) through the
+/// store's `write`: `write_op!(self, Tx::NotNeeded, |conn| Self::delete_ca_on(conn, &name))`.
+macro_rules! write_op {
+    ($self:ident, $tx:expr, |$conn:ident| $call:expr) => {
+        $self
+            .write($tx, move |$conn| Box::pin(async move { $call.await }))
+            .await
+    };
+}
+
+/// Implements the `*_on` write functions for `$store`, whose connections are `$conn`.
+macro_rules! impl_writes {
+    ($store:ty, $conn:ty) => {
+        impl $store {
+            pub(crate) async fn create_device_on(
+                conn: &mut $conn,
+                d: &Device,
+                cert: Option<&CertRecord>,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::INSERT_DEVICE)
+                    .bind(&d.id)
+                    .bind(d.state.as_str())
+                    .bind(d.policy.as_str())
+                    .bind(&d.token_hash)
+                    .bind(&d.ca_name)
+                    .bind(micros(d.created_at))
+                    .bind(micros(d.updated_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| classify(e, || format!("device {}", d.id)))?;
+                match cert {
+                    Some(c) => Self::insert_cert_on(conn, c).await,
+                    None => Ok(()),
+                }
+            }
+
+            /// Inserts a certificate row; on a taken serial or fingerprint, says which.
+            pub(crate) async fn insert_cert_on(
+                conn: &mut $conn,
+                c: &CertRecord,
+            ) -> Result<(), Error> {
+                let done = sqlx::query(sql::INSERT_CERT)
+                    .bind(&c.serial)
+                    .bind(&c.ca_name)
+                    .bind(&c.device_id)
+                    .bind(&c.subject)
+                    .bind(micros(c.not_before))
+                    .bind(micros(c.not_after))
+                    .bind(&c.fingerprint)
+                    .bind(&c.spki_sha256)
+                    .bind(c.source.as_str())
+                    .bind(&c.der)
+                    .bind(micros(c.created_at))
+                    .bind(c.revoked_at.map(micros))
+                    .bind(&c.revocation_reason)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() > 0 {
+                    return Ok(());
+                }
+                let serial_taken = sqlx::query(sql::CERT_SERIAL_TAKEN)
+                    .bind(&c.serial)
+                    .bind(&c.ca_name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                Err(Error::Conflict(match serial_taken {
+                    Some(_) => format!("certificate serial {} of CA {}", c.serial, c.ca_name),
+                    None => format!("certificate fingerprint {}", c.fingerprint),
+                }))
+            }
+
+            pub(crate) async fn set_device_state_on(
+                conn: &mut $conn,
+                id: &str,
+                state: DeviceState,
+                at: OffsetDateTime,
+            ) -> Result<(), Error> {
+                let done = sqlx::query(sql::SET_DEVICE_STATE)
+                    .bind(state.as_str())
+                    .bind(micros(at))
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("device {id}")));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn delete_device_on(conn: &mut $conn, id: &str) -> Result<(), Error> {
+                let done = sqlx::query(sql::DELETE_DEVICE)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("device {id}")));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn revoke_cert_on(
+                conn: &mut $conn,
+                serial: &str,
+                reason: &str,
+                at: OffsetDateTime,
+            ) -> Result<bool, Error> {
+                // The certificate `cert(serial)` returns: the newest with this serial.
+                let done = sqlx::query(sql::REVOKE_CERT)
+                    .bind(micros(at))
+                    .bind(reason)
+                    .bind(serial)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                let exists = sqlx::query(sql::CERT_EXISTS)
+                    .bind(serial)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                match exists {
+                    Some(_) => Ok(false),
+                    None => Err(Error::NotFound(format!("certificate serial {serial}"))),
+                }
+            }
+
+            pub(crate) async fn revoke_device_certs_on(
+                conn: &mut $conn,
+                device_id: &str,
+                reason: &str,
+                at: OffsetDateTime,
+            ) -> Result<Vec<String>, Error> {
+                let rows = sqlx::query(sql::REVOKE_DEVICE_CERTS)
+                    .bind(micros(at))
+                    .bind(reason)
+                    .bind(device_id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                let mut serials = rows
+                    .iter()
+                    .map(|r| r.text("serial"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                serials.sort();
+                Ok(serials)
+            }
+
+            pub(crate) async fn insert_ca_on(conn: &mut $conn, ca: &CaRecord) -> Result<(), Error> {
+                sqlx::query(sql::INSERT_CA)
+                    .bind(&ca.name)
+                    .bind(ca.kind.as_str())
+                    .bind(&ca.cert_der)
+                    .bind(&ca.key_ref)
+                    .bind(&ca.identity_rule)
+                    .bind(ca.auto_register)
+                    .bind(&ca.fingerprint)
+                    .bind(micros(ca.created_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        classify(e, || {
+                            format!("CA {} (or its fingerprint {})", ca.name, ca.fingerprint)
+                        })
+                    })
+                    .map(drop)
+            }
+
+            pub(crate) async fn delete_ca_on(conn: &mut $conn, name: &str) -> Result<(), Error> {
+                let done = sqlx::query(sql::DELETE_CA)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("CA {name}")));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn next_crl_number_on(
+                conn: &mut $conn,
+                ca_name: &str,
+            ) -> Result<u64, Error> {
+                let row = sqlx::query(sql::NEXT_CRL_NUMBER)
+                    .bind(ca_name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?
+                    .ok_or_else(|| Error::NotFound(format!("CA {ca_name}")))?;
+                crl_number_from_db(row.int("crl_number")?, "cas.crl_number")
+            }
+
+            pub(crate) async fn save_crl_on(
+                conn: &mut $conn,
+                crl: &CrlRecord,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::SAVE_CRL)
+                    .bind(&crl.ca_name)
+                    .bind(crl_number_to_db(crl.number)?)
+                    .bind(&crl.der)
+                    .bind(micros(crl.this_update))
+                    .bind(micros(crl.next_update))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        classify_fk(
+                            e,
+                            || format!("CRL of CA {}", crl.ca_name),
+                            || format!("CA {}", crl.ca_name),
+                        )
+                    })
+                    .map(drop)
+            }
+
+            pub(crate) async fn insert_registration_code_on(
+                conn: &mut $conn,
+                code_hash: &str,
+                created_at: OffsetDateTime,
+                expires_at: OffsetDateTime,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::INSERT_CODE)
+                    .bind(code_hash)
+                    .bind(micros(created_at))
+                    .bind(micros(expires_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| classify(e, || "registration code".to_owned()))
+                    .map(drop)
+            }
+
+            pub(crate) async fn consume_registration_code_on(
+                conn: &mut $conn,
+                code_hash: &str,
+                now: OffsetDateTime,
+            ) -> Result<bool, Error> {
+                let done = sqlx::query(sql::CONSUME_CODE)
+                    .bind(micros(now))
+                    .bind(code_hash)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub(crate) async fn put_setting_on(
+                conn: &mut $conn,
+                key: &str,
+                value: &str,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::PUT_SETTING)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn append_audit_on(
+                conn: &mut $conn,
+                e: &NewAuditEntry,
+            ) -> Result<i64, Error> {
+                let row = sqlx::query(sql::APPEND_AUDIT)
+                    .bind(micros(e.at))
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(&e.outcome)
+                    .bind(&e.detail)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                row.int("id")
+            }
+        }
+    };
+}
+
+pub(crate) use {impl_writes, write_op};
