@@ -1,0 +1,593 @@
+//! The broker: shared state (sessions, subscription tree, retained messages, pending wills)
+//! and the operations the hub calls (kicks, session listing, publishing, persistence).
+
+use crate::codec::Version;
+use crate::error::reason;
+use crate::persistence::{Delivery, MemoryPersistence, Message, Persistence};
+use crate::retained::Retained;
+use crate::router::Router;
+use crate::session::{Enqueued, Link, Session};
+use crate::topic::parse_subscription;
+use crate::{Authority, BrokerConfig, Error, Refusal};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One live session, for `moat session list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Client identifier.
+    pub client_id: String,
+    /// Authenticated identity.
+    pub identity: String,
+    /// `mtls`, `tls` or `plain`.
+    pub mode: &'static str,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// 4 (3.1.1) or 5.
+    pub protocol_version: u8,
+    /// When the connection was accepted by CONNACK.
+    pub connected_at: SystemTime,
+}
+
+/// Counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// TCP connections accepted.
+    pub connections_accepted: u64,
+    /// CONNECTs accepted.
+    pub connects_accepted: u64,
+    /// CONNECTs refused.
+    pub connects_refused: u64,
+    /// PUBLISH packets received.
+    pub messages_received: u64,
+    /// PUBLISH packets sent.
+    pub messages_sent: u64,
+    /// Messages dropped by queue policy, expiry or the client's maximum packet size.
+    pub messages_dropped: u64,
+    /// Publishes refused by ACL.
+    pub publishes_denied: u64,
+    /// Sessions (live and offline persistent).
+    pub sessions: u64,
+    /// Subscriptions in the tree.
+    pub subscriptions: u64,
+    /// Retained topics.
+    pub retained: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub connections_accepted: AtomicU64,
+    pub connects_accepted: AtomicU64,
+    pub connects_refused: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    pub publishes_denied: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A will waiting for its delay (or for the session to end).
+#[derive(Debug)]
+struct PendingWill {
+    deadline: Instant,
+    client_id: String,
+    generation: u64,
+    message: Message,
+}
+
+/// What [`Broker::attach`] hands the connection.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+    pub generation: u64,
+    /// Peer of the connection taken over, if any.
+    pub taken_over: Option<SocketAddr>,
+}
+
+/// The MQTT broker. Cheap to share (`Arc`); all methods are safe to call from any task.
+#[derive(Debug)]
+pub struct Broker {
+    pub(crate) cfg: BrokerConfig,
+    pub(crate) authority: Arc<dyn Authority>,
+    persistence: Arc<dyn Persistence>,
+    pub(crate) sessions: Mutex<HashMap<String, Arc<Session>>>,
+    pub(crate) router: RwLock<Router>,
+    pub(crate) retained: Mutex<Retained>,
+    wills: Mutex<Vec<PendingWill>>,
+    /// Recent kicks (epoch, identity), so a CONNECT authenticated just before a kick
+    /// cannot attach just after it.
+    kicks: Mutex<(u64, VecDeque<(u64, String)>)>,
+    /// Persistent sessions to delete from the store.
+    removed: Mutex<Vec<String>>,
+    pub(crate) conn_limit: Arc<Semaphore>,
+    next_conn_id: AtomicU64,
+    pub(crate) metrics: Metrics,
+    housekeeping: AtomicBool,
+}
+
+const KICK_MEMORY: usize = 4096;
+
+impl Broker {
+    /// A broker whose durable state lives in memory ([`MemoryPersistence`]).
+    pub fn new(cfg: BrokerConfig, authority: Arc<dyn Authority>) -> Arc<Broker> {
+        Broker::with_persistence(cfg, authority, Arc::new(MemoryPersistence::default()))
+    }
+
+    /// A broker that writes retained messages and persistent sessions to `persistence`.
+    /// Call [`Broker::restore`] before serving to load what it holds.
+    pub fn with_persistence(
+        cfg: BrokerConfig,
+        authority: Arc<dyn Authority>,
+        persistence: Arc<dyn Persistence>,
+    ) -> Arc<Broker> {
+        let conn_limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        Arc::new(Broker {
+            cfg,
+            authority,
+            persistence,
+            sessions: Mutex::default(),
+            router: RwLock::default(),
+            retained: Mutex::default(),
+            wills: Mutex::default(),
+            kicks: Mutex::default(),
+            removed: Mutex::default(),
+            conn_limit,
+            next_conn_id: AtomicU64::new(1),
+            metrics: Metrics::default(),
+            housekeeping: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cfg
+    }
+
+    /// Loads retained messages and persistent sessions from the persistence back end.
+    pub async fn restore(&self) -> Result<(), Error> {
+        let retained = self.persistence.load_retained().await?;
+        {
+            let mut r = lock(&self.retained);
+            for m in retained {
+                r.restore(m);
+            }
+        }
+        let now = SystemTime::now();
+        for stored in self.persistence.load_sessions().await? {
+            let client_id = stored.client_id.clone();
+            let subs = stored.subscriptions.clone();
+            let session = Session::from_stored(stored, now);
+            {
+                let mut router = self.router_write();
+                for s in &subs {
+                    if let Ok(split) = parse_subscription(&s.filter) {
+                        router.insert(
+                            &client_id,
+                            split,
+                            crate::router::SubEntry {
+                                options: s.options,
+                                id: s.id,
+                            },
+                        );
+                    }
+                }
+            }
+            lock(&self.sessions).insert(client_id, session);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn router_read(&self) -> std::sync::RwLockReadGuard<'_, Router> {
+        self.router.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn router_write(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
+        self.router.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Closes every live session of `identity` at once (v5 clients get DISCONNECT 0x98
+    /// Administrative action first). Returns how many were closed. A CONNECT of that identity
+    /// already past authentication is refused too.
+    pub fn kick_identity(&self, identity: &str) -> usize {
+        {
+            let mut k = lock(&self.kicks);
+            k.0 += 1;
+            let epoch = k.0;
+            k.1.push_back((epoch, identity.to_owned()));
+            if k.1.len() > KICK_MEMORY {
+                k.1.pop_front();
+            }
+        }
+        let sessions = lock(&self.sessions);
+        let mut n = 0;
+        for s in sessions.values() {
+            let st = s.lock();
+            if let Some(link) = st.link.as_ref().filter(|l| l.identity == identity) {
+                link.kick.kick(reason::ADMINISTRATIVE_ACTION);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes the live session of `client_id`; false if it is not connected.
+    pub fn kick_client(&self, client_id: &str) -> bool {
+        let sessions = lock(&self.sessions);
+        let Some(s) = sessions.get(client_id) else {
+            return false;
+        };
+        let st = s.lock();
+        match &st.link {
+            Some(link) => {
+                link.kick.kick(reason::ADMINISTRATIVE_ACTION);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live sessions, sorted by client id.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let sessions = lock(&self.sessions);
+        let mut v: Vec<SessionInfo> = sessions
+            .iter()
+            .filter_map(|(id, s)| {
+                let st = s.lock();
+                st.link.as_ref().map(|l| SessionInfo {
+                    client_id: id.clone(),
+                    identity: l.identity.clone(),
+                    mode: l.mode,
+                    peer: l.peer,
+                    protocol_version: l.version.level(),
+                    connected_at: l.connected_at,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        v
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let m = &self.metrics;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            connections_accepted: g(&m.connections_accepted),
+            connects_accepted: g(&m.connects_accepted),
+            connects_refused: g(&m.connects_refused),
+            messages_received: g(&m.messages_received),
+            messages_sent: g(&m.messages_sent),
+            messages_dropped: g(&m.messages_dropped),
+            publishes_denied: g(&m.publishes_denied),
+            sessions: lock(&self.sessions).len() as u64,
+            subscriptions: self.router_read().len() as u64,
+            retained: lock(&self.retained).len() as u64,
+        }
+    }
+
+    /// Publishes a message from the hub itself (no ACL check), e.g. an OTA notification.
+    /// Returns the number of subscribers it was queued for.
+    pub fn publish(&self, message: Message) -> usize {
+        self.route(Arc::new(message))
+    }
+
+    /// Routes a message: retains it if asked, then queues it for every subscriber without
+    /// waiting on any of them.
+    pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
+        if msg.retain {
+            let outcome = lock(&self.retained).set(
+                msg.clone(),
+                self.cfg.max_retained_messages,
+                self.cfg.max_retained_payload,
+            );
+            if outcome == crate::retained::RetainOutcome::Refused {
+                tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
+            }
+        }
+        let targets = {
+            let router = self.router_read();
+            let sessions = lock(&self.sessions);
+            let online = |c: &str| sessions.get(c).is_some_and(|s| s.lock().online());
+            let targets = router.targets(&msg.topic, msg.publisher.as_deref(), &online);
+            targets
+                .into_iter()
+                .filter_map(|t| sessions.get(&t.client_id).map(|s| (s.clone(), t)))
+                .collect::<Vec<_>>()
+        };
+        let mut queued = 0;
+        let mut dropped = 0;
+        for (session, t) in targets {
+            let d = Delivery {
+                message: msg.clone(),
+                qos: msg.qos.min(t.qos),
+                retain: msg.retain && t.retain_as_published,
+                subscription_ids: t.subscription_ids,
+            };
+            let r = session.lock().enqueue(d, self.cfg.max_queued_messages);
+            match r {
+                Enqueued::Queued { evicted } => {
+                    queued += 1;
+                    dropped += u64::from(evicted);
+                    session.notify.notify_one();
+                }
+                Enqueued::Dropped => dropped += 1,
+            }
+        }
+        bump(&self.metrics.messages_dropped, dropped);
+        queued
+    }
+
+    /// True if `identity` was kicked after `epoch`.
+    fn kicked_since(&self, epoch: u64, identity: &str) -> bool {
+        let k = lock(&self.kicks);
+        k.1.iter().any(|(e, id)| *e > epoch && id == identity)
+    }
+
+    pub(crate) fn kick_epoch(&self) -> u64 {
+        lock(&self.kicks).0
+    }
+
+    /// Binds a new connection to its session: takes over a connected one, resumes or
+    /// replaces a stored one.
+    pub(crate) fn attach(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+        link: Link,
+        kick_epoch: u64,
+    ) -> Result<Attached, Refusal> {
+        let mut discard: Vec<String> = Vec::new();
+        let attached = {
+            let mut map = lock(&self.sessions);
+            if self.kicked_since(kick_epoch, &link.identity) {
+                return Err(Refusal::NotAuthorized);
+            }
+            let mut taken_over = None;
+            let mut resumed = None;
+            if let Some(old) = map.get(client_id) {
+                let mut st = old.lock();
+                if let Some(l) = st.link.take() {
+                    l.kick.kick(reason::SESSION_TAKEN_OVER);
+                    taken_over = Some(l.peer);
+                }
+                if clean_start || st.identity != link.identity {
+                    discard = st.subscriptions.keys().cloned().collect();
+                    if st.persistent() {
+                        lock(&self.removed).push(client_id.to_owned());
+                    }
+                } else {
+                    resumed = Some(old.clone());
+                }
+            }
+            let session_present = resumed.is_some();
+            let session = match resumed {
+                Some(s) => s,
+                None => {
+                    let s = Session::new(client_id.to_owned(), link.identity.clone(), expiry);
+                    map.insert(client_id.to_owned(), s.clone());
+                    s
+                }
+            };
+            let generation = {
+                let mut st = session.lock();
+                st.expiry = expiry;
+                // Connection ids are unique broker-wide, so a will of an earlier connection
+                // is cancelled even when a clean start replaced the session object.
+                st.generation = link.conn_id;
+                st.link = Some(link);
+                st.disconnected_at = None;
+                st.dirty = true;
+                st.generation
+            };
+            Attached {
+                session,
+                session_present,
+                generation,
+                taken_over,
+            }
+        };
+        if !discard.is_empty() {
+            let mut router = self.router_write();
+            for f in &discard {
+                if let Ok(split) = parse_subscription(f) {
+                    router.remove(client_id, split);
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Unbinds connection `conn_id` from its session when it ends; drops the session if it
+    /// does not outlive the connection.
+    pub(crate) fn detach(&self, session: &Arc<Session>, conn_id: u64) {
+        let mut discard = Vec::new();
+        {
+            let mut map = lock(&self.sessions);
+            let mut st = session.lock();
+            if st.link.as_ref().map(|l| l.conn_id) != Some(conn_id) {
+                return;
+            }
+            st.link = None;
+            st.disconnected_at = Some((Instant::now(), SystemTime::now()));
+            st.dirty = true;
+            if st.expiry == 0 {
+                discard = st.subscriptions.keys().cloned().collect();
+                drop(st);
+                if map
+                    .get(&session.client_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, session))
+                {
+                    map.remove(&session.client_id);
+                }
+            }
+        }
+        let mut router = self.router_write();
+        for f in &discard {
+            if let Ok(split) = parse_subscription(f) {
+                router.remove(&session.client_id, split);
+            }
+        }
+    }
+
+    /// Publishes a will now, or when its delay (bounded by the session's expiry) ends.
+    pub(crate) fn schedule_will(
+        &self,
+        client_id: &str,
+        generation: u64,
+        delay: Duration,
+        message: Message,
+    ) {
+        if delay.is_zero() {
+            self.route(Arc::new(message));
+            return;
+        }
+        lock(&self.wills).push(PendingWill {
+            deadline: Instant::now() + delay,
+            client_id: client_id.to_owned(),
+            generation,
+            message,
+        });
+    }
+
+    /// Starts the housekeeping task once (needs a runtime, hence not in `new`).
+    pub(crate) fn start_housekeeping(self: &Arc<Self>) {
+        if self.housekeeping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let period = self.cfg.housekeeping_interval;
+        tokio::spawn(housekeeping(weak, period));
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        // Delayed wills whose time has come and whose session did not reconnect.
+        let due: Vec<PendingWill> = {
+            let mut wills = lock(&self.wills);
+            let (due, keep) = std::mem::take(&mut *wills)
+                .into_iter()
+                .partition(|w| w.deadline <= now);
+            *wills = keep;
+            due
+        };
+        for w in due {
+            let reconnected = lock(&self.sessions)
+                .get(&w.client_id)
+                .is_some_and(|s| s.lock().generation != w.generation);
+            if !reconnected {
+                self.route(Arc::new(w.message));
+            }
+        }
+        // Offline sessions past their expiry.
+        let mut expired = Vec::new();
+        {
+            let mut map = lock(&self.sessions);
+            map.retain(|id, s| {
+                let st = s.lock();
+                let gone = st.link.is_none()
+                    && st.expiry != u32::MAX
+                    && st.disconnected_at.is_some_and(|(at, _)| {
+                        at + Duration::from_secs(u64::from(st.expiry)) <= now
+                    });
+                if gone {
+                    expired.push((
+                        id.clone(),
+                        st.subscriptions.keys().cloned().collect::<Vec<_>>(),
+                    ));
+                }
+                !gone
+            });
+        }
+        if !expired.is_empty() {
+            let mut router = self.router_write();
+            for (id, filters) in &expired {
+                for f in filters {
+                    if let Ok(split) = parse_subscription(f) {
+                        router.remove(id, split);
+                    }
+                }
+            }
+            lock(&self.removed).extend(expired.into_iter().map(|(id, _)| id));
+        }
+    }
+
+    /// Writes dirty persistent sessions and retained messages to the persistence back end.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let removed = std::mem::take(&mut *lock(&self.removed));
+        for id in removed {
+            self.persistence.remove_session(&id).await?;
+        }
+        let dirty: Vec<_> = {
+            let map = lock(&self.sessions);
+            map.iter()
+                .filter_map(|(id, s)| {
+                    let mut st = s.lock();
+                    if st.dirty && st.persistent() {
+                        st.dirty = false;
+                        Some(st.to_stored(id))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        for s in dirty {
+            self.persistence.save_session(&s).await?;
+        }
+        let retained = lock(&self.retained).take_dirty();
+        for (topic, m) in retained {
+            match m {
+                Some(m) => self.persistence.save_retained(&m).await?,
+                None => self.persistence.remove_retained(&topic).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Version-independent session expiry to grant.
+    pub(crate) fn grant_expiry(&self, version: Version, clean: bool, asked: Option<u32>) -> u32 {
+        match version {
+            Version::V311 if clean => 0,
+            Version::V311 => self.cfg.max_session_expiry,
+            Version::V5 => asked.unwrap_or(0).min(self.cfg.max_session_expiry),
+        }
+    }
+}
+
+async fn housekeeping(broker: Weak<Broker>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        b.sweep();
+        n += 1;
+        if n.is_multiple_of(40) {
+            lock(&b.retained).purge_expired();
+        }
+        if let Err(e) = b.flush().await {
+            tracing::warn!(error = %e, "persisting broker state failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Broker limits. Plain data with safe defaults; the hub maps its TOML config onto it.
+
+use std::time::Duration;
+
+/// Limits and timeouts of the broker. Every field has a safe default ([`Default`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Time allowed from TCP accept (or TLS handshake end) to a decided CONNECT, including
+    /// the authority's decision. Stops idle sockets from holding a connection slot.
+    pub connect_timeout: Duration,
+    /// Time allowed for the TLS handshake, so slow or stalled handshakes cannot pile up.
+    pub tls_handshake_timeout: Duration,
+    /// Largest packet accepted from a client (whole packet, as v5 counts it). Bigger ones
+    /// close the connection (v5 DISCONNECT 0x95) before their body is buffered. Advertised
+    /// to v5 clients in CONNACK.
+    pub max_packet_size: usize,
+    /// Concurrent connections per broker (all listeners), counted from accept; further
+    /// connections wait in the kernel backlog.
+    pub max_connections: usize,
+    /// In-flight window both ways: the Receive Maximum advertised to v5 clients (unanswered
+    /// inbound QoS 2) and the cap on unacknowledged outbound QoS 1/2 messages per client
+    /// (the client's own Receive Maximum lowers it further).
+    pub receive_maximum: u16,
+    /// Messages queued per session beyond the in-flight window. When full, a new message
+    /// evicts the oldest queued QoS 0 message, or is dropped if there is none; routing never
+    /// waits for a slow subscriber.
+    pub max_queued_messages: usize,
+    /// Highest keep alive accepted, in seconds. v5 clients asking for more (or for 0) get a
+    /// Server Keep Alive of this value; v3.1.1 clients keep theirs.
+    pub max_keep_alive: u16,
+    /// Highest session expiry interval granted, in seconds; v3.1.1 persistent sessions
+    /// (clean session = 0) get exactly this.
+    pub max_session_expiry: u32,
+    /// Topic aliases a v5 client may use towards the broker (0 disables them).
+    pub topic_alias_maximum: u16,
+    /// Retained topics held at most; retained messages for new topics beyond this are
+    /// routed but not retained.
+    pub max_retained_messages: usize,
+    /// Largest payload retained (bytes).
+    pub max_retained_payload: usize,
+    /// Period of the housekeeping task: session expiry, delayed wills, and write-behind to
+    /// [`Persistence`](crate::Persistence). Also the bound on state lost in a crash.
+    pub housekeeping_interval: Duration,
+    /// How long a closing connection may take to flush its last packets (DISCONNECT).
+    pub close_flush_timeout: Duration,
+    /// How long `serve_*` waits for connection tasks after shutdown before returning.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            connect_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_packet_size: 256 * 1024,
+            max_connections: 50_000,
+            receive_maximum: 32,
+            max_queued_messages: 1000,
+            max_keep_alive: 1200,
+            max_session_expiry: 7 * 24 * 3600,
+            topic_alias_maximum: 16,
+            max_retained_messages: 100_000,
+            max_retained_payload: 64 * 1024,
+            housekeeping_interval: Duration::from_millis(250),
+            close_flush_timeout: Duration::from_millis(50),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

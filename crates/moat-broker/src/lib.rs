@@ -1,0 +1,167 @@
+//! Moat's MQTT hub: listeners, MQTT 3.1.1 and 5.0 sessions, the topic router, ACL
+//! enforcement and live control (kicks on revocation).
+//!
+//! The broker knows nothing of SQL, certificates' meaning or device records: at CONNECT it
+//! asks an [`Authority`] (implemented over `moat-core` by the binary) who the client is and
+//! what it may do, and it obeys [`Broker::kick_identity`] when the hub revokes or disables a
+//! device. TLS client-certificate *chain* verification happens in the rustls handshake with
+//! the verifier the caller puts in the `ServerConfig`; the broker only hands the verified
+//! chain to the authority.
+//!
+//! ```text
+//!  accept ─▶ spawn ─▶ [TLS handshake ≤ timeout] ─▶ AwaitConnect ≤ timeout ─▶ Authority ─▶ Connected
+//!                                                                              │            │
+//!                                                   CONNACK refusal ◀──────────┘     router, ACL, QoS
+//! ```
+//!
+//! What it is not: a bridge, a cluster member, or an auth plug-in host. Admission policy,
+//! revocation state and certificate meaning stay in the hub; durable state goes through the
+//! [`Persistence`] trait.
+//!
+//! Modules: [`codec`] (hand-written MQTT 3.1.1/5.0 packet codec, fuzzed), [`topic`] (names,
+//! filters, ACL coverage), `router` (subscription tree, shared groups), `session` (queues,
+//! in-flight windows), `retained`, [`persistence`], `listener` (accept loops, TLS), and
+//! `connection::{await_connect, connected}` (the two connection phases).
+
+mod broker;
+pub mod codec;
+mod config;
+mod connection;
+mod error;
+mod listener;
+pub mod persistence;
+mod retained;
+mod router;
+mod session;
+pub mod topic;
+
+pub use broker::{Broker, MetricsSnapshot, SessionInfo};
+pub use config::BrokerConfig;
+pub use error::{Error, reason};
+pub use persistence::{MemoryPersistence, Message, Persistence};
+pub use topic::filter_covers;
+
+use async_trait::async_trait;
+use rustls_pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How the client reached us, decided before CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS with a client certificate the handshake verified (leaf first).
+    MutualTls {
+        /// The client's chain as presented (leaf first), already verified by rustls.
+        chain: Vec<CertificateDer<'static>>,
+    },
+    /// TLS without a client certificate.
+    ServerTls,
+    /// Plain TCP.
+    Plain,
+}
+
+impl Transport {
+    /// `mtls`, `tls` or `plain`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Transport::MutualTls { .. } => "mtls",
+            Transport::ServerTls => "tls",
+            Transport::Plain => "plain",
+        }
+    }
+}
+
+/// What the authority sees of a CONNECT.
+#[derive(Debug)]
+pub struct ConnectRequest<'a> {
+    /// Transport and, for mutual TLS, the verified chain.
+    pub transport: &'a Transport,
+    /// Client id as sent (may be empty).
+    pub client_id: &'a str,
+    /// MQTT username, if any.
+    pub username: Option<&'a str>,
+    /// MQTT password, if any.
+    pub password: Option<&'a [u8]>,
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+/// Who got in and what they may do.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The identity (device id or application name); the client id must equal it, and an
+    /// empty client id is assigned it.
+    pub identity: String,
+    /// What may be published and subscribed to (filters already expanded for this identity).
+    pub acl: Arc<Acl>,
+}
+
+/// Why the authority refuses a CONNECT. Maps to CONNACK codes; never says which part of the
+/// credential was wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Unknown identity, wrong token, revoked, disabled, or a mode the policy forbids.
+    /// v5 0x87 Not authorized / v3.1.1 5.
+    #[error("not authorized")]
+    NotAuthorized,
+    /// Username/password missing or malformed for a mode that needs them.
+    /// v5 0x86 Bad user name or password / v3.1.1 4.
+    #[error("bad user name or password")]
+    BadCredentials,
+    /// The client id does not match the identity. v5 0x85 / v3.1.1 2.
+    #[error("client identifier not valid")]
+    ClientIdNotValid,
+    /// Too many failed attempts. v5 0x8A Banned / v3.1.1 5.
+    #[error("banned (rate limited)")]
+    Banned,
+    /// The hub cannot decide now (registry down). v5 0x88 / v3.1.1 3.
+    #[error("server unavailable")]
+    ServerUnavailable,
+}
+
+/// Topic permissions of a principal: MQTT filters (with `+` and `#`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acl {
+    /// Topics that may be published to (a topic matching any filter is allowed).
+    pub publish: Vec<String>,
+    /// Filters that may be subscribed to (a subscription filter must be covered by one).
+    pub subscribe: Vec<String>,
+}
+
+/// The hub's side of admission, implemented over `moat-core`.
+#[async_trait]
+pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
+    /// Decides a CONNECT. Called for every CONNECT, including over resumed TLS sessions, so a
+    /// revocation cannot be bypassed by resumption.
+    async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal>;
+
+    /// Called when a refusal or a suspicious event happens (failed auth, possible clone), for
+    /// the audit log. Must not block.
+    fn security_event(&self, event: SecurityEvent);
+}
+
+/// Security-relevant events the broker reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecurityEvent {
+    /// A CONNECT was refused.
+    Refused {
+        /// Claimed identity (client id or username), if any.
+        claimed: Option<String>,
+        /// Transport mode.
+        mode: &'static str,
+        /// Peer.
+        peer: SocketAddr,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The same client id connected from a different address while connected: the older
+    /// session was taken over.
+    PossibleClone {
+        /// Client id.
+        client_id: String,
+        /// Address of the session taken over.
+        old_peer: SocketAddr,
+        /// Address of the new one.
+        new_peer: SocketAddr,
+    },
+}

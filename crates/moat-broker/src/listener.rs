@@ -1,0 +1,147 @@
+//! Accept loops. Each takes a connection-limit permit, accepts, and spawns at once: the TLS
+//! handshake and the CONNECT run in the spawned task under their own timeouts, so a slow
+//! handshake never holds up the loop. The TLS acceptor is built from the *latest*
+//! `ServerConfig` per connection, so certificate, CA and CRL changes apply without restart.
+
+use crate::{Broker, Error, Transport, connection};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+impl Broker {
+    /// Serves MQTT over TLS on `listener` until `shutdown` is cancelled. A client
+    /// certificate, when the handshake verified one, makes the connection
+    /// [`Transport::MutualTls`]; otherwise it is [`Transport::ServerTls`].
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<ArcSwap<rustls::ServerConfig>>,
+        shutdown: CancellationToken,
+    ) {
+        self.accept_loop(listener, Some(tls), shutdown).await;
+    }
+
+    /// Serves MQTT over plain TCP ([`Transport::Plain`]) until `shutdown` is cancelled.
+    pub async fn serve_plain(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        self.accept_loop(listener, None, shutdown).await;
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+        shutdown: CancellationToken,
+    ) {
+        self.start_housekeeping();
+        let tracker = TaskTracker::new();
+        let local = listener.local_addr().ok();
+        tracing::info!(?local, tls = tls.is_some(), "MQTT listener started");
+        loop {
+            let permit = tokio::select! {
+                p = self.conn_limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(closed) => {
+                        tracing::error!(error = %closed, "connection limiter closed");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            crate::broker::bump(&self.metrics.connections_accepted, 1);
+            let _nodelay = sock.set_nodelay(true);
+            // Load the newest TLS configuration for this connection.
+            let tls_cfg = tls.as_ref().map(|t| t.load_full());
+            let broker = self.clone();
+            let shutdown = shutdown.clone();
+            let span = tracing::info_span!(
+                "mqtt",
+                %peer,
+                mode = tracing::field::Empty,
+                identity = tracing::field::Empty
+            );
+            tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    match tls_cfg {
+                        None => {
+                            tracing::Span::current().record("mode", "plain");
+                            connection::run(broker, sock, Transport::Plain, peer, shutdown).await;
+                        }
+                        Some(cfg) => serve_tls_conn(broker, sock, cfg, peer, shutdown).await,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        tracker.close();
+        let grace = self.cfg.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = tracker.len(),
+                "connections still open after grace period"
+            );
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "final flush of broker state failed");
+        }
+        tracing::info!(?local, "MQTT listener stopped");
+    }
+}
+
+async fn serve_tls_conn(
+    broker: Arc<Broker>,
+    sock: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(cfg);
+    let handshake = tokio::time::timeout(broker.cfg.tls_handshake_timeout, acceptor.accept(sock));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
+                return;
+            }
+            Err(_elapsed) => {
+                tracing::debug!(error = %Error::TlsHandshakeTimeout, "TLS handshake failed");
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    let chain: Vec<_> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let transport = if chain.is_empty() {
+        Transport::ServerTls
+    } else {
+        Transport::MutualTls { chain }
+    };
+    tracing::Span::current().record("mode", transport.mode());
+    connection::run(broker, stream, transport, peer, shutdown).await;
+}

@@ -1,0 +1,361 @@
+//! Session state: what outlives a connection (subscriptions, queued and in-flight messages)
+//! and the link to the live connection, if any.
+//!
+//! Routing pushes into a session's bounded queue under a short `std::sync::Mutex` and wakes
+//! the connection task through a `Notify`; it never touches a socket, so a slow subscriber
+//! only fills its own queue.
+//!
+//! **Queue policy when full** ([`BrokerConfig::max_queued_messages`](crate::BrokerConfig)):
+//! a new message evicts the oldest queued QoS 0 message if there is one, otherwise the new
+//! message is dropped; every drop is counted (`Metrics::messages_dropped`). QoS 0 messages
+//! are not queued for offline sessions.
+
+use crate::codec::{self, Ack, Packet, Publish, Version};
+use crate::persistence::{Delivery, Inflight, StoredSession, StoredSubscription};
+use bytes::BytesMut;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Tells a connection task to close, with the v5 DISCONNECT reason to send first.
+#[derive(Debug, Default)]
+pub(crate) struct KickSignal {
+    token: CancellationToken,
+    reason: OnceLock<u8>,
+}
+
+impl KickSignal {
+    /// First reason wins; the connection closes at once.
+    pub(crate) fn kick(&self, reason: u8) {
+        let _first = self.reason.set(reason);
+        self.token.cancel();
+    }
+    pub(crate) fn reason(&self) -> u8 {
+        self.reason
+            .get()
+            .copied()
+            .unwrap_or(crate::error::reason::ADMINISTRATIVE_ACTION)
+    }
+    pub(crate) async fn kicked(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// The live connection attached to a session.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    /// Unique per accepted connection; tells a stale detach from the current one.
+    pub conn_id: u64,
+    pub identity: String,
+    pub peer: SocketAddr,
+    pub mode: &'static str,
+    pub version: Version,
+    pub connected_at: SystemTime,
+    pub kick: Arc<KickSignal>,
+}
+
+/// A session, shared by the router (to enqueue) and its connection task (to send).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: String,
+    pub state: Mutex<SessionState>,
+    /// Wakes the connection task when the queue grows.
+    pub notify: Notify,
+}
+
+/// Mutable session state. Locked briefly, never across an await.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    pub identity: String,
+    /// Seconds after disconnection the session is kept (`u32::MAX`: forever, 0: not kept).
+    pub expiry: u32,
+    pub subscriptions: HashMap<String, StoredSubscription>,
+    pub queue: VecDeque<Delivery>,
+    /// In send order, so redelivery keeps order.
+    pub inflight: VecDeque<(u16, Inflight)>,
+    pub incoming_qos2: HashSet<u16>,
+    pub next_pid: u16,
+    pub link: Option<Link>,
+    /// Connection id of the latest attach; a pending will of another one is cancelled.
+    pub generation: u64,
+    /// When the last connection ended (for expiry), while offline.
+    pub disconnected_at: Option<(Instant, SystemTime)>,
+    /// Changed since last persisted.
+    pub dirty: bool,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: String, identity: String, expiry: u32) -> Arc<Self> {
+        Arc::new(Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                identity,
+                expiry,
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                inflight: VecDeque::new(),
+                incoming_qos2: HashSet::new(),
+                next_pid: 0,
+                link: None,
+                generation: 0,
+                disconnected_at: None,
+                dirty: false,
+            }),
+            notify: Notify::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn from_stored(s: StoredSession, now: SystemTime) -> Arc<Self> {
+        let session = Session::new(s.client_id, s.identity, s.expiry);
+        {
+            let mut st = session.lock();
+            st.subscriptions = s
+                .subscriptions
+                .into_iter()
+                .map(|sub| (sub.filter.clone(), sub))
+                .collect();
+            st.inflight = s.inflight.into();
+            st.queue = s.queued.into();
+            st.incoming_qos2 = s.incoming_qos2.into_iter().collect();
+            let offline_for = s
+                .disconnected_at
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            let at = Instant::now()
+                .checked_sub(offline_for)
+                .unwrap_or_else(Instant::now);
+            st.disconnected_at = Some((at, s.disconnected_at.unwrap_or(now)));
+        }
+        session
+    }
+}
+
+/// Result of [`SessionState::enqueue`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// Queued (possibly after evicting an older QoS 0 message).
+    Queued { evicted: bool },
+    /// Dropped by the queue policy.
+    Dropped,
+}
+
+impl SessionState {
+    pub(crate) fn online(&self) -> bool {
+        self.link.is_some()
+    }
+
+    pub(crate) fn persistent(&self) -> bool {
+        self.expiry > 0
+    }
+
+    /// Applies the queue policy (see the module docs).
+    pub(crate) fn enqueue(&mut self, d: Delivery, max: usize) -> Enqueued {
+        if !self.online() && d.qos == 0 {
+            return Enqueued::Dropped;
+        }
+        let mut evicted = false;
+        if self.queue.len() >= max {
+            if d.qos == 0 {
+                return Enqueued::Dropped;
+            }
+            match self.queue.iter().position(|q| q.qos == 0) {
+                Some(pos) => {
+                    self.queue.remove(pos);
+                    evicted = true;
+                }
+                None => return Enqueued::Dropped,
+            }
+        }
+        if d.qos > 0 {
+            self.dirty = true;
+        }
+        self.queue.push_back(d);
+        Enqueued::Queued { evicted }
+    }
+
+    fn alloc_pid(&mut self) -> u16 {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if self.next_pid == 0 {
+                continue;
+            }
+            let pid = self.next_pid;
+            if !self.inflight.iter().any(|(p, _)| *p == pid) {
+                return pid;
+            }
+        }
+    }
+
+    /// Moves queued messages into `out` while the client's window and `high_water` allow.
+    /// Returns (sent, dropped) counts.
+    pub(crate) fn fill(&mut self, out: &mut BytesMut, lim: &OutLimits) -> (u64, u64) {
+        let now = SystemTime::now();
+        let (mut sent, mut dropped) = (0, 0);
+        while out.len() < lim.high_water {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.qos > 0 && self.inflight.len() >= lim.window {
+                break;
+            }
+            let Some(d) = self.queue.pop_front() else {
+                break;
+            };
+            if d.message.expired(now) {
+                dropped += 1;
+                continue;
+            }
+            let pid = if d.qos > 0 { self.alloc_pid() } else { 0 };
+            let p = to_publish(&d, pid, false, now);
+            if p.encoded_len(lim.version) > lim.max_packet {
+                // Never send a client more than its Maximum Packet Size (v5 §3.1.2.11.4).
+                dropped += 1;
+                continue;
+            }
+            codec::encode(&Packet::Publish(p), lim.version, out);
+            sent += 1;
+            if d.qos > 0 {
+                self.inflight.push_back((pid, Inflight::Publish(d)));
+                self.dirty = true;
+            }
+        }
+        (sent, dropped)
+    }
+
+    /// Re-sends everything in flight after a reconnect: PUBLISH with DUP, or PUBREL.
+    pub(crate) fn resend_inflight(&mut self, out: &mut BytesMut, lim: &OutLimits) {
+        let now = SystemTime::now();
+        for (pid, f) in &self.inflight {
+            match f {
+                Inflight::Publish(d) => {
+                    let p = to_publish(d, *pid, true, now);
+                    if p.encoded_len(lim.version) <= lim.max_packet {
+                        codec::encode(&Packet::Publish(p), lim.version, out);
+                    }
+                }
+                Inflight::Released => {
+                    codec::encode(&Packet::PubRel(Ack::new(*pid)), lim.version, out);
+                }
+            }
+        }
+    }
+
+    /// Snapshot for [`crate::Persistence`].
+    pub(crate) fn to_stored(&self, client_id: &str) -> StoredSession {
+        StoredSession {
+            client_id: client_id.to_owned(),
+            identity: self.identity.clone(),
+            expiry: self.expiry,
+            disconnected_at: self.disconnected_at.map(|(_, t)| t),
+            subscriptions: self.subscriptions.values().cloned().collect(),
+            inflight: self.inflight.iter().cloned().collect(),
+            queued: self.queue.iter().cloned().collect(),
+            incoming_qos2: self.incoming_qos2.iter().copied().collect(),
+        }
+    }
+}
+
+/// Per-connection bounds on what `fill` writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutLimits {
+    pub version: Version,
+    /// Client's receive maximum, capped by the broker's in-flight limit.
+    pub window: usize,
+    /// Client's maximum packet size.
+    pub max_packet: usize,
+    /// Stop filling the write buffer past this many bytes.
+    pub high_water: usize,
+}
+
+fn to_publish(d: &Delivery, pid: u16, dup: bool, now: SystemTime) -> Publish {
+    let m = &d.message;
+    let mut properties = m.properties.clone();
+    properties.subscription_ids = d.subscription_ids.clone();
+    if let Some(at) = m.expires_at {
+        let left = at.duration_since(now).unwrap_or(Duration::ZERO).as_secs();
+        properties.message_expiry = Some(u32::try_from(left.max(1)).unwrap_or(u32::MAX));
+    }
+    Publish {
+        dup,
+        qos: d.qos,
+        retain: d.retain,
+        topic: m.topic.clone(),
+        pid,
+        properties,
+        payload: m.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::Message;
+
+    fn delivery(qos: u8, n: u8) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: vec![n].into(),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn queue_policy_evicts_oldest_qos0_then_drops() {
+        let s = Session::new("c".into(), "c".into(), 0);
+        let mut st = s.lock();
+        st.link = None;
+        // Offline: QoS 0 not queued.
+        assert_eq!(st.enqueue(delivery(0, 0), 2), Enqueued::Dropped);
+        st.expiry = 10;
+        st.queue.push_back(delivery(0, 1));
+        st.queue.push_back(delivery(1, 2));
+        assert_eq!(
+            st.enqueue(delivery(1, 3), 2),
+            Enqueued::Queued { evicted: true }
+        );
+        assert_eq!(st.enqueue(delivery(1, 4), 2), Enqueued::Dropped);
+        let payloads: Vec<u8> = st.queue.iter().map(|d| d.message.payload[0]).collect();
+        assert_eq!(payloads, vec![2, 3]);
+    }
+
+    #[test]
+    fn fill_respects_window_and_packet_size() {
+        let s = Session::new("c".into(), "c".into(), 0);
+        let mut st = s.lock();
+        for i in 0..5 {
+            st.queue.push_back(delivery(1, i));
+        }
+        let mut out = BytesMut::new();
+        let lim = OutLimits {
+            version: Version::V5,
+            window: 2,
+            max_packet: 1024,
+            high_water: 1 << 16,
+        };
+        assert_eq!(st.fill(&mut out, &lim), (2, 0));
+        assert_eq!(st.inflight.len(), 2);
+        let lim = OutLimits {
+            max_packet: 4,
+            window: 10,
+            ..lim
+        };
+        assert_eq!(st.fill(&mut out, &lim), (0, 3));
+    }
+}
