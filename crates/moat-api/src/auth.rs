@@ -7,23 +7,18 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
+use moat_core::FailureLimiter;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Failed attempts allowed per address within [`FAILURE_WINDOW`] before 429.
+/// Failed attempts allowed per address within a minute before 429.
 const MAX_FAILURES: u32 = 10;
-/// The window failures are counted in.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most (oldest windows are dropped past this).
-const MAX_TRACKED: usize = 10_000;
 
 /// Who may use the admin API.
 #[derive(Debug)]
 pub struct AdminAuth {
     token_hash: String,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: FailureLimiter<IpAddr>,
 }
 
 impl AdminAuth {
@@ -31,26 +26,8 @@ impl AdminAuth {
     pub fn new(token_hash: String) -> Self {
         AdminAuth {
             token_hash,
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureLimiter::new(MAX_FAILURES, Duration::from_secs(60), 10_000),
         }
-    }
-
-    fn limited(&self, ip: IpAddr) -> bool {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&ip)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
@@ -63,7 +40,7 @@ pub(crate) async fn require_admin(
 ) -> Response {
     let auth = &state.auth;
     let ip = peer.ip();
-    if auth.limited(ip) {
+    if auth.failures.is_limited(&ip) {
         tracing::warn!(%ip, "admin authentication rate limited");
         return Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -82,7 +59,7 @@ pub(crate) async fn require_admin(
     match presented {
         Some(token) if moat_core::token_matches(token, &auth.token_hash) => next.run(req).await,
         _ => {
-            auth.record_failure(ip);
+            auth.failures.record_failure(&ip);
             tracing::warn!(%ip, "admin authentication failed");
             state
                 .hub

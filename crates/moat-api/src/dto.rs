@@ -293,3 +293,20 @@ pub struct HubInfo {
     /// CA bundle, PEM.
     pub ca_bundle_pem: String,
 }
+
+/// A live MQTT session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// MQTT client id.
+    pub client_id: String,
+    /// Authenticated identity (device id).
+    pub identity: String,
+    /// `mtls`, `tls` or `plain`.
+    pub mode: String,
+    /// Peer address.
+    pub peer: String,
+    /// `3.1.1` or `5.0`.
+    pub protocol: String,
+    /// RFC 3339.
+    pub connected_at: String,
+}

@@ -24,7 +24,7 @@ pub use auth::AdminAuth;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use public::public_router;
-pub use routes::admin_router;
+pub use routes::{SessionControl, admin_router};
 pub use serve::{ServeLimits, serve_plain, serve_tls};
 pub use tls::{hub_server_config, tls_signing_key};
 
@@ -38,4 +38,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Admin authentication and its failure limiter.
     pub auth: Arc<AdminAuth>,
+    /// The MQTT hub's live sessions, when it runs on this node.
+    pub sessions: Option<Arc<dyn SessionControl>>,
 }

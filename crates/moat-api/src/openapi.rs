@@ -15,11 +15,12 @@ use utoipa::{Modify, OpenApi};
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
         list_certs, show_cert, revoke_cert, explain_cert, show_crl,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
+        list_sessions, kick_session,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
         RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
-        ExplainResponse, StepView, AuditView, CrlView, HubInfo,
+        ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -45,7 +45,7 @@ impl Default for ServeLimits {
 /// connection, so a new server certificate takes effect without a restart.
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     app: Router,
     limits: ServeLimits,
     shutdown: CancellationToken,
@@ -69,7 +69,7 @@ pub async fn serve_tls(
                 }
             },
         };
-        let config = tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let config = tls.load_full();
         let app = app.clone();
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("https", %peer);

@@ -23,9 +23,10 @@ impl Actor {
 }
 
 impl Hub {
-    /// Records the outcome of `action` on `target` and passes the result through. An audit
+    /// Records the outcome of `action` on `target` and passes the result through (also for
+    /// admin actions performed outside the core, such as a session kick). An audit
     /// write failure is logged but does not turn a done operation into a reported failure.
-    pub(crate) async fn audited<T>(
+    pub async fn audited<T>(
         &self,
         actor: &Actor,
         action: &str,

@@ -1,10 +1,11 @@
-//! `moat cert explain`: would the hub accept this certificate, and if not, which step of
-//! DESIGN.md's validation order refuses it (chain, revocation, identity rule, registration,
-//! device state, policy).
+//! `moat cert explain`: would the hub accept this certificate over mutual TLS, and if not,
+//! which step of DESIGN.md's validation order refuses it. Steps 2–5 are the MQTT hub's own
+//! ([`Hub::check_leaf`]).
 
+use crate::admission::Denial;
 use crate::{Error, Hub};
-use moat_pki::{IdentityRule, TrustedCa};
-use moat_store::{ConnectionPolicy, DeviceState};
+use moat_pki::TrustedCa;
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -58,139 +59,65 @@ impl Hub {
         let mut chain = moat_pki::parse_cert_chain_pem(input)?;
         let leaf = chain.remove(0);
         let now = OffsetDateTime::now_utc();
-        let mut steps = Vec::new();
-
-        // 1. chain: the device CA first, then every registered CA.
-        let (mut trusted, mut recs) = self.registered_cas().await?;
-        trusted.insert(
-            0,
-            TrustedCa {
-                name: self.device_ca.name.clone(),
-                cert: self.device_ca.cert.clone(),
+        let mut cas = self.client_cas().await?;
+        let trusted: Vec<TrustedCa> = cas
+            .iter()
+            .map(|c| TrustedCa {
+                name: c.name.clone(),
+                cert: CertificateDer::from(c.cert_der.clone()),
                 intermediates: Vec::new(),
-            },
-        );
-        let device_ca_rec = self
-            .store()
-            .ca(&self.device_ca.name)
-            .await?
-            .ok_or_else(|| Error::Internal("device CA record missing".into()))?;
-        recs.insert(0, device_ca_rec);
+            })
+            .collect();
         let ca = match moat_pki::verify_client_chain(&leaf, &chain, &trusted, now) {
-            Ok(i) => {
-                steps.push(pass("chain", format!("chains to CA {:?}", recs[i].name)));
-                recs.swap_remove(i)
-            }
-            Err(e) => return Ok(finish(steps, "chain", e.to_string(), None)),
+            Ok(i) => cas.swap_remove(i),
+            Err(e) => return Ok(refused(Vec::new(), "chain", e.to_string(), None)),
         };
-
-        // 2. revocation
-        let info = moat_pki::cert_info(&leaf)?;
-        let rec = self
-            .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
-            .await?;
-        if let Some(r) = rec.as_ref().filter(|r| r.revoked_at.is_some()) {
-            let why = r.revocation_reason.as_deref().unwrap_or("unspecified");
-            return Ok(finish(
-                steps,
-                "revocation",
-                format!("serial {} is revoked ({why})", r.serial),
-                None,
-            ));
-        }
+        let mut steps = vec![pass("chain", format!("chains to CA {:?}", ca.name))];
+        let check = match self.check_leaf(&leaf, &ca).await {
+            Ok(c) => c,
+            Err(Denial::Unavailable(e)) => return Err(e),
+            Err(d) => {
+                let step = d.step();
+                // Report the steps before the failing one as passed.
+                for name in STEPS.iter().skip(1).take_while(|s| **s != step) {
+                    steps.push(pass(name, String::new()));
+                }
+                return Ok(refused(steps, step, d.to_string(), None));
+            }
+        };
         steps.push(pass(
             "revocation",
-            format!("serial {} is not revoked", info.serial),
+            format!("serial {} is not revoked", check.serial),
         ));
-
-        // 3. identity
-        let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
-        let identity = match moat_pki::identity_of(&leaf, rule) {
-            Ok(id) => id,
-            Err(e) => return Ok(finish(steps, "identity", e.to_string(), None)),
-        };
         steps.push(pass(
             "identity",
             format!(
-                "{identity:?} by the {} rule of CA {:?}",
-                rule.as_str(),
-                ca.name
+                "{:?} by the {} rule of CA {:?}",
+                check.identity, ca.identity_rule, ca.name
             ),
         ));
-
-        // 4. registration
-        let device = match self.store().device(&identity).await? {
-            Some(d) if d.ca_name != ca.name => {
-                return Ok(finish(
-                    steps,
-                    "registration",
-                    format!(
-                        "device {identity:?} is registered under CA {:?}, not {:?}",
-                        d.ca_name, ca.name
-                    ),
-                    Some(identity),
-                ));
-            }
-            Some(d) => {
-                steps.push(pass(
-                    "registration",
-                    format!("device {identity:?} is registered"),
-                ));
-                Some(d)
-            }
-            None if ca.auto_register => {
-                steps.push(pass(
-                    "registration",
-                    format!(
-                        "device {identity:?} would be auto-registered by CA {:?}",
-                        ca.name
-                    ),
-                ));
-                None
-            }
-            None => {
-                return Ok(finish(
-                    steps,
-                    "registration",
-                    format!("no device {identity:?} is registered"),
-                    Some(identity),
-                ));
-            }
+        let (registration, policy) = match &check.device {
+            Some(d) => (
+                format!("device {:?} is registered", d.id),
+                d.policy.as_str(),
+            ),
+            None => (
+                format!(
+                    "device {:?} would be auto-registered by CA {:?}",
+                    check.identity, ca.name
+                ),
+                "deny_insecure",
+            ),
         };
-
-        // 5. device state
-        match device.as_ref().map(|d| d.state) {
-            Some(DeviceState::Disabled) => {
-                return Ok(finish(
-                    steps,
-                    "device_state",
-                    "device is disabled".into(),
-                    Some(identity),
-                ));
-            }
-            Some(DeviceState::Revoked) => {
-                return Ok(finish(
-                    steps,
-                    "device_state",
-                    "device is revoked".into(),
-                    Some(identity),
-                ));
-            }
-            _ => steps.push(pass("device_state", "device is active".into())),
-        }
-
-        // 6. policy: mutual TLS is allowed under every policy.
-        let policy = device
-            .map(|d| d.policy)
-            .unwrap_or(ConnectionPolicy::DenyInsecure);
+        steps.push(pass("registration", registration));
+        steps.push(pass("device_state", "device is active".into()));
         steps.push(pass(
             "policy",
-            format!("mutual TLS is allowed under {}", policy.as_str()),
+            format!("mutual TLS is allowed under {policy}"),
         ));
         Ok(Explanation {
             accepted: true,
-            identity: Some(identity),
+            identity: Some(check.identity),
             steps,
         })
     }
@@ -204,7 +131,7 @@ fn pass(name: &'static str, detail: String) -> Step {
     }
 }
 
-fn finish(
+fn refused(
     mut steps: Vec<Step>,
     failed: &'static str,
     detail: String,

@@ -14,6 +14,7 @@
 //! action is audited with its outcome; every revocation republishes the CA's CRL and emits an
 //! event.
 
+mod admission;
 mod audit;
 mod cas;
 mod certs;
@@ -23,8 +24,10 @@ mod error;
 mod events;
 mod explain;
 mod hub;
+mod limiter;
 mod secret;
 
+pub use admission::{Admission, ConnectMode, Denial};
 pub use audit::Actor;
 pub use cas::RegisterCa;
 pub use config::{CaNames, CoreConfig};
@@ -33,6 +36,7 @@ pub use error::Error;
 pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
+pub use limiter::FailureLimiter;
 pub use secret::{Secret, hash_token, new_token, token_matches};
 
 pub use moat_pki::{IdentityRule, RevocationReason};

@@ -64,6 +64,12 @@ pub(crate) fn common_name(name: &x509_parser::x509::X509Name<'_>) -> Option<Stri
         .map(str::to_owned)
 }
 
+/// The serial of a DER certificate, without summarising the rest (a hot path: the MQTT
+/// hub checks it against the revoked set on every handshake).
+pub fn serial_of(der: &[u8]) -> Result<Serial, Error> {
+    Ok(Serial::from_bytes(parse_cert(der)?.raw_serial()))
+}
+
 /// Summarises a DER certificate.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
     let cert = parse_cert(der)?;

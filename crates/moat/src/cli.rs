@@ -45,6 +45,9 @@ pub enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Live MQTT sessions.
+    #[command(subcommand)]
+    Session(SessionCmd),
     /// Print a CA's current CRL (PEM).
     Crl {
         /// The CA (default: the device CA).
@@ -74,6 +77,15 @@ pub struct ServeArgs {
     /// CRL endpoint listen address; overrides the config.
     #[arg(long)]
     pub crl_listen: Option<std::net::SocketAddr>,
+    /// MQTT TLS listen address (mutual TLS and server TLS); overrides the config.
+    #[arg(long)]
+    pub mqtt_listen: Option<std::net::SocketAddr>,
+    /// MQTT plain TCP listen address; overrides the config.
+    #[arg(long)]
+    pub mqtt_plain_listen: Option<std::net::SocketAddr>,
+    /// Do not listen for plain TCP MQTT.
+    #[arg(long)]
+    pub no_mqtt_plain: bool,
     /// Master key source (file, passphrase, pkcs11); overrides the config.
     #[arg(long)]
     pub vault: Option<String>,
@@ -208,5 +220,17 @@ pub enum CertCmd {
     Explain {
         /// Certificate (PEM, optionally with its chain).
         file: PathBuf,
+    },
+}
+
+/// `moat session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// One line per live session: client id, identity, mode, peer address.
+    List,
+    /// Close a live session (the device may reconnect unless it is disabled or revoked).
+    Kick {
+        /// MQTT client id.
+        client_id: String,
     },
 }

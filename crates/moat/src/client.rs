@@ -98,6 +98,12 @@ impl ApiClient {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// POST without a body, expecting no content.
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
+        self.send(Method::POST, path, None::<&()>).await?;
+        Ok(())
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await?;

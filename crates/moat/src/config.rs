@@ -22,6 +22,17 @@ listen = "0.0.0.0:8443"
 handshake_timeout = "10s"
 max_connections = 1024
 
+[mqtt]
+# Device-facing MQTT hub. TLS: mutual TLS (the only mode for deny_insecure devices) and
+# server TLS + device token; plain TCP + token only for devices whose policy allows it.
+tls_listen = "0.0.0.0:8883"
+plain_enabled = true
+plain_listen = "0.0.0.0:1883"
+handshake_timeout = "10s"
+connect_timeout = "10s"
+max_packet_size = 262144
+max_connections = 100000
+
 [crl]
 # Plain HTTP endpoint for CRLs (/crl/{ca}.crl) and the CA bundle (/ca/bundle.pem).
 listen = "0.0.0.0:8080"
@@ -78,6 +89,8 @@ pub struct Config {
     pub database: Option<String>,
     /// Admin API.
     pub api: ApiConfig,
+    /// MQTT hub.
+    pub mqtt: MqttConfig,
     /// CRL endpoint.
     pub crl: CrlConfig,
     /// CA names and validities.
@@ -107,6 +120,28 @@ pub struct ApiConfig {
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Connection cap.
+    pub max_connections: usize,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// TLS listener (mutual TLS and server TLS).
+    pub tls_listen: SocketAddr,
+    /// Whether the plain TCP listener runs.
+    pub plain_enabled: bool,
+    /// Plain TCP listener.
+    pub plain_listen: SocketAddr,
+    /// TLS handshake timeout.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time from accept to CONNECT.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Largest MQTT packet accepted, in bytes.
+    pub max_packet_size: u32,
+    /// Connection cap (both listeners).
     pub max_connections: usize,
 }
 
@@ -244,6 +279,12 @@ impl Config {
         }
         if self.ca.device_cert_validity > self.ca.device_ca_validity {
             bail!("ca.device_cert_validity must not exceed ca.device_ca_validity");
+        }
+        if self.mqtt.max_packet_size < 1024 {
+            bail!("mqtt.max_packet_size must be at least 1024 bytes");
+        }
+        if self.mqtt.max_connections == 0 {
+            bail!("mqtt.max_connections must be at least 1");
         }
         if self.api.max_connections == 0 {
             bail!("api.max_connections must be at least 1");

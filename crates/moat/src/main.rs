@@ -5,6 +5,7 @@ mod client;
 mod cmd;
 mod config;
 mod files;
+mod mqtt;
 mod serve;
 
 use clap::Parser;

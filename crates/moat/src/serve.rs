@@ -25,6 +25,10 @@ pub struct HubFile {
     pub admin_url: String,
     /// CRL endpoint base URL.
     pub crl_url: String,
+    /// MQTT over TLS (`host:port`).
+    pub mqtt_tls: String,
+    /// MQTT over plain TCP (`host:port`), if enabled.
+    pub mqtt_plain: Option<String>,
     /// The hub's process id.
     pub pid: u32,
 }
@@ -50,6 +54,15 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     }
     if let Some(a) = args.crl_listen {
         cfg.crl.listen = a;
+    }
+    if let Some(a) = args.mqtt_listen {
+        cfg.mqtt.tls_listen = a;
+    }
+    if let Some(a) = args.mqtt_plain_listen {
+        cfg.mqtt.plain_listen = a;
+    }
+    if args.no_mqtt_plain {
+        cfg.mqtt.plain_enabled = false;
     }
     if let Some(v) = args.vault {
         cfg.vault.source = v;
@@ -83,6 +96,15 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let crl_listener = TcpListener::bind(cfg.crl.listen)
         .await
         .with_context(|| format!("cannot listen on {} (crl.listen)", cfg.crl.listen))?;
+    let mqtt_tls_listener = TcpListener::bind(cfg.mqtt.tls_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (mqtt.tls_listen)", cfg.mqtt.tls_listen))?;
+    let mqtt_plain_listener = match cfg.mqtt.plain_enabled {
+        true => Some(TcpListener::bind(cfg.mqtt.plain_listen).await.with_context(|| {
+            format!("cannot listen on {} (mqtt.plain_listen; set mqtt.plain_enabled = false to turn it off)", cfg.mqtt.plain_listen)
+        })?),
+        false => None,
+    };
     let api_addr = api_listener.local_addr()?;
     let crl_addr = crl_listener.local_addr()?;
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
@@ -103,7 +125,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let identity = hub.server_identity(&names).await?;
     let tls =
         moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
-    let tls = Arc::new(std::sync::RwLock::new(Arc::new(tls)));
+    let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
 
     write_atomic(
         &data_dir.join("ca-bundle.pem"),
@@ -113,6 +135,11 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let hub_file = HubFile {
         admin_url: format!("https://{}", local_url_host(api_addr)),
         crl_url: format!("http://{}", local_url_host(crl_addr)),
+        mqtt_tls: local_url_host(mqtt_tls_listener.local_addr()?),
+        mqtt_plain: match &mqtt_plain_listener {
+            Some(l) => Some(local_url_host(l.local_addr()?)),
+            None => None,
+        },
         pid: std::process::id(),
     };
     write_atomic(
@@ -122,9 +149,49 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     )?;
 
     let shutdown = CancellationToken::new();
+    // The MQTT hub.
+    let verifier = Arc::new(crate::mqtt::LiveClientVerifier::new(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    )));
+    verifier
+        .sync(&hub)
+        .await
+        .context("cannot load the MQTT trust anchors")?;
+    let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
+        crate::mqtt::tls_config(&identity, verifier.clone())?,
+    ));
+    let broker = moat_broker::Broker::new(
+        moat_broker::BrokerConfig {
+            tls_handshake_timeout: cfg.mqtt.handshake_timeout,
+            connect_timeout: cfg.mqtt.connect_timeout,
+            max_packet_size: cfg.mqtt.max_packet_size as usize,
+            max_connections: cfg.mqtt.max_connections,
+            ..moat_broker::BrokerConfig::default()
+        },
+        Arc::new(crate::mqtt::HubAuthority::new(hub.clone())),
+    );
+    let mut mqtt_tasks = vec![
+        tokio::spawn(
+            broker
+                .clone()
+                .serve_tls(mqtt_tls_listener, mqtt_tls, shutdown.clone()),
+        ),
+        tokio::spawn(crate::mqtt::follow_events(
+            hub.clone(),
+            broker.clone(),
+            verifier,
+            shutdown.clone(),
+        )),
+    ];
+    if let Some(l) = mqtt_plain_listener {
+        mqtt_tasks.push(tokio::spawn(
+            broker.clone().serve_plain(l, shutdown.clone()),
+        ));
+    }
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
+        sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
@@ -164,6 +231,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         tracing::warn!(error = %e, "CRL endpoint ended with an error");
     }
     let _ = refresh.await;
+    for t in mqtt_tasks {
+        let _ = t.await;
+    }
     let _ = std::fs::remove_file(data_dir.join("hub.json"));
     Ok(())
 }

@@ -4,6 +4,7 @@ mod cas;
 mod certs;
 mod devices;
 mod misc;
+mod sessions;
 
 use crate::AppState;
 use crate::problem::Problem;
@@ -16,6 +17,8 @@ pub(crate) use cas::*;
 pub(crate) use certs::*;
 pub(crate) use devices::*;
 pub(crate) use misc::*;
+pub use sessions::SessionControl;
+pub(crate) use sessions::*;
 
 /// Largest admin request body (a CSR or certificate chain in JSON is a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -40,6 +43,8 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/cas/{name}", delete(remove_ca))
         .route("/crls/{ca}", get(show_crl))
         .route("/audit", get(audit_log))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{client_id}/kick", post(kick_session))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_admin,

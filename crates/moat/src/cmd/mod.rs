@@ -4,9 +4,9 @@ mod ca;
 mod cert;
 mod device;
 
-use crate::cli::{Cli, Command, ConfigCmd};
+use crate::cli::{Cli, Command, ConfigCmd, SessionCmd};
 use crate::client::ApiClient;
-use moat_api::dto::{AuditView, CrlView};
+use moat_api::dto::{AuditView, CrlView, SessionView};
 use serde::Serialize;
 
 /// The data dir when neither `--data-dir` nor the config names one.
@@ -23,6 +23,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(ref c) => ca::run(&cli, c).await,
         Command::Device(ref c) => device::run(&cli, c).await,
         Command::Cert(ref c) => cert::run(&cli, c).await,
+        Command::Session(SessionCmd::List) => {
+            let api = ApiClient::from_cli(&cli)?;
+            let sessions: Vec<SessionView> = api.get("/api/v1/sessions").await?;
+            if cli.json {
+                return print_json(&sessions);
+            }
+            println!(
+                "{:<32} {:<32} {:<6} {:<5} {:<22} CONNECTED",
+                "CLIENT ID", "IDENTITY", "MODE", "MQTT", "PEER"
+            );
+            for s in sessions {
+                println!(
+                    "{:<32} {:<32} {:<6} {:<5} {:<22} {}",
+                    s.client_id, s.identity, s.mode, s.protocol, s.peer, s.connected_at
+                );
+            }
+            Ok(())
+        }
+        Command::Session(SessionCmd::Kick { ref client_id }) => {
+            let api = ApiClient::from_cli(&cli)?;
+            api.post_empty(&format!("/api/v1/sessions/{}/kick", seg(client_id)))
+                .await?;
+            println!("closed the session of {client_id}");
+            Ok(())
+        }
         Command::Crl { ref ca } => {
             let api = ApiClient::from_cli(&cli)?;
             let crl: CrlView = api.get(&format!("/api/v1/crls/{}", seg(ca))).await?;

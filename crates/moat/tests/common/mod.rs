@@ -15,6 +15,10 @@ pub struct TestHub {
     child: Option<Child>,
     pub admin_url: String,
     pub crl_url: String,
+    /// MQTT TLS `host:port`.
+    pub mqtt_tls: String,
+    /// MQTT plain `host:port`.
+    pub mqtt_plain: String,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -35,6 +39,8 @@ impl TestHub {
             child: None,
             admin_url: String::new(),
             crl_url: String::new(),
+            mqtt_tls: String::new(),
+            mqtt_plain: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
@@ -58,6 +64,10 @@ impl TestHub {
                 "127.0.0.1:0",
                 "--crl-listen",
                 "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--mqtt-plain-listen",
+                "127.0.0.1:0",
             ])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
@@ -74,6 +84,8 @@ impl TestHub {
                 let v: serde_json::Value = serde_json::from_str(&text).expect("hub.json");
                 self.admin_url = v["admin_url"].as_str().expect("admin_url").to_string();
                 self.crl_url = v["crl_url"].as_str().expect("crl_url").to_string();
+                self.mqtt_tls = v["mqtt_tls"].as_str().expect("mqtt_tls").to_string();
+                self.mqtt_plain = v["mqtt_plain"].as_str().unwrap_or_default().to_string();
                 self.child = Some(child);
                 return Ok(());
             }

@@ -1,0 +1,155 @@
+//! The MQTT hub's [`Authority`] over the registry: admission by certificate or token
+//! (`moat-core` decides), the default topic ACL, failed-attempt limits per address and per
+//! claimed identity, and security events into the audit log.
+
+use async_trait::async_trait;
+use moat_broker::{Acl, Authority, ConnectRequest, Principal, Refusal, SecurityEvent, Transport};
+use moat_core::{ConnectMode, Denial, FailureLimiter, Hub};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Failed CONNECTs allowed per address, and per claimed identity, per minute.
+const MAX_FAILURES: u32 = 20;
+
+/// Admits devices for the broker.
+#[derive(Debug)]
+pub struct HubAuthority {
+    hub: Arc<Hub>,
+    by_addr: FailureLimiter<IpAddr>,
+    by_identity: FailureLimiter<String>,
+}
+
+impl HubAuthority {
+    /// Admission over `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        let window = Duration::from_secs(60);
+        HubAuthority {
+            hub,
+            by_addr: FailureLimiter::new(MAX_FAILURES, window, 100_000),
+            by_identity: FailureLimiter::new(MAX_FAILURES, window, 100_000),
+        }
+    }
+
+    fn audit(&self, actor: String, action: &'static str, target: String) {
+        let hub = self.hub.clone();
+        tokio::spawn(async move { hub.record_security_event(&actor, action, &target).await });
+    }
+}
+
+/// The default ACL: a device publishes and subscribes under `devices/{id}/`.
+pub fn default_acl(id: &str) -> Acl {
+    let own = format!("devices/{id}/#");
+    Acl {
+        publish: vec![own.clone()],
+        subscribe: vec![own],
+    }
+}
+
+#[async_trait]
+impl Authority for HubAuthority {
+    async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal> {
+        let ip = req.peer.ip();
+        if self.by_addr.is_limited(&ip) {
+            return Err(Refusal::Banned);
+        }
+        let (result, claimed) = match req.transport {
+            Transport::MutualTls { chain } => (
+                self.hub.admit_verified_certificate(chain).await,
+                req.client_id.to_string(),
+            ),
+            Transport::ServerTls | Transport::Plain => {
+                let mode = if matches!(req.transport, Transport::Plain) {
+                    ConnectMode::Plain
+                } else {
+                    ConnectMode::ServerTls
+                };
+                let (Some(user), Some(pass)) = (req.username, req.password) else {
+                    self.by_addr.record_failure(&ip);
+                    self.audit(
+                        format!("{}@{ip}", req.client_id),
+                        "mqtt.connect",
+                        format!(
+                            "{}: no client certificate and no username/password",
+                            mode.as_str()
+                        ),
+                    );
+                    return Err(Refusal::BadCredentials);
+                };
+                if self.by_identity.is_limited(&user.to_string()) {
+                    return Err(Refusal::Banned);
+                }
+                (
+                    self.hub.admit_token(user, pass, mode).await,
+                    user.to_string(),
+                )
+            }
+        };
+        match result {
+            Ok(admission) => {
+                self.by_identity.clear(&claimed);
+                let id = admission.device.id;
+                Ok(Principal {
+                    acl: Arc::new(default_acl(&id)),
+                    identity: id,
+                })
+            }
+            Err(Denial::Unavailable(e)) => {
+                tracing::error!(error = ?e, "registry unavailable during CONNECT");
+                Err(Refusal::ServerUnavailable)
+            }
+            Err(denial) => {
+                self.by_addr.record_failure(&ip);
+                self.by_identity.record_failure(&claimed);
+                tracing::info!(%ip, claimed = %claimed, mode = req.transport.mode(), %denial, "MQTT connection refused");
+                self.audit(
+                    format!("{claimed}@{ip}"),
+                    "mqtt.connect",
+                    format!("{}: {denial}", req.transport.mode()),
+                );
+                Err(Refusal::NotAuthorized)
+            }
+        }
+    }
+
+    fn security_event(&self, event: SecurityEvent) {
+        match event {
+            // Refusals decided here were audited with their reason above; the broker's own
+            // (client id mismatch, protocol) are recorded here.
+            SecurityEvent::Refused {
+                refusal:
+                    Refusal::NotAuthorized
+                    | Refusal::Banned
+                    | Refusal::ServerUnavailable
+                    | Refusal::BadCredentials,
+                ..
+            } => {}
+            SecurityEvent::Refused {
+                claimed,
+                mode,
+                peer,
+                refusal,
+            } => {
+                self.audit(
+                    format!("{}@{}", claimed.unwrap_or_default(), peer.ip()),
+                    "mqtt.connect",
+                    format!("{mode}: {refusal}"),
+                );
+            }
+            SecurityEvent::PossibleClone {
+                client_id,
+                old_peer,
+                new_peer,
+            } => {
+                tracing::warn!(%client_id, %old_peer, %new_peer, "possible clone: one identity connected from two addresses");
+                self.audit(
+                    format!("{client_id}@{}", new_peer.ip()),
+                    "mqtt.possible_clone",
+                    format!(
+                        "{client_id} was connected from {old_peer}, taken over from {new_peer}"
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Wiring of the MQTT hub into `moat serve`: the broker, its TLS configuration with the live
+//! client verifier, and the event loop that turns registry changes into verifier updates
+//! and session kicks.
+
+mod authority;
+mod verifier;
+
+pub use authority::HubAuthority;
+pub use verifier::LiveClientVerifier;
+
+use arc_swap::ArcSwap;
+use moat_broker::Broker;
+use moat_core::{Event, Hub, ServerIdentity};
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// The MQTT TLS configuration: the hub's server identity, client certificates requested
+/// (optional) and checked by `verifier`. TLS 1.2 and 1.3.
+pub fn tls_config(
+    identity: &ServerIdentity,
+    verifier: Arc<LiveClientVerifier>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certified = rustls::sign::CertifiedKey::new(
+        identity.chain.clone(),
+        moat_api::tls_signing_key(identity.key.clone()),
+    );
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+    Ok(cfg)
+}
+
+/// Applies registry events to the live MQTT hub until `shutdown`: revocations go into the
+/// verifier's revoked set and kick the device's sessions; disabling or deleting a device
+/// kicks it; CA changes rebuild the trust anchors. On lag it resynchronises from the registry.
+pub async fn follow_events(
+    hub: Arc<Hub>,
+    broker: Arc<Broker>,
+    verifier: Arc<LiveClientVerifier>,
+    shutdown: CancellationToken,
+) {
+    let mut rx = hub.subscribe();
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => ev,
+        };
+        match ev {
+            Ok(Event::DeviceRevoked { device_id, serials }) => {
+                verifier.add_revoked(&serials);
+                let n = broker.kick_identity(&device_id);
+                tracing::info!(device = %device_id, sessions = n, "device revoked: sessions closed");
+            }
+            Ok(Event::CertificateRevoked {
+                serial, device_id, ..
+            }) => {
+                verifier.add_revoked(std::slice::from_ref(&serial));
+                if let Some(id) = device_id {
+                    broker.kick_identity(&id);
+                }
+            }
+            Ok(Event::DeviceDisabled { device_id } | Event::DeviceDeleted { device_id }) => {
+                broker.kick_identity(&device_id);
+            }
+            Ok(Event::CaRegistered { .. }) => resync(&hub, &verifier).await,
+            Ok(Event::CaRemoved { name }) => {
+                resync(&hub, &verifier).await;
+                kick_devices_of_ca(&hub, &broker, &name).await;
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "event bus lagged; resynchronising the MQTT verifier"
+                );
+                resync(&hub, &verifier).await;
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn resync(hub: &Hub, verifier: &LiveClientVerifier) {
+    if let Err(e) = verifier.sync(hub).await {
+        tracing::error!(error = ?e, "cannot refresh the MQTT client verifier");
+    }
+}
+
+async fn kick_devices_of_ca(hub: &Hub, broker: &Broker, ca: &str) {
+    let mut after: Option<String> = None;
+    loop {
+        let page = match hub.list_devices(after.as_deref(), 1000).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot list devices of a removed CA");
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|d| d.id.clone()) else {
+            return;
+        };
+        for d in page.iter().filter(|d| d.ca_name == ca) {
+            broker.kick_identity(&d.id);
+        }
+        after = Some(last);
+    }
+}
+
+/// Shared, swappable TLS configuration (a new server certificate applies per connection).
+pub type TlsCell = Arc<ArcSwap<rustls::ServerConfig>>;
+
+/// The admin API's view of the broker's sessions.
+#[derive(Debug)]
+pub struct BrokerSessions(pub Arc<Broker>);
+
+impl moat_api::SessionControl for BrokerSessions {
+    fn list(&self) -> Vec<moat_api::dto::SessionView> {
+        self.0
+            .sessions()
+            .into_iter()
+            .map(|s| moat_api::dto::SessionView {
+                client_id: s.client_id,
+                identity: s.identity,
+                mode: s.mode.to_string(),
+                peer: s.peer.to_string(),
+                protocol: if s.protocol_version == 5 {
+                    "5.0"
+                } else {
+                    "3.1.1"
+                }
+                .to_string(),
+                connected_at: time::OffsetDateTime::from(s.connected_at)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn kick(&self, client_id: &str) -> bool {
+        self.0.kick_client(client_id)
+    }
+}

@@ -1,0 +1,570 @@
+//! The MQTT hub end to end, with mosquitto's clients as the real peer: every connection mode
+//! × every device policy × certificate faults → the exact expected outcome; revocation cuts
+//! a live subscriber and refuses its reconnect.
+
+mod common;
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// How a client tries to get in.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// Mutual TLS with this certificate and key.
+    Mtls { cert: PathBuf, key: PathBuf },
+    /// Server TLS with username/password.
+    Tls { user: String, pass: String },
+    /// Plain TCP with username/password.
+    Plain { user: String, pass: String },
+    /// Plain TCP without credentials.
+    PlainAnonymous,
+    /// Server TLS without credentials.
+    TlsAnonymous,
+}
+
+/// What must happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// CONNACK success and the publish goes through.
+    Accepted,
+    /// The TLS handshake refuses the client certificate.
+    TlsRefused,
+    /// CONNACK refuses (not authorised / bad credentials / identifier rejected).
+    ConnackRefused,
+}
+
+struct Case {
+    name: &'static str,
+    mode: Mode,
+    client_id: &'static str,
+    expect: Outcome,
+}
+
+/// Runs mosquitto_pub once (QoS 1, so success means PUBACK came back) and classifies.
+fn attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (Outcome, String) {
+    let (host, port) = match mode {
+        Mode::Plain { .. } | Mode::PlainAnonymous => hub.mqtt_plain.rsplit_once(':').expect("addr"),
+        _ => hub.mqtt_tls.rsplit_once(':').expect("addr"),
+    };
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h", host, "-p", port, "-V", version, "-q", "1", "-m", "hello",
+    ])
+    .args([
+        "-t",
+        &format!("devices/{client_id}/telemetry"),
+        "-i",
+        client_id,
+    ]);
+    let bundle = hub.bundle();
+    match mode {
+        Mode::Mtls { cert, key } => {
+            cmd.arg("--cafile")
+                .arg(&bundle)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        Mode::Tls { user, pass } => {
+            cmd.arg("--cafile")
+                .arg(&bundle)
+                .args(["-u", user, "-P", pass]);
+        }
+        Mode::TlsAnonymous => {
+            cmd.arg("--cafile").arg(&bundle);
+        }
+        Mode::Plain { user, pass } => {
+            cmd.args(["-u", user, "-P", pass]);
+        }
+        Mode::PlainAnonymous => {}
+    }
+    let out = run_bounded(cmd, Duration::from_secs(15));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lower = text.to_lowercase();
+    let outcome = if out.status.success() {
+        Outcome::Accepted
+    } else if lower.contains("not authori")
+        || lower.contains("bad user name")
+        || lower.contains("identifier rejected")
+        || lower.contains("client identifier not valid")
+    {
+        Outcome::ConnackRefused
+    } else {
+        Outcome::TlsRefused
+    };
+    (outcome, text)
+}
+
+fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("mosquitto client runs (apt-get install mosquitto-clients)");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A test CA made with rcgen (a secure-element vendor).
+struct TestCa {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} Root"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let pem = params.self_signed(&key).expect("self-signed").pem();
+        TestCa { params, key, pem }
+    }
+
+    /// A leaf with CN = `cn`, valid from `from` to `to` (days from now), with `eku`.
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        from: i64,
+        to: i64,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now + time::Duration::days(from);
+        p.not_after = now + time::Duration::days(to);
+        p.extended_key_usages = vec![eku];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).expect("sign");
+        let (c, k) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("w");
+        std::fs::write(&k, key.serialize_pem()).expect("w");
+        (c, k)
+    }
+}
+
+fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.self_signed(&key).expect("self-signed");
+    let (c, k) = (dir.join("selfsigned.crt"), dir.join("selfsigned.key"));
+    std::fs::write(&c, cert.pem()).expect("w");
+    std::fs::write(&k, key.serialize_pem()).expect("w");
+    (c, k)
+}
+
+/// Registers `ca` with the hub through the CLI (proof of possession).
+fn register(hub: &TestHub, ca: &TestCa, name: &str) {
+    let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
+    let dir = hub.dir.path();
+    let (proof, _) = ca.leaf(
+        dir,
+        &format!("{name}-proof"),
+        &code,
+        0,
+        1,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let ca_file = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_file, &ca.pem).expect("w");
+    hub.ok(&[
+        "ca",
+        "register",
+        "--cert",
+        ca_file.to_str().expect("p"),
+        "--verification-cert",
+        proof.to_str().expect("p"),
+        "--name",
+        name,
+    ]);
+}
+
+#[test]
+fn connection_matrix_modes_policies_and_certificate_faults() {
+    let hub = TestHub::start();
+    let dir = hub.dir.path().to_path_buf();
+    let out = dir.join("creds");
+    let o = out.to_str().expect("p");
+    hub.ok(&["device", "create", "strict", "--out", o]);
+    hub.ok(&["device", "create", "loose", "--out", o, "--allow-insecure"]);
+    hub.ok(&["device", "create", "gone", "--out", o]);
+    hub.ok(&["device", "revoke", "gone"]);
+    hub.ok(&["device", "create", "paused", "--out", o]);
+    hub.ok(&["device", "disable", "paused"]);
+    let token = std::fs::read_to_string(out.join("loose.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let cred = |id: &str| Mode::Mtls {
+        cert: out.join(format!("{id}.crt")),
+        key: out.join(format!("{id}.key")),
+    };
+
+    let vendor = TestCa::new("vendor");
+    register(&hub, &vendor, "vendor");
+    let (vc, vk) = vendor.leaf(
+        &dir,
+        "vend-1",
+        "vend-1",
+        -1,
+        30,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    hub.ok(&[
+        "device",
+        "create",
+        "vend-1",
+        "--cert",
+        vc.to_str().expect("p"),
+    ]);
+    let (ec, ek) = vendor.leaf(
+        &dir,
+        "expired",
+        "vend-1",
+        -30,
+        -1,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (fc, fk) = vendor.leaf(
+        &dir,
+        "future",
+        "vend-1",
+        1,
+        30,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (sc, sk) = vendor.leaf(
+        &dir,
+        "server-eku",
+        "vend-1",
+        -1,
+        30,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let foreign = TestCa::new("foreign");
+    let (uc, uk) = foreign.leaf(
+        &dir,
+        "foreign",
+        "vend-1",
+        -1,
+        30,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (ssc, ssk) = self_signed(&dir, "strict");
+
+    use Outcome::*;
+    let cases = vec![
+        Case {
+            name: "mTLS, deny_insecure device",
+            mode: cred("strict"),
+            client_id: "strict",
+            expect: Accepted,
+        },
+        Case {
+            name: "mTLS, allow_insecure device",
+            mode: cred("loose"),
+            client_id: "loose",
+            expect: Accepted,
+        },
+        Case {
+            name: "mTLS, registered CA's certificate",
+            mode: Mode::Mtls {
+                cert: vc.clone(),
+                key: vk.clone(),
+            },
+            client_id: "vend-1",
+            expect: Accepted,
+        },
+        Case {
+            name: "server TLS + token, allow_insecure",
+            mode: Mode::Tls {
+                user: "loose".into(),
+                pass: token.clone(),
+            },
+            client_id: "loose",
+            expect: Accepted,
+        },
+        Case {
+            name: "plain + token, allow_insecure",
+            mode: Mode::Plain {
+                user: "loose".into(),
+                pass: token.clone(),
+            },
+            client_id: "loose",
+            expect: Accepted,
+        },
+        Case {
+            name: "server TLS + token, deny_insecure",
+            mode: Mode::Tls {
+                user: "strict".into(),
+                pass: token.clone(),
+            },
+            client_id: "strict",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "plain + token, deny_insecure",
+            mode: Mode::Plain {
+                user: "strict".into(),
+                pass: token.clone(),
+            },
+            client_id: "strict",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "server TLS, wrong token",
+            mode: Mode::Tls {
+                user: "loose".into(),
+                pass: "moat_dev_wrong".into(),
+            },
+            client_id: "loose",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "plain, wrong token",
+            mode: Mode::Plain {
+                user: "loose".into(),
+                pass: "moat_dev_wrong".into(),
+            },
+            client_id: "loose",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "plain, no credentials",
+            mode: Mode::PlainAnonymous,
+            client_id: "loose",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "server TLS, no credentials",
+            mode: Mode::TlsAnonymous,
+            client_id: "loose",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "plain + token of another device",
+            mode: Mode::Plain {
+                user: "loose".into(),
+                pass: token.clone(),
+            },
+            client_id: "strict",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "mTLS, another device's certificate with a spoofed client id",
+            mode: cred("strict"),
+            client_id: "loose",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "mTLS, revoked certificate",
+            mode: cred("gone"),
+            client_id: "gone",
+            expect: TlsRefused,
+        },
+        Case {
+            name: "mTLS, disabled device",
+            mode: cred("paused"),
+            client_id: "paused",
+            expect: ConnackRefused,
+        },
+        Case {
+            name: "mTLS, expired certificate",
+            mode: Mode::Mtls { cert: ec, key: ek },
+            client_id: "vend-1",
+            expect: TlsRefused,
+        },
+        Case {
+            name: "mTLS, not yet valid certificate",
+            mode: Mode::Mtls { cert: fc, key: fk },
+            client_id: "vend-1",
+            expect: TlsRefused,
+        },
+        Case {
+            name: "mTLS, server-auth-only EKU",
+            mode: Mode::Mtls { cert: sc, key: sk },
+            client_id: "vend-1",
+            expect: TlsRefused,
+        },
+        Case {
+            name: "mTLS, unknown CA",
+            mode: Mode::Mtls { cert: uc, key: uk },
+            client_id: "vend-1",
+            expect: TlsRefused,
+        },
+        Case {
+            name: "mTLS, self-signed with a registered device's CN",
+            mode: Mode::Mtls {
+                cert: ssc,
+                key: ssk,
+            },
+            client_id: "strict",
+            expect: TlsRefused,
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        for version in ["mqttv311", "mqttv5"] {
+            let (got, text) = attempt(&hub, &case.mode, case.client_id, version);
+            if got != case.expect {
+                failures.push(format!(
+                    "{} [{version}]: expected {:?}, got {got:?}: {}",
+                    case.name,
+                    case.expect,
+                    text.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}\n--- hub log ---\n{}",
+        failures.len(),
+        cases.len() * 2,
+        failures.join("\n"),
+        hub.log()
+    );
+    // The refused insecure attempt of a deny_insecure device is a security event in the audit log.
+    let audit = hub.json(&["audit", "--limit", "500"]);
+    assert!(
+        audit
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|e| e["action"] == "mqtt.connect"
+                && e["target"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("allows mutual TLS only")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn revocation_cuts_a_live_subscriber_and_its_reconnect_fails() {
+    let hub = TestHub::start();
+    let out = hub.path("creds");
+    hub.ok(&[
+        "device",
+        "create",
+        "watcher",
+        "--out",
+        out.to_str().expect("p"),
+    ]);
+    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
+    let bundle = hub.bundle();
+    let (cert, key) = (out.join("watcher.crt"), out.join("watcher.key"));
+    let spawn_sub = || {
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "-V",
+                "mqttv5",
+                "-i",
+                "watcher",
+                "-t",
+                "devices/watcher/#",
+                "-q",
+                "1",
+            ])
+            .arg("--cafile")
+            .arg(&bundle)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub")
+    };
+    let mut sub = spawn_sub();
+    // Wait until the session is live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = hub.json(&["session", "list"]);
+        if s.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["client_id"] == "watcher"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriber never connected: {}",
+            hub.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let revoked_at = Instant::now();
+    hub.ok(&["device", "revoke", "watcher"]);
+    // mosquitto_sub exits when the hub closes the connection (-V mqttv5 prints the reason).
+    let deadline = revoked_at + Duration::from_secs(1);
+    let cut = loop {
+        if let Ok(Some(_)) = sub.try_wait() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = revoked_at.elapsed();
+    let _ = sub.kill();
+    assert!(cut, "subscriber still connected 1 s after revocation");
+    eprintln!("revocation cut the subscriber after {elapsed:?} (including the CLI round trip)");
+    // Its reconnect fails.
+    let mut again = spawn_sub();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(st)) = again.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = again.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let st = status.expect("reconnect attempt ends (refused)");
+    assert!(!st.success(), "reconnect of a revoked device must fail");
+}
