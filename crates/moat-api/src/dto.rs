@@ -310,3 +310,76 @@ pub struct SessionView {
     /// RFC 3339.
     pub connected_at: String,
 }
+
+/// A named topic policy (MQTT filter templates with `{device.id}` and `{device.group}`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AclPolicyView {
+    /// Name.
+    pub name: String,
+    /// Publish filter templates.
+    pub publish: Vec<String>,
+    /// Subscribe filter templates.
+    pub subscribe: Vec<String>,
+}
+
+/// Create or replace a policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutAclPolicyRequest {
+    /// Publish filter templates.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subscribe filter templates.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// Assign a group and/or policy to an identity (`""` clears; absent leaves unchanged).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequest {
+    /// Group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Policy name.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// An identity's access settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessView {
+    /// Identity.
+    pub device_id: String,
+    /// `device` or `app`.
+    pub kind: String,
+    /// Group.
+    pub group: Option<String>,
+    /// Own policy.
+    pub policy: Option<String>,
+}
+
+/// Set a group's policy (`null` clears it).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicyRequest {
+    /// Policy name.
+    pub policy: Option<String>,
+}
+
+/// Create a backend application identity.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    /// Name (identity and MQTT client id).
+    pub name: String,
+    /// Authenticate by token instead of a hub-generated key and certificate.
+    #[serde(default)]
+    pub token: bool,
+    /// Publish filter templates.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subscribe filter templates.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}

@@ -16,11 +16,13 @@ use utoipa::{Modify, OpenApi};
         list_certs, show_cert, revoke_cert, explain_cert, show_crl,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session,
+        list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
         RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
         ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
+        AclPolicyView, PutAclPolicyRequest, AccessRequest, AccessView, GroupPolicyRequest, CreateAppRequest,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

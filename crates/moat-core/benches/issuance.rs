@@ -11,7 +11,8 @@ use moat_core::{Actor, CoreConfig, CreateDevice, Credential, Hub, RevocationReas
 use std::sync::Arc;
 use std::time::Instant;
 
-const CALLERS: usize = 8;
+/// Concurrent callers (API clients) for each issuance run.
+const CALLER_COUNTS: [usize; 2] = [8, 32];
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -26,7 +27,9 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let hub = open_hub(&url, dir.path()).await;
-        issue(&hub, "sqlite", n).await;
+        for callers in CALLER_COUNTS {
+            issue(&hub, "sqlite", n, callers).await;
+        }
         crl(&hub, "sqlite", 100_000).await;
         if let Ok(pg) = std::env::var("MOAT_TEST_DATABASE_URL") {
             let db = format!("moat_bench_{}", std::process::id());
@@ -35,7 +38,9 @@ fn main() {
                 let base = pg.rsplit_once('/').expect("db url").0;
                 let pg_dir = tempfile::tempdir().expect("tempdir");
                 let hub = open_hub(&format!("{base}/{db}"), pg_dir.path()).await;
-                issue(&hub, "postgres", n).await;
+                for callers in CALLER_COUNTS {
+                    issue(&hub, "postgres", n, callers).await;
+                }
                 crl(&hub, "postgres", 100_000).await;
                 drop(hub);
                 sqlx_free_psql(&pg, &format!("DROP DATABASE {db} WITH (FORCE)"));
@@ -80,22 +85,27 @@ fn csrs(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn issue(hub: &Arc<Hub>, backend: &str, n: usize) {
+async fn issue(hub: &Arc<Hub>, backend: &str, n: usize, callers: usize) {
     let pool = Arc::new(csrs(n));
     // Warm-up (connections, statement cache).
     for i in 0..50 {
-        create(hub, &format!("warm-{backend}-{i}"), pool[i % n].clone()).await;
+        create(
+            hub,
+            &format!("warm-{backend}-{callers}-{i}"),
+            pool[i % n].clone(),
+        )
+        .await;
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..CALLERS {
+    for c in 0..callers {
         let hub = hub.clone();
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = c;
             while i < n {
-                create(&hub, &format!("dev-{i}"), pool[i].clone()).await;
-                i += CALLERS;
+                create(&hub, &format!("dev-{callers}-{i}"), pool[i].clone()).await;
+                i += callers;
             }
         }));
     }
@@ -104,7 +114,7 @@ async fn issue(hub: &Arc<Hub>, backend: &str, n: usize) {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "issuance {backend}: {n} CSRs -> signed -> stored in {secs:.2} s = {:.0} certificates/s ({CALLERS} concurrent callers)",
+        "issuance {backend}: {n} CSRs -> signed -> stored in {secs:.2} s = {:.0} certificates/s ({callers} concurrent callers)",
         n as f64 / secs
     );
 }

@@ -78,17 +78,26 @@ impl Hub {
         actor: &Actor,
     ) -> Result<CreatedDevice, Error> {
         let id = req.id.clone();
-        let result = self.create_device_inner(req).await;
-        if let Ok(created) = &result {
-            self.emit(Event::DeviceCreated {
-                device_id: created.device.id.clone(),
-            });
+        match self.create_device_inner(req, actor).await {
+            Ok(created) => {
+                // Audited in the transaction that stored the device.
+                self.emit(Event::DeviceCreated {
+                    device_id: created.device.id.clone(),
+                });
+                Ok(created)
+            }
+            Err(e) => {
+                self.audited(actor, "device.create", Some(&id), Err(e))
+                    .await
+            }
         }
-        self.audited(actor, "device.create", Some(&id), result)
-            .await
     }
 
-    async fn create_device_inner(&self, req: CreateDevice) -> Result<CreatedDevice, Error> {
+    async fn create_device_inner(
+        &self,
+        req: CreateDevice,
+        actor: &Actor,
+    ) -> Result<CreatedDevice, Error> {
         validate_device_id(&req.id)?;
         if self.store().device(&req.id).await?.is_some() {
             return Err(Error::Conflict {
@@ -145,8 +154,16 @@ impl Hub {
             created_at: now,
             updated_at: now,
         };
+        let audit = moat_store::NewAuditEntry {
+            at: now,
+            actor: actor.0.clone(),
+            action: "device.create".into(),
+            target: Some(req.id.clone()),
+            outcome: "ok".into(),
+            detail: None,
+        };
         self.store()
-            .create_device(&device, Some(&certificate))
+            .create_device_audited(&device, Some(&certificate), &audit)
             .await
             .map_err(|e| match e {
                 moat_store::Error::Conflict(_) => Error::Conflict {

@@ -54,6 +54,12 @@ pub enum Event {
         /// Its registry name.
         name: String,
     },
+    /// An identity's group or policy changed: close its sessions so it reconnects under the
+    /// new topic access.
+    AccessChanged {
+        /// Its id.
+        device_id: String,
+    },
     /// A new CRL was published.
     CrlPublished {
         /// The CA.

@@ -14,6 +14,7 @@
 //! action is audited with its outcome; every revocation republishes the CA's CRL and emits an
 //! event.
 
+mod access;
 mod admission;
 mod audit;
 mod cas;
@@ -27,6 +28,7 @@ mod hub;
 mod limiter;
 mod secret;
 
+pub use access::{CreateApp, DEFAULT_FILTER, DEFAULT_POLICY, TopicAcl, expand, validate_filter};
 pub use admission::{Admission, ConnectMode, Denial};
 pub use audit::Actor;
 pub use cas::RegisterCa;
@@ -41,5 +43,6 @@ pub use secret::{Secret, hash_token, new_token, token_matches};
 
 pub use moat_pki::{IdentityRule, RevocationReason};
 pub use moat_store::{
-    AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState,
+    AclPolicy, AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device,
+    DeviceState, IdentityAccess, IdentityKind,
 };

@@ -4,8 +4,8 @@
 
 use crate::Error;
 use crate::model::{
-    AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, CrlRecord, Device,
-    DeviceState, RevokedCert,
+    AclPolicy, AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, CrlRecord,
+    Device, DeviceState, IdentityAccess, IdentityKind, RevokedCert,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
@@ -209,6 +209,39 @@ pub(crate) fn audit(row: &impl RowExt) -> Result<AuditEntry, Error> {
         target: row.opt_text("target")?,
         outcome: row.text("outcome")?,
         detail: row.opt_text("detail")?,
+    })
+}
+
+/// Filter lists are stored one filter per line (MQTT filters cannot contain a newline).
+pub(crate) fn join_filters(f: &[String]) -> String {
+    f.join("\n")
+}
+
+fn split_filters(s: &str) -> Vec<String> {
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// An `acl_policies` row.
+pub(crate) fn acl_policy(row: &impl RowExt) -> Result<AclPolicy, Error> {
+    Ok(AclPolicy {
+        name: row.text("name")?,
+        publish: split_filters(&row.text("publish")?),
+        subscribe: split_filters(&row.text("subscribe")?),
+        created_at: row.ts("created_at")?,
+    })
+}
+
+/// An `identity_access` row.
+pub(crate) fn identity_access(row: &impl RowExt) -> Result<IdentityAccess, Error> {
+    Ok(IdentityAccess {
+        device_id: row.text("device_id")?,
+        kind: IdentityKind::parse(&row.text("kind")?)
+            .ok_or(Error::Corrupt("identity_access.kind"))?,
+        group: row.opt_text("group_name")?,
+        policy: row.opt_text("policy")?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Registry persistence for Moat: devices, certificates, CAs, CRLs, registration codes,
-//! settings and the audit log.
+//! settings, the audit log, and the MQTT broker's durable state (retained messages and
+//! persistent sessions, as values the broker encodes).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
 //! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
@@ -76,6 +77,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Inserts a device and, if given, its first certificate, atomically.
     /// [`Error::Conflict`] if the id (or the certificate serial) exists.
     async fn create_device(&self, device: &Device, cert: Option<&CertRecord>) -> Result<(), Error>;
+    /// [`Store::create_device`] and the audit entry recording it, in one transaction (one
+    /// commit instead of two on the issuance path).
+    async fn create_device_audited(
+        &self,
+        device: &Device,
+        cert: Option<&CertRecord>,
+        audit: &NewAuditEntry,
+    ) -> Result<(), Error>;
     /// The device with this id.
     async fn device(&self, id: &str) -> Result<Option<Device>, Error>;
     /// Devices ordered by id, after `after` (keyset paging), at most `limit`.
@@ -169,9 +178,47 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Sets a setting (insert or replace).
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), Error>;
 
+    // ── topic access ──
+    /// Creates or replaces a named ACL policy.
+    async fn put_acl_policy(&self, policy: &AclPolicy) -> Result<(), Error>;
+    /// All ACL policies, by name.
+    async fn acl_policies(&self) -> Result<Vec<AclPolicy>, Error>;
+    /// Deletes an ACL policy; [`Error::NotFound`] if absent.
+    async fn delete_acl_policy(&self, name: &str) -> Result<(), Error>;
+    /// Sets (Some) or clears (None) the policy of a group.
+    async fn set_group_policy(&self, group: &str, policy: Option<&str>) -> Result<(), Error>;
+    /// The policy of a group.
+    async fn group_policy(&self, group: &str) -> Result<Option<String>, Error>;
+    /// Creates or replaces an identity's kind, group and policy.
+    async fn put_identity_access(&self, access: &IdentityAccess) -> Result<(), Error>;
+    /// An identity's kind, group and policy (None: a device with the defaults).
+    async fn identity_access(&self, device_id: &str) -> Result<Option<IdentityAccess>, Error>;
+
     // ── audit ──
     /// Appends an audit entry; returns its id.
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, Error>;
     /// Audit entries, newest first, at most `limit`, with id < `before` if given.
     async fn list_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, Error>;
+
+    // ── MQTT broker state (values the broker encodes; opaque here) ──
+    /// Stores (or replaces) the retained message of `topic`.
+    async fn put_mqtt_retained(&self, topic: &str, value: &[u8]) -> Result<(), Error>;
+    /// Forgets the retained message of `topic`; nothing to forget is not an error.
+    async fn delete_mqtt_retained(&self, topic: &str) -> Result<(), Error>;
+    /// Every retained message as (topic, value), by topic.
+    async fn mqtt_retained(&self) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// Stores (or replaces) a persistent session. `expires_at`: when it ends if its client
+    /// does not come back; `None` if that is not known (connected when saved) or never.
+    async fn put_mqtt_session(
+        &self,
+        client_id: &str,
+        value: &[u8],
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), Error>;
+    /// Forgets a session; nothing to forget is not an error.
+    async fn delete_mqtt_session(&self, client_id: &str) -> Result<(), Error>;
+    /// Every stored session as (client id, value), by client id.
+    async fn mqtt_sessions(&self) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// Deletes the sessions whose `expires_at` is at or before `now`; returns how many.
+    async fn delete_expired_mqtt_sessions(&self, now: OffsetDateTime) -> Result<u64, Error>;
 }

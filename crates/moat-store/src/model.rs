@@ -263,3 +263,59 @@ pub struct AuditEntry {
     /// Detail.
     pub detail: Option<String>,
 }
+
+/// A named topic policy: MQTT filters with `{device.id}` and `{device.group}` variables,
+/// expanded per identity at CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclPolicy {
+    /// Policy name.
+    pub name: String,
+    /// Filter templates of topics the identity may publish to.
+    pub publish: Vec<String>,
+    /// Filter templates the identity may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+}
+
+/// What an identity is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// A device.
+    Device,
+    /// A backend application (wider topic access, e.g. all devices' telemetry).
+    App,
+}
+
+impl IdentityKind {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Device => "device",
+            IdentityKind::App => "app",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "device" => IdentityKind::Device,
+            "app" => IdentityKind::App,
+            _ => return None,
+        })
+    }
+}
+
+/// How an identity's topic access is decided: its kind, group and policy. An identity with
+/// no row is a device in no group under the default policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityAccess {
+    /// The device (or application) id.
+    pub device_id: String,
+    /// Device or application.
+    pub kind: IdentityKind,
+    /// Its group, if any (`{device.group}`, and the group's policy).
+    pub group: Option<String>,
+    /// Its own policy, which wins over the group's.
+    pub policy: Option<String>,
+}

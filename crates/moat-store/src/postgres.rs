@@ -4,7 +4,8 @@ use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
 use crate::model::{
-    AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, NewAuditEntry, RevokedCert,
+    AclPolicy, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, IdentityAccess,
+    NewAuditEntry, RevokedCert,
 };
 use crate::sql;
 use crate::store_impl::impl_store;

@@ -150,3 +150,36 @@ pub(crate) const AUDIT_BEFORE: &str = concat!(
     audit_cols!(),
     " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
 );
+
+// ── topic access ──
+
+pub(crate) const PUT_ACL_POLICY: &str = "INSERT INTO acl_policies (name, publish, subscribe, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET publish = excluded.publish, \
+     subscribe = excluded.subscribe";
+pub(crate) const ACL_POLICIES: &str =
+    "SELECT name, publish, subscribe, created_at FROM acl_policies ORDER BY name";
+pub(crate) const DELETE_ACL_POLICY: &str = "DELETE FROM acl_policies WHERE name = $1";
+pub(crate) const PUT_GROUP_POLICY: &str = "INSERT INTO group_policies (group_name, policy) VALUES ($1, $2) \
+     ON CONFLICT (group_name) DO UPDATE SET policy = excluded.policy";
+pub(crate) const DELETE_GROUP_POLICY: &str = "DELETE FROM group_policies WHERE group_name = $1";
+pub(crate) const GROUP_POLICY: &str = "SELECT policy FROM group_policies WHERE group_name = $1";
+pub(crate) const PUT_IDENTITY_ACCESS: &str = "INSERT INTO identity_access (device_id, kind, group_name, policy) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, \
+     group_name = excluded.group_name, policy = excluded.policy";
+pub(crate) const IDENTITY_ACCESS: &str =
+    "SELECT device_id, kind, group_name, policy FROM identity_access WHERE device_id = $1";
+
+// ── MQTT broker state (opaque values) ──
+
+pub(crate) const PUT_MQTT_RETAINED: &str = "INSERT INTO mqtt_retained (topic, value) \
+     VALUES ($1, $2) ON CONFLICT (topic) DO UPDATE SET value = excluded.value";
+pub(crate) const DELETE_MQTT_RETAINED: &str = "DELETE FROM mqtt_retained WHERE topic = $1";
+pub(crate) const MQTT_RETAINED: &str = "SELECT topic, value FROM mqtt_retained ORDER BY topic";
+pub(crate) const PUT_MQTT_SESSION: &str = "INSERT INTO mqtt_sessions \
+     (client_id, value, expires_at) VALUES ($1, $2, $3) ON CONFLICT (client_id) \
+     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at";
+pub(crate) const DELETE_MQTT_SESSION: &str = "DELETE FROM mqtt_sessions WHERE client_id = $1";
+pub(crate) const MQTT_SESSIONS: &str =
+    "SELECT client_id, value FROM mqtt_sessions ORDER BY client_id";
+pub(crate) const DELETE_EXPIRED_MQTT_SESSIONS: &str =
+    "DELETE FROM mqtt_sessions WHERE expires_at <= $1";

@@ -38,6 +38,19 @@ macro_rules! impl_store {
                 ))
             }
 
+            async fn create_device_audited(
+                &self,
+                d: &Device,
+                cert: Option<&CertRecord>,
+                audit: &NewAuditEntry,
+            ) -> Result<(), Error> {
+                let (d, cert, audit) = (d.clone(), cert.cloned(), audit.clone());
+                write_op!(self, Tx::Needed, |conn| async {
+                    Self::create_device_on(conn, &d, cert.as_ref()).await?;
+                    Self::append_audit_on(conn, &audit).await.map(drop)
+                })
+            }
+
             async fn device(&self, id: &str) -> Result<Option<Device>, Error> {
                 sqlx::query(sql::DEVICE)
                     .bind(id)
@@ -304,6 +317,70 @@ macro_rules! impl_store {
                 ))
             }
 
+            // ── topic access ──
+
+            async fn put_acl_policy(&self, p: &AclPolicy) -> Result<(), Error> {
+                let p = p.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::put_acl_policy_on(
+                    conn, &p
+                ))
+            }
+
+            async fn acl_policies(&self) -> Result<Vec<AclPolicy>, Error> {
+                let rows = sqlx::query(sql::ACL_POLICIES)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?;
+                rows.iter().map(codec::acl_policy).collect()
+            }
+
+            async fn delete_acl_policy(&self, name: &str) -> Result<(), Error> {
+                let name = name.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_acl_policy_on(
+                    conn, &name
+                ))
+            }
+
+            async fn set_group_policy(
+                &self,
+                group: &str,
+                policy: Option<&str>,
+            ) -> Result<(), Error> {
+                let (group, policy) = (group.to_owned(), policy.map(str::to_owned));
+                write_op!(self, Tx::NotNeeded, |conn| Self::set_group_policy_on(
+                    conn,
+                    &group,
+                    policy.as_deref()
+                ))
+            }
+
+            async fn group_policy(&self, group: &str) -> Result<Option<String>, Error> {
+                sqlx::query(sql::GROUP_POLICY)
+                    .bind(group)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| r.text("policy"))
+                    .transpose()
+            }
+
+            async fn put_identity_access(&self, a: &IdentityAccess) -> Result<(), Error> {
+                let a = a.clone();
+                write_op!(self, Tx::NotNeeded, |conn| Self::put_identity_access_on(
+                    conn, &a
+                ))
+            }
+
+            async fn identity_access(&self, id: &str) -> Result<Option<IdentityAccess>, Error> {
+                sqlx::query(sql::IDENTITY_ACCESS)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::identity_access(&r))
+                    .transpose()
+            }
+
             // ── audit ──
 
             async fn append_audit(&self, e: &NewAuditEntry) -> Result<i64, Error> {
@@ -333,6 +410,70 @@ macro_rules! impl_store {
                 }
                 .map_err(Error::Database)?;
                 rows.iter().map(codec::audit).collect()
+            }
+
+            // ── MQTT broker state ──
+
+            async fn put_mqtt_retained(&self, topic: &str, value: &[u8]) -> Result<(), Error> {
+                let (topic, value) = (topic.to_owned(), value.to_vec());
+                write_op!(self, Tx::NotNeeded, |conn| Self::put_mqtt_retained_on(
+                    conn, &topic, &value
+                ))
+            }
+
+            async fn delete_mqtt_retained(&self, topic: &str) -> Result<(), Error> {
+                let topic = topic.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_mqtt_retained_on(
+                    conn, &topic
+                ))
+            }
+
+            async fn mqtt_retained(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+                sqlx::query(sql::MQTT_RETAINED)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(|r| Ok((r.text("topic")?, r.bytes("value")?)))
+                    .collect()
+            }
+
+            async fn put_mqtt_session(
+                &self,
+                client_id: &str,
+                value: &[u8],
+                expires_at: Option<OffsetDateTime>,
+            ) -> Result<(), Error> {
+                let (client_id, value) = (client_id.to_owned(), value.to_vec());
+                write_op!(self, Tx::NotNeeded, |conn| Self::put_mqtt_session_on(
+                    conn, &client_id, &value, expires_at
+                ))
+            }
+
+            async fn delete_mqtt_session(&self, client_id: &str) -> Result<(), Error> {
+                let client_id = client_id.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_mqtt_session_on(
+                    conn, &client_id
+                ))
+            }
+
+            async fn mqtt_sessions(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+                sqlx::query(sql::MQTT_SESSIONS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(|r| Ok((r.text("client_id")?, r.bytes("value")?)))
+                    .collect()
+            }
+
+            async fn delete_expired_mqtt_sessions(
+                &self,
+                now: OffsetDateTime,
+            ) -> Result<u64, Error> {
+                write_op!(self, Tx::NotNeeded, |conn| {
+                    Self::delete_expired_mqtt_sessions_on(conn, now)
+                })
             }
         }
     };

@@ -290,6 +290,66 @@ macro_rules! impl_writes {
                     .map(drop)
             }
 
+            pub(crate) async fn put_acl_policy_on(
+                conn: &mut $conn,
+                p: &AclPolicy,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::PUT_ACL_POLICY)
+                    .bind(&p.name)
+                    .bind(codec::join_filters(&p.publish))
+                    .bind(codec::join_filters(&p.subscribe))
+                    .bind(micros(p.created_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn delete_acl_policy_on(
+                conn: &mut $conn,
+                name: &str,
+            ) -> Result<(), Error> {
+                let done = sqlx::query(sql::DELETE_ACL_POLICY)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("ACL policy {name}")));
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn set_group_policy_on(
+                conn: &mut $conn,
+                group: &str,
+                policy: Option<&str>,
+            ) -> Result<(), Error> {
+                let q = match policy {
+                    Some(p) => sqlx::query(sql::PUT_GROUP_POLICY).bind(group).bind(p),
+                    None => sqlx::query(sql::DELETE_GROUP_POLICY).bind(group),
+                };
+                q.execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn put_identity_access_on(
+                conn: &mut $conn,
+                a: &IdentityAccess,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::PUT_IDENTITY_ACCESS)
+                    .bind(&a.device_id)
+                    .bind(a.kind.as_str())
+                    .bind(&a.group)
+                    .bind(&a.policy)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
             pub(crate) async fn append_audit_on(
                 conn: &mut $conn,
                 e: &NewAuditEntry,
@@ -305,6 +365,72 @@ macro_rules! impl_writes {
                     .await
                     .map_err(Error::Database)?;
                 row.int("id")
+            }
+
+            pub(crate) async fn put_mqtt_retained_on(
+                conn: &mut $conn,
+                topic: &str,
+                value: &[u8],
+            ) -> Result<(), Error> {
+                sqlx::query(sql::PUT_MQTT_RETAINED)
+                    .bind(topic)
+                    .bind(value)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn delete_mqtt_retained_on(
+                conn: &mut $conn,
+                topic: &str,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::DELETE_MQTT_RETAINED)
+                    .bind(topic)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn put_mqtt_session_on(
+                conn: &mut $conn,
+                client_id: &str,
+                value: &[u8],
+                expires_at: Option<OffsetDateTime>,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::PUT_MQTT_SESSION)
+                    .bind(client_id)
+                    .bind(value)
+                    .bind(expires_at.map(micros))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn delete_mqtt_session_on(
+                conn: &mut $conn,
+                client_id: &str,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::DELETE_MQTT_SESSION)
+                    .bind(client_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)
+                    .map(drop)
+            }
+
+            pub(crate) async fn delete_expired_mqtt_sessions_on(
+                conn: &mut $conn,
+                now: OffsetDateTime,
+            ) -> Result<u64, Error> {
+                let done = sqlx::query(sql::DELETE_EXPIRED_MQTT_SESSIONS)
+                    .bind(micros(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                Ok(done.rows_affected())
             }
         }
     };

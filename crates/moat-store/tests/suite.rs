@@ -51,6 +51,10 @@ suite!(
     audit_paging,
     persistence_across_reopen,
     concurrent_creates_get_their_own_results,
+    topic_access,
+    mqtt_retained_messages,
+    mqtt_sessions_and_expiry,
+    concurrent_mqtt_saves,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -45,6 +45,12 @@ pub enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Topic access policies (MQTT filter templates with {device.id} and {device.group}).
+    #[command(subcommand)]
+    Acl(AclCmd),
+    /// Backend applications: identities with wider topic access.
+    #[command(subcommand)]
+    App(AppCmd),
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -151,6 +157,16 @@ pub enum DeviceCmd {
         /// Allow server-TLS and plain connections with a device token (printed once).
         #[arg(long)]
         allow_insecure: bool,
+        /// Put the device in this group ({device.group} in policies; the group's policy).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Move a device to a group ("" removes it from its group); its sessions reconnect.
+    SetGroup {
+        /// Device id.
+        id: String,
+        /// Group name.
+        group: String,
     },
     /// List devices.
     List {
@@ -232,5 +248,61 @@ pub enum SessionCmd {
     Kick {
         /// MQTT client id.
         client_id: String,
+    },
+}
+
+/// `moat acl …`.
+#[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// List policies.
+    List,
+    /// Create or replace a policy.
+    Create {
+        /// Policy name.
+        name: String,
+        /// Filter template it may publish to (repeatable), e.g. 'devices/{device.id}/#'.
+        #[arg(long)]
+        publish: Vec<String>,
+        /// Filter template it may subscribe to (repeatable).
+        #[arg(long)]
+        subscribe: Vec<String>,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Policy name.
+        name: String,
+    },
+    /// Assign a policy to one device or application, or to a group.
+    Assign {
+        /// Policy name ("default" for the built-in one).
+        policy: String,
+        /// The device or application.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        device: Option<String>,
+        /// The group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+/// `moat app …`.
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Create an application identity: a key and certificate written to --out, or a token.
+    Create {
+        /// Application name (its identity and MQTT client id).
+        name: String,
+        /// Directory to write NAME.crt, NAME.key (and NAME.token) into.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Also issue a token (for server-TLS connections with username NAME).
+        #[arg(long)]
+        token: bool,
+        /// Filter template it may publish to (repeatable), e.g. 'devices/+/commands/#'.
+        #[arg(long)]
+        publish: Vec<String>,
+        /// Filter template it may subscribe to (repeatable), e.g. 'devices/+/telemetry'.
+        #[arg(long)]
+        subscribe: Vec<String>,
     },
 }

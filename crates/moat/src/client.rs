@@ -104,6 +104,21 @@ impl ApiClient {
         Ok(())
     }
 
+    /// PUT JSON, returning JSON.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// PUT JSON, expecting no content.
+    pub async fn put_no_content<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
+        self.send(Method::PUT, path, Some(body)).await?;
+        Ok(())
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await?;

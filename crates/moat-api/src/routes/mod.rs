@@ -1,5 +1,6 @@
 //! The admin API router: one module per resource.
 
+mod access;
 mod cas;
 mod certs;
 mod devices;
@@ -13,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
+pub(crate) use access::*;
 pub(crate) use cas::*;
 pub(crate) use certs::*;
 pub(crate) use devices::*;
@@ -43,6 +45,17 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/cas/{name}", delete(remove_ca))
         .route("/crls/{ca}", get(show_crl))
         .route("/audit", get(audit_log))
+        .route("/acl-policies", get(list_acl_policies))
+        .route(
+            "/acl-policies/{name}",
+            axum::routing::put(put_acl_policy).delete(delete_acl_policy),
+        )
+        .route(
+            "/groups/{group}/policy",
+            axum::routing::put(set_group_policy),
+        )
+        .route("/devices/{id}/access", post(set_access))
+        .route("/apps", post(create_app))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,11 +1,15 @@
 //! The cases of the suite, each an `async fn(&TestDb)` run against both back ends.
 
+mod access;
 mod authority;
 mod certs;
 mod devices;
+mod mqtt;
 mod records;
 
+pub use access::*;
 pub use authority::*;
 pub use certs::*;
 pub use devices::*;
+pub use mqtt::*;
 pub use records::*;

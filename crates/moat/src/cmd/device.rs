@@ -6,8 +6,8 @@ use crate::client::ApiClient;
 use crate::files::{private_dir, write_new};
 use anyhow::bail;
 use moat_api::dto::{
-    CertView, CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse,
-    RevokeRequest,
+    AccessRequest, AccessView, CertView, CreateDeviceRequest, CreateDeviceResponse, DeviceView,
+    RevokeDeviceResponse, RevokeRequest,
 };
 
 pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
@@ -18,6 +18,7 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             csr,
             cert,
             allow_insecure,
+            group,
         } => {
             if csr.is_none() && cert.is_none() && out.is_none() {
                 bail!(
@@ -56,6 +57,17 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             };
             let api = ApiClient::from_cli(cli)?;
             let created: CreateDeviceResponse = api.post("/api/v1/devices", &req).await?;
+            if let Some(g) = group {
+                let _: AccessView = api
+                    .post(
+                        &format!("/api/v1/devices/{}/access", seg(id)),
+                        &AccessRequest {
+                            group: Some(g.clone()),
+                            policy: None,
+                        },
+                    )
+                    .await?;
+            }
             if let Some(dir) = out {
                 if cert.is_none() {
                     write_new(
@@ -98,6 +110,27 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             if let Some(token) = &created.token {
                 println!("device token (shown once; the hub keeps only its hash): {token}");
             }
+            Ok(())
+        }
+        DeviceCmd::SetGroup { id, group } => {
+            let api = ApiClient::from_cli(cli)?;
+            let a: AccessView = api
+                .post(
+                    &format!("/api/v1/devices/{}/access", seg(id)),
+                    &AccessRequest {
+                        group: Some(group.clone()),
+                        policy: None,
+                    },
+                )
+                .await?;
+            if cli.json {
+                return print_json(&a);
+            }
+            println!(
+                "device {} is in group {}",
+                a.device_id,
+                a.group.as_deref().unwrap_or("(none)")
+            );
             Ok(())
         }
         DeviceCmd::List { limit, after } => {

@@ -1,5 +1,6 @@
 //! The CLI's commands. Each admin command is one API call (or a few) and a printout.
 
+mod access;
 mod ca;
 mod cert;
 mod device;
@@ -21,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ca(ref c) => ca::run(&cli, c).await,
+        Command::Acl(ref c) => access::acl(&cli, c).await,
+        Command::App(ref c) => access::app(&cli, c).await,
         Command::Device(ref c) => device::run(&cli, c).await,
         Command::Cert(ref c) => cert::run(&cli, c).await,
         Command::Session(SessionCmd::List) => {

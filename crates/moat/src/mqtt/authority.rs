@@ -37,15 +37,6 @@ impl HubAuthority {
     }
 }
 
-/// The default ACL: a device publishes and subscribes under `devices/{id}/`.
-pub fn default_acl(id: &str) -> Acl {
-    let own = format!("devices/{id}/#");
-    Acl {
-        publish: vec![own.clone()],
-        subscribe: vec![own],
-    }
-}
-
 #[async_trait]
 impl Authority for HubAuthority {
     async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal> {
@@ -88,10 +79,19 @@ impl Authority for HubAuthority {
         match result {
             Ok(admission) => {
                 self.by_identity.clear(&claimed);
-                let id = admission.device.id;
+                let acl = match self.hub.topic_acl(&admission.device).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "cannot resolve topic access");
+                        return Err(Refusal::ServerUnavailable);
+                    }
+                };
                 Ok(Principal {
-                    acl: Arc::new(default_acl(&id)),
-                    identity: id,
+                    acl: Arc::new(Acl {
+                        publish: acl.publish,
+                        subscribe: acl.subscribe,
+                    }),
+                    identity: admission.device.id,
                 })
             }
             Err(Denial::Unavailable(e)) => {
