@@ -7,17 +7,23 @@
 //! when a listener shuts down ([`Broker::flush`](crate::Broker::flush)). Durability is
 //! therefore "everything acknowledged up to one interval before a crash; everything on a
 //! clean shutdown". Clean sessions (expiry 0) are never written.
+//!
+//! The stored types derive serde's traits so a back end can encode them in a format of its
+//! choice; payloads and correlation data are [`Bytes`] and encode as byte strings. Adding a
+//! field changes the encoding: a back end with a non-self-describing format must version
+//! what it writes.
 
 use crate::Error;
 use crate::codec::{Properties, SubscriptionOptions};
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 /// An application message as routed and stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Topic name.
     pub topic: String,
@@ -44,7 +50,7 @@ impl Message {
 }
 
 /// A message on its way to one subscriber.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// The message, shared between subscribers.
     pub message: Arc<Message>,
@@ -57,7 +63,7 @@ pub struct Delivery {
 }
 
 /// An outbound QoS 1/2 exchange awaiting the client.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Inflight {
     /// PUBLISH sent, PUBACK/PUBREC awaited; resent with DUP on reconnect.
     Publish(Delivery),
@@ -66,7 +72,7 @@ pub enum Inflight {
 }
 
 /// One subscription of a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSubscription {
     /// Filter as subscribed (including any `$share/group/` prefix).
     pub filter: String,
@@ -77,7 +83,7 @@ pub struct StoredSubscription {
 }
 
 /// A persistent session as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSession {
     /// Client id.
     pub client_id: String,

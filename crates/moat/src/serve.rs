@@ -160,7 +160,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::mqtt::tls_config(&identity, verifier.clone())?,
     ));
-    let broker = moat_broker::Broker::new(
+    let broker = moat_broker::Broker::with_persistence(
         moat_broker::BrokerConfig {
             tls_handshake_timeout: cfg.mqtt.handshake_timeout,
             connect_timeout: cfg.mqtt.connect_timeout,
@@ -169,7 +169,13 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             ..moat_broker::BrokerConfig::default()
         },
         Arc::new(crate::mqtt::HubAuthority::new(hub.clone())),
+        Arc::new(crate::mqtt::RegistryPersistence::new(store.clone())),
     );
+    // Retained messages and persistent sessions of the last run, before any client connects.
+    broker
+        .restore()
+        .await
+        .context("cannot restore the MQTT hub's state")?;
     let mut mqtt_tasks = vec![
         tokio::spawn(
             broker
@@ -233,6 +239,10 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let _ = refresh.await;
     for t in mqtt_tasks {
         let _ = t.await;
+    }
+    // The listeners flushed on the way out; this also covers connections that outlived them.
+    if let Err(e) = broker.flush().await {
+        tracing::error!(error = ?e, "cannot save the MQTT hub's state");
     }
     let _ = std::fs::remove_file(data_dir.join("hub.json"));
     Ok(())

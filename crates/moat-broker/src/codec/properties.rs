@@ -5,7 +5,7 @@ use super::{DecodeError, Reader, put_bin, put_str, put_varint, varint_len};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// v5 properties of any packet. Which ones are meaningful depends on the packet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Properties {
     /// 0x01 Payload Format Indicator.
     pub payload_format: Option<u8>,

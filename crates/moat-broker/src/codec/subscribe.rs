@@ -4,7 +4,9 @@ use super::{DecodeError, Properties, Reader, Version};
 use bytes::{BufMut, BytesMut};
 
 /// v5 subscription options (v3.1.1 uses only `qos`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SubscriptionOptions {
     /// Maximum QoS granted.
     pub qos: u8,

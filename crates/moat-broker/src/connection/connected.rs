@@ -56,6 +56,8 @@ pub(crate) struct Connected<S> {
     limits: OutLimits,
     keep_alive: Option<Duration>,
     last_recv: Instant,
+    /// Bytes were written since the last flush (TLS may still hold records).
+    unflushed: bool,
 }
 
 /// What a handled packet asks of the loop.
@@ -89,6 +91,7 @@ where
             limits,
             keep_alive,
             last_recv: Instant::now(),
+            unflushed: false,
         }
     }
 
@@ -182,17 +185,31 @@ where
             self.fill();
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
             let can_read = self.p.outbuf.len() < READ_PAUSE;
+            let unflushed = self.unflushed;
             let p = &mut self.p;
             tokio::select! {
                 biased;
                 _ = p.kick.kicked() => return Err(Error::Kicked(p.kick.reason())),
                 _ = shutdown.cancelled() => return Err(Error::ShuttingDown),
-                r = p.writer.write(&p.outbuf), if !p.outbuf.is_empty() => {
-                    let n = r.map_err(Error::Io)?;
-                    if n == 0 {
-                        return Err(Error::PeerClosed);
+                // A TLS write can accept plaintext while the socket is full and keep the
+                // records inside rustls; without a flush they would wait for the next
+                // outbound packet (a stalled PUBACK stalls a QoS 1 publisher). So once the
+                // buffer is drained, flush until rustls has handed everything to the socket.
+                r = async {
+                    if p.outbuf.is_empty() {
+                        p.writer.flush().await.map(|()| None)
+                    } else {
+                        p.writer.write(&p.outbuf).await.map(Some)
                     }
-                    p.outbuf.advance(n);
+                }, if !p.outbuf.is_empty() || unflushed => {
+                    match r.map_err(Error::Io)? {
+                        Some(0) => return Err(Error::PeerClosed),
+                        Some(n) => {
+                            p.outbuf.advance(n);
+                            self.unflushed = true;
+                        }
+                        None => self.unflushed = false,
+                    }
                 }
                 r = p.reader.read_buf(&mut p.inbuf), if can_read => {
                     let n = r.map_err(Error::Io)?;

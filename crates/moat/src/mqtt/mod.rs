@@ -3,9 +3,11 @@
 //! and session kicks.
 
 mod authority;
+mod persistence;
 mod verifier;
 
 pub use authority::HubAuthority;
+pub use persistence::RegistryPersistence;
 pub use verifier::LiveClientVerifier;
 
 use arc_swap::ArcSwap;
@@ -63,7 +65,11 @@ pub async fn follow_events(
                     broker.kick_identity(&id);
                 }
             }
-            Ok(Event::DeviceDisabled { device_id } | Event::DeviceDeleted { device_id }) => {
+            Ok(
+                Event::DeviceDisabled { device_id }
+                | Event::DeviceDeleted { device_id }
+                | Event::AccessChanged { device_id },
+            ) => {
                 broker.kick_identity(&device_id);
             }
             Ok(Event::CaRegistered { .. }) => resync(&hub, &verifier).await,

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# MQTT hub benchmark (issue 3): Moat against Mosquitto 2.0, same machine, same device
+# certificates, same load generator (`moat-load`, crate moat-device), in one run.
+#
+#   bench/mqtt.sh                 # everything, ~6-8 minutes on 2 cores
+#   KEEP=1 bench/mqtt.sh          # keep the work directory (certificates, logs, JSON)
+#
+# Tunables (environment): CONN (idle connections for the memory slope, default 15000),
+# STAGE1 (first memory stage, 5000), DUR (seconds measured per run, 8), WARM (2),
+# CONC (handshakes in flight, 64), PAIRS (self-loop devices, 100), RATE (msgs/s per
+# publisher for the latency runs, 100), REVOKED (revoked serials inserted, 1000000).
+#
+# Output: human lines on stderr, one JSON object per run in $WORK/results.jsonl, and a
+# Markdown summary (with Moat/Mosquitto ratios) on stdout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CONN=${CONN:-15000}
+STAGE1=${STAGE1:-5000}
+DUR=${DUR:-8}
+WARM=${WARM:-2}
+CONC=${CONC:-64}
+PAIRS=${PAIRS:-100}
+RATE=${RATE:-100}
+REVOKED=${REVOKED:-1000000}
+NREV=100
+MOAT_PORT=${MOAT_PORT:-18884}
+MOSQ_PORT=${MOSQ_PORT:-18883}
+SRC=127.0.0.1-32
+MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+
+ulimit -n "$(ulimit -Hn)"
+WORK=$(mktemp -d /tmp/moat-bench.XXXXXX)
+RESULTS=$WORK/results.jsonl
+MOAT_PID= MOSQ_PID=
+cleanup() {
+  [ -n "$MOAT_PID" ] && kill "$MOAT_PID" 2>/dev/null || true
+  [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK" >&2; fi
+}
+trap cleanup EXIT
+log() { echo "== $*" >&2; }
+
+log "building (release)"
+(cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
+MOAT=$ROOT/target/release/moat
+LOAD=$ROOT/target/release/moat-load
+HUB=$WORK/hub
+DEV=$WORK/devices
+
+start_moat() {
+  rm -f "$HUB/hub.json"
+  "$MOAT" --data-dir "$HUB" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 \
+    --mqtt-listen 127.0.0.1:$MOAT_PORT --no-mqtt-plain >>"$WORK/moat.log" 2>&1 &
+  MOAT_PID=$!
+  for _ in $(seq 1 600); do
+    [ -s "$HUB/hub.json" ] && return 0
+    kill -0 "$MOAT_PID" 2>/dev/null || { tail -20 "$WORK/moat.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "moat did not start" >&2; return 1
+}
+stop_moat() { kill "$MOAT_PID"; wait "$MOAT_PID" 2>/dev/null || true; MOAT_PID=; }
+
+log "starting moat (data dir $HUB)"
+mkdir -p "$HUB"
+start_moat
+
+NDEV=$((CONN + NREV))
+log "enrolling $NDEV devices through the admin API"
+"$LOAD" enroll --hub-data-dir "$HUB" --count "$NDEV" --out "$DEV" --concurrency 16 >>"$RESULTS"
+
+log "Mosquitto: test CA and server certificate (openssl, P-256), device CA = moat's bundle"
+M=$WORK/mosquitto
+mkdir -p "$M"
+openssl ecparam -name prime256v1 -genkey -noout -out "$M/ca.key" 2>/dev/null
+openssl req -x509 -new -key "$M/ca.key" -subj "/CN=bench mosquitto CA" -days 2 -out "$M/ca.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$M/server.key" 2>/dev/null
+openssl req -new -key "$M/server.key" -subj "/CN=localhost" -out "$M/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$M/ext.cnf"
+openssl x509 -req -in "$M/server.csr" -CA "$M/ca.pem" -CAkey "$M/ca.key" -CAcreateserial \
+  -days 2 -extfile "$M/ext.cnf" -out "$M/server.pem" 2>/dev/null
+cat >"$M/mosquitto.conf" <<CONF
+user root
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+max_queued_messages 1000
+max_inflight_messages 32
+set_tcp_nodelay true
+listener $MOSQ_PORT 127.0.0.1
+cafile $HUB/ca-bundle.pem
+certfile $M/server.pem
+keyfile $M/server.key
+require_certificate true
+use_identity_as_username true
+max_connections -1
+CONF
+"$MOSQUITTO" -c "$M/mosquitto.conf" >>"$WORK/mosquitto.log" 2>&1 &
+MOSQ_PID=$!
+sleep 0.5
+kill -0 "$MOSQ_PID" || { cat "$WORK/mosquitto.log" >&2; exit 1; }
+"$MOSQUITTO" -h 2>&1 | head -1 >&2 || true
+
+# target NAME → generator flags
+target() {
+  case $1 in
+    moat) echo "--label moat --addr 127.0.0.1:$MOAT_PORT --ca $HUB/ca-bundle.pem --watch-pid $MOAT_PID" ;;
+    mosquitto) echo "--label mosquitto --addr 127.0.0.1:$MOSQ_PORT --ca $M/ca.pem --watch-pid $MOSQ_PID" ;;
+  esac
+}
+common="--devices $DEV --src $SRC"
+run() { # label-of-run broker args...
+  local name=$1 broker=$2; shift 2
+  log "$name [$broker]"
+  # shellcheck disable=SC2046
+  if "$LOAD" "$@" $(target "$broker") $common >"$WORK/out.json" 2>>"$WORK/load.log"; then
+    jq -c --arg run "$name" '. + {run: $run}' "$WORK/out.json" >>"$RESULTS"
+  else
+    echo "{\"run\":\"$name\",\"label\":\"$broker\",\"failed\":true}" >>"$RESULTS"
+    tail -2 "$WORK/load.log" >&2
+  fi
+  tail -n 3 "$WORK/load.log" | grep -v "^moat-load:" >&2 || true
+}
+
+for b in moat mosquitto; do
+  run handshake "$b" connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
+  run handshake-c4 "$b" connect --count "$CONN" --concurrency 4 --duration "$DUR" --warmup "$WARM"
+done
+sleep 2
+pubsub="pubsub --duration $DUR --warmup $WARM"
+selfloop="--publishers $PAIRS --subscribers $PAIRS --pub-topic devices/{id}/load --sub-filter devices/{id}/load"
+fanin="--publishers $PAIRS --pub-offset 1 --subscribers 1 --sub-offset 0 --pub-topic devices/{id}/load --sub-filter devices/+/load"
+fanout="--publishers 1 --pub-offset 0 --subscribers $PAIRS --sub-offset 1 --pub-topic devices/{id}/load --sub-filter devices/dev-000000/load"
+for qos in 0 1; do
+  for b in moat mosquitto; do
+    run "selfloop-max-q$qos" "$b" $pubsub $selfloop --qos $qos
+    run "selfloop-rate-q$qos" "$b" $pubsub $selfloop --qos $qos --rate "$RATE"
+    run "fanin-max-q$qos" "$b" $pubsub $fanin --qos $qos
+    run "fanin-rate-q$qos" "$b" $pubsub $fanin --qos $qos --rate "$RATE"
+    run "fanout-max-q$qos" "$b" $pubsub $fanout --qos $qos
+    run "fanout-rate-q$qos" "$b" $pubsub $fanout --qos $qos --rate $((RATE * 10))
+  done
+done
+for b in moat mosquitto; do
+  run idle-memory "$b" hold --stages "$STAGE1,$CONN" --concurrency "$CONC" --settle 3
+  sleep 2
+done
+
+log "revocation → disconnect, $NREV devices (moat only: Mosquitto has no live revocation)"
+"$LOAD" revoke $(target moat) $common --hub-data-dir "$HUB" --offset "$CONN" --count $NREV \
+  >"$WORK/out.json" 2>>"$WORK/load.log" && jq -c '. + {run: "revoke"}' "$WORK/out.json" >>"$RESULTS"
+tail -n 3 "$WORK/load.log" >&2
+
+run handshake-before-revoked moat connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
+log "inserting $REVOKED revoked serials into the registry (hub stopped), restarting"
+stop_moat
+CA_NAME=$(sqlite3 "$HUB/moat.db" "SELECT ca_name FROM certificates WHERE device_id IS NOT NULL LIMIT 1")
+NOW_US=$(( $(date +%s) * 1000000 ))
+sqlite3 "$HUB/moat.db" <<SQL
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $REVOKED)
+INSERT INTO certificates (serial, ca_name, device_id, subject, not_before, not_after,
+  fingerprint, spki_sha256, source, der, created_at, revoked_at, revocation_reason)
+SELECT printf('7b%030x', x), '$CA_NAME', NULL, 'CN=bench-revoked-' || x, $NOW_US, $NOW_US,
+  printf('bench%059x', x), printf('bench%059x', x), 'issued', x'00', $NOW_US, $NOW_US,
+  'key_compromise' FROM c;
+SQL
+T0=$(date +%s.%N)
+start_moat
+T1=$(date +%s.%N)
+echo "{\"run\":\"restart-with-revoked\",\"label\":\"moat\",\"revoked\":$REVOKED,\"start_s\":$(python3 -c "print(round($T1 - $T0, 3))"),\"rss_bytes\":$(awk '/VmRSS/{print $2*1024}' /proc/$MOAT_PID/status)}" >>"$RESULTS"
+run handshake-with-revoked moat connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
+
+python3 "$ROOT/bench/mqtt_summary.py" "$RESULTS"
