@@ -221,11 +221,14 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         cfg.crl.refresh_interval,
         shutdown.clone(),
     ));
-    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, data_dir = %data_dir.display(), "moat hub running");
+    let mqtt_plain = hub_file.mqtt_plain.as_deref().unwrap_or("off");
+    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, data_dir = %data_dir.display(), "moat hub running");
     println!(
-        "moat hub running: admin API {} , CRLs {} , data dir {}",
+        "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , data dir {}",
         hub_file.admin_url,
         hub_file.crl_url,
+        hub_file.mqtt_tls,
+        mqtt_plain,
         data_dir.display()
     );
 
