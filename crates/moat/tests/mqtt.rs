@@ -762,3 +762,54 @@ fn group_policies_and_applications_route_only_what_acls_allow() {
     let _ = dying.wait();
     assert_eq!(lines(watcher), ["b lost"]);
 }
+
+#[test]
+fn tls_session_resumption_does_not_bypass_revocation() {
+    use std::io::{BufRead, BufReader, Write};
+    let hub = TestHub::start();
+    let out = hub.path("creds");
+    hub.ok(&[
+        "device",
+        "create",
+        "resumer",
+        "--out",
+        out.to_str().expect("p"),
+    ]);
+    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/resume_client.py");
+    let mut py = Command::new("python3")
+        .arg(script)
+        .args([host, port])
+        .arg(hub.bundle())
+        .arg(out.join("resumer.crt"))
+        .arg(out.join("resumer.key"))
+        .arg("resumer")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(py.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "ready", "first connection failed: {line}");
+    hub.ok(&["device", "revoke", "resumer"]);
+    py.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    line.clear();
+    stdout.read_line(&mut line).expect("read");
+    let _ = py.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("client output: {line:?}"));
+    // The hub resumed the TLS session (so the handshake's revocation check did not run) and
+    // CONNECT still refused the revoked device: CONNACK 5, not authorised.
+    assert_eq!(v["resumed"], true, "the test must exercise resumption: {v}");
+    assert_eq!(
+        v["connack"], 5,
+        "revoked device got in over a resumed session: {v}"
+    );
+    eprintln!("resumption attempt after revocation: {v}");
+}
