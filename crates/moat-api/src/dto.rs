@@ -116,6 +116,18 @@ pub struct CreateDeviceResponse {
     pub token: Option<String>,
 }
 
+impl From<moat_core::CreatedDevice> for CreateDeviceResponse {
+    fn from(c: moat_core::CreatedDevice) -> Self {
+        CreateDeviceResponse {
+            device: DeviceView::from(&c.device),
+            certificate: (&c.certificate).into(),
+            certificate_pem: c.chain_pem,
+            private_key_pem: c.private_key_pem.map(|k| k.expose().to_string()),
+            token: c.token.map(|t| t.expose().to_string()),
+        }
+    }
+}
+
 /// Revoke with a reason.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,7 @@
 use super::ApiJson;
 use crate::AppState;
 use crate::dto::{
-    AccessRequest, AccessView, AclPolicyView, CreateAppRequest, CreateDeviceResponse, DeviceView,
+    AccessRequest, AccessView, AclPolicyView, CreateAppRequest, CreateDeviceResponse,
     GroupPolicyRequest, PutAclPolicyRequest,
 };
 use crate::problem::{ApiError, Problem};
@@ -121,12 +121,6 @@ pub(crate) async fn create_app(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(CreateDeviceResponse {
-            device: DeviceView::from(&created.device),
-            certificate: (&created.certificate).into(),
-            certificate_pem: created.chain_pem,
-            private_key_pem: created.private_key_pem.map(|k| k.expose().to_string()),
-            token: created.token.map(|t| t.expose().to_string()),
-        }),
+        Json(CreateDeviceResponse::from(created)),
     ))
 }

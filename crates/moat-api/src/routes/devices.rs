@@ -70,13 +70,7 @@ pub(crate) async fn create_device(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(CreateDeviceResponse {
-            device: DeviceView::from(&created.device),
-            certificate: (&created.certificate).into(),
-            certificate_pem: created.chain_pem,
-            private_key_pem: created.private_key_pem.map(|k| k.expose().to_string()),
-            token: created.token.map(|t| t.expose().to_string()),
-        }),
+        Json(CreateDeviceResponse::from(created)),
     ))
 }
 
