@@ -116,6 +116,17 @@ pub(crate) struct LeafCheck {
     pub(crate) serial: String,
 }
 
+/// The trust anchors of `cas`, in the same order (so a chain's CA index maps back).
+pub(crate) fn trust_anchors(cas: &[CaRecord]) -> Vec<moat_pki::TrustedCa> {
+    cas.iter()
+        .map(|c| moat_pki::TrustedCa {
+            name: c.name.clone(),
+            cert: CertificateDer::from(c.cert_der.clone()),
+            intermediates: Vec::new(),
+        })
+        .collect()
+}
+
 impl Hub {
     /// The CAs whose client certificates the hub trusts: the device CA, then registered CAs.
     pub async fn client_cas(&self) -> Result<Vec<CaRecord>, Error> {

@@ -221,15 +221,7 @@ impl Hub {
             .into_iter()
             .filter(|c| c.kind == CaKind::Registered)
             .collect();
-        let trusted = recs
-            .iter()
-            .map(|c| TrustedCa {
-                name: c.name.clone(),
-                cert: CertificateDer::from(c.cert_der.clone()),
-                intermediates: Vec::new(),
-            })
-            .collect();
-        Ok((trusted, recs))
+        Ok((crate::admission::trust_anchors(&recs), recs))
     }
 
     /// Bring-your-own-certificate: it must chain to a registered CA, and its identity by that

@@ -4,8 +4,6 @@
 
 use crate::admission::Denial;
 use crate::{Error, Hub};
-use moat_pki::TrustedCa;
-use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -60,14 +58,7 @@ impl Hub {
         let leaf = chain.remove(0);
         let now = OffsetDateTime::now_utc();
         let mut cas = self.client_cas().await?;
-        let trusted: Vec<TrustedCa> = cas
-            .iter()
-            .map(|c| TrustedCa {
-                name: c.name.clone(),
-                cert: CertificateDer::from(c.cert_der.clone()),
-                intermediates: Vec::new(),
-            })
-            .collect();
+        let trusted = crate::admission::trust_anchors(&cas);
         let ca = match moat_pki::verify_client_chain(&leaf, &chain, &trusted, now) {
             Ok(i) => cas.swap_remove(i),
             Err(e) => return Ok(refused(Vec::new(), "chain", e.to_string(), None)),
