@@ -55,6 +55,10 @@ pub struct MetricsSnapshot {
     pub messages_dropped: u64,
     /// Publishes refused by ACL.
     pub publishes_denied: u64,
+    /// Times a publisher's reads paused for a congested subscriber.
+    pub publisher_pauses: u64,
+    /// Times a subscriber was marked stalled (it did not drain within the pause bound).
+    pub subscribers_stalled: u64,
     /// Sessions (live and offline persistent).
     pub sessions: u64,
     /// Subscriptions in the tree.
@@ -72,6 +76,8 @@ pub(crate) struct Metrics {
     pub messages_sent: AtomicU64,
     pub messages_dropped: AtomicU64,
     pub publishes_denied: AtomicU64,
+    pub publisher_pauses: AtomicU64,
+    pub subscribers_stalled: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
@@ -276,6 +282,8 @@ impl Broker {
             messages_sent: g(&m.messages_sent),
             messages_dropped: g(&m.messages_dropped),
             publishes_denied: g(&m.publishes_denied),
+            publisher_pauses: g(&m.publisher_pauses),
+            subscribers_stalled: g(&m.subscribers_stalled),
             sessions: lock(&self.sessions).len() as u64,
             subscriptions: self.router_read().len() as u64,
             retained: lock(&self.retained).len() as u64,
@@ -291,6 +299,18 @@ impl Broker {
     /// Routes a message: retains it if asked, then queues it for every subscriber without
     /// waiting on any of them.
     pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
+        self.route_noting(msg, &mut Vec::new())
+    }
+
+    /// [`route`](Self::route), adding to `congested` the online subscribers whose queue is
+    /// past its high-water mark, so that a publishing connection can pause its reads.
+    pub(crate) fn route_noting(
+        &self,
+        msg: Arc<Message>,
+        congested: &mut Vec<Arc<Session>>,
+    ) -> usize {
+        let max = self.cfg.max_queued_messages;
+        let pause = !self.cfg.publisher_backpressure.is_zero();
         if msg.retain {
             let outcome = lock(&self.retained).set(
                 msg.clone(),
@@ -320,7 +340,11 @@ impl Broker {
                 retain: msg.retain && t.retain_as_published,
                 subscription_ids: t.subscription_ids,
             };
-            let r = session.lock().enqueue(d, self.cfg.max_queued_messages);
+            let (r, behind) = {
+                let mut st = session.lock();
+                let r = st.enqueue(d, max);
+                (r, pause && st.note_congestion(max))
+            };
             match r {
                 Enqueued::Queued { evicted } => {
                     queued += 1;
@@ -328,6 +352,9 @@ impl Broker {
                     session.notify.notify_one();
                 }
                 Enqueued::Dropped => dropped += 1,
+            }
+            if behind && !congested.iter().any(|s| Arc::ptr_eq(s, &session)) {
+                congested.push(session);
             }
         }
         bump(&self.metrics.messages_dropped, dropped);
@@ -428,6 +455,10 @@ impl Broker {
             st.link = None;
             st.disconnected_at = Some((Instant::now(), SystemTime::now()));
             st.dirty = true;
+            // Publishers paused on this session stop waiting: offline queues take no QoS 0.
+            st.congested = false;
+            st.stalled = false;
+            session.room.notify_waiters();
             if st.expiry == 0 {
                 discard = st.subscriptions.keys().cloned().collect();
                 drop(st);

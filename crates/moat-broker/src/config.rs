@@ -23,8 +23,15 @@ pub struct BrokerConfig {
     pub receive_maximum: u16,
     /// Messages queued per session beyond the in-flight window. When full, a new message
     /// evicts the oldest queued QoS 0 message, or is dropped if there is none; routing never
-    /// waits for a slow subscriber.
+    /// waits for a slow subscriber (but see `publisher_backpressure`).
     pub max_queued_messages: usize,
+    /// How long a publisher's reads may pause while a subscriber it just sent to is
+    /// congested (queue at least half full). Pausing hands the CPU to the subscriber that is
+    /// behind instead of reading messages that its queue would drop. A subscriber that does
+    /// not drain to a quarter of its queue within this time is marked stalled: publishers
+    /// stop waiting for it (its overflow is dropped by the queue policy) until it catches up,
+    /// so one stuck subscriber cannot slow the others. Zero disables the pause.
+    pub publisher_backpressure: Duration,
     /// Highest keep alive accepted, in seconds. v5 clients asking for more (or for 0) get a
     /// Server Keep Alive of this value; v3.1.1 clients keep theirs.
     pub max_keep_alive: u16,
@@ -56,6 +63,7 @@ impl Default for BrokerConfig {
             max_connections: 50_000,
             receive_maximum: 32,
             max_queued_messages: 1000,
+            publisher_backpressure: Duration::from_millis(250),
             max_keep_alive: 1200,
             max_session_expiry: 7 * 24 * 3600,
             topic_alias_maximum: 16,

@@ -9,6 +9,13 @@
 //! a new message evicts the oldest queued QoS 0 message if there is one, otherwise the new
 //! message is dropped; every drop is counted (`Metrics::messages_dropped`). QoS 0 messages
 //! are not queued for offline sessions.
+//!
+//! **Backpressure**: when a queue passes half full, the publishing connection stops reading
+//! (between two packets) until it is back under a quarter, for at most
+//! [`BrokerConfig::publisher_backpressure`](crate::BrokerConfig); a subscriber that misses
+//! that bound is marked stalled and nobody waits for it again until it has caught up. So a
+//! busy subscriber paces its publishers (nothing lost, CPU goes to the one behind), and a
+//! stuck one costs each publisher one pause, not a stall.
 
 use crate::codec::{self, Ack, Packet, Publish, Version};
 use crate::persistence::{Delivery, Inflight, StoredSession, StoredSubscription};
@@ -65,6 +72,9 @@ pub(crate) struct Session {
     pub state: Mutex<SessionState>,
     /// Wakes the connection task when the queue grows.
     pub notify: Notify,
+    /// Wakes publishers paused on this session when its queue has drained (or it went
+    /// offline); see [`BrokerConfig::publisher_backpressure`](crate::BrokerConfig).
+    pub room: Notify,
 }
 
 /// Mutable session state. Locked briefly, never across an await.
@@ -86,6 +96,11 @@ pub(crate) struct SessionState {
     pub disconnected_at: Option<(Instant, SystemTime)>,
     /// Changed since last persisted.
     pub dirty: bool,
+    /// Publishers may be waiting on `room` for this queue to drain.
+    pub congested: bool,
+    /// Did not drain within the backpressure bound: publishers stop waiting for it until
+    /// its queue is back under the low-water mark.
+    pub stalled: bool,
 }
 
 impl Session {
@@ -104,8 +119,11 @@ impl Session {
                 generation: 0,
                 disconnected_at: None,
                 dirty: false,
+                congested: false,
+                stalled: false,
             }),
             notify: Notify::new(),
+            room: Notify::new(),
         })
     }
 
@@ -154,6 +172,35 @@ impl SessionState {
 
     pub(crate) fn persistent(&self) -> bool {
         self.expiry > 0
+    }
+
+    /// Queue length at or above which an online session counts as congested.
+    pub(crate) fn high_water(max: usize) -> usize {
+        (max / 2).max(1)
+    }
+
+    /// Queue length at or below which a congested or stalled session has caught up.
+    pub(crate) fn low_water(max: usize) -> usize {
+        max / 4
+    }
+
+    /// After `enqueue`: true if publishers should pause for this session (it is online,
+    /// behind, and not known to be stuck). Marks it congested.
+    pub(crate) fn note_congestion(&mut self, max: usize) -> bool {
+        if self.online() && !self.stalled && self.queue.len() >= Self::high_water(max) {
+            self.congested = true;
+            return true;
+        }
+        false
+    }
+
+    /// After draining: true if paused publishers should be woken.
+    pub(crate) fn note_drained(&mut self, max: usize) -> bool {
+        if (self.congested || self.stalled) && self.queue.len() <= Self::low_water(max) {
+            self.stalled = false;
+            return std::mem::take(&mut self.congested);
+        }
+        false
     }
 
     /// Applies the queue policy (see the module docs).

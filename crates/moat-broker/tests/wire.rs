@@ -450,11 +450,62 @@ async fn slow_subscriber_does_not_stall_others() {
             .unwrap_or_else(|| panic!("fast subscriber cut off at {i}"));
         assert_eq!(m.kind(), 3);
     }
+    let m = hub.broker.metrics();
     assert!(
-        hub.broker.metrics().messages_dropped > 0,
+        m.messages_dropped > 0,
         "the slow queue overflowed and dropped"
     );
+    assert!(
+        m.subscribers_stalled >= 1,
+        "the stuck subscriber was marked stalled: {m:?}"
+    );
     drop(slow);
+}
+
+#[tokio::test]
+async fn busy_subscriber_paces_publishers_instead_of_losing_messages() {
+    let cfg = BrokerConfig {
+        max_queued_messages: 50,
+        ..BrokerConfig::default()
+    };
+    let hub = Hub::start_with(cfg).await;
+    devices(&hub);
+    let mut sub = login(&hub, Version::V5, "app", "ta").await;
+    sub.subscribe(1, "devices/+/telemetry", 0).await;
+    let n = 3000;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            match sub.recv().await {
+                Some(m) if m.kind() == 3 => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    // Two publishers blast QoS 0 bursts (many packets per socket read) at one subscriber
+    // whose queue holds 50: without pausing their reads, most would be dropped.
+    let mut pubs = Vec::new();
+    for (id, tok) in [("d1", "t1"), ("d2", "t2")] {
+        let mut p = login(&hub, Version::V311, id, tok).await;
+        pubs.push(tokio::spawn(async move {
+            let topic = format!("devices/{id}/telemetry");
+            for _ in 0..n / 2 {
+                p.publish(&topic, &[0u8; 32], 0, false, 0).await;
+            }
+            p
+        }));
+    }
+    for p in pubs {
+        let _keep = p.await.unwrap();
+    }
+    let got = reader.await.unwrap();
+    let m = hub.broker.metrics();
+    assert_eq!(got, n, "every message delivered: {m:?}");
+    assert_eq!(m.messages_dropped, 0, "{m:?}");
+    assert!(m.publisher_pauses > 0, "publishers were paced: {m:?}");
+    assert_eq!(m.subscribers_stalled, 0, "{m:?}");
 }
 
 #[tokio::test]

@@ -32,6 +32,15 @@ handshake_timeout = "10s"
 connect_timeout = "10s"
 max_packet_size = 262144
 max_connections = 100000
+# Unacknowledged QoS 1/2 messages in flight per client, both ways (v5 Receive Maximum).
+receive_maximum = 32
+# Messages queued per session beyond the in-flight window. When full, a new message evicts
+# the oldest queued QoS 0 message, or is dropped (and counted) if there is none.
+max_queued_messages = 1000
+# How long a publisher's reads may pause while a subscriber it sends to is over half its
+# queue; a subscriber that does not catch up in time is treated as stalled and no longer
+# slows anyone. "0s" turns the pause off.
+publisher_backpressure = "250ms"
 
 [crl]
 # Plain HTTP endpoint for CRLs (/crl/{ca}.crl) and the CA bundle (/ca/bundle.pem).
@@ -143,6 +152,13 @@ pub struct MqttConfig {
     pub max_packet_size: u32,
     /// Connection cap (both listeners).
     pub max_connections: usize,
+    /// In-flight window per client.
+    pub receive_maximum: u16,
+    /// Queue per session beyond the window.
+    pub max_queued_messages: usize,
+    /// Longest pause of a publisher for a congested subscriber.
+    #[serde(with = "humantime_serde")]
+    pub publisher_backpressure: Duration,
 }
 
 /// `[crl]`.
@@ -285,6 +301,12 @@ impl Config {
         }
         if self.mqtt.max_connections == 0 {
             bail!("mqtt.max_connections must be at least 1");
+        }
+        if self.mqtt.receive_maximum == 0 {
+            bail!("mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)");
+        }
+        if self.mqtt.max_queued_messages < 4 {
+            bail!("mqtt.max_queued_messages must be at least 4");
         }
         if self.api.max_connections == 0 {
             bail!("api.max_connections must be at least 1");

@@ -166,6 +166,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             connect_timeout: cfg.mqtt.connect_timeout,
             max_packet_size: cfg.mqtt.max_packet_size as usize,
             max_connections: cfg.mqtt.max_connections,
+            receive_maximum: cfg.mqtt.receive_maximum,
+            max_queued_messages: cfg.mqtt.max_queued_messages,
+            publisher_backpressure: cfg.mqtt.publisher_backpressure,
             ..moat_broker::BrokerConfig::default()
         },
         Arc::new(crate::mqtt::HubAuthority::new(hub.clone())),

@@ -58,6 +58,11 @@ pub(crate) struct Connected<S> {
     last_recv: Instant,
     /// Bytes were written since the last flush (TLS may still hold records).
     unflushed: bool,
+    /// Subscribers this connection's last publishes left congested; reads pause until they
+    /// drain or `BrokerConfig::publisher_backpressure` passes.
+    congested: Vec<Arc<Session>>,
+    /// `inbuf` may hold whole packets left unprocessed by a pause.
+    input_pending: bool,
 }
 
 /// What a handled packet asks of the loop.
@@ -92,6 +97,8 @@ where
             keep_alive,
             last_recv: Instant::now(),
             unflushed: false,
+            congested: Vec::new(),
+            input_pending: false,
         }
     }
 
@@ -168,13 +175,18 @@ where
         if self.p.outbuf.len() >= HIGH_WATER {
             return;
         }
-        let (sent, dropped) = {
+        let max = self.p.broker.cfg.max_queued_messages;
+        let (sent, dropped, drained) = {
             let mut st = self.p.session.lock();
             if st.link.as_ref().map(|l| l.conn_id) != Some(self.p.conn_id) {
                 return;
             }
-            st.fill(&mut self.p.outbuf, &self.limits)
+            let (sent, dropped) = st.fill(&mut self.p.outbuf, &self.limits);
+            (sent, dropped, st.note_drained(max))
         };
+        if drained {
+            self.p.session.room.notify_waiters();
+        }
         let m = &self.p.broker.metrics;
         crate::broker::bump(&m.messages_sent, sent);
         crate::broker::bump(&m.messages_dropped, dropped);
@@ -182,10 +194,21 @@ where
 
     async fn event_loop(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         loop {
+            if self.input_pending && self.congested.is_empty() {
+                self.input_pending = false;
+                if self.process_input()? == Flow::Stop {
+                    return Ok(());
+                }
+            }
             self.fill();
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
-            let can_read = self.p.outbuf.len() < READ_PAUSE;
+            let can_read = self.p.outbuf.len() < READ_PAUSE && self.congested.is_empty();
             let unflushed = self.unflushed;
+            let paused_until = (!self.congested.is_empty())
+                .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
+            let congested = &mut self.congested;
+            let low =
+                crate::session::SessionState::low_water(self.p.broker.cfg.max_queued_messages);
             let p = &mut self.p;
             tokio::select! {
                 biased;
@@ -222,6 +245,16 @@ where
                     }
                 }
                 _ = p.session.notify.notified() => {}
+                caught_up = tokio::time::timeout_at(
+                    paused_until.unwrap_or_else(Instant::now),
+                    wait_for_room(congested, low),
+                ), if paused_until.is_some() => {
+                    if caught_up.is_err() {
+                        let stalled = mark_stalled(congested, low);
+                        crate::broker::bump(&p.broker.metrics.subscribers_stalled, stalled);
+                    }
+                    congested.clear();
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     return Err(Error::KeepAliveTimeout);
                 }
@@ -244,6 +277,11 @@ where
                     let packet = codec::decode(&raw, Some(self.p.version))?;
                     if self.handle(packet)? == Flow::Stop {
                         return Ok(Flow::Stop);
+                    }
+                    // A subscriber fell behind: leave the rest for after the pause.
+                    if !self.congested.is_empty() {
+                        self.input_pending = !self.p.inbuf.is_empty();
+                        return Ok(Flow::Continue);
                     }
                 }
             }
@@ -429,7 +467,7 @@ where
         Ok(())
     }
 
-    fn route(&self, p: Publish) {
+    fn route(&mut self, p: Publish) {
         let message = Message {
             expires_at: p
                 .properties
@@ -442,7 +480,13 @@ where
             retain: p.retain,
             publisher: Some(self.p.client_id.clone()),
         };
-        self.p.broker.route(Arc::new(message));
+        let before = self.congested.len();
+        self.p
+            .broker
+            .route_noting(Arc::new(message), &mut self.congested);
+        if before == 0 && !self.congested.is_empty() {
+            crate::broker::bump(&self.p.broker.metrics.publisher_pauses, 1);
+        }
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
@@ -562,6 +606,43 @@ fn forwarded(p: &Properties) -> Properties {
         user: p.user.clone(),
         ..Properties::default()
     }
+}
+
+/// Returns once every session in `sessions` has at most `low` queued messages, or is
+/// offline or stalled.
+async fn wait_for_room(sessions: &[Arc<Session>], low: usize) {
+    for s in sessions {
+        loop {
+            let notified = s.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain in between is not missed.
+            notified.as_mut().enable();
+            {
+                let st = s.lock();
+                if st.queue.len() <= low || !st.online() || st.stalled {
+                    break;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Marks the sessions still behind as stalled; returns how many.
+fn mark_stalled(sessions: &[Arc<Session>], low: usize) -> u64 {
+    let mut n = 0;
+    for s in sessions {
+        let mut st = s.lock();
+        if st.online() && !st.stalled && st.queue.len() > low {
+            st.stalled = true;
+            n += 1;
+            tracing::debug!(client_id = %s.client_id, "subscriber stalled; publishers no longer wait for it");
+        }
+        drop(st);
+        // Other publishers paused on it stop waiting too.
+        s.room.notify_waiters();
+    }
+    n
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
