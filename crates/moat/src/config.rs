@@ -41,6 +41,10 @@ max_queued_messages = 1000
 # queue; a subscriber that does not catch up in time is treated as stalled and no longer
 # slows anyone. "0s" turns the pause off.
 publisher_backpressure = "250ms"
+# Failed CONNECTs allowed per source address, and per claimed identity, within the window;
+# past it further attempts are refused (v5 0x8A Banned, v3.1.1 5) until the window ends.
+max_failed_connects = 20
+failed_connect_window = "1m"
 
 [crl]
 # Plain HTTP endpoint for CRLs (/crl/{ca}.crl) and the CA bundle (/ca/bundle.pem).
@@ -159,6 +163,11 @@ pub struct MqttConfig {
     /// Longest pause of a publisher for a congested subscriber.
     #[serde(with = "humantime_serde")]
     pub publisher_backpressure: Duration,
+    /// Failed CONNECTs per address and per identity per window.
+    pub max_failed_connects: u32,
+    /// Window of `max_failed_connects`.
+    #[serde(with = "humantime_serde")]
+    pub failed_connect_window: Duration,
 }
 
 /// `[crl]`.
@@ -304,6 +313,9 @@ impl Config {
         }
         if self.mqtt.receive_maximum == 0 {
             bail!("mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)");
+        }
+        if self.mqtt.max_failed_connects == 0 || self.mqtt.failed_connect_window.is_zero() {
+            bail!("mqtt.max_failed_connects and mqtt.failed_connect_window must be above 0");
         }
         if self.mqtt.max_queued_messages < 4 {
             bail!("mqtt.max_queued_messages must be at least 4");

@@ -171,7 +171,11 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             publisher_backpressure: cfg.mqtt.publisher_backpressure,
             ..moat_broker::BrokerConfig::default()
         },
-        Arc::new(crate::mqtt::HubAuthority::new(hub.clone())),
+        Arc::new(crate::mqtt::HubAuthority::new(
+            hub.clone(),
+            cfg.mqtt.max_failed_connects,
+            cfg.mqtt.failed_connect_window,
+        )),
         Arc::new(crate::mqtt::RegistryPersistence::new(store.clone())),
     );
     // Retained messages and persistent sessions of the last run, before any client connects.

@@ -1,6 +1,7 @@
-//! The MQTT hub end to end, with mosquitto's clients as the real peer: every connection mode
-//! × every device policy × certificate faults → the exact expected outcome; revocation cuts
-//! a live subscriber and refuses its reconnect.
+//! The MQTT hub end to end, with mosquitto's clients and paho-mqtt (Python) as the real peers:
+//! every connection mode × every device policy × certificate faults → the exact expected
+//! outcome, for each client and protocol version; messages flow as the ACLs allow;
+//! revocation cuts a live subscriber and refuses its reconnect.
 
 mod common;
 
@@ -105,6 +106,68 @@ fn attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (Outco
         Outcome::TlsRefused
     };
     (outcome, text)
+}
+
+/// A hub whose config file has `mqtt_keys` under `[mqtt]` (the file lives in `conf`).
+fn hub_with_mqtt_config(conf: &tempfile::TempDir, mqtt_keys: &str) -> TestHub {
+    let file = conf.path().join("moat.toml");
+    std::fs::write(&file, format!("[mqtt]\n{mqtt_keys}\n")).expect("config");
+    TestHub::start_with(&["--config", file.to_str().expect("utf-8")], &[])
+}
+
+/// The same attempt with paho-mqtt (Python): CONNACK code or close, then a QoS 1 publish.
+fn paho_attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (Outcome, String) {
+    let (host, port) = match mode {
+        Mode::Plain { .. } | Mode::PlainAnonymous => hub.mqtt_plain.rsplit_once(':').expect("addr"),
+        _ => hub.mqtt_tls.rsplit_once(':').expect("addr"),
+    };
+    let mut cmd = Command::new("python3");
+    cmd.arg(paho_script())
+        .args(["attempt", host, port, version, client_id]);
+    let bundle = hub.bundle();
+    match mode {
+        Mode::Mtls { cert, key } => {
+            cmd.arg("--cafile")
+                .arg(&bundle)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        Mode::Tls { user, pass } => {
+            cmd.arg("--cafile")
+                .arg(&bundle)
+                .args(["--user", user, "--pass", pass]);
+        }
+        Mode::TlsAnonymous => {
+            cmd.arg("--cafile").arg(&bundle);
+        }
+        Mode::Plain { user, pass } => {
+            cmd.args(["--user", user, "--pass", pass]);
+        }
+        Mode::PlainAnonymous => {}
+    }
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().next().unwrap_or("");
+    let outcome = if first == "accepted" {
+        Outcome::Accepted
+    } else if first.starts_with("connack ") {
+        Outcome::ConnackRefused
+    } else if first.starts_with("closed") {
+        Outcome::TlsRefused
+    } else {
+        panic!("paho_hub.py failed (pip install paho-mqtt): {text}");
+    };
+    (outcome, text)
+}
+
+fn paho_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho_hub.py")
 }
 
 fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
@@ -217,7 +280,10 @@ fn register(hub: &TestHub, ca: &TestCa, name: &str) {
 
 #[test]
 fn connection_matrix_modes_policies_and_certificate_faults() {
-    let hub = TestHub::start();
+    // 80 attempts from one address, most of them refusals: lift the failed-attempt limit
+    // (tested on its own below) so that every case reaches admission.
+    let conf = tempfile::tempdir().expect("tempdir");
+    let hub = hub_with_mqtt_config(&conf, "max_failed_connects = 1000");
     let dir = hub.dir.path().to_path_buf();
     let out = dir.join("creds");
     let o = out.to_str().expect("p");
@@ -439,12 +505,21 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
         },
     ];
     let mut failures = Vec::new();
+    let clients = [
+        ("mosquitto", "mqttv311"),
+        ("mosquitto", "mqttv5"),
+        ("paho", "311"),
+        ("paho", "5"),
+    ];
     for case in &cases {
-        for version in ["mqttv311", "mqttv5"] {
-            let (got, text) = attempt(&hub, &case.mode, case.client_id, version);
+        for (client, version) in clients {
+            let (got, text) = match client {
+                "paho" => paho_attempt(&hub, &case.mode, case.client_id, version),
+                _ => attempt(&hub, &case.mode, case.client_id, version),
+            };
             if got != case.expect {
                 failures.push(format!(
-                    "{} [{version}]: expected {:?}, got {got:?}: {}",
+                    "{} [{client} {version}]: expected {:?}, got {got:?}: {}",
                     case.name,
                     case.expect,
                     text.trim()
@@ -456,7 +531,7 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
         failures.is_empty(),
         "{} of {} cases wrong:\n{}\n--- hub log ---\n{}",
         failures.len(),
-        cases.len() * 2,
+        cases.len() * clients.len(),
         failures.join("\n"),
         hub.log()
     );
@@ -474,6 +549,37 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
                     .contains("allows mutual TLS only")),
         "{audit}"
     );
+}
+
+#[test]
+fn failed_connects_are_limited_per_identity_and_address() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let hub = hub_with_mqtt_config(&conf, "max_failed_connects = 3");
+    let out = hub.path("creds");
+    let o = out.to_str().expect("p");
+    hub.ok(&["device", "create", "loose", "--out", o, "--allow-insecure"]);
+    let token = std::fs::read_to_string(out.join("loose.token")).expect("token");
+    let wrong = Mode::Plain {
+        user: "loose".into(),
+        pass: "moat_dev_wrong".into(),
+    };
+    let right = Mode::Plain {
+        user: "loose".into(),
+        pass: token.trim().into(),
+    };
+    assert_eq!(
+        attempt(&hub, &right, "loose", "mqttv5").0,
+        Outcome::Accepted
+    );
+    for _ in 0..3 {
+        let (got, text) = attempt(&hub, &wrong, "loose", "mqttv5");
+        assert_eq!(got, Outcome::ConnackRefused, "{text}");
+    }
+    // Past the limit even the right token is refused, with 0x8A (Banned), until the window ends.
+    let (_, text) = attempt(&hub, &right, "loose", "mqttv5");
+    assert!(text.contains("Banned"), "{text}");
+    let (_, text) = attempt(&hub, &right, "loose", "mqttv311");
+    assert!(text.to_lowercase().contains("not authori"), "{text}");
 }
 
 #[test]
@@ -761,6 +867,45 @@ fn group_policies_and_applications_route_only_what_acls_allow() {
     dying.kill().expect("kill");
     let _ = dying.wait();
     assert_eq!(lines(watcher), ["b lost"]);
+}
+
+#[test]
+fn paho_mqtt_flows_between_devices_over_mtls_in_both_protocol_versions() {
+    let hub = TestHub::start();
+    let dir = hub.path("creds");
+    let d = dir.to_str().expect("p");
+    hub.ok(&["device", "create", "a", "--out", d, "--group", "team"]);
+    hub.ok(&["device", "create", "b", "--out", d, "--group", "team"]);
+    hub.ok(&["device", "create", "outsider", "--out", d]);
+    hub.ok(&[
+        "acl",
+        "create",
+        "team",
+        "--publish",
+        "groups/{device.group}/#",
+        "--subscribe",
+        "groups/{device.group}/#",
+    ]);
+    hub.ok(&["acl", "assign", "team", "--group", "team"]);
+    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
+    for version in ["311", "5"] {
+        let mut cmd = Command::new("python3");
+        cmd.arg(paho_script())
+            .args(["flow", host, port, version])
+            .arg(hub.bundle())
+            .arg(&dir);
+        let out = run_bounded(cmd, Duration::from_secs(60));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.trim_end().ends_with("OK"),
+            "paho flow [{version}]: {text}\n--- hub log ---\n{}",
+            hub.log()
+        );
+    }
 }
 
 #[test]

@@ -9,9 +9,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Failed CONNECTs allowed per address, and per claimed identity, per minute.
-const MAX_FAILURES: u32 = 20;
-
 /// Admits devices for the broker.
 #[derive(Debug)]
 pub struct HubAuthority {
@@ -21,13 +18,13 @@ pub struct HubAuthority {
 }
 
 impl HubAuthority {
-    /// Admission over `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        let window = Duration::from_secs(60);
+    /// Admission over `hub`, allowing `max_failures` failed CONNECTs per address and per
+    /// claimed identity per `window`.
+    pub fn new(hub: Arc<Hub>, max_failures: u32, window: Duration) -> Self {
         HubAuthority {
             hub,
-            by_addr: FailureLimiter::new(MAX_FAILURES, window, 100_000),
-            by_identity: FailureLimiter::new(MAX_FAILURES, window, 100_000),
+            by_addr: FailureLimiter::new(max_failures, window, 100_000),
+            by_identity: FailureLimiter::new(max_failures, window, 100_000),
         }
     }
 

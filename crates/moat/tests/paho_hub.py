@@ -1,0 +1,193 @@
+"""paho-mqtt as a real peer of the Moat hub (crates/moat/tests/mqtt.rs).
+
+  paho_hub.py attempt HOST PORT 311|5 CLIENT_ID [--cafile F] [--cert C --key K] [--user U --pass P]
+      Connects once and, if accepted, publishes QoS 1 to devices/CLIENT_ID/telemetry.
+      Prints one line: "accepted", "connack N" (the CONNACK refusal code), or
+      "closed: WHY" (the TLS layer or the hub closed the connection before any CONNACK).
+
+  paho_hub.py flow HOST PORT 311|5 CAFILE CREDS_DIR
+      With hub-issued certificates a.crt/b.crt/outsider.crt (a and b share the group "team"
+      whose policy allows groups/team/#): QoS 0/1/2 from a to b, a publish outside the
+      outsider's ACL that must not arrive (v5: PUBACK 0x87), a retained message for a late
+      subscriber, and a will on abrupt loss. Prints OK or fails with the reason.
+"""
+import argparse
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+TIMEOUT = 8
+
+
+def make(cid, version, cafile=None, cert=None, key=None, user=None, password=None, will=None):
+    proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto)
+    if cafile:
+        ctx = ssl.create_default_context(cafile=cafile)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        c.tls_set_context(ctx)
+    if user is not None:
+        c.username_pw_set(user, password)
+    if will:
+        c.will_set(*will)
+    return c
+
+
+class Watch:
+    """Records the CONNACK (or its absence) and every message."""
+
+    def __init__(self, c):
+        self.connack = None
+        self.closed = None
+        self.ev = threading.Event()
+        self.msgs = []
+        self.msg_ev = threading.Condition()
+        self.subacks = {}
+        self.sub_ev = threading.Condition()
+        c.on_connect = self.on_connect
+        c.on_disconnect = self.on_disconnect
+        c.on_message = self.on_message
+        c.on_subscribe = self.on_subscribe
+
+    def on_connect(self, cl, ud, flags, rc, props=None):
+        self.connack = rc.value
+        self.ev.set()
+
+    def on_disconnect(self, cl, ud, flags, rc, props=None):
+        if self.connack is None:
+            self.closed = str(rc)
+        self.ev.set()
+
+    def on_message(self, cl, ud, msg):
+        with self.msg_ev:
+            self.msgs.append((msg.topic, msg.payload.decode(), msg.qos, msg.retain))
+            self.msg_ev.notify_all()
+
+    def on_subscribe(self, cl, ud, mid, codes, props=None):
+        with self.sub_ev:
+            self.subacks[mid] = [c.value for c in codes]
+            self.sub_ev.notify_all()
+
+    def wait_msgs(self, n, timeout=TIMEOUT):
+        with self.msg_ev:
+            self.msg_ev.wait_for(lambda: len(self.msgs) >= n, timeout)
+            return list(self.msgs)
+
+    def wait_suback(self, mid):
+        with self.sub_ev:
+            assert self.sub_ev.wait_for(lambda: mid in self.subacks, TIMEOUT), "no SUBACK"
+            return self.subacks[mid]
+
+
+def attempt(a):
+    c = make(a.client_id, a.version, a.cafile, a.cert, a.key, a.user, a.password)
+    w = Watch(c)
+    try:
+        c.connect(a.host, a.port, keepalive=30)
+    except (ssl.SSLError, OSError) as e:
+        print(f"closed: {type(e).__name__}: {e}")
+        return
+    c.loop_start()
+    if not w.ev.wait(TIMEOUT):
+        print("closed: no CONNACK in time")
+        c.loop_stop()
+        return
+    if w.connack is None:
+        print(f"closed: {w.closed}")
+    elif w.connack != 0:
+        print(f"connack {w.connack}")
+    else:
+        info = c.publish(f"devices/{a.client_id}/telemetry", "hello", qos=1)
+        info.wait_for_publish(TIMEOUT)
+        print("accepted" if info.is_published() else "closed: no PUBACK")
+        c.disconnect()
+    c.loop_stop()
+
+
+def connected(cid, a, **kw):
+    d = a.creds
+    c = make(cid, a.version, a.cafile, os.path.join(d, f"{cid}.crt"), os.path.join(d, f"{cid}.key"), **kw)
+    w = Watch(c)
+    c.connect(a.host, a.port, keepalive=30)
+    c.loop_start()
+    assert w.ev.wait(TIMEOUT) and w.connack == 0, f"{cid}: not accepted ({w.connack}, {w.closed})"
+    return c, w
+
+
+def flow(a):
+    b, bw = connected("b", a)
+    _, mid = b.subscribe("groups/team/chat", qos=2)
+    assert bw.wait_suback(mid) == [2], bw.subacks
+    pub, _ = connected("a", a)
+    for q in (0, 1, 2):
+        pub.publish("groups/team/chat", f"m{q}", qos=q).wait_for_publish(TIMEOUT)
+    got = bw.wait_msgs(3)
+    assert [(m[1], m[2]) for m in got] == [("m0", 0), ("m1", 1), ("m2", 2)], got
+
+    # Outside the outsider's ACL: refused (v5 PUBACK 0x87) and never delivered.
+    out, ow = connected("outsider", a)
+    acks = []
+    out.on_publish = lambda cl, ud, mid, rc, props=None: acks.append(rc.value)
+    out.publish("groups/team/chat", "intruder", qos=1).wait_for_publish(TIMEOUT)
+    if a.version == "5":
+        assert acks == [0x87], acks
+    _, mid = out.subscribe("groups/team/#", qos=1)
+    assert ow.wait_suback(mid)[0] >= 0x80, ow.subacks
+    # A marker from an allowed publisher proves the intruder's message was not just late.
+    pub.publish("groups/team/chat", "marker", qos=1).wait_for_publish(TIMEOUT)
+    got = bw.wait_msgs(4)
+    assert [m[1] for m in got[3:]] == ["marker"], got
+
+    # Retained: a late subscriber gets it with the retain flag.
+    pub.publish("groups/team/state", "on", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    _, mid = b.subscribe("groups/team/state", qos=1)
+    assert bw.wait_suback(mid) == [1], bw.subacks
+    got = bw.wait_msgs(5)
+    assert got[4][:2] == ("groups/team/state", "on") and got[4][3], got
+
+    # Will: a dies without DISCONNECT; b gets the will.
+    _, mid = b.subscribe("groups/team/will", qos=1)
+    assert bw.wait_suback(mid) == [1], bw.subacks
+    pub.disconnect()
+    pub.loop_stop()
+    dying, _ = connected("a", a, will=("groups/team/will", "a lost", 1, False))
+    dying.loop_stop()
+    dying.socket().shutdown(socket.SHUT_RDWR)
+    got = bw.wait_msgs(6)
+    assert got[5][:2] == ("groups/team/will", "a lost"), got
+    for c in (b, out):
+        c.disconnect()
+        c.loop_stop()
+    print("OK")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    at = sub.add_parser("attempt")
+    fl = sub.add_parser("flow")
+    for s in (at, fl):
+        s.add_argument("host")
+        s.add_argument("port", type=int)
+        s.add_argument("version", choices=["311", "5"])
+    at.add_argument("client_id")
+    at.add_argument("--cafile")
+    at.add_argument("--cert")
+    at.add_argument("--key")
+    at.add_argument("--user")
+    at.add_argument("--pass", dest="password")
+    fl.add_argument("cafile")
+    fl.add_argument("creds")
+    a = p.parse_args()
+    {"attempt": attempt, "flow": flow}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
