@@ -79,19 +79,34 @@ impl Broker {
                 mode = tracing::field::Empty,
                 identity = tracing::field::Empty
             );
-            tracker.spawn(
-                async move {
-                    let _permit = permit;
-                    match tls_cfg {
-                        None => {
-                            tracing::Span::current().record("mode", "plain");
+            // One spawn per kind, not one async block with both: a `match` of two inline
+            // futures reserves room for both in every idle connection's task.
+            match tls_cfg {
+                None => {
+                    span.record("mode", "plain");
+                    tracker.spawn(
+                        async move {
+                            let _permit = permit;
                             connection::run(broker, sock, Transport::Plain, peer, shutdown).await;
                         }
-                        Some(cfg) => serve_tls_conn(broker, sock, cfg, peer, shutdown).await,
-                    }
+                        .instrument(span),
+                    );
                 }
-                .instrument(span),
-            );
+                Some(cfg) => {
+                    tracker.spawn(
+                        async move {
+                            let _permit = permit;
+                            // Boxed, so the handshake's state is freed when it ends.
+                            let handshake =
+                                Box::pin(tls_handshake(broker, sock, cfg, peer, shutdown));
+                            if let Some(connection) = handshake.await {
+                                connection.await;
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
         }
         tracker.close();
         let grace = self.cfg.shutdown_grace;
@@ -108,13 +123,17 @@ impl Broker {
     }
 }
 
-async fn serve_tls_conn(
+/// The connection behind a boxed future, so that it can outlive the handshake's state.
+type Connection = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the TLS handshake under its timeout; then the MQTT connection is ready to run.
+async fn tls_handshake(
     broker: Arc<Broker>,
     sock: TcpStream,
     cfg: Arc<rustls::ServerConfig>,
     peer: SocketAddr,
     shutdown: CancellationToken,
-) {
+) -> Option<Connection> {
     let acceptor = TlsAcceptor::from(cfg);
     let handshake = tokio::time::timeout(broker.cfg.tls_handshake_timeout, acceptor.accept(sock));
     let stream = tokio::select! {
@@ -122,14 +141,14 @@ async fn serve_tls_conn(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 tracing::debug!(error = %Error::TlsHandshakeTimeout, "TLS handshake failed");
-                return;
+                return None;
             }
         },
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
     };
     let chain: Vec<_> = stream
         .get_ref()
@@ -143,5 +162,7 @@ async fn serve_tls_conn(
         Transport::MutualTls { chain }
     };
     tracing::Span::current().record("mode", transport.mode());
-    connection::run(broker, stream, transport, peer, shutdown).await;
+    Some(Box::pin(connection::run(
+        broker, stream, transport, peer, shutdown,
+    )))
 }
