@@ -70,6 +70,21 @@ pub fn serial_of(der: &[u8]) -> Result<Serial, Error> {
     Ok(Serial::from_bytes(parse_cert(der)?.raw_serial()))
 }
 
+/// A certificate's issuer name (raw DER) and serial: what identifies it for revocation
+/// (a serial is unique per issuer, RFC 5280 §4.1.2.2).
+pub fn issuer_and_serial(der: &[u8]) -> Result<(Vec<u8>, Serial), Error> {
+    let cert = parse_cert(der)?;
+    Ok((
+        cert.issuer().as_raw().to_vec(),
+        Serial::from_bytes(cert.raw_serial()),
+    ))
+}
+
+/// A certificate's subject name (raw DER), to match a CA with its certificates' issuer.
+pub fn subject_name_der(der: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(parse_cert(der)?.subject().as_raw().to_vec())
+}
+
 /// Summarises a DER certificate.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
     let cert = parse_cert(der)?;

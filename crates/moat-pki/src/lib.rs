@@ -29,7 +29,8 @@ pub use csr::{CheckedCsr, CsrKeyAlgorithm, MAX_CSR_BYTES, MAX_RSA_BITS, MIN_RSA_
 pub use error::Error;
 pub use identity::{DEVICE_URI_PREFIX, IdentityRule, identity_of};
 pub use info::{
-    CertInfo, cert_info, parse_cert_chain_pem, pem_of_cert, pem_of_crl, pem_to_der, serial_of,
+    CertInfo, cert_info, issuer_and_serial, parse_cert_chain_pem, pem_of_cert, pem_of_crl,
+    pem_to_der, serial_of, subject_name_der,
 };
 pub use issue::{
     BACKDATE, DeviceCertRequest, ServerCertRequest, issue_device_cert, issue_server_cert,

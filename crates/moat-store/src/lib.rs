@@ -130,8 +130,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<String>, Error>;
     /// All revoked certificates issued by `ca_name` (serial, revoked_at, reason), by serial.
     async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error>;
-    /// Every revoked serial (all CAs): the broker's in-memory revoked set is built from this.
-    async fn all_revoked_serials(&self) -> Result<Vec<String>, Error>;
+    /// Every revoked certificate as (issuing CA name, serial), all CAs: the MQTT listener's
+    /// in-memory revoked set is built from this.
+    async fn all_revoked_serials(&self) -> Result<Vec<(String, String)>, Error>;
 
     // ── certificate authorities ──
     /// Inserts a CA. [`Error::Conflict`] if the name exists.

@@ -102,7 +102,7 @@ pub(crate) const REVOKE_DEVICE_CERTS: &str = "UPDATE certificates \
 pub(crate) const REVOKED_OF_CA: &str = "SELECT serial, revoked_at, revocation_reason \
      FROM certificates WHERE ca_name = $1 AND revoked_at IS NOT NULL ORDER BY serial";
 pub(crate) const ALL_REVOKED_SERIALS: &str =
-    "SELECT serial FROM certificates WHERE revoked_at IS NOT NULL";
+    "SELECT ca_name, serial FROM certificates WHERE revoked_at IS NOT NULL";
 
 // ── certificate authorities and CRLs ──
 

@@ -193,13 +193,13 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn all_revoked_serials(&self) -> Result<Vec<String>, Error> {
+            async fn all_revoked_serials(&self) -> Result<Vec<(String, String)>, Error> {
                 sqlx::query(sql::ALL_REVOKED_SERIALS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(Error::Database)?
                     .iter()
-                    .map(|r| r.text("serial"))
+                    .map(|r| Ok((r.text("ca_name")?, r.text("serial")?)))
                     .collect()
             }
 

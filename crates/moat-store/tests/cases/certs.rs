@@ -141,6 +141,14 @@ pub async fn revocation(db: &TestDb) {
         [rc("05", 9, "superseded")]
     );
     assert!(s.revoked_certs("none").await.unwrap().is_empty());
-    let all: BTreeSet<String> = s.all_revoked_serials().await.unwrap().into_iter().collect();
-    assert_eq!(all, ["01", "02", "03", "05"].map(String::from).into());
+    let all: BTreeSet<(String, String)> =
+        s.all_revoked_serials().await.unwrap().into_iter().collect();
+    let want = [
+        ("devices", "01"),
+        ("devices", "02"),
+        ("devices", "03"),
+        ("vendor", "05"),
+    ]
+    .map(|(c, s)| (c.to_string(), s.to_string()));
+    assert_eq!(all, want.into());
 }

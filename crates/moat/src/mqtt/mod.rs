@@ -36,6 +36,27 @@ pub fn tls_config(
     Ok(cfg)
 }
 
+/// Puts a revoked device's certificates into the verifier's revoked set, each under its
+/// own issuing CA (the event carries serials only). On a registry error, resynchronises.
+async fn add_device_revocations(
+    hub: &Hub,
+    verifier: &LiveClientVerifier,
+    device_id: &str,
+    serials: &[String],
+) {
+    match hub.store().list_certs(Some(device_id), u32::MAX).await {
+        Ok(certs) => {
+            for c in certs.iter().filter(|c| serials.contains(&c.serial)) {
+                verifier.add_revoked(&c.ca_name, &c.serial);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(device = device_id, error = %e, "cannot read the revoked certificates; resynchronising");
+            resync(hub, verifier).await;
+        }
+    }
+}
+
 /// Applies registry events to the live MQTT hub until `shutdown`: revocations go into the
 /// verifier's revoked set and kick the device's sessions; disabling or deleting a device
 /// kicks it; CA changes rebuild the trust anchors. On lag it resynchronises from the registry.
@@ -53,14 +74,18 @@ pub async fn follow_events(
         };
         match ev {
             Ok(Event::DeviceRevoked { device_id, serials }) => {
-                verifier.add_revoked(&serials);
+                // Sessions first: CONNECT re-checks the registry, so a reconnect that
+                // passes TLS before the set below is updated is still refused.
                 let n = broker.kick_identity(&device_id);
                 tracing::info!(device = %device_id, sessions = n, "device revoked: sessions closed");
+                add_device_revocations(&hub, &verifier, &device_id, &serials).await;
             }
             Ok(Event::CertificateRevoked {
-                serial, device_id, ..
+                serial,
+                ca_name,
+                device_id,
             }) => {
-                verifier.add_revoked(std::slice::from_ref(&serial));
+                verifier.add_revoked(&ca_name, &serial);
                 if let Some(id) = device_id {
                     broker.kick_identity(&id);
                 }

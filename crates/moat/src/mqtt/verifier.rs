@@ -1,7 +1,12 @@
 //! The MQTT listener's client-certificate verifier: webpki chain verification against the
 //! CAs the hub trusts *now* (rebuilt when a CA is registered or removed), plus an O(1)
-//! revoked-serial check, without a CRL parse per handshake. Swapped in place, so the
-//! `ServerConfig` that holds it never needs rebuilding and healthy connections stay up.
+//! revoked check keyed by (issuer, serial), without a CRL parse per handshake. Swapped in
+//! place, so the `ServerConfig` that holds it never needs rebuilding and healthy
+//! connections stay up.
+//!
+//! The revoked set is sized for fleets: a fixed 32-byte key per certificate (≈ 40 bytes
+//! with the table's overhead, so a million revocations cost ≈ 40 MiB), updated in place
+//! under a write lock held for one insert, never copied per revocation.
 
 use arc_swap::ArcSwap;
 use moat_core::{CaRecord, Hub};
@@ -13,8 +18,62 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
 };
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Longest serial RFC 5280 allows (§4.1.2.2); longer ones are refused at the handshake.
+const MAX_SERIAL: usize = 20;
+
+/// A revoked certificate: its issuer (a hash of the issuer name's DER) and its serial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RevokedKey {
+    issuer: u64,
+    len: u8,
+    serial: [u8; MAX_SERIAL],
+}
+
+impl RevokedKey {
+    fn new(issuer: u64, serial: &[u8]) -> Option<RevokedKey> {
+        let mut key = RevokedKey {
+            issuer,
+            len: u8::try_from(serial.len()).ok()?,
+            serial: [0; MAX_SERIAL],
+        };
+        key.serial.get_mut(..serial.len())?.copy_from_slice(serial);
+        Some(key)
+    }
+}
+
+/// Stable within the process (SipHash with fixed keys): the set is never persisted.
+fn name_hash(name_der: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name_der)
+}
+
+/// Revoked certificates of the trusted CAs.
+#[derive(Debug, Default)]
+struct Revoked {
+    /// CA registry name → hash of its subject name (= its certificates' issuer name).
+    issuers: HashMap<String, u64>,
+    keys: HashSet<RevokedKey>,
+}
+
+impl Revoked {
+    fn insert(&mut self, ca_name: &str, serial_hex: &str) {
+        // Revocations under CAs that do not sign client certificates cannot matter here.
+        let Some(&issuer) = self.issuers.get(ca_name) else {
+            return;
+        };
+        let key = moat_pki::Serial::from_hex(serial_hex)
+            .and_then(|s| RevokedKey::new(issuer, s.as_bytes()));
+        match key {
+            Some(k) => {
+                self.keys.insert(k);
+            }
+            None => tracing::warn!(ca = ca_name, serial = serial_hex, "unusable revoked serial"),
+        }
+    }
+}
 
 /// Verifies client certificates against live trust state.
 #[derive(Debug)]
@@ -23,8 +82,8 @@ pub struct LiveClientVerifier {
     algs: WebPkiSupportedAlgorithms,
     /// webpki over the current client CAs; None while the hub trusts no CA at all.
     inner: ArcSwap<Option<Arc<dyn ClientCertVerifier>>>,
-    /// Serials (lowercase hex) of every revoked certificate, of every CA.
-    revoked: ArcSwap<HashSet<String>>,
+    /// Every revoked certificate of the client CAs.
+    revoked: RwLock<Revoked>,
 }
 
 impl LiveClientVerifier {
@@ -35,27 +94,33 @@ impl LiveClientVerifier {
             provider,
             algs,
             inner: ArcSwap::from_pointee(None),
-            revoked: ArcSwap::from_pointee(HashSet::new()),
+            revoked: RwLock::new(Revoked::default()),
         }
     }
 
     /// Loads trust anchors and the revoked set from the registry.
     pub async fn sync(&self, hub: &Hub) -> anyhow::Result<()> {
         self.set_cas(&hub.client_cas().await?)?;
-        self.set_revoked(
-            hub.store()
-                .all_revoked_serials()
-                .await?
-                .into_iter()
-                .collect(),
+        self.set_revoked(&hub.store().all_revoked_serials().await?);
+        tracing::info!(
+            revoked = self.revoked_len(),
+            "MQTT client verifier loaded trust anchors and revocations"
         );
         Ok(())
     }
 
     /// Trusts exactly these CAs for client certificates from now on.
+    /// Call [`Self::set_revoked`] afterwards: revocations are kept per CA.
     pub fn set_cas(&self, cas: &[CaRecord]) -> anyhow::Result<()> {
         let mut roots = RootCertStore::empty();
+        let mut issuers = HashMap::new();
         for ca in cas {
+            match moat_pki::subject_name_der(&ca.cert_der) {
+                Ok(name) => {
+                    issuers.insert(ca.name.clone(), name_hash(&name));
+                }
+                Err(e) => tracing::warn!(ca = %ca.name, error = %e, "CA certificate unreadable"),
+            }
             if let Err(e) = roots.add(CertificateDer::from(ca.cert_der.clone())) {
                 tracing::warn!(ca = %ca.name, error = %e, "CA certificate unusable as a trust anchor");
             }
@@ -70,26 +135,46 @@ impl LiveClientVerifier {
             )
         };
         self.inner.store(Arc::new(inner));
+        self.write_revoked().issuers = issuers;
         Ok(())
     }
 
-    /// Replaces the revoked set.
-    pub fn set_revoked(&self, serials: HashSet<String>) {
-        self.revoked.store(Arc::new(serials));
+    /// Replaces the revoked set with these (CA name, serial hex) pairs. Built aside, then
+    /// swapped in, so handshakes wait only for the swap.
+    pub fn set_revoked(&self, certs: &[(String, String)]) {
+        let mut next = Revoked {
+            issuers: self.read_revoked().issuers.clone(),
+            keys: HashSet::with_capacity(certs.len()),
+        };
+        for (ca, serial) in certs {
+            next.insert(ca, serial);
+        }
+        next.keys.shrink_to_fit();
+        *self.write_revoked() = next;
     }
 
-    /// Adds newly revoked serials (copy-on-write: handshakes never wait for it).
-    pub fn add_revoked(&self, serials: &[String]) {
-        self.revoked.rcu(|cur| {
-            let mut next = HashSet::clone(cur);
-            next.extend(serials.iter().cloned());
-            next
-        });
+    /// Adds a newly revoked certificate of `ca_name`.
+    pub fn add_revoked(&self, ca_name: &str, serial_hex: &str) {
+        self.write_revoked().insert(ca_name, serial_hex);
     }
 
-    /// Whether a serial is in the revoked set.
-    pub fn is_revoked(&self, serial_hex: &str) -> bool {
-        self.revoked.load().contains(serial_hex)
+    /// Whether a certificate (by its issuer name DER and serial) is revoked.
+    fn is_revoked(&self, issuer_der: &[u8], serial: &[u8]) -> bool {
+        RevokedKey::new(name_hash(issuer_der), serial)
+            .is_some_and(|k| self.read_revoked().keys.contains(&k))
+    }
+
+    /// Revoked certificates held.
+    pub fn revoked_len(&self) -> usize {
+        self.read_revoked().keys.len()
+    }
+
+    fn read_revoked(&self) -> std::sync::RwLockReadGuard<'_, Revoked> {
+        self.revoked.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_revoked(&self) -> std::sync::RwLockWriteGuard<'_, Revoked> {
+        self.revoked.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -114,9 +199,14 @@ impl ClientCertVerifier for LiveClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let serial = moat_pki::serial_of(end_entity)
+        let (issuer, serial) = moat_pki::issuer_and_serial(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if self.is_revoked(&serial.to_hex()) {
+        if serial.as_bytes().len() > MAX_SERIAL {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
+        }
+        if self.is_revoked(&issuer, serial.as_bytes()) {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
         }
         match self.inner.load().as_ref() {
@@ -147,5 +237,32 @@ impl ClientCertVerifier for LiveClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocations_are_per_issuer_and_fixed_size() {
+        let (a, b) = (name_hash(b"issuer A"), name_hash(b"issuer B"));
+        let mut r = Revoked::default();
+        r.issuers.insert("vendor-a".into(), a);
+        r.issuers.insert("vendor-b".into(), b);
+        // Two vendors that both number their certificates 1, 2, 3…
+        r.insert("vendor-a", "05");
+        r.insert("unknown-ca", "06");
+        r.insert("vendor-a", "not hex");
+        let key = |issuer, s: &[u8]| RevokedKey::new(issuer, s).expect("key");
+        assert!(r.keys.contains(&key(a, &[5])));
+        assert!(
+            !r.keys.contains(&key(b, &[5])),
+            "vendor B's serial 5 is not revoked"
+        );
+        assert_eq!(r.keys.len(), 1, "unknown CAs and bad serials are skipped");
+        assert!(RevokedKey::new(a, &[1; MAX_SERIAL]).is_some());
+        assert!(RevokedKey::new(a, &[1; MAX_SERIAL + 1]).is_none());
+        assert!(std::mem::size_of::<RevokedKey>() <= 32);
     }
 }
