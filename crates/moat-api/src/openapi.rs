@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
-        list_certs, show_cert, revoke_cert, explain_cert, show_crl,
+        list_certs, show_cert, revoke_cert, explain_cert, show_crl, rotate_server_cert,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,

@@ -67,4 +67,9 @@ pub enum Event {
         /// Its CRL number.
         number: u64,
     },
+    /// The hub's TLS server certificate was replaced: listeners load it for new connections.
+    ServerCertRotated {
+        /// Serial of the new certificate.
+        serial: String,
+    },
 }

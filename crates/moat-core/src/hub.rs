@@ -42,6 +42,17 @@ pub struct ServerIdentity {
     pub key: Arc<HubKey>,
 }
 
+impl ServerIdentity {
+    /// Serial of the leaf certificate, lowercase hex.
+    pub fn serial(&self) -> Result<String, Error> {
+        let leaf = self
+            .chain
+            .first()
+            .ok_or_else(|| Error::Internal("empty server certificate chain".into()))?;
+        Ok(moat_pki::serial_of(leaf)?.to_hex())
+    }
+}
+
 /// The hub's domain services. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Hub {
@@ -190,12 +201,52 @@ impl Hub {
     /// of its validity left; otherwise makes a new key and certificate (signed by the root)
     /// and records them before returning.
     pub async fn server_identity(&self, names: &[String]) -> Result<ServerIdentity, Error> {
+        self.server_identity_for(names, false).await
+    }
+
+    /// Replaces the hub's TLS server certificate and key now (same names as the current one),
+    /// audited, and emits [`Event::ServerCertRotated`] so that every listener serves the new
+    /// one to new connections; established connections keep theirs. Returns the new one.
+    pub async fn rotate_server_identity(
+        &self,
+        actor: &crate::Actor,
+    ) -> Result<ServerIdentity, Error> {
+        let result = async {
+            let names: Vec<String> = match self.store.setting(SERVER_NAMES).await? {
+                Some(n) if !n.is_empty() => n.split(',').map(str::to_owned).collect(),
+                _ => {
+                    return Err(Error::NotFound {
+                        kind: "hub server certificate",
+                        id: "server".into(),
+                    });
+                }
+            };
+            let identity = self.server_identity_for(&names, true).await?;
+            let serial = identity.serial()?;
+            self.emit(Event::ServerCertRotated {
+                serial: serial.clone(),
+            });
+            Ok((identity, serial))
+        }
+        .await;
+        let target = result.as_ref().ok().map(|(_, s)| s.clone());
+        self.audited(actor, "server.rotate", target.as_deref(), result)
+            .await
+            .map(|(identity, _)| identity)
+    }
+
+    async fn server_identity_for(
+        &self,
+        names: &[String],
+        force: bool,
+    ) -> Result<ServerIdentity, Error> {
         let now = OffsetDateTime::now_utc();
         let wanted = names.join(",");
         let key_ref = self.store.setting(SERVER_KEY_REF).await?;
         let serial = self.store.setting(SERVER_SERIAL).await?;
         let stored_names = self.store.setting(SERVER_NAMES).await?;
         if let (Some(key_ref), Some(serial), Some(stored_names)) = (key_ref, serial, stored_names)
+            && !force
             && stored_names == wanted
             && let Some(rec) = self.store.cert(&serial).await?
             && rec.not_after - now > self.cfg.server_cert_validity / 3

@@ -54,6 +54,9 @@ pub enum Command {
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// The hub's own TLS server certificate (admin API and MQTT listeners).
+    #[command(subcommand)]
+    Server(ServerCmd),
     /// Print a CA's current CRL (PEM).
     Crl {
         /// The CA (default: the device CA).
@@ -249,6 +252,14 @@ pub enum SessionCmd {
         /// MQTT client id.
         client_id: String,
     },
+}
+
+/// `moat server …`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Replace the server certificate and key now; listeners serve the new one to new
+    /// connections without a restart, and established connections stay up.
+    Rotate,
 }
 
 /// `moat acl …`.

@@ -70,6 +70,10 @@ registration_code_ttl = "1h"
 # The hub's TLS certificate always names localhost, 127.0.0.1 and the host name; add more.
 names = []
 validity = "90d"
+# How often the hub checks its server certificate: renewed (new key) when less than a third
+# of its validity is left, and picked up after `moat server rotate` on another node. The
+# listeners switch without a restart; established connections stay up.
+renew_check_interval = "1h"
 
 [vault]
 # Where the master key that seals every private key comes from:
@@ -220,6 +224,9 @@ pub struct ServerConfig {
     /// Validity.
     #[serde(with = "humantime_serde")]
     pub validity: Duration,
+    /// Period of the renewal check.
+    #[serde(with = "humantime_serde")]
+    pub renew_check_interval: Duration,
 }
 
 /// `[vault]`.
@@ -313,6 +320,9 @@ impl Config {
         }
         if self.mqtt.receive_maximum == 0 {
             bail!("mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)");
+        }
+        if self.server.renew_check_interval < Duration::from_secs(1) {
+            bail!("server.renew_check_interval must be at least 1s");
         }
         if self.mqtt.max_failed_connects == 0 || self.mqtt.failed_connect_window.is_zero() {
             bail!("mqtt.max_failed_connects and mqtt.failed_connect_window must be above 0");

@@ -132,22 +132,6 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         hub.ca_bundle_pem().as_bytes(),
         0o644,
     )?;
-    let hub_file = HubFile {
-        admin_url: format!("https://{}", local_url_host(api_addr)),
-        crl_url: format!("http://{}", local_url_host(crl_addr)),
-        mqtt_tls: local_url_host(mqtt_tls_listener.local_addr()?),
-        mqtt_plain: match &mqtt_plain_listener {
-            Some(l) => Some(local_url_host(l.local_addr()?)),
-            None => None,
-        },
-        pid: std::process::id(),
-    };
-    write_atomic(
-        &data_dir.join("hub.json"),
-        &serde_json::to_vec_pretty(&hub_file)?,
-        0o644,
-    )?;
-
     let shutdown = CancellationToken::new();
     // The MQTT hub.
     let verifier = Arc::new(crate::mqtt::LiveClientVerifier::new(Arc::new(
@@ -183,16 +167,34 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         .restore()
         .await
         .context("cannot restore the MQTT hub's state")?;
+    // hub.json tells clients and tests that the hub is up: written once trust anchors,
+    // revocations and MQTT state are loaded (connections before that waited in the backlog).
+    let hub_file = HubFile {
+        admin_url: format!("https://{}", local_url_host(api_addr)),
+        crl_url: format!("http://{}", local_url_host(crl_addr)),
+        mqtt_tls: local_url_host(mqtt_tls_listener.local_addr()?),
+        mqtt_plain: match &mqtt_plain_listener {
+            Some(l) => Some(local_url_host(l.local_addr()?)),
+            None => None,
+        },
+        pid: std::process::id(),
+    };
+    write_atomic(
+        &data_dir.join("hub.json"),
+        &serde_json::to_vec_pretty(&hub_file)?,
+        0o644,
+    )?;
+
     let mut mqtt_tasks = vec![
-        tokio::spawn(
-            broker
-                .clone()
-                .serve_tls(mqtt_tls_listener, mqtt_tls, shutdown.clone()),
-        ),
+        tokio::spawn(broker.clone().serve_tls(
+            mqtt_tls_listener,
+            mqtt_tls.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(crate::mqtt::follow_events(
             hub.clone(),
             broker.clone(),
-            verifier,
+            verifier.clone(),
             shutdown.clone(),
         )),
     ];
@@ -211,6 +213,18 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         max_connections: cfg.api.max_connections,
         ..ServeLimits::default()
     };
+    let server_cert = tokio::spawn(follow_server_identity(
+        hub.clone(),
+        names,
+        identity.serial()?,
+        ServedTls {
+            api: tls.clone(),
+            mqtt: mqtt_tls.clone(),
+            verifier: verifier.clone(),
+        },
+        cfg.server.renew_check_interval,
+        shutdown.clone(),
+    ));
     let api = tokio::spawn(moat_api::serve_tls(
         api_listener,
         tls,
@@ -247,6 +261,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         tracing::warn!(error = %e, "CRL endpoint ended with an error");
     }
     let _ = refresh.await;
+    let _ = server_cert.await;
     for t in mqtt_tasks {
         let _ = t.await;
     }
@@ -398,4 +413,64 @@ fn init_logging(cfg: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+/// The TLS configurations the hub serves, swapped when its server certificate changes.
+struct ServedTls {
+    api: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    mqtt: crate::mqtt::TlsCell,
+    verifier: Arc<crate::mqtt::LiveClientVerifier>,
+}
+
+/// Keeps the listeners on the hub's current server certificate: after `moat server rotate`
+/// (event), and on a timer that renews it when a third of its validity is left (or picks up
+/// a rotation made by another node). New connections get the new certificate; established
+/// ones are untouched.
+async fn follow_server_identity(
+    hub: Arc<Hub>,
+    names: Vec<String>,
+    mut serving: String,
+    tls: ServedTls,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut events = hub.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => match ev {
+                Ok(moat_core::Event::ServerCertRotated { .. })
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {}
+        }
+        let swapped = async {
+            let identity = hub.server_identity(&names).await?;
+            let serial = identity.serial()?;
+            if serial == serving {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let api = moat_api::hub_server_config(&identity)?;
+            let mqtt = crate::mqtt::tls_config(&identity, tls.verifier.clone())?;
+            tls.api.store(Arc::new(api));
+            tls.mqtt.store(Arc::new(mqtt));
+            Ok(Some(serial))
+        }
+        .await;
+        match swapped {
+            Ok(Some(serial)) => {
+                tracing::info!(old = %serving, new = %serial, "listeners now serve the new hub server certificate");
+                serving = serial;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot load the hub server certificate; keeping the current one")
+            }
+        }
+    }
 }

@@ -46,6 +46,9 @@ fn usage_errors_are_one_line_with_a_hint() {
         &["audit", "--limit", "x"],
         &["serve", "--api-listen", "not-an-address"],
         &["config", "nonsense"],
+        &["server", "rotate", "now"],
+        &["session", "kick"],
+        &["acl", "assign", "p"],
     ];
     for args in cases {
         let out = moat(args);

@@ -43,6 +43,18 @@ pub(crate) async fn show_cert(
     Ok(Json(CertView::from(&s.hub.cert(&serial).await?)))
 }
 
+/// Replace the hub's TLS server certificate and key now. Every listener (admin API, MQTT)
+/// serves the new one to new connections; established connections are not dropped.
+#[utoipa::path(post, path = "/api/v1/server/rotate", tag = "certificates",
+    responses((status = 200, body = CertView)))]
+pub(crate) async fn rotate_server_cert(
+    State(s): State<AppState>,
+) -> Result<Json<CertView>, ApiError> {
+    let identity = s.hub.rotate_server_identity(&Actor::admin()).await?;
+    let serial = identity.serial()?;
+    Ok(Json(CertView::from(&s.hub.cert(&serial).await?)))
+}
+
 /// Revoke a certificate; republishes its CA's CRL.
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates",
     request_body = RevokeRequest,

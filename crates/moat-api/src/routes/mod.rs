@@ -56,6 +56,7 @@ pub fn admin_router(state: AppState) -> Router {
         )
         .route("/devices/{id}/access", post(set_access))
         .route("/apps", post(create_app))
+        .route("/server/rotate", post(rotate_server_cert))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -5,9 +5,9 @@ mod ca;
 mod cert;
 mod device;
 
-use crate::cli::{Cli, Command, ConfigCmd, SessionCmd};
+use crate::cli::{Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;
-use moat_api::dto::{AuditView, CrlView, SessionView};
+use moat_api::dto::{AuditView, CertView, CrlView, SessionView};
 use serde::Serialize;
 
 /// The data dir when neither `--data-dir` nor the config names one.
@@ -49,6 +49,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             api.post_empty(&format!("/api/v1/sessions/{}/kick", seg(client_id)))
                 .await?;
             println!("closed the session of {client_id}");
+            Ok(())
+        }
+        Command::Server(ServerCmd::Rotate) => {
+            let api = ApiClient::from_cli(&cli)?;
+            let cert: CertView = api.post("/api/v1/server/rotate", &()).await?;
+            if cli.json {
+                return print_json(&cert);
+            }
+            println!(
+                "hub server certificate rotated: serial {}, valid until {}",
+                cert.serial, cert.not_after
+            );
             Ok(())
         }
         Command::Crl { ref ca } => {
