@@ -8,6 +8,9 @@
 //!   refusal is its own [`ImageError`] variant.
 //! - [`TrustedKey`]: an ECDSA P-256 or Ed25519 public key from SubjectPublicKeyInfo DER or PEM,
 //!   named in images by the hash of that DER (the KEYHASH TLV) or by the DER itself (PUBKEY).
+//! - [`boot`]: an A/B boot state machine over a [`boot::BootStorage`]: a chain of stages each
+//!   verifying the next, fallback to the other slot, MCUboot's test → confirm → permanent
+//!   update flow, and an anti-rollback counter that moves only when an update is confirmed.
 //! - [`report`]: a human-readable verdict (version, counter, key, or the refusal reason).
 //! - With `std`: [`IoSource`], an image in a file. With `sign`: `sign`, an image builder
 //!   and signer for tests and tooling.
@@ -52,6 +55,7 @@
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+pub mod boot;
 mod der;
 mod error;
 mod header;
