@@ -1,5 +1,8 @@
 //! Trusted public keys: P-256 or Ed25519, from SubjectPublicKeyInfo DER or PEM, with the key
 //! hashes MCUboot images name them by.
+//!
+//! The curve crates' point errors are unit values that say only "invalid" (and implement no
+//! `Error` without `std`): the variant they map to is the whole reason.
 
 use core::fmt;
 

@@ -12,7 +12,7 @@
 //!   verifying the next, fallback to the other slot, MCUboot's test → confirm → permanent
 //!   update flow, and an anti-rollback counter that moves only when an update is confirmed.
 //! - [`report`]: a human-readable verdict (version, counter, key, or the refusal reason).
-//! - With `std`: [`IoSource`], an image in a file. With `sign`: `sign`, an image builder
+//! - With `std`: `IoSource`, an image in a file. With `sign`: `sign`, an image builder
 //!   and signer for tests and tooling.
 //!
 //! What it is not: a bootloader (it does not copy, swap, decrypt or decompress images, nor

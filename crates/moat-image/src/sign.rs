@@ -3,6 +3,7 @@
 //!
 //! Differences from imgtool: no encryption, compression, dependencies or trailer padding
 //! (`--pad`); the padding after the header is `0xff`, like imgtool's default erased value.
+//! Integer conversion and signing errors carry nothing beyond their variant here.
 
 use std::vec::Vec;
 
