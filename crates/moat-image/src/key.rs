@@ -96,7 +96,8 @@ impl fmt::Debug for SpkiDer {
 ///
 /// The key hash is computed over the key's canonical SubjectPublicKeyInfo DER (uncompressed
 /// point for P-256), which is what imgtool hashes for the KEYHASH TLV, whatever encoding the
-/// key was given in.
+/// key was given in. A PUBKEY TLV is matched by the same hash, so it must hold that canonical
+/// encoding too (imgtool's `--public-key-format full` does).
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
     key: PublicKey,

@@ -19,8 +19,8 @@
 //!   previous one. Every boot, trial or not, refuses counters below the stored minimum.
 //!
 //! Not simulated: copying or swapping images between slots (this is MCUboot's direct-XIP
-//! model: either slot runs in place), and writing the images (an update agent does that,
-//! then calls [`request_test`]).
+//! model: either slot runs in place), and writing the images (an update agent does that
+//! between [`begin_update`] and [`request_test`]).
 
 pub mod chain;
 
@@ -279,8 +279,28 @@ pub enum RequestError<E> {
     Storage(#[source] E),
 }
 
-/// Called by the update agent once it has written a new image to `slot`: the next boot tries
-/// it once. The slot no longer holds a confirmed image, so it stops being a fallback.
+/// Called by the update agent before it erases or writes `slot`: from now on the slot is not
+/// a fallback, so a reset mid-write (or a broken active slot) never boots a half-written or
+/// untested image in its place.
+pub fn begin_update<S: BootStorage + ?Sized>(
+    storage: &mut S,
+    slot: Slot,
+) -> Result<(), RequestError<S::Error>> {
+    let mut state = storage.load_state().map_err(RequestError::Storage)?;
+    if slot == state.active {
+        return Err(RequestError::SlotIsActive(slot));
+    }
+    if let Trial::Running { .. } = state.trial {
+        return Err(RequestError::TrialRunning);
+    }
+    state.trial = Trial::None;
+    state.other_confirmed = false;
+    storage.store_state(&state).map_err(RequestError::Storage)
+}
+
+/// Called by the update agent once it has written a new image to `slot` (after
+/// [`begin_update`]): the next boot tries it once. The slot holds no confirmed image any more,
+/// so it stops being a fallback (also when `begin_update` was skipped).
 pub fn request_test<S: BootStorage + ?Sized>(
     storage: &mut S,
     slot: Slot,

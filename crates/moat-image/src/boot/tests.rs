@@ -425,3 +425,23 @@ fn request_rules_and_read_errors() {
         }
     ));
 }
+
+#[test]
+fn a_slot_being_written_is_no_fallback() {
+    let keys = keys();
+    let rom = Bootloader::new(&keys);
+    let mut mem = Mem::new(slot(0, 1), slot(1, 1));
+    mem.state.other_confirmed = true;
+    assert!(matches!(
+        begin_update(&mut mem, Slot::A),
+        Err(RequestError::SlotIsActive(Slot::A))
+    ));
+    begin_update(&mut mem, Slot::B).unwrap();
+    // B still verifies (the old image, or a new one written in full but not yet requested),
+    // yet a broken A does not fall back to it.
+    mem.slot_mut(Slot::A)[40] ^= 1;
+    assert!(matches!(
+        rom.boot(&mut mem).unwrap(),
+        BootOutcome::SafeMode { other: None, .. }
+    ));
+}
