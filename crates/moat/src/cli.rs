@@ -54,6 +54,9 @@ pub enum Command {
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Firmware images (MCUboot format).
+    #[command(subcommand)]
+    Fw(FwCmd),
     /// The hub's own TLS server certificate (admin API and MQTT listeners).
     #[command(subcommand)]
     Server(ServerCmd),
@@ -251,6 +254,23 @@ pub enum SessionCmd {
     Kick {
         /// MQTT client id.
         client_id: String,
+    },
+}
+
+/// `moat fw …`.
+#[derive(Debug, Subcommand)]
+pub enum FwCmd {
+    /// Verify a signed image as a device would (moat-image): prints its version, security
+    /// counter and signing key, or why it is refused (exit status 3).
+    Verify {
+        /// The image (e.g. signed by `imgtool sign`).
+        file: PathBuf,
+        /// Trusted public key, PEM (e.g. from `imgtool getpub -e pem`); repeatable.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Lowest acceptable security counter (the device's anti-rollback value).
+        #[arg(long, default_value_t = 0)]
+        min_counter: u32,
     },
 }
 

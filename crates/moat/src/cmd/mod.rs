@@ -4,6 +4,7 @@ mod access;
 mod ca;
 mod cert;
 mod device;
+mod fw;
 
 use crate::cli::{Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("closed the session of {client_id}");
             Ok(())
         }
+        Command::Fw(ref c) => fw::run(c),
         Command::Server(ServerCmd::Rotate) => {
             let api = ApiClient::from_cli(&cli)?;
             let cert: CertView = api.post("/api/v1/server/rotate", &()).await?;
