@@ -130,9 +130,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<String>, Error>;
     /// All revoked certificates issued by `ca_name` (serial, revoked_at, reason), by serial.
     async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error>;
-    /// Every revoked certificate as (issuing CA name, serial), all CAs: the MQTT listener's
-    /// in-memory revoked set is built from this.
-    async fn all_revoked_serials(&self) -> Result<Vec<(String, String)>, Error>;
+    /// Revoked certificates of every CA as (issuing CA name, serial), ordered by both, after
+    /// `after` (exclusive; `None` from the start), at most `limit`: the MQTT listener builds
+    /// its in-memory revoked set from these pages without holding them all at once.
+    async fn revoked_serials_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, Error>;
 
     // ── certificate authorities ──
     /// Inserts a CA. [`Error::Conflict`] if the name exists.

@@ -101,8 +101,10 @@ pub(crate) const REVOKE_DEVICE_CERTS: &str = "UPDATE certificates \
      WHERE device_id = $3 AND revoked_at IS NULL RETURNING serial";
 pub(crate) const REVOKED_OF_CA: &str = "SELECT serial, revoked_at, revocation_reason \
      FROM certificates WHERE ca_name = $1 AND revoked_at IS NOT NULL ORDER BY serial";
-pub(crate) const ALL_REVOKED_SERIALS: &str =
-    "SELECT ca_name, serial FROM certificates WHERE revoked_at IS NOT NULL";
+// Keyset paging over the partial index certificates_revoked (ca_name, serial).
+pub(crate) const REVOKED_SERIALS_PAGE: &str = "SELECT ca_name, serial FROM certificates \
+     WHERE revoked_at IS NOT NULL AND (ca_name, serial) > ($1, $2) \
+     ORDER BY ca_name, serial LIMIT $3";
 
 // ── certificate authorities and CRLs ──
 

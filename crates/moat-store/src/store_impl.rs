@@ -193,8 +193,16 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn all_revoked_serials(&self) -> Result<Vec<(String, String)>, Error> {
-                sqlx::query(sql::ALL_REVOKED_SERIALS)
+            async fn revoked_serials_page(
+                &self,
+                after: Option<(&str, &str)>,
+                limit: u32,
+            ) -> Result<Vec<(String, String)>, Error> {
+                let (ca, serial) = after.unwrap_or(("", ""));
+                sqlx::query(sql::REVOKED_SERIALS_PAGE)
+                    .bind(ca)
+                    .bind(serial)
+                    .bind(codec::limit(limit))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(Error::Database)?

