@@ -27,10 +27,11 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     /// How long a publisher's reads may pause while a subscriber it just sent to is
     /// congested (queue at least half full). Pausing hands the CPU to the subscriber that is
-    /// behind instead of reading messages that its queue would drop. A subscriber that does
-    /// not drain to a quarter of its queue within this time is marked stalled: publishers
-    /// stop waiting for it (its overflow is dropped by the queue policy) until it catches up,
-    /// so one stuck subscriber cannot slow the others. Zero disables the pause.
+    /// behind instead of reading messages that its queue would drop. Each time this passes,
+    /// a subscriber that drained at least a quarter of its queue meanwhile is busy and is
+    /// waited for again; one that did not is marked stalled: publishers stop waiting for it
+    /// (its overflow is dropped by the queue policy) until it catches up, so one stuck
+    /// subscriber cannot slow the others. Zero disables the pause.
     pub publisher_backpressure: Duration,
     /// Highest keep alive accepted, in seconds. v5 clients asking for more (or for 0) get a
     /// Server Keep Alive of this value; v3.1.1 clients keep theirs.

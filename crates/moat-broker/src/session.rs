@@ -11,11 +11,12 @@
 //! are not queued for offline sessions.
 //!
 //! **Backpressure**: when a queue passes half full, the publishing connection stops reading
-//! (between two packets) until it is back under a quarter, for at most
-//! [`BrokerConfig::publisher_backpressure`](crate::BrokerConfig); a subscriber that misses
-//! that bound is marked stalled and nobody waits for it again until it has caught up. So a
-//! busy subscriber paces its publishers (nothing lost, CPU goes to the one behind), and a
-//! stuck one costs each publisher one pause, not a stall.
+//! (between two packets) until it is back under a quarter. Every
+//! [`BrokerConfig::publisher_backpressure`](crate::BrokerConfig) the publisher looks again: a
+//! subscriber that drained at least a quarter of its queue meanwhile is busy and still waited
+//! for; one that did not is marked stalled and nobody waits for it again until it has caught
+//! up. So a busy subscriber paces its publishers (nothing lost, CPU goes to the one behind),
+//! and a stuck one costs each publisher one pause, not a stall.
 
 use crate::codec::{self, Ack, Packet, Publish, Version};
 use crate::persistence::{Delivery, Inflight, StoredSession, StoredSubscription};
@@ -98,6 +99,9 @@ pub(crate) struct SessionState {
     pub dirty: bool,
     /// Publishers may be waiting on `room` for this queue to drain.
     pub congested: bool,
+    /// Messages taken off the queue so far (sent or dropped): paused publishers tell a busy
+    /// subscriber (this moves) from a stuck one.
+    pub drained: u64,
     /// Did not drain within the backpressure bound: publishers stop waiting for it until
     /// its queue is back under the low-water mark.
     pub stalled: bool,
@@ -120,6 +124,7 @@ impl Session {
                 disconnected_at: None,
                 dirty: false,
                 congested: false,
+                drained: 0,
                 stalled: false,
             }),
             notify: Notify::new(),
@@ -274,6 +279,7 @@ impl SessionState {
                 self.dirty = true;
             }
         }
+        self.drained += sent + dropped;
         (sent, dropped)
     }
 

@@ -61,6 +61,8 @@ pub(crate) struct Connected<S> {
     /// Subscribers this connection's last publishes left congested; reads pause until they
     /// drain or `BrokerConfig::publisher_backpressure` passes.
     congested: Vec<Arc<Session>>,
+    /// For each of `congested`: its `SessionState::drained` when the current wait began.
+    drained_marks: Vec<u64>,
     /// `inbuf` may hold whole packets left unprocessed by a pause.
     input_pending: bool,
 }
@@ -98,6 +100,7 @@ where
             last_recv: Instant::now(),
             unflushed: false,
             congested: Vec::new(),
+            drained_marks: Vec::new(),
             input_pending: false,
         }
     }
@@ -207,6 +210,7 @@ where
             let paused_until = (!self.congested.is_empty())
                 .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
             let congested = &mut self.congested;
+            let marks = &mut self.drained_marks;
             let low =
                 crate::session::SessionState::low_water(self.p.broker.cfg.max_queued_messages);
             let p = &mut self.p;
@@ -249,11 +253,13 @@ where
                     paused_until.unwrap_or_else(Instant::now),
                     wait_for_room(congested, low),
                 ), if paused_until.is_some() => {
-                    if caught_up.is_err() {
-                        let stalled = mark_stalled(congested, low);
+                    if caught_up.is_ok() {
+                        congested.clear();
+                        marks.clear();
+                    } else {
+                        let stalled = review_congested(congested, marks, low);
                         crate::broker::bump(&p.broker.metrics.subscribers_stalled, stalled);
                     }
-                    congested.clear();
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     return Err(Error::KeepAliveTimeout);
@@ -484,6 +490,9 @@ where
         self.p
             .broker
             .route_noting(Arc::new(message), &mut self.congested);
+        for s in &self.congested[before..] {
+            self.drained_marks.push(s.lock().drained);
+        }
         if before == 0 && !self.congested.is_empty() {
             crate::broker::bump(&self.p.broker.metrics.publisher_pauses, 1);
         }
@@ -628,21 +637,35 @@ async fn wait_for_room(sessions: &[Arc<Session>], low: usize) {
     }
 }
 
-/// Marks the sessions still behind as stalled; returns how many.
-fn mark_stalled(sessions: &[Arc<Session>], low: usize) -> u64 {
-    let mut n = 0;
-    for s in sessions {
+/// After a pause bound passed: keeps waiting for subscribers that are draining (at least
+/// `low` messages, a quarter of the queue, since the last look: busy, not stuck), marks the
+/// others that are still behind as stalled and stops waiting for them. Returns how many were
+/// marked stalled.
+fn review_congested(sessions: &mut Vec<Arc<Session>>, marks: &mut Vec<u64>, low: usize) -> u64 {
+    let mut stalled = 0;
+    let mut i = 0;
+    while i < sessions.len() {
+        let s = &sessions[i];
         let mut st = s.lock();
-        if st.online() && !st.stalled && st.queue.len() > low {
+        let progress = st.drained.saturating_sub(marks[i]);
+        let keep = st.online() && !st.stalled && st.queue.len() > low;
+        if keep && progress >= low as u64 {
+            marks[i] = st.drained;
+            i += 1;
+            continue;
+        }
+        if keep {
             st.stalled = true;
-            n += 1;
+            stalled += 1;
             tracing::debug!(client_id = %s.client_id, "subscriber stalled; publishers no longer wait for it");
         }
         drop(st);
         // Other publishers paused on it stop waiting too.
         s.room.notify_waiters();
+        sessions.swap_remove(i);
+        marks.swap_remove(i);
     }
-    n
+    stalled
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
