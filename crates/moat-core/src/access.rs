@@ -97,14 +97,13 @@ impl Hub {
             name = self.store().group_policy(g).await?;
         }
         let name = name.unwrap_or_else(|| DEFAULT_POLICY.to_string());
-        let policy = self
-            .store()
-            .acl_policies()
-            .await?
-            .into_iter()
-            .find(|p| p.name == name);
+        let policies = self
+            .policy_cache
+            .get_or_load(|| async { Ok(self.store().acl_policies().await?) })
+            .await?;
+        let policy = policies.iter().find(|p| p.name == name);
         let (publish, subscribe) = match policy {
-            Some(p) => (p.publish, p.subscribe),
+            Some(p) => (p.publish.clone(), p.subscribe.clone()),
             None if name == DEFAULT_POLICY => {
                 (vec![DEFAULT_FILTER.into()], vec![DEFAULT_FILTER.into()])
             }
@@ -141,6 +140,7 @@ impl Hub {
                 created_at: OffsetDateTime::now_utc(),
             };
             self.store().put_acl_policy(&p).await?;
+            self.policy_cache.invalidate();
             Ok(p)
         }
         .await;
@@ -165,6 +165,7 @@ impl Hub {
                 },
                 other => other.into(),
             });
+        self.policy_cache.invalidate();
         self.audited(actor, "acl.delete", Some(name), result).await
     }
 

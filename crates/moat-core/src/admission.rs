@@ -10,7 +10,16 @@ use crate::{Actor, Error, Event, Hub, token_matches};
 use moat_pki::IdentityRule;
 use moat_store::{CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState};
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
 use time::OffsetDateTime;
+
+/// The CAs whose certificates may identify a client, device CA first, and each one's
+/// subject (RFC 4514; None if unreadable) to find a chain's issuer without parsing them again.
+#[derive(Debug)]
+pub(crate) struct ClientCas {
+    pub cas: Vec<CaRecord>,
+    pub subjects: Vec<Option<String>>,
+}
 
 /// How a device connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,15 +139,28 @@ pub(crate) fn trust_anchors(cas: &[CaRecord]) -> Vec<moat_pki::TrustedCa> {
 impl Hub {
     /// The CAs whose client certificates the hub trusts: the device CA, then registered CAs.
     pub async fn client_cas(&self) -> Result<Vec<CaRecord>, Error> {
-        let mut cas = Vec::new();
-        for c in self.store().list_cas().await? {
-            match c.kind {
-                CaKind::DeviceIssuing => cas.insert(0, c),
-                CaKind::Registered => cas.push(c),
-                CaKind::Root => {}
-            }
-        }
-        Ok(cas)
+        Ok(self.cached_client_cas().await?.cas.clone())
+    }
+
+    /// [`Self::client_cas`] with their subjects, from the short-lived cache (see `cache.rs`).
+    pub(crate) async fn cached_client_cas(&self) -> Result<Arc<ClientCas>, Error> {
+        self.client_ca_cache
+            .get_or_load(|| async {
+                let mut cas = Vec::new();
+                for c in self.store().list_cas().await? {
+                    match c.kind {
+                        CaKind::DeviceIssuing => cas.insert(0, c),
+                        CaKind::Registered => cas.push(c),
+                        CaKind::Root => {}
+                    }
+                }
+                let subjects = cas
+                    .iter()
+                    .map(|ca| moat_pki::cert_info(&ca.cert_der).ok().map(|i| i.subject))
+                    .collect();
+                Ok(ClientCas { cas, subjects })
+            })
+            .await
     }
 
     /// Admits a device by a certificate chain **that the TLS handshake already verified**
@@ -149,16 +171,16 @@ impl Hub {
         chain: &[CertificateDer<'_>],
     ) -> Result<Admission, Denial> {
         let leaf = chain.first().ok_or(Denial::UntrustedIssuer)?;
-        let cas = self.client_cas().await?;
+        let cas = self.cached_client_cas().await?;
         let issuers: Vec<String> = chain
             .iter()
             .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
             .collect();
         let ca = cas
-            .into_iter()
-            .find(|ca| {
-                moat_pki::cert_info(&ca.cert_der).is_ok_and(|i| issuers.contains(&i.subject))
-            })
+            .subjects
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
+            .and_then(|i| cas.cas.get(i).cloned())
             .ok_or(Denial::UntrustedIssuer)?;
         let checked = self.check_leaf(leaf, &ca).await?;
         let (device, auto_registered) = match checked.device {

@@ -126,6 +126,7 @@ impl Hub {
             created_at: now,
         };
         self.store().insert_ca(&rec).await?;
+        self.client_ca_cache.invalidate();
         Ok(rec)
     }
 
@@ -152,6 +153,7 @@ impl Hub {
                 )));
             }
             self.store().delete_ca(name).await?;
+            self.client_ca_cache.invalidate();
             self.emit(Event::CaRemoved {
                 name: name.to_string(),
             });

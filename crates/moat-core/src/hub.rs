@@ -65,6 +65,10 @@ pub struct Hub {
     /// Serialises CRL publication on this node so CRL numbers are handed out in the order the
     /// CRLs are built (the store's `save_crl` also refuses a lower number).
     pub(crate) crl_lock: Mutex<()>,
+    /// The client CAs with their subjects, read on every certificate CONNECT.
+    pub(crate) client_ca_cache: crate::cache::Cached<crate::admission::ClientCas>,
+    /// Topic ACL policies, read on every CONNECT.
+    pub(crate) policy_cache: crate::cache::Cached<Vec<moat_store::AclPolicy>>,
 }
 
 impl Hub {
@@ -137,6 +141,8 @@ impl Hub {
             device_ca,
             events,
             crl_lock: Mutex::new(()),
+            client_ca_cache: Default::default(),
+            policy_cache: Default::default(),
         };
         hub.refresh_crls().await?;
         Ok(hub)

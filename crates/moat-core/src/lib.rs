@@ -17,6 +17,7 @@
 mod access;
 mod admission;
 mod audit;
+mod cache;
 mod cas;
 mod certs;
 mod config;
