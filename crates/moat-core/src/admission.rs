@@ -239,6 +239,7 @@ impl Hub {
             ca_name: ca.name.clone(),
             created_at: now,
             updated_at: now,
+            factory: None,
         };
         let rec = cert_record(leaf, &ca.name, Some(id), CertSource::Bound, now)?;
         match self.store().create_device(&device, Some(&rec)).await {

@@ -153,6 +153,7 @@ impl Hub {
             ca_name,
             created_at: now,
             updated_at: now,
+            factory: None,
         };
         let audit = moat_store::NewAuditEntry {
             at: now,
