@@ -44,6 +44,10 @@ pub enum Denial {
     /// The certificate is revoked.
     #[error("certificate {0} is revoked")]
     CertRevoked(String),
+    /// A certificate of the hub's that identifies no device (a factory station's EST
+    /// credential, the hub's own server certificate).
+    #[error("certificate {0} is not a device certificate")]
+    NotADeviceCertificate(String),
     /// The certificate carries no identity under its CA's rule.
     #[error("certificate has no identity: {0}")]
     NoIdentity(String),
@@ -76,7 +80,7 @@ impl Denial {
         match self {
             Denial::UntrustedIssuer => "chain",
             Denial::CertRevoked(_) => "revocation",
-            Denial::NoIdentity(_) => "identity",
+            Denial::NoIdentity(_) | Denial::NotADeviceCertificate(_) => "identity",
             Denial::UnknownDevice(_) | Denial::WrongCa(_) => "registration",
             Denial::Disabled(_) | Denial::DeviceRevoked(_) => "device_state",
             Denial::InsecureDenied(_) | Denial::BadToken(_) => "policy",
@@ -200,6 +204,11 @@ impl Hub {
             .await?;
         if let Some(r) = record.as_ref().filter(|r| r.revoked_at.is_some()) {
             return Err(Denial::CertRevoked(r.serial.clone()));
+        }
+        if let Some(r) = record.as_ref().filter(|r| r.device_id.is_none()) {
+            // A station certificate carries a name the hub might also know as a device id;
+            // the registry says what it is.
+            return Err(Denial::NotADeviceCertificate(r.serial.clone()));
         }
         if record.is_none() && ca.kind == CaKind::DeviceIssuing {
             // Every certificate the hub issues is recorded before it is returned: one the

@@ -182,7 +182,7 @@ impl Hub {
         })
     }
 
-    fn issue_device(
+    pub(crate) fn issue_device(
         &self,
         id: &str,
         public_key: &dyn moat_pki::PublicKeyData,
