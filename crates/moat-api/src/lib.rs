@@ -7,7 +7,9 @@
 //!   certificate's CRL distribution point (`/crl/{ca}.crl`), and the CA bundle. Plain HTTP
 //!   on purpose: CRLs are signed, and relying parties fetch them without TLS (RFC 5280).
 //! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
-//!   handshaken and served in its own task under a timeout, within a connection cap.
+//!   handshaken and served in its own task under a timeout, within a connection cap. Client
+//!   certificates are optional and checked by the shared [`LiveClientVerifier`] (also the
+//!   MQTT listener's); handlers see the chain as `ConnectInfo<TlsPeer>`.
 //!
 //! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
 
@@ -19,14 +21,16 @@ mod public;
 mod routes;
 mod serve;
 mod tls;
+mod verifier;
 
 pub use auth::AdminAuth;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
-pub use serve::{ServeLimits, serve_plain, serve_tls};
+pub use serve::{ServeLimits, TlsPeer, serve_plain, serve_tls};
 pub use tls::{hub_server_config, tls_signing_key};
+pub use verifier::{LiveClientVerifier, VerifierError};
 
 use moat_core::Hub;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::RngCore;
+use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::Instrument;
+
+/// What a handler knows about the TLS client: its address and the certificate chain it
+/// presented, if any (verified by the listener's client verifier during the handshake, or
+/// restored by session resumption). Read it with `ConnectInfo<TlsPeer>`.
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Leaf first; empty when the client sent no certificate.
+    pub chain: Arc<[CertificateDer<'static>]>,
+}
 
 /// Bounds of an HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +54,8 @@ impl Default for ServeLimits {
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` is cancelled. `tls` is read per
-/// connection, so a new server certificate takes effect without a restart.
+/// connection, so a new server certificate takes effect without a restart. Requests carry
+/// `ConnectInfo<SocketAddr>` and `ConnectInfo<TlsPeer>` (the client's certificate chain).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
@@ -88,8 +101,13 @@ pub async fn serve_tls(
                         return;
                     }
                 };
+                let tls_peer = TlsPeer {
+                    addr: peer,
+                    chain: stream.get_ref().1.peer_certificates().unwrap_or_default().into(),
+                };
                 let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(ConnectInfo(tls_peer.clone()));
                     app.clone().oneshot(req)
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

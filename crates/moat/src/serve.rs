@@ -123,8 +123,17 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         }
     }
     let identity = hub.server_identity(&names).await?;
-    let tls =
-        moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
+    // One client-certificate verifier for every TLS listener (MQTT, and HTTPS for EST),
+    // kept current by `mqtt::follow_events`.
+    let verifier = Arc::new(moat_api::LiveClientVerifier::new(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    )));
+    verifier
+        .sync(&hub)
+        .await
+        .context("cannot load the client trust anchors")?;
+    let tls = moat_api::hub_server_config(&identity, verifier.clone())
+        .context("cannot build the TLS configuration")?;
     let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
 
     write_atomic(
@@ -150,13 +159,6 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
 
     let shutdown = CancellationToken::new();
     // The MQTT hub.
-    let verifier = Arc::new(crate::mqtt::LiveClientVerifier::new(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    )));
-    verifier
-        .sync(&hub)
-        .await
-        .context("cannot load the MQTT trust anchors")?;
     let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::mqtt::tls_config(&identity, verifier.clone())?,
     ));

@@ -1,10 +1,15 @@
-//! The MQTT listener's client-certificate verifier: webpki chain verification against the
-//! CAs the hub trusts *now* (rebuilt when a CA is registered or removed), plus an O(1)
-//! revoked-serial check, without a CRL parse per handshake. Swapped in place, so the
-//! `ServerConfig` that holds it never needs rebuilding and healthy connections stay up.
+//! The client-certificate verifier of the hub's TLS listeners (MQTT, and the HTTPS listener
+//! for EST): webpki chain verification against the CAs the hub trusts *now* (rebuilt when a
+//! CA is registered or removed), plus an O(1) revoked-serial check, without a CRL parse per
+//! handshake. Swapped in place, so the `ServerConfig`s that hold it never need rebuilding
+//! and healthy connections stay up. One instance serves every listener; whoever follows the
+//! hub's events calls [`LiveClientVerifier::apply`].
+//!
+//! Client certificates are optional here (token devices, admin API clients): the listener's
+//! protocol decides what a connection without one may do.
 
 use arc_swap::ArcSwap;
-use moat_core::{CaRecord, Hub};
+use moat_core::{CaRecord, Event, Hub};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -15,6 +20,17 @@ use rustls::{
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// Why the verifier could not load the hub's trust state.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The registry could not be read.
+    #[error("cannot read the client trust anchors and revoked serials from the registry")]
+    Registry(#[source] moat_core::Error),
+    /// rustls refused to build a verifier over the anchors.
+    #[error("cannot build the client-certificate verifier")]
+    Build(#[source] rustls::server::VerifierBuilderError),
+}
 
 /// Verifies client certificates against live trust state.
 #[derive(Debug)]
@@ -40,20 +56,40 @@ impl LiveClientVerifier {
     }
 
     /// Loads trust anchors and the revoked set from the registry.
-    pub async fn sync(&self, hub: &Hub) -> anyhow::Result<()> {
-        self.set_cas(&hub.client_cas().await?)?;
-        self.set_revoked(
-            hub.store()
-                .all_revoked_serials()
-                .await?
-                .into_iter()
-                .collect(),
-        );
+    pub async fn sync(&self, hub: &Hub) -> Result<(), VerifierError> {
+        self.set_cas(&hub.client_cas().await.map_err(VerifierError::Registry)?)?;
+        let revoked = hub
+            .store()
+            .all_revoked_serials()
+            .await
+            .map_err(|e| VerifierError::Registry(e.into()))?;
+        self.set_revoked(revoked.into_iter().collect());
         Ok(())
     }
 
+    /// Applies a registry event: revoked serials join the revoked set, CA registration and
+    /// removal reload the trust anchors. Other events change nothing here.
+    pub async fn apply(&self, hub: &Hub, event: &Event) {
+        match event {
+            Event::DeviceRevoked { serials, .. } => self.add_revoked(serials),
+            Event::CertificateRevoked { serial, .. } => {
+                self.add_revoked(std::slice::from_ref(serial));
+            }
+            Event::CaRegistered { .. } | Event::CaRemoved { .. } => self.resync(hub).await,
+            _ => {}
+        }
+    }
+
+    /// [`Self::sync`], logging a failure (the previous state stays in force): for event loops
+    /// that must go on, e.g. after missing events.
+    pub async fn resync(&self, hub: &Hub) {
+        if let Err(e) = self.sync(hub).await {
+            tracing::error!(error = ?e, "cannot refresh the client-certificate verifier");
+        }
+    }
+
     /// Trusts exactly these CAs for client certificates from now on.
-    pub fn set_cas(&self, cas: &[CaRecord]) -> anyhow::Result<()> {
+    pub fn set_cas(&self, cas: &[CaRecord]) -> Result<(), VerifierError> {
         let mut roots = RootCertStore::empty();
         for ca in cas {
             if let Err(e) = roots.add(CertificateDer::from(ca.cert_der.clone())) {
@@ -66,7 +102,8 @@ impl LiveClientVerifier {
             Some(
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                     .allow_unauthenticated()
-                    .build()?,
+                    .build()
+                    .map_err(VerifierError::Build)?,
             )
         };
         self.inner.store(Arc::new(inner));
@@ -99,7 +136,8 @@ impl ClientCertVerifier for LiveClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        // Token devices (policy allow_insecure) use server TLS; CONNECT decides.
+        // Token devices (policy allow_insecure) use server TLS and CONNECT decides; admin API
+        // clients use a bearer token; EST handlers decide what needs a certificate.
         false
     }
 
