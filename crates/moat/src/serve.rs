@@ -200,6 +200,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
         sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
+        est: Arc::default(),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
