@@ -12,7 +12,8 @@
 //! | `serverkeygen` | POST `application/pkcs10` | station | `multipart/mixed`: `application/pkcs8` key + certs-only |
 //!
 //! Bodies are base64 (line breaks and other whitespace ignored, RFC 8951 §3.2); a PEM CSR is
-//! accepted too. `Content-Transfer-Encoding` is ignored on input and sent on output.
+//! accepted too. `Content-Transfer-Encoding` is ignored on input and sent on output; answers
+//! are base64 in 64-column lines ending in LF.
 //! Refusals are `application/problem+json` with the reason in `detail`, and 401 carries
 //! `WWW-Authenticate: Basic`.
 
@@ -161,9 +162,10 @@ pub(crate) async fn serverkeygen(
     // RFC 7030 §4.4.2: the private key part first, then the certificate.
     let mut body = String::new();
     for (content_type, der) in [("application/pkcs8", key.as_slice()), (CERTS_ONLY, &p7)] {
+        // Each part's base64 ends with the CRLF that belongs to the next delimiter.
         body.push_str(&format!(
-            "--{boundary}\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
-            base64_lines(der)
+            "--{boundary}\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            base64_lines(der).trim_end()
         ));
     }
     body.push_str(&format!("--{boundary}--\r\n"));
@@ -327,13 +329,14 @@ fn base64_response(content_type: &'static str, der: &[u8]) -> Response {
         .into_response()
 }
 
-/// Base64 in lines of 64 characters, each ended by CRLF.
+/// Base64 in lines of 64 characters, each ended by LF (what `base64 -d` and every EST client
+/// read; CR would trip coreutils' decoder).
 fn base64_lines(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 32 + 2);
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push_str("\r\n");
+        out.push('\n');
     }
     out
 }
@@ -351,7 +354,7 @@ mod tests {
         for body in [
             one_line.clone(),
             wrapped.clone(),
-            wrapped.replace("\r\n", "\n"),
+            wrapped.replace('\n', "\r\n"),
             format!("  {}\n", one_line.trim_end_matches('=')),
         ] {
             assert_eq!(decode_body(body.as_bytes()).expect("decodes"), der);

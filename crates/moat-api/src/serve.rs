@@ -90,10 +90,12 @@ pub async fn serve_tls(
             async move {
                 let _permit = permit;
                 let acceptor = TlsAcceptor::from(config);
-                let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                let accept = acceptor.accept(tcp).into_fallible();
+                let stream = match tokio::time::timeout(limits.handshake_timeout, accept).await {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
+                        linger(tcp).await;
                         return;
                     }
                     Err(_) => {
@@ -131,6 +133,31 @@ pub async fn serve_tls(
     {
         tracing::warn!("shutdown grace period over; dropping open HTTPS connections");
     }
+}
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After a refused handshake (rustls has written its alert, e.g. "certificate revoked" or
+/// "certificate expired"): half-close, then read and drop what the client already sent until
+/// it closes or [`LINGER`] passes. With TLS 1.3 the client's first request is often already
+/// on its way when its certificate is refused; closing with it unread makes the kernel send a
+/// reset, which can destroy the alert before the client reads it — the client would then see
+/// a bare "connection reset" instead of the reason.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Serves `app` over plain HTTP until `shutdown` is cancelled.
