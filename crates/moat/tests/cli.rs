@@ -46,6 +46,11 @@ fn usage_errors_are_one_line_with_a_hint() {
         &["audit", "--limit", "x"],
         &["serve", "--api-listen", "not-an-address"],
         &["config", "nonsense"],
+        &["allowlist", "add"],
+        &["allowlist", "reset"],
+        &["allowlist", "list", "--limit", "x"],
+        &["station", "create", "line-1"],
+        &["station", "delete"],
     ];
     for args in cases {
         let out = moat(args);

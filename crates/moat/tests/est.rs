@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -794,4 +795,88 @@ fn an_expired_certificate_cannot_reenroll() {
     assert_eq!(a.status, 0, "{a:?}");
     assert!(a.stderr.contains("certificate expired"), "{}", a.stderr);
     assert_eq!(snapshot(hub), before);
+}
+
+#[test]
+fn allowlist_files_are_refused_whole_with_line_numbers() {
+    let hub = TestHub::start();
+    let csv = hub.path("serials.csv");
+    std::fs::write(
+        &csv,
+        "serial,mac,model\nSN-1,aa:bb:cc:dd:ee:01,M1\nSN 2\nSN-3,12:34\nSN-1\nSN-4,,M4\n",
+    )
+    .expect("csv");
+    let f = csv.to_str().expect("p");
+    let line = hub.fails(&["allowlist", "add", "--file", f]);
+    for want in [
+        "line 3: serial \"SN 2\"",
+        "line 4: MAC \"12:34\"",
+        "line 5: serial \"SN-1\" repeats line 2",
+        "nothing stored",
+    ] {
+        assert!(line.contains(want), "{want:?} not in {line}");
+    }
+    assert!(!line.contains("line 6"), "{line}");
+    assert_eq!(hub.json(&["allowlist", "list"]), serde_json::json!([]));
+
+    // A good file, then one that repeats a listed serial: refused whole, naming its line.
+    std::fs::write(&csv, "SN-1,AA-BB-CC-DD-EE-01,M1\nSN-2\n").expect("csv");
+    assert!(
+        hub.ok(&["allowlist", "add", "--file", f])
+            .contains("added 2")
+    );
+    std::fs::write(&csv, "SN-3\n\nSN-2\n").expect("csv");
+    let line = hub.fails(&["allowlist", "add", "--file", f]);
+    assert!(
+        line.contains("line 3: serial \"SN-2\" is already on the allow-list"),
+        "{line}"
+    );
+    let list = hub.json(&["allowlist", "list"]);
+    let serials: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["serial"].as_str().expect("serial"))
+        .collect();
+    assert_eq!(serials, ["SN-1", "SN-2"]);
+    assert_eq!(list[0]["mac"], "aa:bb:cc:dd:ee:01");
+
+    // Resetting a serial that never enrolled, or one not listed, says so.
+    assert!(
+        hub.fails(&["allowlist", "reset", "SN-1"])
+            .contains("has not enrolled yet")
+    );
+    assert!(
+        hub.fails(&["allowlist", "reset", "SN-404"])
+            .contains("not found")
+    );
+    // A missing or non-UTF-8 file names the file.
+    let missing = hub.fails(&["allowlist", "add", "--file", "/nonexistent/x.csv"]);
+    assert!(missing.contains("/nonexistent/x.csv"), "{missing}");
+    std::fs::write(&csv, [0xff, 0xfe, 0x00]).expect("csv");
+    assert!(
+        hub.fails(&["allowlist", "add", "--file", f])
+            .contains("not UTF-8")
+    );
+
+    // Station credentials are written once and never overwritten.
+    let out = hub.path("st");
+    let o = out.to_str().expect("p");
+    hub.ok(&["station", "create", "line-1", "--out", o]);
+    assert_eq!(
+        std::fs::metadata(out.join("line-1.key"))
+            .expect("key")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let line = hub.fails(&["station", "create", "line-1", "--out", o]);
+    assert!(line.contains("already exists"), "{line}");
+    let line = hub.fails(&["station", "create", "line-1", "--token"]);
+    assert!(line.contains("station \"line-1\" already exists"), "{line}");
+    let list = hub.json(&["station", "list"]);
+    assert_eq!(list.as_array().expect("list").len(), 1);
+    hub.ok(&["station", "delete", "line-1"]);
+    assert_eq!(hub.json(&["station", "list"]), serde_json::json!([]));
 }
