@@ -1,6 +1,6 @@
 //! Request and response bodies of the admin API (JSON), with their OpenAPI schemas.
 
-use moat_core::{AuditEntry, CaRecord, CertRecord, Device};
+use moat_core::{AllowlistEntry, AuditEntry, CaRecord, CertRecord, Device, Station};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -25,6 +25,15 @@ pub struct DeviceView {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Manufacturer serial, for devices enrolled from the allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// MAC address from the allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Model from the allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl From<&Device> for DeviceView {
@@ -36,6 +45,9 @@ impl From<&Device> for DeviceView {
             ca: d.ca_name.clone(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
+            serial: d.factory.as_ref().map(|f| f.serial.clone()),
+            mac: d.factory.as_ref().and_then(|f| f.mac.clone()),
+            model: d.factory.as_ref().and_then(|f| f.model.clone()),
         }
     }
 }
@@ -394,4 +406,114 @@ pub struct CreateAppRequest {
     /// Subscribe filter templates.
     #[serde(default)]
     pub subscribe: Vec<String>,
+}
+
+/// Serials for the factory allow-list, as the manufacturer's CSV (`serial[,mac[,model]]` per
+/// line, optional header). Refused whole, with line numbers, if any line is bad.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistUpload {
+    /// The CSV text.
+    pub csv: String,
+}
+
+/// What an upload added.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AllowlistAdded {
+    /// Serials added.
+    pub added: usize,
+}
+
+/// A serial on the allow-list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AllowlistView {
+    /// Manufacturer serial (the device id it enrolls as).
+    pub serial: String,
+    /// MAC address.
+    pub mac: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// RFC 3339.
+    pub added_at: String,
+    /// RFC 3339, once enrolled.
+    pub enrolled_at: Option<String>,
+    /// The device it enrolled as.
+    pub device_id: Option<String>,
+}
+
+impl From<&AllowlistEntry> for AllowlistView {
+    fn from(e: &AllowlistEntry) -> Self {
+        AllowlistView {
+            serial: e.factory.serial.clone(),
+            mac: e.factory.mac.clone(),
+            model: e.factory.model.clone(),
+            added_at: rfc3339(e.added_at),
+            enrolled_at: e.enrolled_at.map(rfc3339),
+            device_id: e.device_id.clone(),
+        }
+    }
+}
+
+/// Create a factory station.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStationRequest {
+    /// Name: 1–64 of `A-Z a-z 0-9 . _ : -`.
+    pub name: String,
+    /// An HTTP Basic token instead of a hub-issued certificate and key.
+    #[serde(default)]
+    pub token: bool,
+}
+
+/// A factory station.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StationView {
+    /// Name.
+    pub name: String,
+    /// `certificate` or `token`.
+    pub credential: String,
+    /// Serial of its certificate.
+    pub cert_serial: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Station> for StationView {
+    fn from(s: &Station) -> Self {
+        StationView {
+            name: s.name.clone(),
+            credential: if s.cert_serial.is_some() {
+                "certificate"
+            } else {
+                "token"
+            }
+            .into(),
+            cert_serial: s.cert_serial.clone(),
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+/// A created station. `private_key_pem` and `token` are shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateStationResponse {
+    /// The station.
+    pub station: StationView,
+    /// Its certificate then the device CA, PEM (certificate stations).
+    pub certificate_pem: Option<String>,
+    /// Its hub-generated key, PKCS#8 PEM (certificate stations).
+    pub private_key_pem: Option<String>,
+    /// Its HTTP Basic token (token stations; user name = station name).
+    pub token: Option<String>,
+}
+
+impl From<moat_core::CreatedStation> for CreateStationResponse {
+    fn from(c: moat_core::CreatedStation) -> Self {
+        CreateStationResponse {
+            station: StationView::from(&c.station),
+            certificate_pem: c.chain_pem,
+            private_key_pem: c.private_key_pem.map(|k| k.expose().to_string()),
+            token: c.token.map(|t| t.expose().to_string()),
+        }
+    }
 }

@@ -3,30 +3,39 @@
 //! - The **admin API** ([`admin_router`]): REST over HTTPS with bearer-token auth, JSON in
 //!   and out, errors as RFC 9457 problem documents, an OpenAPI document at
 //!   `/api/openapi.json`. The `moat` CLI is one of its clients.
+//! - **EST** (RFC 7030, `est`): `/.well-known/est/` on the same HTTPS listener, for factory
+//!   stations (mutual TLS with a station certificate, or HTTP Basic) and re-enrolling
+//!   devices (mutual TLS with the certificate being renewed). No bearer token.
 //! - The **public endpoint** ([`public_router`]): CRLs at the stable URL written into every
 //!   certificate's CRL distribution point (`/crl/{ca}.crl`), and the CA bundle. Plain HTTP
 //!   on purpose: CRLs are signed, and relying parties fetch them without TLS (RFC 5280).
 //! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
-//!   handshaken and served in its own task under a timeout, within a connection cap.
+//!   handshaken and served in its own task under a timeout, within a connection cap. Client
+//!   certificates are optional and checked by the shared [`LiveClientVerifier`] (also the
+//!   MQTT listener's); handlers see the chain as `ConnectInfo<TlsPeer>`.
 //!
 //! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
 
 mod auth;
 pub mod dto;
+mod est;
 mod openapi;
 mod problem;
 mod public;
 mod routes;
 mod serve;
 mod tls;
+mod verifier;
 
 pub use auth::AdminAuth;
+pub use est::{EstAuth, MAX_EST_BODY_BYTES};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
-pub use serve::{ServeLimits, serve_plain, serve_tls};
+pub use serve::{ServeLimits, TlsPeer, serve_plain, serve_tls};
 pub use tls::{hub_server_config, tls_signing_key};
+pub use verifier::{LiveClientVerifier, VerifierError};
 
 use moat_core::Hub;
 use std::sync::Arc;
@@ -40,4 +49,6 @@ pub struct AppState {
     pub auth: Arc<AdminAuth>,
     /// The MQTT hub's live sessions, when it runs on this node.
     pub sessions: Option<Arc<dyn SessionControl>>,
+    /// EST station authentication failures (rate limit per address).
+    pub est: Arc<EstAuth>,
 }

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 /// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation and audit of a Moat hub. Errors are RFC 9457 problem documents."),
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment and audit of a Moat hub, and its EST endpoints (RFC 7030). Errors are RFC 9457 problem documents."),
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
@@ -17,12 +17,16 @@ use utoipa::{Modify, OpenApi};
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
+        add_allowlist, list_allowlist, reset_allowlist, create_station, list_stations, delete_station,
+        crate::est::cacerts, crate::est::csrattrs, crate::est::simpleenroll,
+        crate::est::simplereenroll, crate::est::serverkeygen,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
         RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
         ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
         AclPolicyView, PutAclPolicyRequest, AccessRequest, AccessView, GroupPolicyRequest, CreateAppRequest,
+        AllowlistUpload, AllowlistAdded, AllowlistView, CreateStationRequest, StationView, CreateStationResponse,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -37,6 +41,11 @@ impl Modify for BearerAuth {
             components.add_security_scheme(
                 "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+            // EST stations: HTTP Basic with the station name and token (or mutual TLS).
+            components.add_security_scheme(
+                "basic",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
             );
         }
     }

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use moat_core::Error;
+use moat_core::{Error, EstRefusal};
 use serde::Serialize;
 
 /// A problem document (`application/problem+json`).
@@ -75,6 +75,18 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::RegistrationCode => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::State(_) => StatusCode::CONFLICT,
+        Error::Est(r) => match r {
+            EstRefusal::NoCredentials | EstRefusal::BadStationToken(_) => StatusCode::UNAUTHORIZED,
+            EstRefusal::BadCsr(_) | EstRefusal::NoSerial => StatusCode::BAD_REQUEST,
+            EstRefusal::AlreadyEnrolled(_) | EstRefusal::DeviceExists(_) => StatusCode::CONFLICT,
+            EstRefusal::NotAStation(_)
+            | EstRefusal::NotAllowListed(_)
+            | EstRefusal::NoClientCertificate
+            | EstRefusal::NotADeviceCertificate(_)
+            | EstRefusal::CertificateRevoked(_)
+            | EstRefusal::CertificateExpired(_)
+            | EstRefusal::DeviceNotActive(..) => StatusCode::FORBIDDEN,
+        },
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::RngCore;
+use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::Instrument;
+
+/// What a handler knows about the TLS client: its address and the certificate chain it
+/// presented, if any (verified by the listener's client verifier during the handshake, or
+/// restored by session resumption). Read it with `ConnectInfo<TlsPeer>`.
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Leaf first; empty when the client sent no certificate.
+    pub chain: Arc<[CertificateDer<'static>]>,
+}
 
 /// Bounds of an HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +54,8 @@ impl Default for ServeLimits {
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` is cancelled. `tls` is read per
-/// connection, so a new server certificate takes effect without a restart.
+/// connection, so a new server certificate takes effect without a restart. Requests carry
+/// `ConnectInfo<SocketAddr>` and `ConnectInfo<TlsPeer>` (the client's certificate chain).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
@@ -77,10 +90,12 @@ pub async fn serve_tls(
             async move {
                 let _permit = permit;
                 let acceptor = TlsAcceptor::from(config);
-                let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                let accept = acceptor.accept(tcp).into_fallible();
+                let stream = match tokio::time::timeout(limits.handshake_timeout, accept).await {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
+                        linger(tcp).await;
                         return;
                     }
                     Err(_) => {
@@ -88,8 +103,13 @@ pub async fn serve_tls(
                         return;
                     }
                 };
+                let tls_peer = TlsPeer {
+                    addr: peer,
+                    chain: stream.get_ref().1.peer_certificates().unwrap_or_default().into(),
+                };
                 let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(ConnectInfo(tls_peer.clone()));
                     app.clone().oneshot(req)
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -113,6 +133,31 @@ pub async fn serve_tls(
     {
         tracing::warn!("shutdown grace period over; dropping open HTTPS connections");
     }
+}
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After a refused handshake (rustls has written its alert, e.g. "certificate revoked" or
+/// "certificate expired"): half-close, then read and drop what the client already sent until
+/// it closes or [`LINGER`] passes. With TLS 1.3 the client's first request is often already
+/// on its way when its certificate is refused; closing with it unread makes the kernel send a
+/// reset, which can destroy the alert before the client reads it — the client would then see
+/// a bare "connection reset" instead of the reason.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Serves `app` over plain HTTP until `shutdown` is cancelled.

@@ -5,6 +5,7 @@ use moat_core::ServerIdentity;
 use moat_vault::HubKey;
 use rustls::crypto::aws_lc_rs;
 use rustls::server::ResolvesServerCert;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{ServerConfig, SignatureAlgorithm, SignatureScheme};
 use std::sync::Arc;
@@ -56,16 +57,23 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
-/// TLS 1.2 + 1.3 server configuration for the admin API: the hub's server identity, no
-/// client certificates, ALPN h2 and http/1.1.
-pub fn hub_server_config(identity: &ServerIdentity) -> Result<ServerConfig, rustls::Error> {
+/// TLS 1.2 + 1.3 server configuration of the HTTPS listener (admin API and EST): the hub's
+/// server identity, ALPN h2 and http/1.1, and an *optional* client certificate checked by
+/// `client_auth` (the shared [`crate::LiveClientVerifier`]: device CA and registered CAs,
+/// revoked serials refused). Admin clients send none and use their bearer token; EST
+/// stations and re-enrolling devices present theirs, which handlers read from
+/// [`crate::TlsPeer`].
+pub fn hub_server_config(
+    identity: &ServerIdentity,
+    client_auth: Arc<dyn ClientCertVerifier>,
+) -> Result<ServerConfig, rustls::Error> {
     let certified = CertifiedKey::new(
         identity.chain.clone(),
         tls_signing_key(identity.key.clone()),
     );
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth)
         .with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)

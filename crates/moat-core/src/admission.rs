@@ -53,6 +53,10 @@ pub enum Denial {
     /// The certificate is revoked.
     #[error("certificate {0} is revoked")]
     CertRevoked(String),
+    /// A certificate of the hub's that identifies no device (a factory station's EST
+    /// credential, the hub's own server certificate).
+    #[error("certificate {0} is not a device certificate")]
+    NotADeviceCertificate(String),
     /// The certificate carries no identity under its CA's rule.
     #[error("certificate has no identity: {0}")]
     NoIdentity(String),
@@ -85,7 +89,7 @@ impl Denial {
         match self {
             Denial::UntrustedIssuer => "chain",
             Denial::CertRevoked(_) => "revocation",
-            Denial::NoIdentity(_) => "identity",
+            Denial::NoIdentity(_) | Denial::NotADeviceCertificate(_) => "identity",
             Denial::UnknownDevice(_) | Denial::WrongCa(_) => "registration",
             Denial::Disabled(_) | Denial::DeviceRevoked(_) => "device_state",
             Denial::InsecureDenied(_) | Denial::BadToken(_) => "policy",
@@ -223,6 +227,11 @@ impl Hub {
         if let Some(r) = record.as_ref().filter(|r| r.revoked_at.is_some()) {
             return Err(Denial::CertRevoked(r.serial.clone()));
         }
+        if let Some(r) = record.as_ref().filter(|r| r.device_id.is_none()) {
+            // A station certificate carries a name the hub might also know as a device id;
+            // the registry says what it is.
+            return Err(Denial::NotADeviceCertificate(r.serial.clone()));
+        }
         if record.is_none() && ca.kind == CaKind::DeviceIssuing {
             // Every certificate the hub issues is recorded before it is returned: one the
             // registry does not know was not issued by this hub's registry.
@@ -261,6 +270,7 @@ impl Hub {
             ca_name: ca.name.clone(),
             created_at: now,
             updated_at: now,
+            factory: None,
         };
         let rec = cert_record(leaf, &ca.name, Some(id), CertSource::Bound, now)?;
         match self.store().create_device(&device, Some(&rec)).await {

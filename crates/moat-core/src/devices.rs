@@ -153,6 +153,7 @@ impl Hub {
             ca_name,
             created_at: now,
             updated_at: now,
+            factory: None,
         };
         let audit = moat_store::NewAuditEntry {
             at: now,
@@ -181,7 +182,7 @@ impl Hub {
         })
     }
 
-    fn issue_device(
+    pub(crate) fn issue_device(
         &self,
         id: &str,
         public_key: &dyn moat_pki::PublicKeyData,

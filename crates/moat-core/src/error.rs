@@ -52,6 +52,9 @@ pub enum Error {
         "registration code is unknown, already used or expired; get a new one with `moat ca registration-code`"
     )]
     RegistrationCode,
+    /// An EST request is refused (the text is the public reason).
+    #[error(transparent)]
+    Est(#[from] crate::EstRefusal),
     /// The registry failed.
     #[error("registry error")]
     Store(#[source] moat_store::Error),
@@ -93,6 +96,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::State(_) => "invalid-state",
             Error::RegistrationCode => "registration-code",
+            Error::Est(_) => "est-refused",
             Error::Store(_) | Error::Vault(_) | Error::Internal(_) => "internal",
         }
     }

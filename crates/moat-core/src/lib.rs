@@ -1,6 +1,7 @@
 //! Moat's domain services: the hub's CAs, devices and their certificates, registered
 //! third-party CAs, revocation and CRL publication, the audit log, and the event bus that
-//! tells the rest of the hub (the MQTT broker, OTA) what changed.
+//! tells the rest of the hub (the MQTT broker, OTA) what changed; factory enrollment (the
+//! allow-list, EST stations, EST enrollment and re-enrollment decisions).
 //!
 //! ```text
 //!   moat-api / CLI ──▶ Hub (this crate) ──▶ moat-pki  (build and check X.509, no I/O)
@@ -16,6 +17,7 @@
 
 mod access;
 mod admission;
+mod allowlist;
 mod audit;
 mod cache;
 mod cas;
@@ -23,27 +25,32 @@ mod certs;
 mod config;
 mod devices;
 mod error;
+mod est;
 mod events;
 mod explain;
 mod hub;
 mod limiter;
 mod secret;
+mod stations;
 
 pub use access::{CreateApp, DEFAULT_FILTER, DEFAULT_POLICY, TopicAcl, expand, validate_filter};
 pub use admission::{Admission, ConnectMode, Denial};
+pub use allowlist::{AllowlistLine, MAX_ALLOWLIST_ENTRIES, MAX_MODEL_LEN, parse_allowlist_csv};
 pub use audit::Actor;
 pub use cas::RegisterCa;
 pub use config::{CaNames, CoreConfig};
 pub use devices::{CreateDevice, CreatedDevice, Credential, validate_device_id};
 pub use error::Error;
+pub use est::{EstIssued, EstRefusal, StationCredential};
 pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
 pub use limiter::FailureLimiter;
 pub use secret::{Secret, hash_token, new_token, token_matches};
+pub use stations::{CreateStation, CreatedStation};
 
-pub use moat_pki::{IdentityRule, RevocationReason};
+pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
-    AclPolicy, AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device,
-    DeviceState, IdentityAccess, IdentityKind,
+    AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
+    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Station,
 };

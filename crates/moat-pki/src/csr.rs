@@ -1,14 +1,15 @@
 //! PKCS#10 checks: signature, key type, no CA request, size.
 
-use crate::info::common_name;
-use crate::{Error, pem};
+use crate::info::{cert_subject_alt_names, common_name, general_name, parse_cert};
+use crate::{Error, dn, pem};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_SERIALNUMBER,
+    OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_X509_SERIALNUMBER,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::RSAPublicKey;
@@ -49,6 +50,62 @@ pub struct CheckedCsr {
     pub common_name: Option<String>,
     /// Subject serialNumber attribute (2.5.4.5), if present (EST factory enrollment uses it).
     pub serial_number: Option<String>,
+    /// The whole subject, RFC 4514 (EST re-enrollment compares it with the current
+    /// certificate's).
+    pub subject: String,
+    /// Requested subject alternative names (extensionRequest), as `DNS:…`, `URI:…`, `IP:…`.
+    pub subject_alt_names: Vec<String>,
+}
+
+/// What an EST re-enrollment request asks for (RFC 7030 §4.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The CSR carries the current certificate's key: a renewal.
+    SameKey,
+    /// The CSR carries a new key: a re-key.
+    NewKey,
+}
+
+impl Renewal {
+    /// `renew` or `rekey`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Renewal::SameKey => "renew",
+            Renewal::NewKey => "rekey",
+        }
+    }
+}
+
+/// RFC 7030 §4.2.2: a re-enrollment CSR's subject and subjectAltName must be identical to the
+/// certificate being renewed (compared as RFC 4514 strings and as the set of names, so a
+/// PrintableString/UTF8String difference in encoding does not count). Says whether it is a
+/// renewal (same key) or a re-key.
+pub fn check_renewal(csr: &CheckedCsr, current_cert: &[u8]) -> Result<Renewal, Error> {
+    let cert = parse_cert(current_cert)?;
+    let subject = dn::rfc4514(cert.subject());
+    if csr.subject != subject {
+        return Err(Error::RenewalMismatch {
+            field: "subject",
+            requested: csr.subject.clone(),
+            current: subject,
+        });
+    }
+    let mut current = cert_subject_alt_names(&cert)?;
+    let mut requested = csr.subject_alt_names.clone();
+    current.sort();
+    requested.sort();
+    if requested != current {
+        return Err(Error::RenewalMismatch {
+            field: "subjectAltName",
+            requested: requested.join(", "),
+            current: current.join(", "),
+        });
+    }
+    Ok(if cert.public_key().raw == csr.spki_der.as_slice() {
+        Renewal::SameKey
+    } else {
+        Renewal::NewKey
+    })
 }
 
 /// Parses a CSR given as PEM or DER, refuses it if larger than [`MAX_CSR_BYTES`], if its
@@ -95,6 +152,7 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, Error> {
         Err(_verification_failed) => return Err(Error::CsrBadSignature),
     }
     refuse_ca_request(&csr)?;
+    let subject_alt_names = requested_sans(&csr)?;
 
     let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
         .map_err(|e| Error::UnsupportedKey(format!("{algorithm:?}: {e}")))?;
@@ -110,6 +168,8 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, Error> {
         algorithm,
         common_name: common_name(&info.subject),
         serial_number,
+        subject: dn::rfc4514(&info.subject),
+        subject_alt_names,
     })
 }
 
@@ -163,6 +223,33 @@ fn modulus_bits(modulus: &[u8]) -> u32 {
     let significant = &modulus[start..];
     let len = u32::try_from(significant.len()).unwrap_or(u32::MAX / 8);
     len * 8 - significant[0].leading_zeros()
+}
+
+/// The subject alternative names the CSR's extensionRequest asks for (empty if none).
+fn requested_sans(csr: &X509CertificationRequest<'_>) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    for attr in csr.certification_request_info.iter_attributes() {
+        let ParsedCriAttribute::ExtensionRequest(req) = attr.parsed_attribute() else {
+            continue;
+        };
+        for ext in req
+            .extensions
+            .iter()
+            .filter(|e| e.oid == OID_X509_EXT_SUBJECT_ALT_NAME)
+        {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    names.extend(san.general_names.iter().map(general_name));
+                }
+                other => {
+                    return Err(malformed(format!(
+                        "unreadable subjectAltName request: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// Refuses a CSR whose extensionRequest asks for basicConstraints CA:TRUE (or carries a

@@ -46,6 +46,23 @@ pub enum Error {
     /// The verification certificate is not signed by the CA's key: no proof of possession.
     #[error("verification certificate is not signed by the CA's key")]
     VerificationNotSigned,
+    /// An EST re-enrollment CSR does not name the same subject (or SAN) as the certificate
+    /// being renewed (RFC 7030 §4.2.2).
+    #[error(
+        "re-enrollment must keep the certificate's {field}: the CSR asks for {requested:?}, the certificate has {current:?}"
+    )]
+    RenewalMismatch {
+        /// `subject` or `subjectAltName`.
+        field: &'static str,
+        /// What the CSR asks for.
+        requested: String,
+        /// What the current certificate carries.
+        current: String,
+    },
+    /// A CMS or DER object (EST certs-only response, CSR attributes) could not be built or
+    /// read.
+    #[error("CMS/DER encoding failed")]
+    Cms(#[source] der::Error),
     /// rcgen refused to build or sign (the cause is kept).
     #[error("certificate generation failed")]
     Generate(#[source] rcgen::Error),

@@ -8,6 +8,10 @@ use x509_parser::extensions::GeneralName;
 /// The SAN URI prefix hub-issued certificates carry before the device id.
 pub const DEVICE_URI_PREFIX: &str = "urn:moat:device:";
 
+/// The SAN URI prefix of factory station certificates (never stripped: a station's URI is
+/// not a device identity).
+pub const STATION_URI_PREFIX: &str = "urn:moat:station:";
+
 /// Which field of a certificate names the device. Hub-issued certificates use `Cn` (their CN
 /// and SAN URI agree); a registered CA chooses one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,7 @@ use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 /// What the registry and the CLI show about a certificate.
@@ -62,6 +63,42 @@ pub(crate) fn common_name(name: &x509_parser::x509::X509Name<'_>) -> Option<Stri
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_owned)
+}
+
+/// A general name as the renewal check compares it: `DNS:…`, `URI:…`, `IP:…`, `email:…`,
+/// `DirName:…`, or the DER of anything else in hex.
+pub(crate) fn general_name(name: &GeneralName<'_>) -> String {
+    match name {
+        GeneralName::DNSName(v) => format!("DNS:{v}"),
+        GeneralName::URI(v) => format!("URI:{v}"),
+        GeneralName::RFC822Name(v) => format!("email:{v}"),
+        GeneralName::IPAddress(b) => match b.len() {
+            4 => format!("IP:{}", std::net::Ipv4Addr::from([b[0], b[1], b[2], b[3]])),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                format!("IP:{}", std::net::Ipv6Addr::from(a))
+            }
+            _ => format!("IP:#{}", hex::encode(b)),
+        },
+        GeneralName::DirectoryName(n) => format!("DirName:{}", dn::rfc4514(n)),
+        GeneralName::RegisteredID(oid) => format!("RID:{oid}"),
+        other => format!("other:{other:?}"),
+    }
+}
+
+/// The subject alternative names of a DER certificate as [`general_name`] writes them, in
+/// certificate order (empty without the extension).
+pub(crate) fn cert_subject_alt_names(cert: &X509Certificate<'_>) -> Result<Vec<String>, Error> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| Error::Malformed {
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
+    Ok(san
+        .map(|s| s.value.general_names.iter().map(general_name).collect())
+        .unwrap_or_default())
 }
 
 /// The serial of a DER certificate, without summarising the rest (a hot path: the MQTT

@@ -1,7 +1,7 @@
 //! End-entity issuance policy. The hub decides every field; nothing is copied from a CSR
 //! except its public key.
 
-use crate::identity::DEVICE_URI_PREFIX;
+use crate::identity::{DEVICE_URI_PREFIX, STATION_URI_PREFIX};
 use crate::info::{is_ca, parse_cert};
 use crate::{Error, Serial};
 use rcgen::{
@@ -15,9 +15,10 @@ use time::{Duration, OffsetDateTime, UtcOffset};
 /// How far `not_before` is set before the issue time, for devices whose clocks run behind.
 pub const BACKDATE: Duration = Duration::minutes(5);
 
-/// A device certificate to issue.
+/// A device (or station) certificate to issue.
 pub struct DeviceCertRequest<'a> {
-    /// Becomes the subject CN and a SAN URI `urn:moat:device:{id}` (the identity).
+    /// Becomes the subject CN and a SAN URI `urn:moat:device:{id}` (the identity); the
+    /// station name for [`issue_station_cert`].
     pub device_id: &'a str,
     /// The device's public key (from its CSR, or a key the hub just generated).
     pub public_key: &'a dyn PublicKeyData,
@@ -41,11 +42,33 @@ pub fn issue_device_cert(
     issuer_cert: &CertificateDer<'_>,
     issuer_key: &dyn SigningKey,
 ) -> Result<CertificateDer<'static>, Error> {
+    client_cert(req, DEVICE_URI_PREFIX, issuer_cert, issuer_key)
+}
+
+/// Issues a factory station's certificate (the credential an EST enrollment station presents
+/// over mutual TLS): the same profile as a device certificate, with CN = station name and SAN
+/// URI `urn:moat:station:{name}`, so nothing reads it as a device. `req.device_id` carries the
+/// station name. The registry is what tells the hub it is a station (moat-core checks it on
+/// both sides: EST refuses device certificates, MQTT refuses station certificates).
+pub fn issue_station_cert(
+    req: &DeviceCertRequest<'_>,
+    issuer_cert: &CertificateDer<'_>,
+    issuer_key: &dyn SigningKey,
+) -> Result<CertificateDer<'static>, Error> {
+    client_cert(req, STATION_URI_PREFIX, issuer_cert, issuer_key)
+}
+
+fn client_cert(
+    req: &DeviceCertRequest<'_>,
+    uri_prefix: &str,
+    issuer_cert: &CertificateDer<'_>,
+    issuer_key: &dyn SigningKey,
+) -> Result<CertificateDer<'static>, Error> {
     let issuer = issuer_of(issuer_cert, issuer_key)?;
     let mut params = base_params(req.serial, req.now, req.validity);
     params.distinguished_name = subject(req.device_id, req.organization);
     params.subject_alt_names = vec![SanType::URI(
-        format!("{DEVICE_URI_PREFIX}{}", req.device_id).try_into()?,
+        format!("{uri_prefix}{}", req.device_id).try_into()?,
     )];
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -4,8 +4,9 @@
 
 use crate::Error;
 use crate::model::{
-    AclPolicy, AuditEntry, CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, CrlRecord,
-    Device, DeviceState, IdentityAccess, IdentityKind, RevokedCert,
+    AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
+    ConnectionPolicy, CrlRecord, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind,
+    RevokedCert, Station,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
@@ -140,6 +141,38 @@ pub(crate) fn device(row: &impl RowExt) -> Result<Device, Error> {
         ca_name: row.text("ca_name")?,
         created_at: row.ts("created_at")?,
         updated_at: row.ts("updated_at")?,
+        factory: match row.opt_text("hw_serial")? {
+            Some(serial) => Some(FactoryInfo {
+                serial,
+                mac: row.opt_text("mac")?,
+                model: row.opt_text("model")?,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// An `allowlist` row.
+pub(crate) fn allowlist_entry(row: &impl RowExt) -> Result<AllowlistEntry, Error> {
+    Ok(AllowlistEntry {
+        factory: FactoryInfo {
+            serial: row.text("serial")?,
+            mac: row.opt_text("mac")?,
+            model: row.opt_text("model")?,
+        },
+        added_at: row.ts("added_at")?,
+        enrolled_at: row.opt_ts("enrolled_at")?,
+        device_id: row.opt_text("device_id")?,
+    })
+}
+
+/// A `stations` row.
+pub(crate) fn station(row: &impl RowExt) -> Result<Station, Error> {
+    Ok(Station {
+        name: row.text("name")?,
+        cert_serial: row.opt_text("cert_serial")?,
+        token_hash: row.opt_text("token_hash")?,
+        created_at: row.ts("created_at")?,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Registry persistence for Moat: devices, certificates, CAs, CRLs, registration codes,
-//! settings, the audit log, and the MQTT broker's durable state (retained messages and
+//! settings, the audit log, the factory allow-list and EST stations, and the MQTT broker's durable state (retained messages and
 //! persistent sessions, as values the broker encodes).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
@@ -205,6 +205,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, Error>;
     /// Audit entries, newest first, at most `limit`, with id < `before` if given.
     async fn list_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, Error>;
+
+    // ── factory enrollment (EST) ──
+    /// Adds serials to the allow-list, all or none: [`Error::Conflict`] naming the first one
+    /// already listed.
+    async fn add_allowlist(&self, entries: &[AllowlistEntry]) -> Result<(), Error>;
+    /// Which of `serials` are on the allow-list already (in the order given).
+    async fn allowlisted(&self, serials: &[String]) -> Result<Vec<String>, Error>;
+    /// The allow-list entry of a serial.
+    async fn allowlist_entry(&self, serial: &str) -> Result<Option<AllowlistEntry>, Error>;
+    /// Allow-list entries by serial, after `after` (keyset paging), at most `limit`.
+    async fn list_allowlist(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AllowlistEntry>, Error>;
+    /// Lets an enrolled serial enroll once more. False if it had not enrolled;
+    /// [`Error::NotFound`] if it is not on the allow-list.
+    async fn reset_allowlist(&self, serial: &str) -> Result<bool, Error>;
+    /// One EST enrollment, all or nothing: claims the serial's enrollment (only if it is on
+    /// the allow-list and not enrolled), creates the device (unless `device_exists`), records
+    /// the certificate and the audit entry. [`Error::NotFound`] if the serial is not on the
+    /// allow-list; [`Error::Conflict`] if it already enrolled, or the device or certificate
+    /// exists.
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<(), Error>;
+    /// Records a certificate and the audit entry of its issuance in one transaction (EST
+    /// re-enrollment). [`Error::Conflict`] as [`Store::insert_cert`].
+    async fn insert_cert_audited(
+        &self,
+        cert: &CertRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), Error>;
+    /// Creates a station, with its certificate if it has one, and the audit entry, atomically.
+    /// [`Error::Conflict`] if the name (or the certificate) exists.
+    async fn create_station(
+        &self,
+        station: &Station,
+        cert: Option<&CertRecord>,
+        audit: &NewAuditEntry,
+    ) -> Result<(), Error>;
+    /// The station with this name.
+    async fn station(&self, name: &str) -> Result<Option<Station>, Error>;
+    /// Every station, by name.
+    async fn list_stations(&self) -> Result<Vec<Station>, Error>;
+    /// Deletes a station (its certificate row stays, for serial uniqueness and audit);
+    /// [`Error::NotFound`] if absent.
+    async fn delete_station(&self, name: &str) -> Result<(), Error>;
 
     // ── MQTT broker state (values the broker encodes; opaque here) ──
     /// Stores (or replaces) the retained message of `topic`.

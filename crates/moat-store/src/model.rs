@@ -80,6 +80,61 @@ pub struct Device {
     pub created_at: OffsetDateTime,
     /// Last state change.
     pub updated_at: OffsetDateTime,
+    /// Its factory identity, when it enrolled from the allow-list (EST).
+    pub factory: Option<FactoryInfo>,
+}
+
+/// What the manufacturer said about a device: its serial, and optionally its MAC and model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactoryInfo {
+    /// The manufacturer's serial number (the allow-list key).
+    pub serial: String,
+    /// MAC address, lowercase `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    /// Model name.
+    pub model: Option<String>,
+}
+
+/// A serial on the factory allow-list: the manufacturer will produce it, and it may enroll
+/// over EST once (again only after an admin reset).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowlistEntry {
+    /// What the manufacturer uploaded for it.
+    pub factory: FactoryInfo,
+    /// Uploaded.
+    pub added_at: OffsetDateTime,
+    /// When it enrolled; None while it may enroll.
+    pub enrolled_at: Option<OffsetDateTime>,
+    /// The device it enrolled as.
+    pub device_id: Option<String>,
+}
+
+/// A factory station: the credential that may enroll allow-listed serials over EST.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Station {
+    /// Its name (CN of its certificate, user name for HTTP Basic).
+    pub name: String,
+    /// Serial (hex) of the one certificate that authenticates it, if it has one.
+    pub cert_serial: Option<String>,
+    /// SHA-256 (hex) of its HTTP Basic token, if it has one.
+    pub token_hash: Option<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+}
+
+/// One EST enrollment, written in one transaction by [`crate::Store::enroll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The allow-listed serial that enrolls.
+    pub serial: String,
+    /// The device it becomes (created unless `device_exists`).
+    pub device: Device,
+    /// The device row exists already (a serial re-enrolling after an admin reset).
+    pub device_exists: bool,
+    /// The certificate issued.
+    pub cert: CertRecord,
+    /// The audit entry recording it.
+    pub audit: NewAuditEntry,
 }
 
 /// How a certificate came to the registry.
@@ -94,6 +149,8 @@ pub enum CertSource {
     Bound,
     /// A hub infrastructure certificate (CA or server).
     Hub,
+    /// A factory station's EST client certificate (no device).
+    Station,
 }
 
 impl CertSource {
@@ -104,6 +161,7 @@ impl CertSource {
             CertSource::Csr => "csr",
             CertSource::Bound => "bound",
             CertSource::Hub => "hub",
+            CertSource::Station => "station",
         }
     }
     /// From column text.
@@ -113,6 +171,7 @@ impl CertSource {
             "csr" => CertSource::Csr,
             "bound" => CertSource::Bound,
             "hub" => CertSource::Hub,
+            "station" => CertSource::Station,
             _ => return None,
         })
     }

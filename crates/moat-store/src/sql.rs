@@ -8,7 +8,7 @@
 /// Columns of `devices`.
 macro_rules! device_cols {
     () => {
-        "id, state, policy, token_hash, ca_name, created_at, updated_at"
+        "id, state, policy, token_hash, ca_name, created_at, updated_at, hw_serial, mac, model"
     };
 }
 
@@ -27,6 +27,20 @@ macro_rules! ca_cols {
     };
 }
 
+/// Columns of `allowlist`.
+macro_rules! allowlist_cols {
+    () => {
+        "serial, mac, model, added_at, enrolled_at, device_id"
+    };
+}
+
+/// Columns of `stations`.
+macro_rules! station_cols {
+    () => {
+        "name, cert_serial, token_hash, created_at"
+    };
+}
+
 /// Columns of `audit_log`.
 macro_rules! audit_cols {
     () => {
@@ -39,7 +53,7 @@ macro_rules! audit_cols {
 pub(crate) const INSERT_DEVICE: &str = concat!(
     "INSERT INTO devices (",
     device_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 );
 pub(crate) const DEVICE: &str = concat!("SELECT ", device_cols!(), " FROM devices WHERE id = $1");
 pub(crate) const DEVICES_FIRST: &str = concat!(
@@ -185,3 +199,43 @@ pub(crate) const MQTT_SESSIONS: &str =
     "SELECT client_id, value FROM mqtt_sessions ORDER BY client_id";
 pub(crate) const DELETE_EXPIRED_MQTT_SESSIONS: &str =
     "DELETE FROM mqtt_sessions WHERE expires_at <= $1";
+
+// ── factory enrollment ──
+
+pub(crate) const INSERT_ALLOWLIST: &str = concat!(
+    "INSERT INTO allowlist (",
+    allowlist_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6)"
+);
+pub(crate) const ALLOWLIST_ENTRY: &str = concat!(
+    "SELECT ",
+    allowlist_cols!(),
+    " FROM allowlist WHERE serial = $1"
+);
+pub(crate) const ALLOWLIST_FIRST: &str = concat!(
+    "SELECT ",
+    allowlist_cols!(),
+    " FROM allowlist ORDER BY serial LIMIT $1"
+);
+pub(crate) const ALLOWLIST_AFTER: &str = concat!(
+    "SELECT ",
+    allowlist_cols!(),
+    " FROM allowlist WHERE serial > $1 ORDER BY serial LIMIT $2"
+);
+/// Claims a serial's one enrollment: at most one caller sees a row affected.
+pub(crate) const CLAIM_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = $1, device_id = $2 \
+     WHERE serial = $3 AND enrolled_at IS NULL";
+pub(crate) const RESET_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = NULL, device_id = NULL \
+     WHERE serial = $1 AND enrolled_at IS NOT NULL";
+pub(crate) const ALLOWLIST_EXISTS: &str = "SELECT 1 FROM allowlist WHERE serial = $1";
+
+pub(crate) const INSERT_STATION: &str = concat!(
+    "INSERT INTO stations (",
+    station_cols!(),
+    ") VALUES ($1, $2, $3, $4)"
+);
+pub(crate) const STATION: &str =
+    concat!("SELECT ", station_cols!(), " FROM stations WHERE name = $1");
+pub(crate) const STATIONS: &str =
+    concat!("SELECT ", station_cols!(), " FROM stations ORDER BY name");
+pub(crate) const DELETE_STATION: &str = "DELETE FROM stations WHERE name = $1";

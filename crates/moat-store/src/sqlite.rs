@@ -12,8 +12,8 @@ use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
 use crate::model::{
-    AclPolicy, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState, IdentityAccess,
-    NewAuditEntry, RevokedCert,
+    AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
+    Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
 use crate::sql;
 use crate::sqlite_writer::Writer;

@@ -420,6 +420,129 @@ macro_rules! impl_store {
                 rows.iter().map(codec::audit).collect()
             }
 
+            // ── factory enrollment ──
+
+            async fn add_allowlist(&self, entries: &[AllowlistEntry]) -> Result<(), Error> {
+                let entries = entries.to_vec();
+                write_op!(self, Tx::Needed, |conn| Self::add_allowlist_on(
+                    conn, &entries
+                ))
+            }
+
+            async fn allowlisted(&self, serials: &[String]) -> Result<Vec<String>, Error> {
+                let mut conn = self.pool.acquire().await.map_err(Error::Database)?;
+                let mut found = Vec::new();
+                for serial in serials {
+                    let row = sqlx::query(sql::ALLOWLIST_EXISTS)
+                        .bind(serial)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    if row.is_some() {
+                        found.push(serial.clone());
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn allowlist_entry(&self, serial: &str) -> Result<Option<AllowlistEntry>, Error> {
+                sqlx::query(sql::ALLOWLIST_ENTRY)
+                    .bind(serial)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::allowlist_entry(&r))
+                    .transpose()
+            }
+
+            async fn list_allowlist(
+                &self,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<AllowlistEntry>, Error> {
+                let rows = match after {
+                    Some(after) => {
+                        sqlx::query(sql::ALLOWLIST_AFTER)
+                            .bind(after)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
+                    }
+                    None => {
+                        sqlx::query(sql::ALLOWLIST_FIRST)
+                            .bind(codec::limit(limit))
+                            .fetch_all(&self.pool)
+                            .await
+                    }
+                }
+                .map_err(Error::Database)?;
+                rows.iter().map(codec::allowlist_entry).collect()
+            }
+
+            async fn reset_allowlist(&self, serial: &str) -> Result<bool, Error> {
+                let serial = serial.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::reset_allowlist_on(
+                    conn, &serial
+                ))
+            }
+
+            async fn enroll(&self, e: &Enrollment) -> Result<(), Error> {
+                let e = e.clone();
+                write_op!(self, Tx::Needed, |conn| Self::enroll_on(conn, &e))
+            }
+
+            async fn insert_cert_audited(
+                &self,
+                c: &CertRecord,
+                audit: &NewAuditEntry,
+            ) -> Result<(), Error> {
+                let (c, audit) = (c.clone(), audit.clone());
+                write_op!(self, Tx::Needed, |conn| async {
+                    Self::insert_cert_on(conn, &c).await?;
+                    Self::append_audit_on(conn, &audit).await.map(drop)
+                })
+            }
+
+            async fn create_station(
+                &self,
+                st: &Station,
+                cert: Option<&CertRecord>,
+                audit: &NewAuditEntry,
+            ) -> Result<(), Error> {
+                let (st, cert, audit) = (st.clone(), cert.cloned(), audit.clone());
+                write_op!(self, Tx::Needed, |conn| async {
+                    Self::create_station_on(conn, &st, cert.as_ref()).await?;
+                    Self::append_audit_on(conn, &audit).await.map(drop)
+                })
+            }
+
+            async fn station(&self, name: &str) -> Result<Option<Station>, Error> {
+                sqlx::query(sql::STATION)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| codec::station(&r))
+                    .transpose()
+            }
+
+            async fn list_stations(&self) -> Result<Vec<Station>, Error> {
+                sqlx::query(sql::STATIONS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(codec::station)
+                    .collect()
+            }
+
+            async fn delete_station(&self, name: &str) -> Result<(), Error> {
+                let name = name.to_owned();
+                write_op!(self, Tx::NotNeeded, |conn| Self::delete_station_on(
+                    conn, &name
+                ))
+            }
+
             // ── MQTT broker state ──
 
             async fn put_mqtt_retained(&self, topic: &str, value: &[u8]) -> Result<(), Error> {

@@ -53,6 +53,9 @@ macro_rules! impl_writes {
                     .bind(&d.ca_name)
                     .bind(micros(d.created_at))
                     .bind(micros(d.updated_at))
+                    .bind(d.factory.as_ref().map(|f| f.serial.as_str()))
+                    .bind(d.factory.as_ref().and_then(|f| f.mac.as_deref()))
+                    .bind(d.factory.as_ref().and_then(|f| f.model.as_deref()))
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| classify(e, || format!("device {}", d.id)))?;
@@ -419,6 +422,116 @@ macro_rules! impl_writes {
                     .await
                     .map_err(Error::Database)
                     .map(drop)
+            }
+
+            /// Inserts every entry; the first serial already listed fails the whole write.
+            pub(crate) async fn add_allowlist_on(
+                conn: &mut $conn,
+                entries: &[AllowlistEntry],
+            ) -> Result<(), Error> {
+                for e in entries {
+                    sqlx::query(sql::INSERT_ALLOWLIST)
+                        .bind(&e.factory.serial)
+                        .bind(&e.factory.mac)
+                        .bind(&e.factory.model)
+                        .bind(micros(e.added_at))
+                        .bind(e.enrolled_at.map(micros))
+                        .bind(&e.device_id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|err| {
+                            classify(err, || format!("allow-list serial {}", e.factory.serial))
+                        })?;
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn reset_allowlist_on(
+                conn: &mut $conn,
+                serial: &str,
+            ) -> Result<bool, Error> {
+                let done = sqlx::query(sql::RESET_ALLOWLIST)
+                    .bind(serial)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                Self::allowlisted_on(conn, serial).await?;
+                Ok(false)
+            }
+
+            /// [`Error::NotFound`] unless `serial` is on the allow-list.
+            async fn allowlisted_on(conn: &mut $conn, serial: &str) -> Result<(), Error> {
+                let exists = sqlx::query(sql::ALLOWLIST_EXISTS)
+                    .bind(serial)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                match exists {
+                    Some(_) => Ok(()),
+                    None => Err(Error::NotFound(format!("allow-list serial {serial}"))),
+                }
+            }
+
+            /// Claims the serial's enrollment, then writes the device (unless it exists), the
+            /// certificate and the audit entry. The caller rolls back on error.
+            pub(crate) async fn enroll_on(conn: &mut $conn, e: &Enrollment) -> Result<(), Error> {
+                let claimed = sqlx::query(sql::CLAIM_ALLOWLIST)
+                    .bind(micros(e.cert.created_at))
+                    .bind(&e.device.id)
+                    .bind(&e.serial)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if claimed.rows_affected() == 0 {
+                    Self::allowlisted_on(conn, &e.serial).await?;
+                    return Err(Error::Conflict(format!(
+                        "enrollment of serial {} (already enrolled)",
+                        e.serial
+                    )));
+                }
+                if e.device_exists {
+                    Self::insert_cert_on(conn, &e.cert).await?;
+                } else {
+                    Self::create_device_on(conn, &e.device, Some(&e.cert)).await?;
+                }
+                Self::append_audit_on(conn, &e.audit).await.map(drop)
+            }
+
+            pub(crate) async fn create_station_on(
+                conn: &mut $conn,
+                st: &Station,
+                cert: Option<&CertRecord>,
+            ) -> Result<(), Error> {
+                sqlx::query(sql::INSERT_STATION)
+                    .bind(&st.name)
+                    .bind(&st.cert_serial)
+                    .bind(&st.token_hash)
+                    .bind(micros(st.created_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| classify(e, || format!("station {}", st.name)))?;
+                match cert {
+                    Some(c) => Self::insert_cert_on(conn, c).await,
+                    None => Ok(()),
+                }
+            }
+
+            pub(crate) async fn delete_station_on(
+                conn: &mut $conn,
+                name: &str,
+            ) -> Result<(), Error> {
+                let done = sqlx::query(sql::DELETE_STATION)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("station {name}")));
+                }
+                Ok(())
             }
 
             pub(crate) async fn delete_expired_mqtt_sessions_on(

@@ -60,6 +60,12 @@ pub enum Command {
     /// The hub's own TLS server certificate (admin API and MQTT listeners).
     #[command(subcommand)]
     Server(ServerCmd),
+    /// The factory allow-list: serials that may enroll over EST, once each.
+    #[command(subcommand)]
+    Allowlist(AllowlistCmd),
+    /// Factory stations: the credentials that enroll allow-listed serials over EST.
+    #[command(subcommand)]
+    Station(StationCmd),
     /// Print a CA's current CRL (PEM).
     Crl {
         /// The CA (default: the device CA).
@@ -335,5 +341,54 @@ pub enum AppCmd {
         /// Filter template it may subscribe to (repeatable), e.g. 'devices/+/telemetry'.
         #[arg(long)]
         subscribe: Vec<String>,
+    },
+}
+
+/// `moat allowlist …`.
+#[derive(Debug, Subcommand)]
+pub enum AllowlistCmd {
+    /// Add the serials of a CSV file (serial[,mac[,model]] per line, optional header line).
+    /// Any bad line refuses the whole file; nothing is stored then.
+    Add {
+        /// The CSV file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List the allow-list and what enrolled.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this serial.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Let an enrolled serial enroll once more.
+    Reset {
+        /// The serial.
+        serial: String,
+    },
+}
+
+/// `moat station …`.
+#[derive(Debug, Subcommand)]
+pub enum StationCmd {
+    /// Create a station: a certificate and key written to --out, or (--token) an HTTP Basic token.
+    Create {
+        /// Station name (certificate CN, or HTTP Basic user name).
+        name: String,
+        /// Directory to write NAME.crt and NAME.key (or NAME.token) into.
+        #[arg(long, required_unless_present = "token")]
+        out: Option<PathBuf>,
+        /// Authenticate with HTTP Basic NAME:TOKEN instead of a certificate (token printed once).
+        #[arg(long)]
+        token: bool,
+    },
+    /// List stations.
+    List,
+    /// Delete a station (its certificate is revoked; it can no longer enroll).
+    Delete {
+        /// Station name.
+        name: String,
     },
 }

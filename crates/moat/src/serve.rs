@@ -123,8 +123,17 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         }
     }
     let identity = hub.server_identity(&names).await?;
-    let tls =
-        moat_api::hub_server_config(&identity).context("cannot build the TLS configuration")?;
+    // One client-certificate verifier for every TLS listener (MQTT, and HTTPS for EST),
+    // kept current by `mqtt::follow_events`.
+    let verifier = Arc::new(moat_api::LiveClientVerifier::new(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    )));
+    verifier
+        .sync(&hub)
+        .await
+        .context("cannot load the client trust anchors")?;
+    let tls = moat_api::hub_server_config(&identity, verifier.clone())
+        .context("cannot build the TLS configuration")?;
     let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
 
     write_atomic(
@@ -134,13 +143,6 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     )?;
     let shutdown = CancellationToken::new();
     // The MQTT hub.
-    let verifier = Arc::new(crate::mqtt::LiveClientVerifier::new(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    )));
-    verifier
-        .sync(&hub)
-        .await
-        .context("cannot load the MQTT trust anchors")?;
     let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::mqtt::tls_config(&identity, verifier.clone())?,
     ));
@@ -207,6 +209,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
         sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
+        est: Arc::default(),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
@@ -419,7 +422,7 @@ fn init_logging(cfg: &Config) {
 struct ServedTls {
     api: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     mqtt: crate::mqtt::TlsCell,
-    verifier: Arc<crate::mqtt::LiveClientVerifier>,
+    verifier: Arc<moat_api::LiveClientVerifier>,
 }
 
 /// Keeps the listeners on the hub's current server certificate: after `moat server rotate`
@@ -455,7 +458,7 @@ async fn follow_server_identity(
             if serial == serving {
                 return Ok::<_, anyhow::Error>(None);
             }
-            let api = moat_api::hub_server_config(&identity)?;
+            let api = moat_api::hub_server_config(&identity, tls.verifier.clone())?;
             let mqtt = crate::mqtt::tls_config(&identity, tls.verifier.clone())?;
             tls.api.store(Arc::new(api));
             tls.mqtt.store(Arc::new(mqtt));

@@ -49,6 +49,11 @@ fn usage_errors_are_one_line_with_a_hint() {
         &["server", "rotate", "now"],
         &["session", "kick"],
         &["acl", "assign", "p"],
+        &["allowlist", "add"],
+        &["allowlist", "reset"],
+        &["allowlist", "list", "--limit", "x"],
+        &["station", "create", "line-1"],
+        &["station", "delete"],
     ];
     for args in cases {
         let out = moat(args);

@@ -4,6 +4,7 @@ mod access;
 mod cas;
 mod certs;
 mod devices;
+mod enrollment;
 mod misc;
 mod sessions;
 
@@ -18,6 +19,7 @@ pub(crate) use access::*;
 pub(crate) use cas::*;
 pub(crate) use certs::*;
 pub(crate) use devices::*;
+pub(crate) use enrollment::*;
 pub(crate) use misc::*;
 pub use sessions::SessionControl;
 pub(crate) use sessions::*;
@@ -25,8 +27,9 @@ pub(crate) use sessions::*;
 /// Largest admin request body (a CSR or certificate chain in JSON is a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The admin API: everything under `/api/v1` needs the admin bearer token;
-/// `/api/openapi.json` is public.
+/// The HTTPS router: the admin API (everything under `/api/v1` needs the admin bearer
+/// token; `/api/openapi.json` is public) and EST under `/.well-known/est/` (its own
+/// authentication: station or device certificates, station tokens).
 pub fn admin_router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/info", get(info))
@@ -59,6 +62,15 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/server/rotate", post(rotate_server_cert))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
+        .route(
+            "/allowlist",
+            get(list_allowlist)
+                .post(add_allowlist)
+                .layer(DefaultBodyLimit::max(MAX_ALLOWLIST_BODY_BYTES)),
+        )
+        .route("/allowlist/{serial}/reset", post(reset_allowlist))
+        .route("/stations", get(list_stations).post(create_station))
+        .route("/stations/{name}", delete(delete_station))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_admin,
@@ -66,6 +78,7 @@ pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi_json))
+        .merge(crate::est::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::serve::request_id))

@@ -126,6 +126,7 @@ pub fn device(id: &str) -> Device {
         ca_name: "devices".to_owned(),
         created_at: t0(),
         updated_at: t0(),
+        factory: None,
     }
 }
 

@@ -168,6 +168,13 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
                 "id:       {}\nstate:    {}\npolicy:   {}\nca:       {}\ncreated:  {}\nupdated:  {}",
                 d.id, d.state, d.policy, d.ca, d.created_at, d.updated_at
             );
+            if let Some(serial) = &d.serial {
+                println!(
+                    "serial:   {serial}\nmac:      {}\nmodel:    {}",
+                    d.mac.as_deref().unwrap_or("-"),
+                    d.model.as_deref().unwrap_or("-")
+                );
+            }
             println!("certificates:");
             for c in certs {
                 let status = match &c.revoked_at {

@@ -4,6 +4,7 @@ mod access;
 mod ca;
 mod cert;
 mod device;
+mod enrollment;
 mod fw;
 
 use crate::cli::{Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
@@ -27,6 +28,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App(ref c) => access::app(&cli, c).await,
         Command::Device(ref c) => device::run(&cli, c).await,
         Command::Cert(ref c) => cert::run(&cli, c).await,
+        Command::Allowlist(ref c) => enrollment::allowlist(&cli, c).await,
+        Command::Station(ref c) => enrollment::station(&cli, c).await,
         Command::Session(SessionCmd::List) => {
             let api = ApiClient::from_cli(&cli)?;
             let sessions: Vec<SessionView> = api.get("/api/v1/sessions").await?;

@@ -1,16 +1,15 @@
 //! Wiring of the MQTT hub into `moat serve`: the broker, its TLS configuration with the live
-//! client verifier, and the event loop that turns registry changes into verifier updates
-//! and session kicks.
+//! client verifier (`moat_api::LiveClientVerifier`, shared with the HTTPS listener for EST),
+//! and the event loop that turns registry changes into verifier updates and session kicks.
 
 mod authority;
 mod persistence;
-mod verifier;
 
 pub use authority::HubAuthority;
 pub use persistence::RegistryPersistence;
-pub use verifier::LiveClientVerifier;
 
 use arc_swap::ArcSwap;
+use moat_api::LiveClientVerifier;
 use moat_broker::Broker;
 use moat_core::{Event, Hub, ServerIdentity};
 use std::sync::Arc;
@@ -36,30 +35,12 @@ pub fn tls_config(
     Ok(cfg)
 }
 
-/// Puts a revoked device's certificates into the verifier's revoked set, each under its
-/// own issuing CA (the event carries serials only). On a registry error, resynchronises.
-async fn add_device_revocations(
-    hub: &Hub,
-    verifier: &LiveClientVerifier,
-    device_id: &str,
-    serials: &[String],
-) {
-    match hub.store().list_certs(Some(device_id), u32::MAX).await {
-        Ok(certs) => {
-            for c in certs.iter().filter(|c| serials.contains(&c.serial)) {
-                verifier.add_revoked(&c.ca_name, &c.serial);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(device = device_id, error = %e, "cannot read the revoked certificates; resynchronising");
-            resync(hub, verifier).await;
-        }
-    }
-}
-
 /// Applies registry events to the live MQTT hub until `shutdown`: revocations go into the
 /// verifier's revoked set and kick the device's sessions; disabling or deleting a device
 /// kicks it; CA changes rebuild the trust anchors. On lag it resynchronises from the registry.
+/// The verifier is the one every TLS listener of the hub shares (MQTT and HTTPS/EST), so
+/// this loop keeps both current; it updates the verifier before kicking, so a kicked device
+/// that reconnects at once meets the new state at the handshake.
 pub async fn follow_events(
     hub: Arc<Hub>,
     broker: Arc<Broker>,
@@ -72,23 +53,19 @@ pub async fn follow_events(
             _ = shutdown.cancelled() => return,
             ev = rx.recv() => ev,
         };
+        if let Ok(ev) = &ev {
+            verifier.apply(&hub, ev).await;
+        }
         match ev {
-            Ok(Event::DeviceRevoked { device_id, serials }) => {
-                // Sessions first: CONNECT re-checks the registry, so a reconnect that
-                // passes TLS before the set below is updated is still refused.
+            Ok(Event::DeviceRevoked { device_id, .. }) => {
                 let n = broker.kick_identity(&device_id);
                 tracing::info!(device = %device_id, sessions = n, "device revoked: sessions closed");
-                add_device_revocations(&hub, &verifier, &device_id, &serials).await;
             }
             Ok(Event::CertificateRevoked {
-                serial,
-                ca_name,
-                device_id,
+                device_id: Some(id),
+                ..
             }) => {
-                verifier.add_revoked(&ca_name, &serial);
-                if let Some(id) = device_id {
-                    broker.kick_identity(&id);
-                }
+                broker.kick_identity(&id);
             }
             Ok(
                 Event::DeviceDisabled { device_id }
@@ -97,27 +74,19 @@ pub async fn follow_events(
             ) => {
                 broker.kick_identity(&device_id);
             }
-            Ok(Event::CaRegistered { .. }) => resync(&hub, &verifier).await,
             Ok(Event::CaRemoved { name }) => {
-                resync(&hub, &verifier).await;
                 kick_devices_of_ca(&hub, &broker, &name).await;
             }
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
-                    "event bus lagged; resynchronising the MQTT verifier"
+                    "event bus lagged; resynchronising the client verifier"
                 );
-                resync(&hub, &verifier).await;
+                verifier.resync(&hub).await;
             }
             Err(RecvError::Closed) => return,
         }
-    }
-}
-
-async fn resync(hub: &Hub, verifier: &LiveClientVerifier) {
-    if let Err(e) = verifier.sync(hub).await {
-        tracing::error!(error = ?e, "cannot refresh the MQTT client verifier");
     }
 }
 

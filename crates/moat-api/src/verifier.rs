@@ -1,8 +1,12 @@
-//! The MQTT listener's client-certificate verifier: webpki chain verification against the
-//! CAs the hub trusts *now* (rebuilt when a CA is registered or removed), plus an O(1)
-//! revoked check keyed by (issuer, serial), without a CRL parse per handshake. Swapped in
-//! place, so the `ServerConfig` that holds it never needs rebuilding and healthy
-//! connections stay up.
+//! The client-certificate verifier of the hub's TLS listeners (MQTT, and the HTTPS listener
+//! for EST): webpki chain verification against the CAs the hub trusts *now* (rebuilt when a
+//! CA is registered or removed), plus an O(1) revoked check keyed by (issuer, serial),
+//! without a CRL parse per handshake. Swapped in place, so the `ServerConfig`s that hold it
+//! never need rebuilding and healthy connections stay up. One instance serves every
+//! listener; whoever follows the hub's events calls [`LiveClientVerifier::apply`].
+//!
+//! Client certificates are optional here (token devices, admin API clients): the listener's
+//! protocol decides what a connection without one may do.
 //!
 //! The revoked set is sized for fleets: a fixed 32-byte key per certificate, 35–70 bytes
 //! with the hash table's power-of-two capacity (measured: hub RSS 101 MiB with 1,000,100
@@ -11,7 +15,7 @@
 //! one insert, never copied per revocation.
 
 use arc_swap::ArcSwap;
-use moat_core::{CaRecord, Hub};
+use moat_core::{CaRecord, Event, Hub};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -23,6 +27,17 @@ use rustls::{
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, PoisonError, RwLock};
+
+/// Why the verifier could not load the hub's trust state.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The registry could not be read.
+    #[error("cannot read the client trust anchors and revoked serials from the registry")]
+    Registry(#[source] moat_core::Error),
+    /// rustls refused to build a verifier over the anchors.
+    #[error("cannot build the client-certificate verifier")]
+    Build(#[source] rustls::server::VerifierBuilderError),
+}
 
 /// Longest serial RFC 5280 allows (§4.1.2.2); longer ones are refused at the handshake.
 const MAX_SERIAL: usize = 20;
@@ -101,8 +116,8 @@ impl LiveClientVerifier {
     }
 
     /// Loads trust anchors and the revoked set from the registry.
-    pub async fn sync(&self, hub: &Hub) -> anyhow::Result<()> {
-        self.set_cas(&hub.client_cas().await?)?;
+    pub async fn sync(&self, hub: &Hub) -> Result<(), VerifierError> {
+        self.set_cas(&hub.client_cas().await.map_err(VerifierError::Registry)?)?;
         self.reload_revoked(hub).await?;
         tracing::info!(
             revoked = self.revoked_len(),
@@ -111,9 +126,44 @@ impl LiveClientVerifier {
         Ok(())
     }
 
+    /// Applies a registry event: revoked certificates join the revoked set (each under its
+    /// own issuing CA), CA registration and removal reload the trust anchors. Other events
+    /// change nothing here.
+    pub async fn apply(&self, hub: &Hub, event: &Event) {
+        match event {
+            Event::DeviceRevoked { device_id, serials } => {
+                // The event carries serials only: find each one's issuing CA.
+                match hub.store().list_certs(Some(device_id), u32::MAX).await {
+                    Ok(certs) => {
+                        for c in certs.iter().filter(|c| serials.contains(&c.serial)) {
+                            self.add_revoked(&c.ca_name, &c.serial);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %device_id, error = %e, "cannot read the revoked certificates; resynchronising");
+                        self.resync(hub).await;
+                    }
+                }
+            }
+            Event::CertificateRevoked {
+                serial, ca_name, ..
+            } => self.add_revoked(ca_name, serial),
+            Event::CaRegistered { .. } | Event::CaRemoved { .. } => self.resync(hub).await,
+            _ => {}
+        }
+    }
+
+    /// [`Self::sync`], logging a failure (the previous state stays in force): for event loops
+    /// that must go on, e.g. after missing events.
+    pub async fn resync(&self, hub: &Hub) {
+        if let Err(e) = self.sync(hub).await {
+            tracing::error!(error = ?e, "cannot refresh the client-certificate verifier");
+        }
+    }
+
     /// Trusts exactly these CAs for client certificates from now on.
     /// Call [`Self::set_revoked`] afterwards: revocations are kept per CA.
-    pub fn set_cas(&self, cas: &[CaRecord]) -> anyhow::Result<()> {
+    pub fn set_cas(&self, cas: &[CaRecord]) -> Result<(), VerifierError> {
         let mut roots = RootCertStore::empty();
         let mut issuers = HashMap::new();
         for ca in cas {
@@ -133,7 +183,8 @@ impl LiveClientVerifier {
             Some(
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                     .allow_unauthenticated()
-                    .build()?,
+                    .build()
+                    .map_err(VerifierError::Build)?,
             )
         };
         self.inner.store(Arc::new(inner));
@@ -144,7 +195,7 @@ impl LiveClientVerifier {
     /// Rebuilds the revoked set from the registry, a page at a time (a million revocations
     /// never sit in memory as rows), aside; then swaps it in, so handshakes wait only for
     /// the swap.
-    async fn reload_revoked(&self, hub: &Hub) -> anyhow::Result<()> {
+    async fn reload_revoked(&self, hub: &Hub) -> Result<(), VerifierError> {
         const PAGE: u32 = 10_000;
         let mut next = Revoked {
             issuers: self.read_revoked().issuers.clone(),
@@ -155,7 +206,8 @@ impl LiveClientVerifier {
             let page = hub
                 .store()
                 .revoked_serials_page(after.as_ref().map(|(c, s)| (c.as_str(), s.as_str())), PAGE)
-                .await?;
+                .await
+                .map_err(|e| VerifierError::Registry(e.into()))?;
             for (ca, serial) in &page {
                 next.insert(ca, serial);
             }
@@ -200,7 +252,8 @@ impl ClientCertVerifier for LiveClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        // Token devices (policy allow_insecure) use server TLS; CONNECT decides.
+        // Token devices (policy allow_insecure) use server TLS and CONNECT decides; admin API
+        // clients use a bearer token; EST handlers decide what needs a certificate.
         false
     }
 

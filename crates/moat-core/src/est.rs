@@ -1,0 +1,425 @@
+//! EST enrollment decisions (RFC 7030): who may enroll (a factory station), what (an
+//! allow-listed serial that has not enrolled yet), and renewal by the certificate being
+//! renewed. `moat-api` speaks the protocol (paths, media types, base64, CMS); this module
+//! decides, signs, stores and audits.
+//!
+//! ```text
+//!   simpleenroll / serverkeygen:  station credential ─▶ CSR checked ─▶ serial from subject
+//!     serialNumber (else CN) ─▶ on the allow-list, not enrolled ─▶ sign ─▶ one transaction:
+//!     claim the serial + device (id = serial) + certificate + audit
+//!   simplereenroll:  client certificate = a live device certificate of this hub ─▶ CSR
+//!     subject/SAN identical to it ─▶ sign for the same device ─▶ certificate + audit
+//! ```
+//!
+//! Every refusal is audited with its reason and stores nothing else.
+
+use crate::hub::cert_record;
+use crate::{Actor, Error, Event, Hub, token_matches};
+use moat_pki::{CheckedCsr, Renewal};
+use moat_store::{
+    CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Enrollment, NewAuditEntry,
+    Station,
+};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// Why an EST request is refused. The text is the public reason: sent to the client and
+/// written to the audit log. `moat-api` maps each variant to its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum EstRefusal {
+    /// No station credential at all.
+    #[error(
+        "station not authorised: no credentials; authenticate with the station's certificate (mutual TLS) or HTTP Basic name:token"
+    )]
+    NoCredentials,
+    /// HTTP Basic with an unknown station or a wrong token.
+    #[error("station not authorised: unknown station {0:?} or wrong token")]
+    BadStationToken(String),
+    /// The client certificate is not a live station certificate (e.g. a device's).
+    #[error("station not authorised: {0}")]
+    NotAStation(String),
+    /// The CSR is not acceptable (malformed, bad signature, unsupported key, subject or SAN
+    /// changed on re-enrollment).
+    #[error("bad CSR: {0}")]
+    BadCsr(#[source] moat_pki::Error),
+    /// The CSR names no serial to enroll.
+    #[error(
+        "the CSR names no serial: put the allow-listed serial in the subject serialNumber or CN"
+    )]
+    NoSerial,
+    /// The serial is not on the allow-list.
+    #[error("serial {0:?} is not on the allow-list")]
+    NotAllowListed(String),
+    /// The serial has enrolled already.
+    #[error(
+        "serial {0:?} has already enrolled (an admin may allow one more enrollment: moat allowlist reset)"
+    )]
+    AlreadyEnrolled(String),
+    /// A device with the serial's id exists and did not enroll from that serial.
+    #[error("a device {0:?} exists that did not enroll from this serial")]
+    DeviceExists(String),
+    /// simplereenroll without a client certificate.
+    #[error("re-enrollment needs the certificate being renewed, presented over mutual TLS")]
+    NoClientCertificate,
+    /// The client certificate is not a device certificate this hub issued.
+    #[error("the client certificate is not a device certificate issued by this hub: {0}")]
+    NotADeviceCertificate(String),
+    /// The certificate being renewed is revoked.
+    #[error("certificate {0} is revoked")]
+    CertificateRevoked(String),
+    /// The certificate being renewed has expired.
+    #[error("certificate {0} has expired")]
+    CertificateExpired(String),
+    /// The device is disabled or revoked.
+    #[error("device {0:?} is {1}")]
+    DeviceNotActive(String, &'static str),
+}
+
+/// What a client presented to authenticate as a station.
+#[derive(Clone, Copy, Debug)]
+pub enum StationCredential<'a> {
+    /// The leaf of a client certificate chain the TLS handshake verified.
+    Certificate(&'a [u8]),
+    /// HTTP Basic user name and password.
+    Token {
+        /// Station name.
+        name: &'a str,
+        /// Its token.
+        token: &'a str,
+    },
+    /// Nothing.
+    None,
+}
+
+/// A certificate issued over EST. The key exists only here (server key generation).
+#[derive(Debug)]
+pub struct EstIssued {
+    /// The device.
+    pub device_id: String,
+    /// The certificate's registry row.
+    pub record: CertRecord,
+    /// The certificate.
+    pub cert: CertificateDer<'static>,
+    /// The hub-generated private key, PKCS#8 DER (server key generation only).
+    pub private_key_der: Option<Zeroizing<Vec<u8>>>,
+    /// For re-enrollment: renewal or re-key.
+    pub renewal: Option<Renewal>,
+}
+
+impl Hub {
+    /// Authenticates a factory station. A certificate must be the one recorded for a station
+    /// that still exists, unrevoked and unexpired (the handshake verified the chain; this
+    /// also covers resumed TLS sessions); a token must match the station's hash. Refusals are
+    /// audited with `peer` (the client's address).
+    pub async fn authenticate_station(
+        &self,
+        credential: StationCredential<'_>,
+        peer: &str,
+    ) -> Result<Station, Error> {
+        let (target, result) = match credential {
+            StationCredential::None => (None, Err(EstRefusal::NoCredentials.into())),
+            StationCredential::Token { name, token } => (
+                Some(name.to_string()),
+                self.station_by_token(name, token).await,
+            ),
+            StationCredential::Certificate(leaf) => (None, self.station_by_cert(leaf).await),
+        };
+        match result {
+            Ok(station) => Ok(station),
+            Err(e) => {
+                let actor = Actor(format!("unauthenticated@{peer}"));
+                self.audited(&actor, "est.authenticate", target.as_deref(), Err(e))
+                    .await
+            }
+        }
+    }
+
+    async fn station_by_token(&self, name: &str, token: &str) -> Result<Station, Error> {
+        let station = self.store().station(name).await?;
+        match station {
+            Some(s)
+                if s.token_hash
+                    .as_deref()
+                    .is_some_and(|h| token_matches(token, h)) =>
+            {
+                Ok(s)
+            }
+            _ => Err(EstRefusal::BadStationToken(name.to_string()).into()),
+        }
+    }
+
+    async fn station_by_cert(&self, leaf: &[u8]) -> Result<Station, Error> {
+        let not = |why: String| Error::from(EstRefusal::NotAStation(why));
+        let info = moat_pki::cert_info(leaf).map_err(|e| not(e.to_string()))?;
+        let rec = self
+            .store()
+            .cert_by_fingerprint(&info.fingerprint_sha256)
+            .await?
+            .ok_or_else(|| not("the client certificate is not one this hub issued".into()))?;
+        if rec.source != CertSource::Station {
+            return Err(not(format!(
+                "certificate {} is not a station certificate{}",
+                rec.serial,
+                rec.device_id
+                    .as_ref()
+                    .map(|d| format!(" (it belongs to device {d:?})"))
+                    .unwrap_or_default()
+            )));
+        }
+        if rec.revoked_at.is_some() {
+            return Err(not(format!("certificate {} is revoked", rec.serial)));
+        }
+        if rec.not_after <= OffsetDateTime::now_utc() {
+            return Err(not(format!("certificate {} has expired", rec.serial)));
+        }
+        let name = info.common_name.unwrap_or_default();
+        match self.store().station(&name).await? {
+            Some(s) if s.cert_serial.as_deref() == Some(rec.serial.as_str()) => Ok(s),
+            _ => Err(not(format!(
+                "station {name:?} no longer exists or has another certificate"
+            ))),
+        }
+    }
+
+    /// `simpleenroll` (or, with `generate_key`, `serverkeygen`) for `station`: the serial is
+    /// the CSR's subject serialNumber, else its CN; it must be on the allow-list and not have
+    /// enrolled. The device (id = serial, with the allow-list's MAC and model) and its
+    /// certificate are stored with the audit entry in one transaction before anything is
+    /// returned; a refusal stores nothing but its audit entry.
+    pub async fn est_enroll(
+        &self,
+        station: &Station,
+        csr: &[u8],
+        generate_key: bool,
+    ) -> Result<EstIssued, Error> {
+        let actor = Actor(format!("station:{}", station.name));
+        let action = if generate_key {
+            "est.serverkeygen"
+        } else {
+            "est.enroll"
+        };
+        let mut target = None;
+        let result = self
+            .est_enroll_inner(&actor, action, csr, generate_key, &mut target)
+            .await;
+        match result {
+            Ok(issued) => Ok(issued),
+            Err(e) => {
+                self.audited(&actor, action, target.as_deref(), Err(e))
+                    .await
+            }
+        }
+    }
+
+    async fn est_enroll_inner(
+        &self,
+        actor: &Actor,
+        action: &str,
+        csr: &[u8],
+        generate_key: bool,
+        target: &mut Option<String>,
+    ) -> Result<EstIssued, Error> {
+        let checked = moat_pki::check_csr(csr).map_err(EstRefusal::BadCsr)?;
+        let serial = csr_serial(&checked).ok_or(EstRefusal::NoSerial)?;
+        *target = Some(serial.clone());
+        let entry = self
+            .store()
+            .allowlist_entry(&serial)
+            .await?
+            .ok_or_else(|| EstRefusal::NotAllowListed(serial.clone()))?;
+        if entry.enrolled_at.is_some() {
+            return Err(EstRefusal::AlreadyEnrolled(serial).into());
+        }
+        let now = OffsetDateTime::now_utc();
+        // Device id = serial (checked as a device id at upload); identity by the device CA's
+        // rule (CN), like every hub-issued certificate.
+        let (device, device_exists) = match self.store().device(&serial).await? {
+            None => (
+                Device {
+                    id: serial.clone(),
+                    state: DeviceState::Active,
+                    policy: ConnectionPolicy::DenyInsecure,
+                    token_hash: None,
+                    ca_name: self.device_ca.name.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    factory: Some(entry.factory.clone()),
+                },
+                false,
+            ),
+            Some(d)
+                if d.factory.as_ref().map(|f| &f.serial) != Some(&serial)
+                    || d.ca_name != self.device_ca.name =>
+            {
+                return Err(EstRefusal::DeviceExists(serial).into());
+            }
+            Some(d) if d.state != DeviceState::Active => {
+                return Err(EstRefusal::DeviceNotActive(serial, d.state.as_str()).into());
+            }
+            // Enrolling again after an admin reset: a new certificate for the same device.
+            Some(d) => (d, true),
+        };
+        let (cert, private_key_der, source) = if generate_key {
+            let key = moat_pki::KeyPair::generate()
+                .map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
+            let cert = self.issue_device(&serial, &key, now)?;
+            (
+                cert,
+                Some(Zeroizing::new(key.serialize_der())),
+                CertSource::HubKey,
+            )
+        } else {
+            let cert = self.issue_device(&serial, &checked.public_key, now)?;
+            (cert, None, CertSource::Csr)
+        };
+        let record = cert_record(&cert, &self.device_ca.name, Some(&serial), source, now)?;
+        let enrollment = Enrollment {
+            serial: serial.clone(),
+            device,
+            device_exists,
+            cert: record.clone(),
+            audit: NewAuditEntry {
+                at: now,
+                actor: actor.0.clone(),
+                action: action.into(),
+                target: Some(serial.clone()),
+                outcome: "ok".into(),
+                detail: Some(format!("certificate {}", record.serial)),
+            },
+        };
+        self.store()
+            .enroll(&enrollment)
+            .await
+            .map_err(|e| match e {
+                moat_store::Error::NotFound(_) => EstRefusal::NotAllowListed(serial.clone()).into(),
+                // Another station enrolled it first.
+                moat_store::Error::Conflict(_) => {
+                    EstRefusal::AlreadyEnrolled(serial.clone()).into()
+                }
+                other => Error::from(other),
+            })?;
+        if !device_exists {
+            self.emit(Event::DeviceCreated {
+                device_id: serial.clone(),
+            });
+        }
+        Ok(EstIssued {
+            device_id: serial,
+            record,
+            cert,
+            private_key_der,
+            renewal: None,
+        })
+    }
+
+    /// `simplereenroll`: `chain` is the client's certificate chain from mutual TLS (verified
+    /// by the handshake, or restored by session resumption — so revocation and expiry are
+    /// checked here again). The certificate must be a live device certificate of the hub's
+    /// device CA whose device is active; the CSR must keep its subject and SAN (RFC 7030
+    /// §4.2.2). Same key: renewal; new key: re-key. The new certificate binds to the same
+    /// device; the old one stays valid until it expires or is revoked.
+    pub async fn est_reenroll(
+        &self,
+        chain: &[CertificateDer<'_>],
+        csr: &[u8],
+        peer: &str,
+    ) -> Result<EstIssued, Error> {
+        let mut actor = Actor(format!("unauthenticated@{peer}"));
+        let result = self.est_reenroll_inner(chain, csr, &mut actor).await;
+        match result {
+            Ok(issued) => Ok(issued),
+            Err(e) => {
+                let target = actor.0.strip_prefix("device:").map(str::to_owned);
+                self.audited(&actor, "est.reenroll", target.as_deref(), Err(e))
+                    .await
+            }
+        }
+    }
+
+    async fn est_reenroll_inner(
+        &self,
+        chain: &[CertificateDer<'_>],
+        csr: &[u8],
+        actor: &mut Actor,
+    ) -> Result<EstIssued, Error> {
+        let leaf = chain.first().ok_or(EstRefusal::NoClientCertificate)?;
+        let not = |why: String| Error::from(EstRefusal::NotADeviceCertificate(why));
+        let info = moat_pki::cert_info(leaf).map_err(|e| not(e.to_string()))?;
+        let current = self
+            .store()
+            .cert_by_fingerprint(&info.fingerprint_sha256)
+            .await?
+            .ok_or_else(|| not("this hub has no record of it".into()))?;
+        let device_id = match (&current.device_id, current.source) {
+            (Some(d), CertSource::HubKey | CertSource::Csr) => d.clone(),
+            (_, CertSource::Station) => return Err(not("it is a station certificate".into())),
+            (_, CertSource::Bound) => {
+                return Err(not(
+                    "it was issued by a registered CA; renew it with that CA".into(),
+                ));
+            }
+            _ => return Err(not("it identifies no device".into())),
+        };
+        *actor = Actor(format!("device:{device_id}"));
+        if current.revoked_at.is_some() {
+            return Err(EstRefusal::CertificateRevoked(current.serial).into());
+        }
+        let now = OffsetDateTime::now_utc();
+        if current.not_after <= now {
+            return Err(EstRefusal::CertificateExpired(current.serial).into());
+        }
+        let device = self
+            .store()
+            .device(&device_id)
+            .await?
+            .ok_or_else(|| not(format!("device {device_id:?} no longer exists")))?;
+        if device.state != DeviceState::Active {
+            return Err(EstRefusal::DeviceNotActive(device_id, device.state.as_str()).into());
+        }
+        if device.ca_name != self.device_ca.name || current.ca_name != self.device_ca.name {
+            return Err(not("it was not issued by the hub's device CA".into()));
+        }
+        let checked = moat_pki::check_csr(csr).map_err(EstRefusal::BadCsr)?;
+        let renewal = moat_pki::check_renewal(&checked, leaf).map_err(EstRefusal::BadCsr)?;
+        let cert = self.issue_device(&device_id, &checked.public_key, now)?;
+        let record = cert_record(
+            &cert,
+            &self.device_ca.name,
+            Some(&device_id),
+            CertSource::Csr,
+            now,
+        )?;
+        let audit = NewAuditEntry {
+            at: now,
+            actor: actor.0.clone(),
+            action: "est.reenroll".into(),
+            target: Some(device_id.clone()),
+            outcome: "ok".into(),
+            detail: Some(format!(
+                "{}: certificate {} replaces {}",
+                renewal.as_str(),
+                record.serial,
+                current.serial
+            )),
+        };
+        self.store().insert_cert_audited(&record, &audit).await?;
+        Ok(EstIssued {
+            device_id,
+            record,
+            cert,
+            private_key_der: None,
+            renewal: Some(renewal),
+        })
+    }
+}
+
+/// The serial a factory CSR enrolls: its subject serialNumber, else its CN.
+fn csr_serial(csr: &CheckedCsr) -> Option<String> {
+    csr.serial_number
+        .as_deref()
+        .or(csr.common_name.as_deref())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
