@@ -939,3 +939,38 @@ fn the_https_listener_follows_ca_registration_live() {
     );
     assert_eq!(snapshot(&hub), before);
 }
+
+/// Guessing station tokens is rate limited: after 20 failures a minute from one address,
+/// even the right token is answered 429 until the window passes; nothing is enrolled.
+#[test]
+fn failed_station_logins_are_rate_limited() {
+    let f = factory(TestHub::start(), "SN-1\n");
+    let (hub, d) = (&f.hub, f.dir.as_path());
+    let c1 = csr(d, "sn1", "/CN=SN-1", None, "", true);
+    for i in 0..20 {
+        let a = est(
+            hub,
+            "simpleenroll",
+            Auth::Basic("line-2", &format!("guess-{i}")),
+            Some(&c1),
+        );
+        assert_eq!(a.status, 401, "attempt {i}: {}", a.text());
+    }
+    let a = est(
+        hub,
+        "simpleenroll",
+        Auth::Basic("line-2", &f.token),
+        Some(&c1),
+    );
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert!(
+        a.detail()
+            .contains("too many failed station authentications")
+    );
+    assert!(
+        hub.json(&["device", "list"])
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+}
