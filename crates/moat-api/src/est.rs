@@ -42,16 +42,20 @@ const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 /// Failed station authentications allowed per address per minute before 429.
 const MAX_FAILURES: u32 = 20;
 
-/// The EST protocol's own state: failed station authentications per client address.
+/// The EST protocol's own state: failed station authentications per client address and
+/// per claimed station name (HTTP Basic).
 #[derive(Debug)]
 pub struct EstAuth {
-    failures: FailureLimiter<IpAddr>,
+    by_addr: FailureLimiter<IpAddr>,
+    by_station: FailureLimiter<String>,
 }
 
 impl Default for EstAuth {
     fn default() -> Self {
+        let window = Duration::from_secs(60);
         EstAuth {
-            failures: FailureLimiter::new(MAX_FAILURES, Duration::from_secs(60), 10_000),
+            by_addr: FailureLimiter::new(MAX_FAILURES, window, 10_000),
+            by_station: FailureLimiter::new(MAX_FAILURES, window, 10_000),
         }
     }
 }
@@ -188,16 +192,23 @@ async fn enroll(
     generate_key: bool,
 ) -> Result<EstIssued, Response> {
     let ip = peer.addr.ip();
-    if s.est.failures.is_limited(&ip) {
+    let basic = basic_credentials(headers);
+    let claimed = basic
+        .as_ref()
+        .and_then(|b| b.as_ref().map(|(n, _)| n.clone()));
+    if s.est.by_addr.is_limited(&ip)
+        || claimed
+            .as_ref()
+            .is_some_and(|n| s.est.by_station.is_limited(n))
+    {
         return Err(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "Too Many Requests",
-            "too many failed station authentications from this address; wait a minute",
+            "too many failed station authentications from this address or for this station; wait a minute",
         )
         .into_response());
     }
-    let basic = basic_credentials(headers);
     let credential = match (
         basic
             .as_ref()
@@ -219,12 +230,15 @@ async fn enroll(
         .await
     {
         Ok(st) => {
-            s.est.failures.clear(&ip);
+            s.est.by_addr.clear(&ip);
             st
         }
         Err(e) => {
             if e.is_client_error() {
-                s.est.failures.record_failure(&ip);
+                s.est.by_addr.record_failure(&ip);
+                if let Some(n) = &claimed {
+                    s.est.by_station.record_failure(n);
+                }
             }
             return Err(est_error(e));
         }

@@ -152,9 +152,10 @@ impl Hub {
     async fn station_by_cert(&self, leaf: &[u8]) -> Result<Station, Error> {
         let not = |why: String| Error::from(EstRefusal::NotAStation(why));
         let info = moat_pki::cert_info(leaf).map_err(|e| not(e.to_string()))?;
-        let rec = self
+        // One read for the certificate and its station: this runs on every enrollment.
+        let (rec, station) = self
             .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
+            .station_cert(&info.fingerprint_sha256)
             .await?
             .ok_or_else(|| not("the client certificate is not one this hub issued".into()))?;
         if rec.source != CertSource::Station {
@@ -174,8 +175,8 @@ impl Hub {
             return Err(not(format!("certificate {} has expired", rec.serial)));
         }
         let name = info.common_name.unwrap_or_default();
-        match self.store().station(&name).await? {
-            Some(s) if s.cert_serial.as_deref() == Some(rec.serial.as_str()) => Ok(s),
+        match station {
+            Some(s) if s.name == name => Ok(s),
             _ => Err(not(format!(
                 "station {name:?} no longer exists or has another certificate"
             ))),
@@ -233,8 +234,21 @@ impl Hub {
         }
         let now = OffsetDateTime::now_utc();
         // Device id = serial (checked as a device id at upload); identity by the device CA's
-        // rule (CN), like every hub-issued certificate.
-        let (device, device_exists) = match self.store().device(&serial).await? {
+        // rule (CN), like every hub-issued certificate. A serial that enrolled before (and was
+        // reset) goes onto the device it became; a first enrollment creates it, and the
+        // registry refuses it if a device of that id exists already (classified below).
+        let (device, device_exists) = match &entry.device_id {
+            Some(id) => {
+                let d = self
+                    .store()
+                    .device(id)
+                    .await?
+                    .ok_or_else(|| EstRefusal::DeviceNotActive(id.clone(), "deleted"))?;
+                if d.state != DeviceState::Active {
+                    return Err(EstRefusal::DeviceNotActive(d.id, d.state.as_str()).into());
+                }
+                (d, true)
+            }
             None => (
                 Device {
                     id: serial.clone(),
@@ -248,32 +262,22 @@ impl Hub {
                 },
                 false,
             ),
-            Some(d)
-                if d.factory.as_ref().map(|f| &f.serial) != Some(&serial)
-                    || d.ca_name != self.device_ca.name =>
-            {
-                return Err(EstRefusal::DeviceExists(serial).into());
-            }
-            Some(d) if d.state != DeviceState::Active => {
-                return Err(EstRefusal::DeviceNotActive(serial, d.state.as_str()).into());
-            }
-            // Enrolling again after an admin reset: a new certificate for the same device.
-            Some(d) => (d, true),
         };
+        let device_id = device.id.clone();
         let (cert, private_key_der, source) = if generate_key {
             let key = moat_pki::KeyPair::generate()
                 .map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
-            let cert = self.issue_device(&serial, &key, now)?;
+            let cert = self.issue_device(&device_id, &key, now)?;
             (
                 cert,
                 Some(Zeroizing::new(key.serialize_der())),
                 CertSource::HubKey,
             )
         } else {
-            let cert = self.issue_device(&serial, &checked.public_key, now)?;
+            let cert = self.issue_device(&device_id, &checked.public_key, now)?;
             (cert, None, CertSource::Csr)
         };
-        let record = cert_record(&cert, &self.device_ca.name, Some(&serial), source, now)?;
+        let record = cert_record(&cert, &self.device_ca.name, Some(&device_id), source, now)?;
         let enrollment = Enrollment {
             serial: serial.clone(),
             device,
@@ -288,29 +292,47 @@ impl Hub {
                 detail: Some(format!("certificate {}", record.serial)),
             },
         };
-        self.store()
-            .enroll(&enrollment)
-            .await
-            .map_err(|e| match e {
-                moat_store::Error::NotFound(_) => EstRefusal::NotAllowListed(serial.clone()).into(),
-                // Another station enrolled it first.
-                moat_store::Error::Conflict(_) => {
-                    EstRefusal::AlreadyEnrolled(serial.clone()).into()
+        match self.store().enroll(&enrollment).await {
+            Ok(()) => {}
+            Err(moat_store::Error::NotFound(_)) => {
+                return Err(EstRefusal::NotAllowListed(serial).into());
+            }
+            // Another station enrolled it first, or a device of that id exists that did not
+            // enroll from this serial (created by an admin, or from another CA).
+            Err(moat_store::Error::Conflict(_)) => {
+                let foreign_device = !device_exists
+                    && self.store().device(&device_id).await?.is_some()
+                    && self.enrolled(&serial).await? == Some(false);
+                return Err(if foreign_device {
+                    EstRefusal::DeviceExists(serial)
+                } else {
+                    EstRefusal::AlreadyEnrolled(serial)
                 }
-                other => Error::from(other),
-            })?;
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         if !device_exists {
             self.emit(Event::DeviceCreated {
-                device_id: serial.clone(),
+                device_id: device_id.clone(),
             });
         }
         Ok(EstIssued {
-            device_id: serial,
+            device_id,
             record,
             cert,
             private_key_der,
             renewal: None,
         })
+    }
+
+    /// Whether an allow-listed serial has enrolled (None: not on the allow-list).
+    async fn enrolled(&self, serial: &str) -> Result<Option<bool>, Error> {
+        Ok(self
+            .store()
+            .allowlist_entry(serial)
+            .await?
+            .map(|e| e.enrolled_at.is_some()))
     }
 
     /// `simplereenroll`: `chain` is the client's certificate chain from mutual TLS (verified

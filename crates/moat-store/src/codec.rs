@@ -166,6 +166,19 @@ pub(crate) fn allowlist_entry(row: &impl RowExt) -> Result<AllowlistEntry, Error
     })
 }
 
+/// The `station_*` columns of [`crate::sql::STATION_CERT`]: None without a station.
+pub(crate) fn joined_station(row: &impl RowExt) -> Result<Option<Station>, Error> {
+    let Some(name) = row.opt_text("station_name")? else {
+        return Ok(None);
+    };
+    Ok(Some(Station {
+        name,
+        cert_serial: row.opt_text("station_cert_serial")?,
+        token_hash: row.opt_text("station_token_hash")?,
+        created_at: row.ts("station_created_at")?,
+    }))
+}
+
 /// A `stations` row.
 pub(crate) fn station(row: &impl RowExt) -> Result<Station, Error> {
     Ok(Station {

@@ -220,8 +220,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AllowlistEntry>, Error>;
-    /// Lets an enrolled serial enroll once more. False if it had not enrolled;
-    /// [`Error::NotFound`] if it is not on the allow-list.
+    /// Lets an enrolled serial enroll once more (its `device_id` stays: the device it enrolled
+    /// as). False if it had not enrolled; [`Error::NotFound`] if it is not on the allow-list.
     async fn reset_allowlist(&self, serial: &str) -> Result<bool, Error>;
     /// One EST enrollment, all or nothing: claims the serial's enrollment (only if it is on
     /// the allow-list and not enrolled), creates the device (unless `device_exists`), records
@@ -246,6 +246,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(), Error>;
     /// The station with this name.
     async fn station(&self, name: &str) -> Result<Option<Station>, Error>;
+    /// The certificate with this fingerprint and the station whose certificate it is, if
+    /// any, in one read (EST station authentication runs on every enrollment).
+    async fn station_cert(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<(CertRecord, Option<Station>)>, Error>;
     /// Every station, by name.
     async fn list_stations(&self) -> Result<Vec<Station>, Error>;
     /// Deletes a station (its certificate row stays, for serial uniqueness and audit);

@@ -225,7 +225,9 @@ pub(crate) const ALLOWLIST_AFTER: &str = concat!(
 /// Claims a serial's one enrollment: at most one caller sees a row affected.
 pub(crate) const CLAIM_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = $1, device_id = $2 \
      WHERE serial = $3 AND enrolled_at IS NULL";
-pub(crate) const RESET_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = NULL, device_id = NULL \
+/// Keeps `device_id`: the device it enrolled as stays known (the next enrollment of the
+/// serial goes onto it).
+pub(crate) const RESET_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = NULL \
      WHERE serial = $1 AND enrolled_at IS NOT NULL";
 pub(crate) const ALLOWLIST_EXISTS: &str = "SELECT 1 FROM allowlist WHERE serial = $1";
 
@@ -236,6 +238,14 @@ pub(crate) const INSERT_STATION: &str = concat!(
 );
 pub(crate) const STATION: &str =
     concat!("SELECT ", station_cols!(), " FROM stations WHERE name = $1");
+/// A certificate by fingerprint and the station (if any) it authenticates, in one read (the
+/// EST hot path). Station columns are aliased `station_*`.
+pub(crate) const STATION_CERT: &str = "SELECT c.serial, c.ca_name, c.device_id, c.subject, c.not_before, c.not_after, \
+     c.fingerprint, c.spki_sha256, c.source, c.der, c.created_at, c.revoked_at, \
+     c.revocation_reason, s.name AS station_name, s.cert_serial AS station_cert_serial, \
+     s.token_hash AS station_token_hash, s.created_at AS station_created_at \
+     FROM certificates c LEFT JOIN stations s ON s.cert_serial = c.serial \
+     WHERE c.fingerprint = $1";
 pub(crate) const STATIONS: &str =
     concat!("SELECT ", station_cols!(), " FROM stations ORDER BY name");
 pub(crate) const DELETE_STATION: &str = "DELETE FROM stations WHERE name = $1";

@@ -526,6 +526,21 @@ macro_rules! impl_store {
                     .transpose()
             }
 
+            async fn station_cert(
+                &self,
+                fingerprint: &str,
+            ) -> Result<Option<(CertRecord, Option<Station>)>, Error> {
+                let Some(row) = sqlx::query(sql::STATION_CERT)
+                    .bind(fingerprint)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((codec::cert(&row)?, codec::joined_station(&row)?)))
+            }
+
             async fn list_stations(&self) -> Result<Vec<Station>, Error> {
                 sqlx::query(sql::STATIONS)
                     .fetch_all(&self.pool)

@@ -49,8 +49,8 @@ enum Auth<'a> {
 
 /// Runs curl against `/.well-known/est/{op}`; POSTs `body` (a file) if given.
 fn est(hub: &TestHub, op: &str, auth: Auth<'_>, body: Option<&Path>) -> Answer {
-    let out = hub.path(&format!("answer-{}", rand_u64()));
-    let headers = hub.path(&format!("headers-{}", rand_u64()));
+    let out = hub.path(&format!("answer-{}", seq()));
+    let headers = hub.path(&format!("headers-{}", seq()));
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--cacert"])
         .arg(hub.bundle())
@@ -87,7 +87,8 @@ fn est(hub: &TestHub, op: &str, auth: Auth<'_>, body: Option<&Path>) -> Answer {
     }
 }
 
-fn rand_u64() -> u64 {
+/// A fresh number for temporary file names.
+fn seq() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
@@ -879,4 +880,97 @@ fn allowlist_files_are_refused_whole_with_line_numbers() {
     assert_eq!(list.as_array().expect("list").len(), 1);
     hub.ok(&["station", "delete", "line-1"]);
     assert_eq!(hub.json(&["station", "list"]), serde_json::json!([]));
+}
+
+/// The HTTPS listener trusts client certificates of a CA from the moment it is registered,
+/// without a restart (the verifier it shares with the MQTT listener follows the event), and
+/// EST still refuses to renew a registered CA's certificate.
+#[test]
+fn the_https_listener_follows_ca_registration_live() {
+    let hub = TestHub::start();
+    let dir = hub.path("vendor");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let vendor = Vendor::new(&dir, "acme-se");
+    let leaf = vendor.issue(&dir, "vendor-dev-1", &["-extfile_client"]);
+    let key = dir.join("acme-se-ca-vendor-dev-1.key");
+    let r = csr(
+        &dir,
+        "r",
+        "/CN=vendor-dev-1",
+        Some(key.to_str().expect("p")),
+        "",
+        true,
+    );
+
+    let a = est(&hub, "simplereenroll", Auth::Cert(&leaf, &key), Some(&r));
+    assert_eq!(a.status, 0, "an unregistered CA got through: {a:?}");
+    assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
+
+    let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
+    let proof = vendor.issue(&dir, &code, &[]);
+    hub.ok(&[
+        "ca",
+        "register",
+        "--cert",
+        vendor.cert_s(),
+        "--verification-cert",
+        proof.to_str().expect("p"),
+        "--name",
+        "acme-se",
+    ]);
+    let a = est(&hub, "simplereenroll", Auth::Cert(&leaf, &key), Some(&r));
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(a.detail().contains("no record of it"), "{}", a.detail());
+
+    hub.ok(&[
+        "device",
+        "create",
+        "vendor-dev-1",
+        "--cert",
+        leaf.to_str().expect("p"),
+    ]);
+    let before = snapshot(&hub);
+    let a = est(&hub, "simplereenroll", Auth::Cert(&leaf, &key), Some(&r));
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(
+        a.detail().contains("renew it with that CA"),
+        "{}",
+        a.detail()
+    );
+    assert_eq!(snapshot(&hub), before);
+}
+
+/// Guessing station tokens is rate limited: after 20 failures a minute from one address,
+/// even the right token is answered 429 until the window passes; nothing is enrolled.
+#[test]
+fn failed_station_logins_are_rate_limited() {
+    let f = factory(TestHub::start(), "SN-1\n");
+    let (hub, d) = (&f.hub, f.dir.as_path());
+    let c1 = csr(d, "sn1", "/CN=SN-1", None, "", true);
+    for i in 0..20 {
+        let a = est(
+            hub,
+            "simpleenroll",
+            Auth::Basic("line-2", &format!("guess-{i}")),
+            Some(&c1),
+        );
+        assert_eq!(a.status, 401, "attempt {i}: {}", a.text());
+    }
+    let a = est(
+        hub,
+        "simpleenroll",
+        Auth::Basic("line-2", &f.token),
+        Some(&c1),
+    );
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert!(
+        a.detail()
+            .contains("too many failed station authentications")
+    );
+    assert!(
+        hub.json(&["device", "list"])
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
 }

@@ -152,9 +152,12 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
         s.reset_allowlist("SN-9").await,
         Err(Error::NotFound(_))
     ));
+    let reset = s.allowlist_entry("SN-1").await.unwrap().unwrap();
+    assert_eq!(reset.enrolled_at, None);
     assert_eq!(
-        s.allowlist_entry("SN-1").await.unwrap().unwrap().device_id,
-        None
+        reset.device_id.as_deref(),
+        Some("SN-1"),
+        "the device stays known"
     );
     let mut again = enrollment("SN-1", "c1c");
     again.device_exists = true;
@@ -258,6 +261,18 @@ pub async fn stations(db: &TestDb) {
     );
     assert_eq!(s.cert("st2").await.unwrap(), None);
     assert_eq!(s.list_audit(None, 10).await.unwrap().len(), 2);
+
+    // The station authentication read: certificate and station together.
+    let (rec, st) = s.station_cert(&c.fingerprint).await.unwrap().unwrap();
+    assert_eq!((rec, st), (c.clone(), Some(with_cert.clone())));
+    let mut device_cert = cert("d1", Some("d1"));
+    device_cert.fingerprint = "fp-device".into();
+    s.insert_cert(&device_cert).await.unwrap();
+    assert_eq!(
+        s.station_cert("fp-device").await.unwrap(),
+        Some((device_cert, None))
+    );
+    assert_eq!(s.station_cert("fp-none").await.unwrap(), None);
 
     s.delete_station("line-1").await.unwrap();
     assert_eq!(s.station("line-1").await.unwrap(), None);

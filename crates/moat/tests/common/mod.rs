@@ -282,3 +282,97 @@ pub fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
     }
     false
 }
+
+/// A third-party CA made with openssl (a secure-element vendor).
+pub struct Vendor {
+    cert: std::path::PathBuf,
+    cert_str: String,
+    key: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Vendor {
+    pub fn new(dir: &std::path::Path, name: &str) -> Vendor {
+        let key = dir.join(format!("{name}-ca.key"));
+        let cert = dir.join(format!("{name}-ca.pem"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/O={name}/CN={name} Root"),
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            key.to_str().expect("p"),
+            "-out",
+            cert.to_str().expect("p"),
+        ]);
+        Vendor {
+            cert_str: cert.to_str().expect("p").to_string(),
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn cert_s(&self) -> &str {
+        &self.cert_str
+    }
+
+    /// Issues a certificate with CN = `cn`; `-extfile_client` adds clientAuth EKU.
+    pub fn issue(&self, dir: &std::path::Path, cn: &str, opts: &[&str]) -> std::path::PathBuf {
+        let stem = format!(
+            "{}-{cn}",
+            self.cert
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("stem")
+        );
+        let csr = make_csr(dir, &stem, "p256", &[]);
+        let out = dir.join(format!("{stem}.pem"));
+        let ext = self.dir.join(format!("{stem}.ext"));
+        let mut body =
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n".to_string();
+        if opts.contains(&"-extfile_client") {
+            body.push_str("extendedKeyUsage=clientAuth\n");
+        }
+        std::fs::write(&ext, body).expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().expect("p"),
+            "-CA",
+            self.cert.to_str().expect("p"),
+            "-CAkey",
+            self.key.to_str().expect("p"),
+            "-set_serial",
+            &format!("0x{:016x}", rand_u64()),
+            "-days",
+            "10",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-extfile",
+            ext.to_str().expect("p"),
+            "-out",
+            out.to_str().expect("p"),
+        ]);
+        out
+    }
+}
+
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish() >> 1
+}

@@ -56,7 +56,12 @@ impl Admin {
         })
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    /// The admin API's base URL (`https://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -81,6 +86,29 @@ impl Admin {
         match (cert, key) {
             (Some(c), Some(k)) => Ok((c.to_string(), k.to_string())),
             _ => bail!("create {id}: response lacks certificate_pem or private_key_pem"),
+        }
+    }
+
+    /// Adds serials to the EST allow-list (CSV text); returns how many.
+    pub async fn add_allowlist(&self, csv: String) -> anyhow::Result<u64> {
+        let v = self
+            .post("/api/v1/allowlist", json!({ "csv": csv }))
+            .await?;
+        v.get("added")
+            .and_then(Value::as_u64)
+            .context("allow-list upload: no count in the answer")
+    }
+
+    /// Creates an EST station with a hub-issued certificate; returns (chain PEM, key PEM).
+    pub async fn create_station(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let v = self
+            .post("/api/v1/stations", json!({ "name": name }))
+            .await?;
+        let cert = v.get("certificate_pem").and_then(Value::as_str);
+        let key = v.get("private_key_pem").and_then(Value::as_str);
+        match (cert, key) {
+            (Some(c), Some(k)) => Ok((c.to_string(), k.to_string())),
+            _ => bail!("station {name}: response lacks certificate_pem or private_key_pem"),
         }
     }
 

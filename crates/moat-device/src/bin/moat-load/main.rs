@@ -4,11 +4,12 @@
 //! Subcommands: `enroll` (bulk device creation through the admin API), `connect` (full mTLS
 //! handshakes + CONNECT/CONNACK per second), `hold` (idle connections, broker RSS per
 //! connection), `pubsub` (message rate and latency), `revoke` (revocation → disconnect
-//! latency). Each prints a human summary on stderr and one JSON object on stdout.
+//! latency), `est` (EST enrollments per second through a station). Each prints a human summary on stderr and one JSON object on stdout.
 
 mod admin;
 mod common;
 mod connect;
+mod est;
 mod hold;
 mod pubsub;
 mod revoke;
@@ -42,6 +43,8 @@ enum Cmd {
     Pubsub(pubsub::PubsubArgs),
     /// Revoke connected devices one by one and time until their connection closes.
     Revoke(revoke::RevokeArgs),
+    /// EST simpleenroll rate through a station certificate (CSRs made beforehand).
+    Est(est::EstArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Hold(a) => hold::run(a).await,
             Cmd::Pubsub(a) => pubsub::run(a).await,
             Cmd::Revoke(a) => revoke::run(a).await,
+            Cmd::Est(a) => est::run(a).await,
         }
     })?;
     println!("{report}");

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# EST enrollment benchmark (issue 4): enrollments per second end to end — TLS, station
+# authentication, CSR check, allow-list claim, signing, device + certificate + audit stored —
+# on a fresh hub with its default SQLite registry (synchronous=FULL), driven by
+# `moat-load est` (crate moat-device) with a station certificate. CSRs are made before the
+# clock starts.
+#
+#   bench/est.sh                                   # 20000 enrollments, 32 clients, kept-alive
+#   bench/est.sh --concurrency 8                   # any `moat-load est` option
+#   bench/est.sh --count 10000 --new-connections   # a full mutual-TLS handshake per enrollment
+#   SKIP_BUILD=1 bench/est.sh                      # use the release binaries already built
+#
+# Binaries come from $CARGO_TARGET_DIR (default: target/) /release. Output: a human line on
+# stderr, one JSON object on stdout (rate, latency, the hub's and the generator's CPU).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "bench/est.sh: building (release)" >&2
+  (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
+fi
+WORK=$(mktemp -d /tmp/moat-est-bench.XXXXXX)
+"$BIN/moat" --data-dir "$WORK/data" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 \
+  --mqtt-listen 127.0.0.1:0 --no-mqtt-plain >"$WORK/hub.log" 2>&1 &
+HUB=$!
+trap 'kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 200); do
+  [ -f "$WORK/data/hub.json" ] && break
+  kill -0 $HUB 2>/dev/null || { cat "$WORK/hub.log" >&2; exit 1; }
+  sleep 0.1
+done
+echo "bench/est.sh: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+args=("$@")
+[ ${#args[@]} -eq 0 ] && args=(--count 20000 --concurrency 32)
+"$BIN/moat-load" est --hub-data-dir "$WORK/data" "${args[@]}"
+echo "bench/est.sh: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
