@@ -64,6 +64,31 @@ fn attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (Outco
         "-i",
         client_id,
     ]);
+    credential_args(&mut cmd, hub, mode);
+    let out = run_bounded(cmd, Duration::from_secs(15));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lower = text.to_lowercase();
+    let outcome = if out.status.success() {
+        Outcome::Accepted
+    } else if lower.contains("not authori")
+        || lower.contains("bad user name")
+        || lower.contains("identifier rejected")
+        || lower.contains("client identifier not valid")
+    {
+        Outcome::ConnackRefused
+    } else {
+        Outcome::TlsRefused
+    };
+    (outcome, text)
+}
+
+/// The credential flags of `mode`, spelled as both mosquitto's clients and paho_hub.py take
+/// them (`--cafile`, `--cert`, `--key`, `-u`, `-P`).
+fn credential_args(cmd: &mut Command, hub: &TestHub, mode: &Mode) {
     let bundle = hub.bundle();
     match mode {
         Mode::Mtls { cert, key } => {
@@ -87,25 +112,6 @@ fn attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (Outco
         }
         Mode::PlainAnonymous => {}
     }
-    let out = run_bounded(cmd, Duration::from_secs(15));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lower = text.to_lowercase();
-    let outcome = if out.status.success() {
-        Outcome::Accepted
-    } else if lower.contains("not authori")
-        || lower.contains("bad user name")
-        || lower.contains("identifier rejected")
-        || lower.contains("client identifier not valid")
-    {
-        Outcome::ConnackRefused
-    } else {
-        Outcome::TlsRefused
-    };
-    (outcome, text)
 }
 
 /// A hub whose config file has `mqtt_keys` under `[mqtt]` (the file lives in `conf`).
@@ -124,29 +130,7 @@ fn paho_attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (
     let mut cmd = Command::new("python3");
     cmd.arg(paho_script())
         .args(["attempt", host, port, version, client_id]);
-    let bundle = hub.bundle();
-    match mode {
-        Mode::Mtls { cert, key } => {
-            cmd.arg("--cafile")
-                .arg(&bundle)
-                .arg("--cert")
-                .arg(cert)
-                .arg("--key")
-                .arg(key);
-        }
-        Mode::Tls { user, pass } => {
-            cmd.arg("--cafile")
-                .arg(&bundle)
-                .args(["--user", user, "--pass", pass]);
-        }
-        Mode::TlsAnonymous => {
-            cmd.arg("--cafile").arg(&bundle);
-        }
-        Mode::Plain { user, pass } => {
-            cmd.args(["--user", user, "--pass", pass]);
-        }
-        Mode::PlainAnonymous => {}
-    }
+    credential_args(&mut cmd, hub, mode);
     let out = run_bounded(cmd, Duration::from_secs(20));
     let text = format!(
         "{}{}",

@@ -1,6 +1,6 @@
 """paho-mqtt as a real peer of the Moat hub (crates/moat/tests/mqtt.rs).
 
-  paho_hub.py attempt HOST PORT 311|5 CLIENT_ID [--cafile F] [--cert C --key K] [--user U --pass P]
+  paho_hub.py attempt HOST PORT 311|5 CLIENT_ID [--cafile F] [--cert C --key K] [-u U -P P]
       Connects once and, if accepted, publishes QoS 1 to devices/CLIENT_ID/telemetry.
       Prints one line: "accepted", "connack N" (the CONNACK refusal code), or
       "closed: WHY" (the TLS layer or the hub closed the connection before any CONNACK).
@@ -181,8 +181,8 @@ def main():
     at.add_argument("--cafile")
     at.add_argument("--cert")
     at.add_argument("--key")
-    at.add_argument("--user")
-    at.add_argument("--pass", dest="password")
+    at.add_argument("-u", "--user")
+    at.add_argument("-P", "--pass", dest="password")
     fl.add_argument("cafile")
     fl.add_argument("creds")
     a = p.parse_args()
