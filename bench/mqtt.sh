@@ -5,6 +5,7 @@
 #   bench/mqtt.sh                 # everything, ~6-8 minutes on 2 cores
 #   KEEP=1 bench/mqtt.sh          # keep the work directory (certificates, logs, JSON)
 #   SKIP_BUILD=1 bench/mqtt.sh    # use the release binaries already in target/release
+#   ONLY=handshake bench/mqtt.sh  # just the handshake runs (both brokers), ~2 minutes
 #
 # Tunables (environment): CONN (idle connections for the memory slope, default 15000),
 # STAGE1 (first memory stage, 5000), DUR (seconds measured per run, 8), WARM (2),
@@ -151,6 +152,10 @@ for b in moat mosquitto; do
   run handshake "$b" connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
   run handshake-c4 "$b" connect --count "$CONN" --concurrency 4 --duration "$DUR" --warmup "$WARM"
 done
+if [ "${ONLY:-}" = handshake ]; then
+  python3 "$ROOT/bench/mqtt_summary.py" "$RESULTS"
+  exit 0
+fi
 sleep 2
 pubsub="pubsub --duration $DUR --warmup $WARM"
 selfloop="--publishers $PAIRS --subscribers $PAIRS --pub-topic devices/{id}/load --sub-filter devices/{id}/load"
@@ -195,7 +200,7 @@ SELECT printf('7b%030x', x), '$CA_NAME', NULL, 'CN=bench-revoked-' || x, $NOW_US
   'key_compromise' FROM c;
 SQL
 start_moat
-sleep 3 # the listener is bound before the revoked set is loaded; give the load time
+sleep 3 # settle after start-up (hub.json is written once the revoked set is loaded)
 echo "{\"run\":\"restart-with-revoked\",\"label\":\"moat\",\"revoked\":$REVOKED,\"rss_bytes\":$(awk '/VmRSS/{print $2*1024}' /proc/$MOAT_PID/status)}" >>"$RESULTS"
 run handshake-with-revoked moat connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
 
