@@ -68,7 +68,7 @@ print(f"| broker RSS per idle mTLS connection (slope {', '.join(str(s['connectio
 a, b = get("handshake-with-revoked", "moat", "handshakes_per_s"), get("handshake-before-revoked", "moat", "handshakes_per_s")
 delta = "n/a" if not a or not b else f"{(a / b - 1) * 100:+.1f} %"
 rs = by.get(("restart-with-revoked", "moat")) or {}
-print(f"| Moat handshakes/s with {rs.get('revoked', 'n/a'):,} revoked serials vs none (same run) | {f(a)} vs {f(b)} | | {delta} | hub RSS 3 s after restart {f((rs.get('rss_bytes') or 0) / 1048576, '{:.0f}')} MiB |")
+print(f"| Moat handshakes/s with {f(rs.get('revoked'))} revoked serials vs none (same run) | {f(a)} vs {f(b)} | | {delta} | hub RSS 3 s after restart {f((rs.get('rss_bytes') or 0) / 1048576, '{:.0f}')} MiB |")
 r = by.get(("revoke", "moat")) or {}
 rq, rp = r.get("request_to_close") or {}, r.get("response_to_close") or {}
 print(f"| Moat revocation → disconnect over {r.get('revocations', 'n/a')} revocations: request sent → close, p50 / p99 / max (ms) | {f(rq.get('p50_ms'), '{:.1f}')} / {f(rq.get('p99_ms'), '{:.1f}')} / {f(rq.get('max_ms'), '{:.1f}')} | n/a | | API response → close p99 {f(rp.get('p99_ms'), '{:.1f}')} ms; not closed: {len(r.get('not_closed') or [])}; reconnects accepted: {len(r.get('reconnects_accepted') or [])} |")
