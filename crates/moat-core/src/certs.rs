@@ -23,6 +23,19 @@ impl Hub {
             .await?)
     }
 
+    /// Live device certificates that expire within `within` from now, soonest first.
+    pub async fn expiring_certs(
+        &self,
+        within: time::Duration,
+        limit: u32,
+    ) -> Result<Vec<CertRecord>, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        Ok(self
+            .store()
+            .expiring_certs(now, now + within, limit.clamp(1, 1000))
+            .await?)
+    }
+
     /// One certificate by serial (hex, any case, `:` separators allowed).
     pub async fn cert(&self, serial: &str) -> Result<CertRecord, Error> {
         let hex = normalise_serial(serial)?;

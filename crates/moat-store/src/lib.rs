@@ -113,6 +113,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         device_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertRecord>, Error>;
+    /// Unrevoked device certificates still valid at `now` whose validity ends by `until`,
+    /// soonest first, at most `limit`: what needs renewing.
+    async fn expiring_certs(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<CertRecord>, Error>;
     /// Marks one certificate revoked. Returns false if it was already revoked;
     /// [`Error::NotFound`] if absent.
     async fn revoke_cert(

@@ -98,6 +98,13 @@ pub(crate) const CERTS_OF_DEVICE: &str = concat!(
     " FROM certificates WHERE device_id = $1",
     " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $2"
 );
+// Live device certificates whose validity ends within ($1, $2], soonest first.
+pub(crate) const CERTS_EXPIRING: &str = concat!(
+    "SELECT ",
+    cert_cols!(),
+    " FROM certificates WHERE revoked_at IS NULL AND device_id IS NOT NULL",
+    " AND not_after > $1 AND not_after <= $2 ORDER BY not_after, serial LIMIT $3"
+);
 pub(crate) const CERTS: &str = concat!(
     "SELECT ",
     cert_cols!(),

@@ -158,6 +158,24 @@ macro_rules! impl_store {
                 rows.iter().map(codec::cert).collect()
             }
 
+            async fn expiring_certs(
+                &self,
+                now: OffsetDateTime,
+                until: OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<CertRecord>, Error> {
+                sqlx::query(sql::CERTS_EXPIRING)
+                    .bind(codec::micros(now))
+                    .bind(codec::micros(until))
+                    .bind(codec::limit(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(codec::cert)
+                    .collect()
+            }
+
             async fn revoke_cert(
                 &self,
                 serial: &str,

@@ -225,8 +225,12 @@ pub enum CertCmd {
     /// List certificates, newest first.
     List {
         /// Only this device's.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "expiring_within")]
         device: Option<String>,
+        /// Only live device certificates that expire within this many days (soonest first):
+        /// the ones to renew.
+        #[arg(long, value_name = "DAYS")]
+        expiring_within: Option<u32>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,

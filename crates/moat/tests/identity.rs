@@ -682,3 +682,31 @@ fn no_private_key_is_stored_anywhere() {
         );
     }
 }
+
+#[test]
+fn cert_list_reports_live_device_certificates_about_to_expire() {
+    let hub = TestHub::start();
+    let out = hub.path("creds");
+    let o = out.to_str().expect("p");
+    hub.ok(&["device", "create", "old-1", "--out", o]);
+    hub.ok(&["device", "create", "old-2", "--out", o]);
+    let within = |days: &str| -> Vec<String> {
+        hub.json(&["cert", "list", "--expiring-within", days])
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["device_id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    // Device certificates are valid 365 days by default.
+    assert!(within("30").is_empty());
+    let mut year = within("400");
+    year.sort();
+    assert_eq!(year, ["old-1", "old-2"]);
+    hub.ok(&["device", "revoke", "old-2"]);
+    assert_eq!(
+        within("400"),
+        ["old-1"],
+        "revoked certificates need no renewal"
+    );
+}

@@ -16,19 +16,26 @@ pub(crate) struct CertFilter {
     device: Option<String>,
     /// At most this many (default 100, max 1000).
     limit: Option<u32>,
+    /// Instead: live device certificates expiring within this many days, soonest first.
+    expiring_within_days: Option<u32>,
 }
 
-/// List certificates, newest first.
+/// List certificates, newest first (or those about to expire, soonest first).
 #[utoipa::path(get, path = "/api/v1/certificates", params(CertFilter), tag = "certificates",
     responses((status = 200, body = [CertView])))]
 pub(crate) async fn list_certs(
     State(s): State<AppState>,
     Query(f): Query<CertFilter>,
 ) -> Result<Json<Vec<CertView>>, ApiError> {
-    let certs = s
-        .hub
-        .list_certs(f.device.as_deref(), f.limit.unwrap_or(100))
-        .await?;
+    let limit = f.limit.unwrap_or(100);
+    let certs = match f.expiring_within_days {
+        Some(days) => {
+            s.hub
+                .expiring_certs(time::Duration::days(i64::from(days)), limit)
+                .await?
+        }
+        None => s.hub.list_certs(f.device.as_deref(), limit).await?,
+    };
     Ok(Json(certs.iter().map(CertView::from).collect()))
 }
 

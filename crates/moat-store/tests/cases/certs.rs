@@ -1,7 +1,7 @@
 //! Certificates: insert, conflicts, lookups, listing, revocation.
 
-use crate::common::{TestDb, at, cert, device};
-use moat_store::{CertSource, Error, RevokedCert};
+use crate::common::{TestDb, at, cert, device, t0};
+use moat_store::{CertRecord, CertSource, Error, RevokedCert};
 use std::collections::BTreeSet;
 
 pub async fn certificates(db: &TestDb) {
@@ -164,4 +164,23 @@ pub async fn revocation(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(rest, want[3..]);
+
+    // Expiring: live device certificates whose validity ends in the window, soonest first;
+    // revoked ones (02, 05), hub certificates and already-expired ones are not listed.
+    let mut soon = cert("06", Some("d2"));
+    soon.not_after = at(86_400 * 10);
+    s.insert_cert(&soon).await.unwrap();
+    let mut infra = cert("07", None);
+    infra.not_after = at(86_400 * 10);
+    s.insert_cert(&infra).await.unwrap();
+    let serials = |v: Vec<CertRecord>| v.into_iter().map(|c| c.serial).collect::<Vec<_>>();
+    let month = s.expiring_certs(t0(), at(86_400 * 30), 10).await.unwrap();
+    assert_eq!(serials(month), ["06"]);
+    let year = s.expiring_certs(t0(), at(86_400 * 400), 10).await.unwrap();
+    assert_eq!(serials(year), ["06", "04"]);
+    let later = s
+        .expiring_certs(at(86_400 * 366), at(86_400 * 400), 10)
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "expired already: {later:?}");
 }

@@ -7,11 +7,18 @@ use moat_api::dto::{CertView, ExplainRequest, ExplainResponse, RevokeRequest};
 
 pub async fn run(cli: &Cli, cmd: &CertCmd) -> anyhow::Result<()> {
     match cmd {
-        CertCmd::List { device, limit } => {
+        CertCmd::List {
+            device,
+            expiring_within,
+            limit,
+        } => {
             let api = ApiClient::from_cli(cli)?;
             let mut path = format!("/api/v1/certificates?limit={limit}");
             if let Some(d) = device {
                 path.push_str(&format!("&device={}", seg(d)));
+            }
+            if let Some(days) = expiring_within {
+                path.push_str(&format!("&expiring_within_days={days}"));
             }
             let certs: Vec<CertView> = api.get(&path).await?;
             if cli.json {
