@@ -735,8 +735,9 @@ fn lines(child: std::process::Child) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn group_policies_and_applications_route_only_what_acls_allow() {
+/// A hub with devices `a` and `b` in group `team` (policy `team`: their own subtree and
+/// `groups/team/#`) and `outsider` on the default policy; certificates in the returned dir.
+fn team_hub() -> (TestHub, PathBuf) {
     let hub = TestHub::start();
     let dir = hub.path("creds");
     let d = dir.to_str().expect("p");
@@ -757,6 +758,13 @@ fn group_policies_and_applications_route_only_what_acls_allow() {
         "groups/{device.group}/#",
     ]);
     hub.ok(&["acl", "assign", "team", "--group", "team"]);
+    (hub, dir)
+}
+
+#[test]
+fn group_policies_and_applications_route_only_what_acls_allow() {
+    let (hub, dir) = team_hub();
+    let d = dir.to_str().expect("p");
     hub.ok(&[
         "app",
         "create",
@@ -855,22 +863,7 @@ fn group_policies_and_applications_route_only_what_acls_allow() {
 
 #[test]
 fn paho_mqtt_flows_between_devices_over_mtls_in_both_protocol_versions() {
-    let hub = TestHub::start();
-    let dir = hub.path("creds");
-    let d = dir.to_str().expect("p");
-    hub.ok(&["device", "create", "a", "--out", d, "--group", "team"]);
-    hub.ok(&["device", "create", "b", "--out", d, "--group", "team"]);
-    hub.ok(&["device", "create", "outsider", "--out", d]);
-    hub.ok(&[
-        "acl",
-        "create",
-        "team",
-        "--publish",
-        "groups/{device.group}/#",
-        "--subscribe",
-        "groups/{device.group}/#",
-    ]);
-    hub.ok(&["acl", "assign", "team", "--group", "team"]);
+    let (hub, dir) = team_hub();
     let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
     for version in ["311", "5"] {
         let mut cmd = Command::new("python3");
