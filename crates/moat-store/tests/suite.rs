@@ -55,6 +55,9 @@ suite!(
     mqtt_retained_messages,
     mqtt_sessions_and_expiry,
     concurrent_mqtt_saves,
+    firmware_keys_and_publication,
+    campaigns_and_device_states,
+    inventory_and_group_members,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

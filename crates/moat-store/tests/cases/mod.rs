@@ -4,6 +4,7 @@ mod access;
 mod authority;
 mod certs;
 mod devices;
+mod firmware;
 mod mqtt;
 mod records;
 
@@ -11,5 +12,6 @@ pub use access::*;
 pub use authority::*;
 pub use certs::*;
 pub use devices::*;
+pub use firmware::*;
 pub use mqtt::*;
 pub use records::*;
