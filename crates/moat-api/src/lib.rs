@@ -6,13 +6,18 @@
 //! - The **public endpoint** ([`public_router`]): CRLs at the stable URL written into every
 //!   certificate's CRL distribution point (`/crl/{ca}.crl`), and the CA bundle. Plain HTTP
 //!   on purpose: CRLs are signed, and relying parties fetch them without TLS (RFC 5280).
+//! - The **firmware download** router ([`download_router`]): `GET /fw/{digest}` with range
+//!   requests, for devices identified by the mutual-TLS listener that mounts it
+//!   ([`PeerIdentity`]).
 //! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
 //!   handshaken and served in its own task under a timeout, within a connection cap.
 //!
 //! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
 
 mod auth;
+mod download;
 pub mod dto;
+pub mod dto_ota;
 mod openapi;
 mod problem;
 mod public;
@@ -21,6 +26,7 @@ mod serve;
 mod tls;
 
 pub use auth::AdminAuth;
+pub use download::{ByteRange, PeerIdentity, download_router, parse_range};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use public::public_router;
@@ -40,4 +46,6 @@ pub struct AppState {
     pub auth: Arc<AdminAuth>,
     /// The MQTT hub's live sessions, when it runs on this node.
     pub sessions: Option<Arc<dyn SessionControl>>,
+    /// Firmware updates, when enabled on this node.
+    pub ota: Option<Arc<moat_ota::Ota>>,
 }

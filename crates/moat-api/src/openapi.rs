@@ -1,6 +1,7 @@
 //! The OpenAPI document, assembled from the handlers' annotations.
 
 use crate::dto::*;
+use crate::dto_ota::*;
 use crate::problem::Problem;
 use crate::routes::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -9,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 /// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation and audit of a Moat hub. Errors are RFC 9457 problem documents."),
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, firmware updates and audit of a Moat hub. Errors are RFC 9457 problem documents."),
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
@@ -17,12 +18,18 @@ use utoipa::{Modify, OpenApi};
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
+        list_firmware_keys, add_firmware_key, generate_firmware_key, sign_firmware,
+        list_firmware, upload_firmware, show_firmware, update_key,
+        list_campaigns, create_campaign, show_campaign, campaign_devices,
+        pause_campaign, resume_campaign, cancel_campaign,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
         RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
         ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
         AclPolicyView, PutAclPolicyRequest, AccessRequest, AccessView, GroupPolicyRequest, CreateAppRequest,
+        FirmwareKeyView, AddFirmwareKeyRequest, GenerateFirmwareKeyRequest, FirmwareView, UpdateKeyView,
+        CreateCampaignRequest, CampaignInfo, WaveView, CampaignDeviceView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
