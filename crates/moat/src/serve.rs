@@ -203,10 +203,30 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             broker.clone().serve_plain(l, shutdown.clone()),
         ));
     }
+    // Firmware updates: manifests out through the broker, reports in through its tap.
+    let ota = Arc::new(
+        moat_ota::Ota::open(
+            hub.clone(),
+            ota_config(&cfg, &hostname),
+            Arc::new(crate::mqtt::BrokerNotifier(broker.clone())),
+        )
+        .await
+        .context("cannot start firmware updates")?,
+    );
+    mqtt_tasks.push(tokio::spawn(crate::mqtt::follow_reports(
+        ota.clone(),
+        broker.clone(),
+        shutdown.clone(),
+    )));
+    mqtt_tasks.push(tokio::spawn(
+        ota.clone()
+            .follow_events(shutdown.clone().cancelled_owned()),
+    ));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
         sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
+        ota: Some(ota),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
@@ -308,6 +328,27 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
         registration_code_ttl: d(cfg.ca.registration_code_ttl)?,
         ca_names: Default::default(),
     })
+}
+
+/// The OTA service's configuration. Downloads are served by a mutual-TLS listener that
+/// mounts `moat_api::download_router`; until `serve` runs one, `ota.download_url` names
+/// wherever that listener runs (default `https://HOSTNAME:8444`).
+fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
+    let host = if hostname.is_empty() {
+        "localhost"
+    } else {
+        hostname
+    };
+    moat_ota::OtaConfig {
+        data_dir: cfg.data_dir.clone(),
+        download_url: cfg
+            .ota
+            .download_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{host}:8444")),
+        manifest_ttl: cfg.ota.manifest_ttl,
+        max_image_size: cfg.ota.max_image_size,
+    }
 }
 
 fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {

@@ -1,12 +1,14 @@
 //! Wiring of the MQTT hub into `moat serve`: the broker, its TLS configuration with the live
-//! client verifier, and the event loop that turns registry changes into verifier updates
-//! and session kicks.
+//! client verifier, the event loop that turns registry changes into verifier updates
+//! and session kicks, and the OTA notices and reports.
 
 mod authority;
+mod ota;
 mod persistence;
 mod verifier;
 
 pub use authority::HubAuthority;
+pub use ota::{BrokerNotifier, follow_reports};
 pub use persistence::RegistryPersistence;
 pub use verifier::LiveClientVerifier;
 
