@@ -7,9 +7,13 @@ use moat_image::boot::{BootState, BootStorage, Chain, Slot};
 /// image that crashes before its health check), so the device rolls back.
 pub const NO_CONFIRM_MARKER: &[u8] = b"MOAT-SIM:NO-CONFIRM";
 
-/// Two slots of flash and the boot state. Erased bytes are `0xff`.
+/// Two slots of flash and the boot state. Erased bytes are `0xff`; only written bytes are
+/// held in memory (a fleet of a thousand simulated devices stays small).
 #[derive(Debug, Clone)]
 pub struct SimFlash {
+    /// Size of each slot.
+    slot_len: usize,
+    /// What was written at the start of each slot; the rest reads as erased.
     slots: [Vec<u8>; 2],
     state: BootState,
     /// The slot that runs and its version (what the last boot chose).
@@ -26,12 +30,11 @@ impl SimFlash {
         version: ImageVersion,
         counter: u32,
     ) -> Self {
-        let mut a = vec![0xff; slot_len.max(factory.len())];
-        a[..factory.len()].copy_from_slice(factory);
         let mut state = BootState::default();
         state.min_counters[0] = counter;
         SimFlash {
-            slots: [a, vec![0xff; slot_len.max(factory.len())]],
+            slot_len: slot_len.max(factory.len()),
+            slots: [factory.to_vec(), Vec::new()],
             state,
             running: (Slot::A, version),
         }
@@ -39,7 +42,7 @@ impl SimFlash {
 
     /// Size of a slot.
     pub fn slot_len(&self) -> usize {
-        self.slots[0].len()
+        self.slot_len
     }
 
     /// The slot updates go to.
@@ -64,10 +67,10 @@ impl SimFlash {
 
     /// Erases `slot` and writes `image` at its start.
     pub fn write_slot(&mut self, slot: Slot, image: &[u8]) {
+        let n = image.len().min(self.slot_len);
         let s = self.slot_mut(slot);
-        s.fill(0xff);
-        let n = image.len().min(s.len());
-        s[..n].copy_from_slice(&image[..n]);
+        s.clear();
+        s.extend_from_slice(&image[..n]);
     }
 
     /// Records what the bootloader booted.
@@ -106,14 +109,14 @@ pub enum Never {}
 impl BootStorage for SimFlash {
     type Error = Never;
 
-    fn slot_len(&self, slot: Slot) -> usize {
-        self.slot(slot).len()
+    fn slot_len(&self, _slot: Slot) -> usize {
+        self.slot_len
     }
 
     fn read(&mut self, slot: Slot, offset: usize, buf: &mut [u8]) -> Result<(), Never> {
         let s = self.slot(slot);
-        let end = offset.saturating_add(buf.len()).min(s.len());
-        let start = offset.min(end);
+        let start = offset.min(s.len());
+        let end = offset.saturating_add(buf.len()).min(s.len()).max(start);
         let n = end - start;
         buf[..n].copy_from_slice(&s[start..end]);
         buf[n..].fill(0xff);

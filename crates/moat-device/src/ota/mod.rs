@@ -176,7 +176,7 @@ impl<F: Fetcher> Agent<F> {
                 m.expires_at
             ));
         }
-        if !m.models.iter().any(|x| *x == self.cfg.model) {
+        if !m.models.contains(&self.cfg.model) {
             return Outcome::Failed(format!(
                 "other model: the image is for {:?}, this device is {:?}",
                 m.models, self.cfg.model

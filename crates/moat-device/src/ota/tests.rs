@@ -216,7 +216,7 @@ async fn refusals_say_why_and_touch_nothing() {
     ];
     for (m, served, words) in cases {
         let mut s = setup(served, 0);
-        let before = s.agent.flash().state().clone();
+        let before = *s.agent.flash().state();
         let (out, reports) = run(&mut s, &m).await;
         match &out {
             Outcome::Failed(r) => assert!(r.contains(words), "{words}: {r}"),
