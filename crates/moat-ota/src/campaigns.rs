@@ -552,6 +552,55 @@ impl Ota {
         Ok(())
     }
 
+    /// Re-signs and re-sends the notices of devices that were notified more than half a
+    /// manifest lifetime ago and have not started (offline, usually), so a device that comes
+    /// back late finds a manifest it can still accept rather than an expired one. Returns
+    /// how many notices were renewed. `serve` calls it periodically.
+    pub async fn refresh_notices(&self) -> Result<usize, Error> {
+        let now = OffsetDateTime::now_utc();
+        let half =
+            time::Duration::try_from(self.cfg.manifest_ttl / 2).unwrap_or(time::Duration::MAX);
+        let mut renewed = 0;
+        for c in self.store().list_campaigns().await? {
+            if !c.state.is_active() {
+                continue;
+            }
+            let stale: Vec<_> = self
+                .store()
+                .campaign_devices(&c.id, None)
+                .await?
+                .into_iter()
+                .filter(|d| d.state == UpdateState::Notified && now - d.updated_at >= half)
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let manifest = self.manifest(&c).await?;
+            for d in stale {
+                // Touch first: a report that moved the device meanwhile wins.
+                if self
+                    .store()
+                    .set_update_state(
+                        &c.id,
+                        &d.device_id,
+                        UpdateState::Notified,
+                        UpdateState::Notified,
+                        None,
+                        now,
+                    )
+                    .await?
+                {
+                    self.notifier.notify(&d.device_id, &manifest);
+                    renewed += 1;
+                }
+            }
+        }
+        if renewed > 0 {
+            tracing::info!(renewed, "renewed OTA notices before their manifests expire");
+        }
+        Ok(renewed)
+    }
+
     /// Withdraws the notices of devices that were notified but have not started (their
     /// downloads are refused from now on, since the campaign is no longer active).
     async fn withdraw_unstarted(&self, campaign_id: &str) -> Result<(), Error> {

@@ -53,6 +53,10 @@ struct Setup {
 }
 
 async fn setup(devices: usize) -> Setup {
+    setup_with_ttl(devices, Duration::from_secs(3600)).await
+}
+
+async fn setup_with_ttl(devices: usize, manifest_ttl: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = moat_store::open("sqlite::memory:").await.unwrap();
     let vault = moat_vault::Vault::open(
@@ -84,7 +88,7 @@ async fn setup(devices: usize) -> Setup {
             OtaConfig {
                 data_dir: dir.path().to_owned(),
                 download_url: "https://hub.test:8444".into(),
-                manifest_ttl: Duration::from_secs(3600),
+                manifest_ttl,
                 max_image_size: 1 << 20,
             },
             notes.clone(),
@@ -425,4 +429,47 @@ async fn uploads_are_verified_and_counters_only_go_up() {
         ),
         ("hub", "3.0.0+1", 9)
     );
+}
+
+#[tokio::test]
+async fn notices_of_devices_that_have_not_started_are_renewed_before_they_expire() {
+    let s = setup_with_ttl(3, Duration::from_secs(2)).await;
+    let fw = s
+        .ota
+        .upload("sensor", &image(&s.key, 1, 2), &Actor::admin())
+        .await
+        .unwrap();
+    let v = s
+        .ota
+        .create_campaign(
+            CreateCampaign {
+                firmware_id: fw.id,
+                target: all(3),
+                waves: Vec::new(),
+                success_threshold: 100,
+                abort_threshold: 50,
+            },
+            &Actor::admin(),
+        )
+        .await
+        .unwrap();
+    let id = v.campaign.id;
+    assert_eq!(
+        s.ota.refresh_notices().await.unwrap(),
+        0,
+        "fresh notices stay"
+    );
+    report(&s.ota, "d00", &id, ReportState::Downloading).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // d00 has started: only d01 and d02 get a new manifest, valid from now.
+    let before = s.notes.notified().len();
+    assert_eq!(s.ota.refresh_notices().await.unwrap(), 2);
+    let notices = s.notes.notices.lock().unwrap().clone();
+    let renewed: Vec<_> = notices[before..].iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(renewed, ["d01", "d02"]);
+    let key = UpdateKey::from_der(s.ota.update_key_der()).unwrap();
+    let first = open_manifest(&notices[0].1, &key).unwrap();
+    let last = open_manifest(&notices[notices.len() - 1].1, &key).unwrap();
+    assert!(last.expires_at > first.expires_at);
+    assert_eq!(s.ota.refresh_notices().await.unwrap(), 0, "just renewed");
 }

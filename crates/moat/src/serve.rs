@@ -222,6 +222,11 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         ota.clone()
             .follow_events(shutdown.clone().cancelled_owned()),
     ));
+    mqtt_tasks.push(tokio::spawn(refresh_ota_notices(
+        ota.clone(),
+        cfg.ota.manifest_ttl,
+        shutdown.clone(),
+    )));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
@@ -407,6 +412,30 @@ async fn admin_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String> {
     hub.store().put_setting(ADMIN_TOKEN_HASH, &hash).await?;
     tracing::info!(path = %path.display(), "admin token written (the hub keeps only its hash)");
     Ok(hash)
+}
+
+/// Renews OTA notices of devices that have not started before their manifests expire
+/// (checked every quarter of a manifest's lifetime, at most hourly).
+async fn refresh_ota_notices(
+    ota: Arc<moat_ota::Ota>,
+    ttl: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (ttl / 4).clamp(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(3600),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => if let Err(e) = ota.refresh_notices().await {
+                tracing::error!(error = ?e, "renewing OTA notices failed");
+            },
+        }
+    }
 }
 
 async fn refresh_crls(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {
