@@ -746,3 +746,87 @@ async fn ota_distribution_benchmark() {
     );
     drop(server);
 }
+
+/// With the vault in a PKCS#11 token (SoftHSM2), firmware keys and the update key are
+/// generated inside the token, and images it signs pass imgtool.
+#[test]
+fn pkcs11_firmware_key_signs_in_the_token() {
+    let module = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(module).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM2 is required in CI ({module} missing)"
+        );
+        eprintln!("SKIPPED: SoftHSM2 not installed");
+        return;
+    }
+    let Some(img) = imgtool() else { return };
+    let tok = tempfile::tempdir().expect("tempdir");
+    let conf = tok.path().join("softhsm2.conf");
+    std::fs::create_dir(tok.path().join("tokens")).expect("mkdir");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tok.path().join("tokens").display()
+        ),
+    )
+    .expect("w");
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "moat",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let hub = TestHub::start_with(
+        &["--vault", "pkcs11"],
+        &[("SOFTHSM2_CONF", s(&conf)), ("MOAT_PKCS11_PIN", "1234")],
+    );
+    let dir = hub.path("hsm");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let public = dir.join("hsm.pub.pem");
+    std::fs::write(&public, hub.ok(&["fw", "key", "generate", "--name", "hsm"])).expect("w");
+    let update = hub.ok(&["fw", "update-key"]);
+    assert!(
+        moat_ota_proto::UpdateKey::from_pem(&update).is_ok(),
+        "{update}"
+    );
+    let app = payload(&dir, "app.bin", 10_000, b"");
+    let out = dir.join("app.signed.bin");
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "hsm",
+        "--version",
+        "1.0.1",
+        "--security-counter",
+        "3",
+        s(&app),
+        s(&out),
+    ]);
+    let verified = tool(&img, &["verify", "-k", s(&public), s(&out)]);
+    assert!(
+        verified.contains("Image was correctly validated"),
+        "{verified}"
+    );
+    let fw = hub.json(&["fw", "upload", s(&out), "--model", "hsm-model"]);
+    assert_eq!(fw["key"], "hsm");
+    assert!(
+        !grep_dir(&hub.data, b"sealed:v1:"),
+        "no sealed keys in PKCS#11 mode"
+    );
+}
