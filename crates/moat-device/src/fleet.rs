@@ -208,6 +208,8 @@ async fn device(
     writer.send(&mut out).await?;
     stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut finished = 0u32;
+    // The last report's packet id that the hub acknowledged.
+    let mut acked: u16 = 0;
     loop {
         let packet = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -216,11 +218,14 @@ async fn device(
         let Some(packet) = packet else {
             return Err(crate::load::Error::Closed);
         };
-        let Incoming::Publish(p) = packet else {
-            if let Incoming::Disconnect(_) = packet {
-                return Err(crate::load::Error::Closed);
+        let p = match packet {
+            Incoming::Publish(p) => p,
+            Incoming::PubAck(id) => {
+                acked = id;
+                continue;
             }
-            continue;
+            Incoming::Disconnect(_) => return Err(crate::load::Error::Closed),
+            _ => continue,
         };
         if p.qos > 0 {
             put_puback(&mut out, v, p.pid);
@@ -263,6 +268,19 @@ async fn device(
         if cfg.stop_after_updates > 0 && finished >= cfg.stop_after_updates {
             break;
         }
+    }
+    // Wait for the hub to acknowledge the last report before leaving: closing with its
+    // PUBACK unread makes the kernel reset the connection, which can discard the report
+    // before the hub has read it.
+    if acked != pid {
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(packet)) = reader.next().await {
+                if matches!(packet, Incoming::PubAck(id) if id == pid) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     writer.put_disconnect(&mut out);
     let _ = writer.send(&mut out).await;
