@@ -2,11 +2,11 @@
 # EST enrollment benchmark (issue 4): enrollments per second end to end — TLS, station
 # authentication, CSR check, allow-list claim, signing, device + certificate + audit stored —
 # on a fresh hub with its default SQLite registry (synchronous=FULL), driven by
-# `moat-load est` (crate moat-device) with a station certificate. CSRs are made before the
+# `moat-device est` (crate moat-device) with a station certificate. CSRs are made before the
 # clock starts.
 #
 #   bench/est.sh                                   # 20000 enrollments, 32 clients, kept-alive
-#   bench/est.sh --concurrency 8                   # any `moat-load est` option
+#   bench/est.sh --concurrency 8                   # any `moat-device est` option
 #   bench/est.sh --count 10000 --new-connections   # a full mutual-TLS handshake per enrollment
 #   SKIP_BUILD=1 bench/est.sh                      # use the release binaries already built
 #
@@ -33,5 +33,5 @@ done
 echo "bench/est.sh: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--count 20000 --concurrency 32)
-"$BIN/moat-load" est --hub-data-dir "$WORK/data" "${args[@]}"
+"$BIN/moat-device" est --hub-data-dir "$WORK/data" "${args[@]}"
 echo "bench/est.sh: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MQTT hub benchmark (issue 3): Moat against Mosquitto 2.0, same machine, same device
-# certificates, same load generator (`moat-load`, crate moat-device), in one run.
+# certificates, same load generator (`moat-device`, its load subcommands), in one run.
 #
 #   bench/mqtt.sh                 # everything, ~6-8 minutes on 2 cores
 #   KEEP=1 bench/mqtt.sh          # keep the work directory (certificates, logs, JSON)
@@ -49,7 +49,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
 fi
 MOAT=$ROOT/target/release/moat
-LOAD=$ROOT/target/release/moat-load
+LOAD=$ROOT/target/release/moat-device
 HUB=$WORK/hub
 DEV=$WORK/devices
 
@@ -145,7 +145,7 @@ run() { # label-of-run broker args...
     echo "{\"run\":\"$name\",\"label\":\"$broker\",\"failed\":true}" >>"$RESULTS"
     tail -2 "$WORK/load.log" >&2
   fi
-  tail -n 3 "$WORK/load.log" | grep -v "^moat-load:" >&2 || true
+  tail -n 3 "$WORK/load.log" | grep -v "^moat-device:" >&2 || true
 }
 
 for b in moat mosquitto; do

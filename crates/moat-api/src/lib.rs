@@ -9,6 +9,9 @@
 //! - The **public endpoint** ([`public_router`]): CRLs at the stable URL written into every
 //!   certificate's CRL distribution point (`/crl/{ca}.crl`), and the CA bundle. Plain HTTP
 //!   on purpose: CRLs are signed, and relying parties fetch them without TLS (RFC 5280).
+//! - The **firmware download** router ([`download_router`]): `GET /fw/{digest}` with range
+//!   requests, for devices identified by the mutual-TLS listener that mounts it
+//!   ([`PeerIdentity`]).
 //! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
 //!   handshaken and served in its own task under a timeout, within a connection cap. Client
 //!   certificates are optional and checked by the shared [`LiveClientVerifier`] (also the
@@ -17,7 +20,9 @@
 //! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
 
 mod auth;
+mod download;
 pub mod dto;
+pub mod dto_ota;
 mod est;
 mod openapi;
 mod problem;
@@ -28,6 +33,7 @@ mod tls;
 mod verifier;
 
 pub use auth::AdminAuth;
+pub use download::{ByteRange, PeerIdentity, download_router, parse_range};
 pub use est::{EstAuth, MAX_EST_BODY_BYTES};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
@@ -51,4 +57,6 @@ pub struct AppState {
     pub sessions: Option<Arc<dyn SessionControl>>,
     /// EST station authentication failures (rate limit per address).
     pub est: Arc<EstAuth>,
+    /// Firmware updates, when enabled on this node.
+    pub ota: Option<Arc<moat_ota::Ota>>,
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI document, assembled from the handlers' annotations.
 
 use crate::dto::*;
+use crate::dto_ota::*;
 use crate::problem::Problem;
 use crate::routes::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -9,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 /// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment and audit of a Moat hub, and its EST endpoints (RFC 7030). Errors are RFC 9457 problem documents."),
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment, firmware updates and audit of a Moat hub, and its EST endpoints (RFC 7030). Errors are RFC 9457 problem documents."),
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
@@ -20,6 +21,10 @@ use utoipa::{Modify, OpenApi};
         add_allowlist, list_allowlist, reset_allowlist, create_station, list_stations, delete_station,
         crate::est::cacerts, crate::est::csrattrs, crate::est::simpleenroll,
         crate::est::simplereenroll, crate::est::serverkeygen,
+        list_firmware_keys, add_firmware_key, generate_firmware_key, sign_firmware,
+        list_firmware, upload_firmware, show_firmware, update_key,
+        list_campaigns, create_campaign, show_campaign, campaign_devices,
+        pause_campaign, resume_campaign, cancel_campaign,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
@@ -27,6 +32,8 @@ use utoipa::{Modify, OpenApi};
         ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
         AclPolicyView, PutAclPolicyRequest, AccessRequest, AccessView, GroupPolicyRequest, CreateAppRequest,
         AllowlistUpload, AllowlistAdded, AllowlistView, CreateStationRequest, StationView, CreateStationResponse,
+        FirmwareKeyView, AddFirmwareKeyRequest, GenerateFirmwareKeyRequest, FirmwareView, UpdateKeyView,
+        CreateCampaignRequest, CampaignInfo, WaveView, CampaignDeviceView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

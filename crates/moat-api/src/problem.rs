@@ -49,8 +49,36 @@ impl IntoResponse for Problem {
 pub enum ApiError {
     /// From the domain.
     Core(Error),
+    /// From the OTA service.
+    Ota(moat_ota::Error),
     /// Built by the API layer (bad JSON, auth).
     Problem(Problem),
+}
+
+impl From<moat_ota::Error> for ApiError {
+    fn from(e: moat_ota::Error) -> Self {
+        match e {
+            moat_ota::Error::Core(e) => ApiError::Core(e),
+            other => ApiError::Ota(other),
+        }
+    }
+}
+
+/// The HTTP status of an OTA error.
+pub fn status_of_ota(e: &moat_ota::Error) -> StatusCode {
+    use moat_ota::Error as E;
+    match e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        E::ImageRefused(_) | E::CounterBelowPublished { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        E::NotFound { .. } => StatusCode::NOT_FOUND,
+        E::Conflict { .. } | E::State(_) => StatusCode::CONFLICT,
+        E::DownloadRefused { .. } => StatusCode::FORBIDDEN,
+        E::Core(e) => status_of(e),
+        E::Signing(_) | E::Store(_) | E::Vault(_) | E::Io { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
 }
 
 impl From<Error> for ApiError {
@@ -95,6 +123,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Problem(p) => p.into_response(),
+            ApiError::Ota(e) => {
+                let status = status_of_ota(&e);
+                let detail = if e.is_client_error() {
+                    e.to_string()
+                } else {
+                    tracing::error!(error = ?e, "request failed");
+                    "the hub failed to complete the request; the cause is in the hub's log"
+                        .to_string()
+                };
+                let title = status.canonical_reason().unwrap_or("Error");
+                Problem::new(status, e.kind(), title, detail).into_response()
+            }
             ApiError::Core(e) => {
                 let status = status_of(&e);
                 let detail = if e.is_client_error() {

@@ -59,6 +59,8 @@ pub struct MetricsSnapshot {
     pub publisher_pauses: u64,
     /// Times a subscriber was marked stalled (it did not drain within the pause bound).
     pub subscribers_stalled: u64,
+    /// Messages a hub tap ([`Broker::tap`]) could not take because its queue was full.
+    pub taps_dropped: u64,
     /// Sessions (live and offline persistent).
     pub sessions: u64,
     /// Subscriptions in the tree.
@@ -78,6 +80,14 @@ pub(crate) struct Metrics {
     pub publishes_denied: AtomicU64,
     pub publisher_pauses: AtomicU64,
     pub subscribers_stalled: AtomicU64,
+    pub taps_dropped: AtomicU64,
+}
+
+/// A hub-internal subscriber ([`Broker::tap`]): a filter and the queue its messages go to.
+#[derive(Debug)]
+struct Tap {
+    filter: String,
+    queue: tokio::sync::mpsc::Sender<Arc<Message>>,
 }
 
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
@@ -122,6 +132,9 @@ pub struct Broker {
     next_conn_id: AtomicU64,
     pub(crate) metrics: Metrics,
     housekeeping: AtomicBool,
+    /// Hub-internal subscribers; read on every routed message, written when a tap is added
+    /// or found closed.
+    taps: RwLock<Vec<Tap>>,
 }
 
 const KICK_MEMORY: usize = 4096;
@@ -154,6 +167,7 @@ impl Broker {
             next_conn_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             housekeeping: AtomicBool::new(false),
+            taps: RwLock::default(),
         })
     }
 
@@ -284,6 +298,7 @@ impl Broker {
             publishes_denied: g(&m.publishes_denied),
             publisher_pauses: g(&m.publisher_pauses),
             subscribers_stalled: g(&m.subscribers_stalled),
+            taps_dropped: g(&m.taps_dropped),
             sessions: lock(&self.sessions).len() as u64,
             subscriptions: self.router_read().len() as u64,
             retained: lock(&self.retained).len() as u64,
@@ -294,6 +309,59 @@ impl Broker {
     /// Returns the number of subscribers it was queued for.
     pub fn publish(&self, message: Message) -> usize {
         self.route(Arc::new(message))
+    }
+
+    /// Delivers to the hub itself every message routed on a topic matching `filter` (an
+    /// MQTT filter with `+`/`#`), e.g. device reports for the OTA service. The hub is not a
+    /// session: no ACL, no QoS exchange, no retained messages replayed; messages go into a
+    /// queue of `capacity` and, when the hub falls that far behind, are dropped and counted
+    /// (`taps_dropped`) rather than slowing the publishers. The tap ends when the receiver
+    /// is dropped.
+    pub fn tap(
+        &self,
+        filter: &str,
+        capacity: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<Arc<Message>>, crate::topic::TopicError> {
+        crate::topic::validate_filter(filter)?;
+        if filter.starts_with("$share/") {
+            return Err(crate::topic::TopicError::Shared);
+        }
+        let (queue, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        self.taps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Tap {
+                filter: filter.to_owned(),
+                queue,
+            });
+        Ok(rx)
+    }
+
+    /// Hands `msg` to the taps whose filter matches; forgets taps whose receiver is gone.
+    fn feed_taps(&self, msg: &Arc<Message>) {
+        let mut closed = false;
+        {
+            let taps = self.taps.read().unwrap_or_else(PoisonError::into_inner);
+            for tap in taps.iter() {
+                if !crate::topic::matches(&tap.filter, &msg.topic) {
+                    continue;
+                }
+                match tap.queue.try_send(msg.clone()) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        bump(&self.metrics.taps_dropped, 1);
+                        tracing::warn!(topic = %msg.topic, filter = %tap.filter, "hub tap full; message dropped");
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => closed = true,
+                }
+            }
+        }
+        if closed {
+            self.taps
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|t| !t.queue.is_closed());
+        }
     }
 
     /// Routes a message: retains it if asked, then queues it for every subscriber without
@@ -358,6 +426,14 @@ impl Broker {
             }
         }
         bump(&self.metrics.messages_dropped, dropped);
+        if !self
+            .taps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            self.feed_taps(&msg);
+        }
         queued
     }
 

@@ -561,3 +561,58 @@ async fn keep_alive_timeout_disconnects_with_0x8d() {
     let d = cl.recv().await.unwrap();
     assert_eq!((d.kind(), d.body[0]), (14, 0x8D));
 }
+
+/// A hub tap receives what devices publish on its filter (with the publisher's client id),
+/// refuses bad filters, drops (and counts) what overflows its queue, and ends with its
+/// receiver.
+#[tokio::test]
+async fn hub_tap_receives_matching_publishes() {
+    let hub = Hub::start().await;
+    devices(&hub);
+    assert!(hub.broker.tap("devices/#/x", 8).is_err());
+    assert!(hub.broker.tap("$share/g/devices/+/ota/report", 8).is_err());
+    let mut reports = hub.broker.tap("devices/+/ota/report", 8).unwrap();
+    let mut d1 = login(&hub, Version::V311, "d1", "t1").await;
+    d1.publish(
+        "devices/d1/ota/report",
+        b"{\"state\":\"idle\"}",
+        1,
+        false,
+        1,
+    )
+    .await;
+    assert_eq!(d1.recv().await.unwrap().kind(), 4, "PUBACK");
+    d1.publish("devices/d1/telemetry", b"21.5", 0, false, 0)
+        .await;
+    let got = tokio::time::timeout(T, reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.topic, "devices/d1/ota/report");
+    assert_eq!(got.publisher.as_deref(), Some("d1"));
+    assert_eq!(&got.payload[..], b"{\"state\":\"idle\"}");
+
+    // A full queue drops and counts; publishers are never held up.
+    let mut small = hub.broker.tap("devices/d1/ota/report", 1).unwrap();
+    for pid in 2..5 {
+        d1.publish("devices/d1/ota/report", b"x", 1, false, pid)
+            .await;
+        assert_eq!(d1.recv().await.unwrap().kind(), 4);
+    }
+    assert!(small.recv().await.is_some());
+    assert!(small.try_recv().is_err());
+    assert_eq!(
+        hub.broker.metrics().taps_dropped,
+        2,
+        "only the 1-slot tap overflowed"
+    );
+    for _ in 2..5 {
+        assert!(reports.try_recv().is_ok(), "the roomy tap got all three");
+    }
+    drop(small);
+    drop(reports);
+    d1.publish("devices/d1/ota/report", b"y", 1, false, 9).await;
+    assert_eq!(d1.recv().await.unwrap().kind(), 4);
+    // Closed taps are forgotten, not counted as drops.
+    assert_eq!(hub.broker.metrics().taps_dropped, 2);
+}

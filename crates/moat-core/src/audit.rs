@@ -64,6 +64,21 @@ impl Hub {
         }
     }
 
+    /// Records an admin action performed by another crate whose errors are not core errors
+    /// (OTA): `outcome` is `ok`, `refused` (with the public reason as `detail`) or `error`
+    /// (with the error's kind).
+    pub async fn record_admin_action(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&str>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
+        self.append_audit(&actor.0, action, target, outcome, detail)
+            .await;
+    }
+
     /// Records a refused attempt that is not an admin operation (a failed admin login, later a
     /// refused device connection) so that `moat audit` shows it.
     pub async fn record_security_event(&self, actor: &str, action: &str, target: &str) {

@@ -12,7 +12,7 @@ use p256::ecdsa::signature::hazmat::PrehashSigner;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::header::{HEADER_SIZE, ImageHeader, ImageVersion};
-use crate::key::TrustedKey;
+use crate::key::{KeyKind, TrustedKey};
 use crate::tlv;
 
 /// A private key that signs images.
@@ -189,10 +189,21 @@ impl ImageBuilder {
 
     /// Builds the image around `payload` and signs it with `key`.
     pub fn sign(&self, payload: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignError> {
+        self.sign_with(payload, key)
+    }
+
+    /// Builds the image around `payload` and signs it with `signer`, which may hold its
+    /// private key elsewhere (a hub's vault, a PKCS#11 token).
+    pub fn sign_with(
+        &self,
+        payload: &[u8],
+        signer: &dyn ImageSigner,
+    ) -> Result<Vec<u8>, SignError> {
         if usize::from(self.header_size) < HEADER_SIZE {
             return Err(SignError::HeaderTooSmall(self.header_size));
         }
-        if self.pure && !matches!(key, SigningKey::Ed25519(_)) {
+        let public = signer.trusted_key();
+        if self.pure && public.kind() != KeyKind::Ed25519 {
             return Err(SignError::PureNeedsEd25519);
         }
         let mut entries = Vec::new();
@@ -228,7 +239,7 @@ impl ImageBuilder {
         } else {
             Sha256::digest(&image).to_vec()
         };
-        let spki = key.trusted_key().spki_der();
+        let spki = public.spki_der();
         let mut entries = Vec::new();
         push_tlv(
             &mut entries,
@@ -247,25 +258,63 @@ impl ImageBuilder {
             }
             KeyFormat::Full => push_tlv(&mut entries, tlv::PUBKEY, spki.as_bytes())?,
         }
-        match key {
-            SigningKey::P256(k) => {
-                let prehash = Sha256::digest(&image);
-                let sig: p256::ecdsa::Signature =
-                    k.sign_prehash(&prehash).map_err(|_| SignError::Signing)?;
-                let rs: [u8; 64] = sig.to_bytes().into();
-                push_tlv(
+        match public.kind() {
+            KeyKind::P256 => match signer.sign(&image)? {
+                ImageSignature::P256(rs) => push_tlv(
                     &mut entries,
                     tlv::ECDSA_SIG,
                     &crate::der::encode_ecdsa_signature(&rs),
-                )?;
-            }
-            SigningKey::Ed25519(k) => {
+                )?,
+                ImageSignature::Ed25519(_) => return Err(SignError::Signing),
+            },
+            KeyKind::Ed25519 => {
                 let message: &[u8] = if self.pure { &image } else { &digest };
-                push_tlv(&mut entries, tlv::ED25519, &k.sign(message).to_bytes())?;
+                match signer.sign(message)? {
+                    ImageSignature::Ed25519(sig) => push_tlv(&mut entries, tlv::ED25519, &sig)?,
+                    ImageSignature::P256(_) => return Err(SignError::Signing),
+                }
             }
         }
         image.extend_from_slice(&area(tlv::INFO_MAGIC, &entries)?);
         Ok(image)
+    }
+}
+
+/// A signature as the image stores it, before DER encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSignature {
+    /// ECDSA P-256: `r ‖ s`, 32 bytes each, big-endian.
+    P256([u8; 64]),
+    /// Ed25519.
+    Ed25519([u8; 64]),
+}
+
+/// Something that signs images: [`SigningKey`] in memory, or a key held elsewhere (the hub's
+/// vault, a PKCS#11 token) behind an adapter.
+pub trait ImageSigner {
+    /// The public half, as a verifier trusts it: it names the key in the image.
+    fn trusted_key(&self) -> TrustedKey;
+
+    /// Signs `message`. P-256: ECDSA with SHA-256 over `message` (the hashed range of the
+    /// image). Ed25519: over `message` as given (the image digest, or the range when pure).
+    fn sign(&self, message: &[u8]) -> Result<ImageSignature, SignError>;
+}
+
+impl ImageSigner for SigningKey {
+    fn trusted_key(&self) -> TrustedKey {
+        SigningKey::trusted_key(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<ImageSignature, SignError> {
+        match self {
+            SigningKey::P256(k) => {
+                let prehash = Sha256::digest(message);
+                let sig: p256::ecdsa::Signature =
+                    k.sign_prehash(&prehash).map_err(|_| SignError::Signing)?;
+                Ok(ImageSignature::P256(sig.to_bytes().into()))
+            }
+            SigningKey::Ed25519(k) => Ok(ImageSignature::Ed25519(k.sign(message).to_bytes())),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Registry persistence for Moat: devices, certificates, CAs, CRLs, registration codes,
-//! settings, the audit log, the factory allow-list and EST stations, and the MQTT broker's durable state (retained messages and
-//! persistent sessions, as values the broker encodes).
+//! settings, the audit log, the factory allow-list and EST stations, the MQTT broker's durable
+//! state (retained messages and persistent sessions, as values the broker encodes), and
+//! firmware updates (signing keys, images, campaigns, device inventory: [`FirmwareStore`]).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
 //! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
@@ -35,6 +36,8 @@
 
 mod codec;
 mod error;
+mod firmware;
+mod firmware_model;
 mod model;
 mod postgres;
 mod sql;
@@ -44,6 +47,8 @@ mod store_impl;
 mod writes;
 
 pub use error::Error;
+pub use firmware::FirmwareStore;
+pub use firmware_model::*;
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -68,8 +73,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// The registry. Every method is one transaction: it happens entirely or not at all.
+/// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`].
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: FirmwareStore + Send + Sync + std::fmt::Debug {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

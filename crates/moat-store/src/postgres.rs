@@ -3,6 +3,11 @@
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
+use crate::firmware::{self as fw, impl_firmware_store};
+use crate::firmware_model::{
+    Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
+    WaveCount,
+};
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
@@ -84,3 +89,4 @@ impl PgStore {
 
 impl_writes!(PgStore, PgConnection);
 impl_store!(PgStore);
+impl_firmware_store!(PgStore);

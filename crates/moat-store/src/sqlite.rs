@@ -11,6 +11,11 @@
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
+use crate::firmware::{self as fw, impl_firmware_store};
+use crate::firmware_model::{
+    Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
+    WaveCount,
+};
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
@@ -133,3 +138,4 @@ fn is_memory(url: &str) -> bool {
 
 impl_writes!(SqliteStore, SqliteConnection);
 impl_store!(SqliteStore);
+impl_firmware_store!(SqliteStore);

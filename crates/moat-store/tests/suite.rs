@@ -59,6 +59,9 @@ suite!(
     enrollment_claims_a_serial_once,
     concurrent_enrollments_of_one_serial,
     stations,
+    firmware_keys_and_publication,
+    campaigns_and_device_states,
+    inventory_and_group_members,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -54,9 +54,12 @@ pub enum Command {
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
-    /// Firmware images (MCUboot format).
+    /// Firmware images (MCUboot format): keys, signing, the catalogue.
     #[command(subcommand)]
     Fw(FwCmd),
+    /// Firmware rollout campaigns.
+    #[command(subcommand)]
+    Campaign(CampaignCmd),
     /// The hub's own TLS server certificate (admin API and MQTT listeners).
     #[command(subcommand)]
     Server(ServerCmd),
@@ -282,6 +285,133 @@ pub enum FwCmd {
         #[arg(long, default_value_t = 0)]
         min_counter: u32,
     },
+    /// Firmware signing keys: images are published only if signed by one of them.
+    #[command(subcommand)]
+    Key(FwKeyCmd),
+    /// Sign a payload into an MCUboot image with a hub-held key (`imgtool verify` accepts it).
+    #[command(disable_version_flag = true)]
+    Sign {
+        /// The hub-held key (made by `moat fw key generate`).
+        #[arg(long)]
+        key: String,
+        /// Image version, MAJOR.MINOR.REVISION[+BUILD].
+        #[arg(long = "version", id = "image_version")]
+        version: String,
+        /// Security counter (anti-rollback).
+        #[arg(long, default_value_t = 0)]
+        security_counter: u32,
+        /// Header size in bytes (imgtool --header-size, padded).
+        #[arg(long, default_value = "0x200", value_parser = parse_u16)]
+        header_size: u16,
+        /// The payload (raw binary).
+        input: PathBuf,
+        /// Where to write the signed image.
+        output: PathBuf,
+    },
+    /// Publish a signed image for a device model.
+    Upload {
+        /// The signed image.
+        file: PathBuf,
+        /// The device model it is for.
+        #[arg(long)]
+        model: String,
+    },
+    /// List published images.
+    List,
+    /// Print the hub's update key (PEM): devices verify manifests with it.
+    UpdateKey,
+}
+
+/// `moat fw key …`.
+#[derive(Debug, Subcommand)]
+pub enum FwKeyCmd {
+    /// Register a public key (PEM, P-256 or Ed25519; e.g. `imgtool getpub -e pem`).
+    Add {
+        /// Key name.
+        #[arg(long)]
+        name: String,
+        /// The public key file.
+        public_key: PathBuf,
+    },
+    /// Generate a P-256 key held by the hub (sealed, or in the PKCS#11 token); prints its
+    /// public key (PEM).
+    Generate {
+        /// Key name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys.
+    List,
+}
+
+/// `moat campaign …`.
+#[derive(Debug, Subcommand)]
+pub enum CampaignCmd {
+    /// Start rolling an image out, wave by wave.
+    Create {
+        /// The image (catalogue id from `moat fw list`).
+        #[arg(long)]
+        firmware: String,
+        /// group:GROUP, model:MODEL or devices:ID,ID,…
+        #[arg(long)]
+        target: String,
+        /// Waves: cumulative percentages (10%,50%,100%) or sizes (5,20,75).
+        #[arg(long)]
+        waves: Option<String>,
+        /// Share of a wave that must confirm before the next starts.
+        #[arg(long, default_value = "100%", value_parser = parse_percent)]
+        success_threshold: u32,
+        /// Share of notified devices that may fail before the campaign aborts.
+        #[arg(long, default_value = "10%", value_parser = parse_percent)]
+        abort_threshold: u32,
+    },
+    /// List campaigns.
+    List,
+    /// Per-wave progress: notified, downloading, installed, confirmed, failed, rolled back.
+    Show {
+        /// Campaign id.
+        id: String,
+        /// Also list every device with its state and reason.
+        #[arg(long)]
+        devices: bool,
+    },
+    /// Stop starting new waves (notified devices go on).
+    Pause {
+        /// Campaign id.
+        id: String,
+    },
+    /// Resume a paused campaign.
+    Resume {
+        /// Campaign id.
+        id: String,
+    },
+    /// Stop a campaign for good.
+    Cancel {
+        /// Campaign id.
+        id: String,
+    },
+}
+
+/// `90%` or `90` → 90 (0 to 100).
+fn parse_percent(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 90%)"))?;
+    if n > 100 {
+        return Err(format!("{s:?} is over 100%"));
+    }
+    Ok(n)
+}
+
+/// `512` or `0x200`.
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a number from 0 to 65535 (decimal or 0x hex)"))
 }
 
 /// `moat server …`.
@@ -395,4 +525,27 @@ pub enum StationCmd {
         /// Station name.
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Clap's own consistency checks (duplicate names, flags clashing with --version, …).
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn percentages_and_sizes() {
+        assert_eq!(parse_percent("90%"), Ok(90));
+        assert_eq!(parse_percent("0"), Ok(0));
+        assert!(parse_percent("101%").is_err());
+        assert!(parse_percent("x").is_err());
+        assert_eq!(parse_u16("0x200"), Ok(512));
+        assert_eq!(parse_u16("32"), Ok(32));
+        assert!(parse_u16("0x10000").is_err());
+    }
 }

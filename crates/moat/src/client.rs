@@ -119,6 +119,35 @@ impl ApiClient {
         Ok(())
     }
 
+    /// POST raw bytes (`application/octet-stream`), returning JSON.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let resp = self.send_bytes(path, body).await?;
+        resp.json::<T>()
+            .await
+            .context("the hub's answer is not what this CLI expects (version mismatch?)")
+    }
+
+    /// POST raw bytes, returning raw bytes.
+    pub async fn post_bytes_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let resp = self.send_bytes(path, body).await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    async fn send_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.finish(req).await
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await?;
@@ -148,6 +177,11 @@ impl ApiClient {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.finish(req).await
+    }
+
+    /// Sends a request and turns an error answer (a problem document) into one line.
+    async fn finish(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the hub at {}: {} (is `moat serve` running? pass --hub URL)",

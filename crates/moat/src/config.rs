@@ -75,6 +75,15 @@ validity = "90d"
 # listeners switch without a restart; established connections stay up.
 renew_check_interval = "1h"
 
+[ota]
+# Firmware updates. Base URL devices download images from (mutual TLS, GET /fw/{sha256});
+# signed manifests carry {download_url}/fw/{sha256}. Default: https://HOSTNAME:8444.
+# download_url = "https://hub.example.com:8444"
+# How long a signed manifest is valid: a device refuses an older one (replay, freeze).
+manifest_ttl = "7d"
+# Largest image `moat fw upload` and `moat fw sign` accept, in bytes.
+max_image_size = 33554432
+
 [vault]
 # Where the master key that seals every private key comes from:
 #   "file"       a 32-byte key file (created 0600 on first start)
@@ -114,6 +123,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// Hub server certificate.
     pub server: ServerConfig,
+    /// Firmware updates.
+    pub ota: OtaSection,
     /// Master key.
     pub vault: VaultConfig,
     /// Logging.
@@ -229,6 +240,20 @@ pub struct ServerConfig {
     pub renew_check_interval: Duration,
 }
 
+/// `[ota]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtaSection {
+    /// Base URL of image downloads; default `https://HOSTNAME:8444`.
+    #[serde(default)]
+    pub download_url: Option<String>,
+    /// Manifest validity.
+    #[serde(with = "humantime_serde")]
+    pub manifest_ttl: Duration,
+    /// Largest image accepted, in bytes.
+    pub max_image_size: u64,
+}
+
 /// `[vault]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +357,19 @@ impl Config {
         }
         if self.api.max_connections == 0 {
             bail!("api.max_connections must be at least 1");
+        }
+        if let Some(url) = &self.ota.download_url
+            && !url.starts_with("https://")
+        {
+            bail!(
+                "ota.download_url = {url:?}: must be an https:// URL (devices download with mutual TLS)"
+            );
+        }
+        if self.ota.manifest_ttl < Duration::from_secs(60) {
+            bail!("ota.manifest_ttl must be at least 1m");
+        }
+        if self.ota.max_image_size == 0 || self.ota.max_image_size > 64 * 1024 * 1024 {
+            bail!("ota.max_image_size must be between 1 byte and 64 MiB");
         }
         if let Some(url) = &self.crl.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

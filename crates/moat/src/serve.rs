@@ -205,11 +205,36 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             broker.clone().serve_plain(l, shutdown.clone()),
         ));
     }
+    // Firmware updates: manifests out through the broker, reports in through its tap.
+    let ota = Arc::new(
+        moat_ota::Ota::open(
+            hub.clone(),
+            ota_config(&cfg, &hostname),
+            Arc::new(crate::mqtt::BrokerNotifier(broker.clone())),
+        )
+        .await
+        .context("cannot start firmware updates")?,
+    );
+    mqtt_tasks.push(tokio::spawn(crate::mqtt::follow_reports(
+        ota.clone(),
+        broker.clone(),
+        shutdown.clone(),
+    )));
+    mqtt_tasks.push(tokio::spawn(
+        ota.clone()
+            .follow_events(shutdown.clone().cancelled_owned()),
+    ));
+    mqtt_tasks.push(tokio::spawn(refresh_ota_notices(
+        ota.clone(),
+        cfg.ota.manifest_ttl,
+        shutdown.clone(),
+    )));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
         sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
         est: Arc::default(),
+        ota: Some(ota),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
@@ -313,6 +338,27 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
     })
 }
 
+/// The OTA service's configuration. Downloads are served by a mutual-TLS listener that
+/// mounts `moat_api::download_router`; until `serve` runs one, `ota.download_url` names
+/// wherever that listener runs (default `https://HOSTNAME:8444`).
+fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
+    let host = if hostname.is_empty() {
+        "localhost"
+    } else {
+        hostname
+    };
+    moat_ota::OtaConfig {
+        data_dir: cfg.data_dir.clone(),
+        download_url: cfg
+            .ota
+            .download_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{host}:8444")),
+        manifest_ttl: cfg.ota.manifest_ttl,
+        max_image_size: cfg.ota.max_image_size,
+    }
+}
+
 fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
     Ok(match cfg.vault.source.as_str() {
         "file" => {
@@ -369,6 +415,30 @@ async fn admin_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String> {
     hub.store().put_setting(ADMIN_TOKEN_HASH, &hash).await?;
     tracing::info!(path = %path.display(), "admin token written (the hub keeps only its hash)");
     Ok(hash)
+}
+
+/// Renews OTA notices of devices that have not started before their manifests expire
+/// (checked every quarter of a manifest's lifetime, at most hourly).
+async fn refresh_ota_notices(
+    ota: Arc<moat_ota::Ota>,
+    ttl: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (ttl / 4).clamp(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(3600),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => if let Err(e) = ota.refresh_notices().await {
+                tracing::error!(error = ?e, "renewing OTA notices failed");
+            },
+        }
+    }
 }
 
 async fn refresh_crls(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {

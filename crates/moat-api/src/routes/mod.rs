@@ -6,12 +6,14 @@ mod certs;
 mod devices;
 mod enrollment;
 mod misc;
+mod ota;
 mod sessions;
 
 use crate::AppState;
 use crate::problem::Problem;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::handler::Handler;
 use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
@@ -21,11 +23,16 @@ pub(crate) use certs::*;
 pub(crate) use devices::*;
 pub(crate) use enrollment::*;
 pub(crate) use misc::*;
+pub(crate) use ota::*;
 pub use sessions::SessionControl;
 pub(crate) use sessions::*;
 
 /// Largest admin request body (a CSR or certificate chain in JSON is a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Largest body of the firmware upload and sign routes (the OTA service enforces its own,
+/// configurable, image size limit below this).
+pub const MAX_IMAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The HTTPS router: the admin API (everything under `/api/v1` needs the admin bearer
 /// token; `/api/openapi.json` is public) and EST under `/.well-known/est/` (its own
@@ -60,6 +67,27 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/devices/{id}/access", post(set_access))
         .route("/apps", post(create_app))
         .route("/server/rotate", post(rotate_server_cert))
+        .route(
+            "/firmware-keys",
+            get(list_firmware_keys).post(add_firmware_key),
+        )
+        .route("/firmware-keys/generate", post(generate_firmware_key))
+        .route(
+            "/firmware-keys/{name}/sign",
+            post(sign_firmware).layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
+        )
+        .route(
+            "/firmware",
+            get(list_firmware).post(upload_firmware.layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES))),
+        )
+        .route("/firmware/{id}", get(show_firmware))
+        .route("/ota/update-key", get(update_key))
+        .route("/campaigns", get(list_campaigns).post(create_campaign))
+        .route("/campaigns/{id}", get(show_campaign))
+        .route("/campaigns/{id}/devices", get(campaign_devices))
+        .route("/campaigns/{id}/pause", post(pause_campaign))
+        .route("/campaigns/{id}/resume", post(resume_campaign))
+        .route("/campaigns/{id}/cancel", post(cancel_campaign))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
         .route(

@@ -5,6 +5,7 @@ mod authority;
 mod certs;
 mod devices;
 mod enrollment;
+mod firmware;
 mod mqtt;
 mod records;
 
@@ -13,5 +14,6 @@ pub use authority::*;
 pub use certs::*;
 pub use devices::*;
 pub use enrollment::*;
+pub use firmware::*;
 pub use mqtt::*;
 pub use records::*;

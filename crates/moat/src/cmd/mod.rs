@@ -2,6 +2,7 @@
 
 mod access;
 mod ca;
+mod campaign;
 mod cert;
 mod device;
 mod enrollment;
@@ -55,7 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("closed the session of {client_id}");
             Ok(())
         }
-        Command::Fw(ref c) => fw::run(c),
+        Command::Fw(ref c) => fw::run(&cli, c).await,
+        Command::Campaign(ref c) => campaign::run(&cli, c).await,
         Command::Server(ServerCmd::Rotate) => {
             let api = ApiClient::from_cli(&cli)?;
             let cert: CertView = api.post("/api/v1/server/rotate", &()).await?;

@@ -1,11 +1,14 @@
 //! Wiring of the MQTT hub into `moat serve`: the broker, its TLS configuration with the live
 //! client verifier (`moat_api::LiveClientVerifier`, shared with the HTTPS listener for EST),
-//! and the event loop that turns registry changes into verifier updates and session kicks.
+//! the event loop that turns registry changes into verifier updates and session kicks, and
+//! the OTA notices and reports.
 
 mod authority;
+mod ota;
 mod persistence;
 
 pub use authority::HubAuthority;
+pub use ota::{BrokerNotifier, follow_reports};
 pub use persistence::RegistryPersistence;
 
 use arc_swap::ArcSwap;

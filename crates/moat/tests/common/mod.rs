@@ -2,6 +2,8 @@
 //! loopback listeners on ephemeral ports, and real peers (openssl, curl).
 #![allow(dead_code)]
 
+pub mod download;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -101,7 +101,7 @@ impl TargetArgs {
         let devices = fleet::load(&self.devices, ids, &provider, &verifier)
             .with_context(|| format!("loading devices from {}", self.devices.display()))?;
         eprintln!(
-            "moat-load: {} device identities loaded in {:.1?}",
+            "moat-device: {} device identities loaded in {:.1?}",
             devices.len(),
             t.elapsed()
         );

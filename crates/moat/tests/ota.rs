@@ -1,0 +1,832 @@
+//! Firmware updates end to end, through the real hub (`moat serve`), its CLI and MQTT:
+//! imgtool interop at upload (both key types; tampered, unknown-key and rolled-back images
+//! refused), hub-side signing that `imgtool verify` accepts, and campaigns on a fleet of
+//! simulated devices (each with its own certificate) that download over mutual TLS with a
+//! cut connection resumed by `Range`, confirm, or roll back and abort the campaign.
+//!
+//! Downloads are served by a test-only mutual-TLS listener (tests/common/download.rs) with
+//! the production handler (`moat_api::download_router`): the listener inside `moat serve`
+//! is wired separately.
+
+mod common;
+
+use common::download::DownloadServer;
+use common::*;
+use moat_device::fleet::{FleetConfig, FleetStats};
+use moat_device::load::client::Target;
+use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// imgtool on the PATH, else the Python module; None (after saying so) when missing
+/// outside CI.
+fn imgtool() -> Option<Vec<String>> {
+    for argv in [
+        vec!["imgtool".to_string()],
+        vec!["python3".into(), "-m".into(), "imgtool.main".into()],
+    ] {
+        let ok = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(argv);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "imgtool missing and CI is set (pip install imgtool)"
+    );
+    eprintln!("SKIPPED: imgtool not found (pip install imgtool)");
+    None
+}
+
+fn tool(argv: &[String], args: &[&str]) -> String {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(args)
+        .output()
+        .expect("imgtool runs");
+    assert!(
+        out.status.success(),
+        "imgtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn payload(dir: &Path, name: &str, len: usize, extra: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut bytes: Vec<u8> = (0..len as u32).map(|i| (i * 13 % 251) as u8).collect();
+    bytes.extend_from_slice(extra);
+    std::fs::write(&p, bytes).expect("payload");
+    p
+}
+
+#[test]
+fn upload_accepts_imgtool_images_and_refuses_tampered_unknown_and_rolled_back_ones() {
+    let Some(img) = imgtool() else { return };
+    let hub = TestHub::start();
+    let dir = hub.path("fw");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let app = payload(&dir, "app.bin", 30_000, b"");
+    for (kind, model) in [("ed25519", "sensor-ed"), ("ecdsa-p256", "sensor-ec")] {
+        let key = dir.join(format!("{kind}.pem"));
+        let public = dir.join(format!("{kind}.pub.pem"));
+        tool(&img, &["keygen", "-t", kind, "-k", s(&key)]);
+        tool(
+            &img,
+            &["getpub", "-e", "pem", "-k", s(&key), "-o", s(&public)],
+        );
+        hub.ok(&["fw", "key", "add", "--name", kind, s(&public)]);
+        let sign = |version: &str, counter: &str, out: &Path| {
+            tool(
+                &img,
+                &[
+                    "sign",
+                    "--key",
+                    s(&key),
+                    "--version",
+                    version,
+                    "--header-size",
+                    "0x200",
+                    "--pad-header",
+                    "--slot-size",
+                    "0x40000",
+                    "--security-counter",
+                    counter,
+                    s(&app),
+                    s(out),
+                ],
+            );
+        };
+        let v2 = dir.join(format!("{kind}-v2.bin"));
+        sign("1.2.0", "5", &v2);
+        let fw = hub.json(&["fw", "upload", s(&v2), "--model", model]);
+        assert_eq!(fw["version"], "1.2.0+0", "{fw}");
+        assert_eq!(fw["security_counter"], 5);
+        assert_eq!(fw["key"], kind);
+        let blob = hub
+            .data
+            .join("firmware")
+            .join(fw["digest"].as_str().expect("digest"));
+        assert_eq!(
+            std::fs::read(&blob).expect("blob"),
+            std::fs::read(&v2).expect("image")
+        );
+
+        // One flipped payload byte.
+        let mut bytes = std::fs::read(&v2).expect("image");
+        bytes[0x200 + 100] ^= 0x40;
+        let tampered = dir.join(format!("{kind}-tampered.bin"));
+        std::fs::write(&tampered, &bytes).expect("write");
+        let err = hub.fails(&["fw", "upload", s(&tampered), "--model", model]);
+        assert!(
+            err.contains("image refused") && err.contains("hash"),
+            "{err}"
+        );
+
+        // Signed by a key the hub does not know.
+        let stranger = dir.join(format!("{kind}-stranger.pem"));
+        tool(&img, &["keygen", "-t", kind, "-k", s(&stranger)]);
+        let foreign = dir.join(format!("{kind}-foreign.bin"));
+        tool(
+            &img,
+            &[
+                "sign",
+                "--key",
+                s(&stranger),
+                "--version",
+                "1.3.0",
+                "--header-size",
+                "0x200",
+                "--pad-header",
+                "--slot-size",
+                "0x40000",
+                "--security-counter",
+                "6",
+                s(&app),
+                s(&foreign),
+            ],
+        );
+        let err = hub.fails(&["fw", "upload", s(&foreign), "--model", model]);
+        assert!(
+            err.contains("image refused") && err.contains("key"),
+            "{err}"
+        );
+
+        // Validly signed, but older than what is published for the model.
+        let old = dir.join(format!("{kind}-old.bin"));
+        sign("1.1.0", "4", &old);
+        let err = hub.fails(&["fw", "upload", s(&old), "--model", model]);
+        assert!(err.contains("security counter 4 is below 5"), "{err}");
+        // The same image twice for a model is a conflict; nothing half-written stays.
+        let err = hub.fails(&["fw", "upload", s(&v2), "--model", model]);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    let list = hub.json(&["fw", "list"]);
+    assert_eq!(list.as_array().expect("list").len(), 2, "{list}");
+    let leftovers: Vec<_> = std::fs::read_dir(hub.data.join("firmware"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "only the two published blobs: {leftovers:?}"
+    );
+
+    // Bad input: one line that says what to do.
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "nope").expect("w");
+    let err = hub.fails(&["fw", "key", "add", "--name", "junk", s(&junk)]);
+    assert!(err.contains("imgtool getpub"), "{err}");
+    let err = hub.fails(&["fw", "upload", s(&app), "--model", "bad model"]);
+    assert!(err.contains("model"), "{err}");
+    let audit = hub.ok(&["audit", "--limit", "100"]);
+    assert!(
+        audit.contains("fw.upload") && audit.contains("refused"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn hub_held_key_signs_images_imgtool_verifies() {
+    let Some(img) = imgtool() else { return };
+    let hub = TestHub::start();
+    let dir = hub.path("sign");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let public = hub.ok(&["fw", "key", "generate", "--name", "hub-release"]);
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    let pub_path = dir.join("hub-release.pub.pem");
+    std::fs::write(&pub_path, &public).expect("w");
+    let app = payload(&dir, "app.bin", 50_000, b"");
+    let out = dir.join("app.signed.bin");
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "hub-release",
+        "--version",
+        "2.1.3+7",
+        "--security-counter",
+        "9",
+        s(&app),
+        s(&out),
+    ]);
+    let verified = tool(&img, &["verify", "-k", s(&pub_path), s(&out)]);
+    assert!(
+        verified.contains("Image was correctly validated"),
+        "{verified}"
+    );
+    let dumped = tool(&img, &["dumpinfo", s(&out)]);
+    assert!(
+        dumped.contains("2.1.3") || dumped.contains("0x02"),
+        "{dumped}"
+    );
+    // The device's verifier agrees, and the hub publishes it.
+    let report = hub.ok(&[
+        "fw",
+        "verify",
+        s(&out),
+        "--key",
+        s(&pub_path),
+        "--min-counter",
+        "9",
+    ]);
+    assert!(report.contains("accepted"), "{report}");
+    let fw = hub.json(&["fw", "upload", s(&out), "--model", "m"]);
+    assert_eq!(fw["key"], "hub-release");
+    // A registered (offline) key cannot sign on the hub.
+    hub.ok(&["fw", "key", "add", "--name", "offline", s(&pub_path)]);
+    let err = hub.fails(&[
+        "fw",
+        "sign",
+        "--key",
+        "offline",
+        "--version",
+        "1.0.0",
+        s(&app),
+        s(&out),
+    ]);
+    assert!(err.contains("imgtool"), "{err}");
+}
+
+/// Polls `moat campaign show ID` until `done` says so.
+fn wait_campaign(
+    hub: &TestHub,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = hub.json(&["campaign", "show", id, "--devices"]);
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "campaign did not get there: {}\n{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default(),
+            hub.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn wave_count(v: &serde_json::Value, wave: usize, state: &str) -> u64 {
+    v["campaign"]["progress"][wave]["states"][state]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
+    const N: usize = 60;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let conf = tempfile::tempdir().expect("tempdir");
+    let conf_file = conf.path().join("moat.toml");
+    std::fs::write(
+        &conf_file,
+        format!(
+            "[ota]\ndownload_url = \"https://127.0.0.1:{}\"\n",
+            listener.local_addr().expect("addr").port()
+        ),
+    )
+    .expect("config");
+    let hub =
+        tokio::task::block_in_place(|| TestHub::start_with(&["--config", s(&conf_file)], &[]));
+    let dir = hub.path("fleet");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("dir");
+    tokio::task::block_in_place(|| {
+        for i in 0..N {
+            let id = format!("sim-{i:03}");
+            hub.ok(&[
+                "device",
+                "create",
+                &id,
+                "--out",
+                s(&creds),
+                "--group",
+                "fleet",
+            ]);
+        }
+        // One device that is revoked before the campaign: it gets nothing.
+        hub.ok(&[
+            "device",
+            "create",
+            "sim-revoked",
+            "--out",
+            s(&creds),
+            "--group",
+            "fleet",
+        ]);
+        hub.ok(&["device", "revoke", "sim-revoked"]);
+    });
+    let fw_pub = hub.ok(&["fw", "key", "generate", "--name", "release"]);
+    let update_pem = hub.ok(&["fw", "update-key"]);
+    let good = payload(&dir, "v2.bin", 200_000, b"");
+    let good_img = dir.join("v2.signed");
+    let mut broken_extra = b"...".to_vec();
+    broken_extra.extend_from_slice(moat_device::ota::NO_CONFIRM_MARKER);
+    let broken = payload(&dir, "v3.bin", 200_000, &broken_extra);
+    let broken_img = dir.join("v3.signed");
+    let (fw_good, fw_broken) = tokio::task::block_in_place(|| {
+        hub.ok(&[
+            "fw",
+            "sign",
+            "--key",
+            "release",
+            "--version",
+            "1.1.0",
+            "--security-counter",
+            "2",
+            s(&good),
+            s(&good_img),
+        ]);
+        hub.ok(&[
+            "fw",
+            "sign",
+            "--key",
+            "release",
+            "--version",
+            "1.2.0",
+            "--security-counter",
+            "3",
+            s(&broken),
+            s(&broken_img),
+        ]);
+        let g = hub.json(&["fw", "upload", s(&good_img), "--model", "sensor"]);
+        let b = hub.json(&["fw", "upload", s(&broken_img), "--model", "sensor"]);
+        (
+            g["id"].as_str().expect("id").to_owned(),
+            b["id"].as_str().expect("id").to_owned(),
+        )
+    });
+
+    // Downloads: mutual TLS, each device's first download cut halfway.
+    let server = DownloadServer::start(listener, &hub.data, true).await;
+    let mut roots = server.ca_pem.clone().into_bytes();
+    roots.extend_from_slice(&std::fs::read(hub.bundle()).expect("bundle"));
+
+    // The fleet: every device with its own certificate over mutual-TLS MQTT.
+    let provider = provider(KeyExchange::X25519);
+    let verifier =
+        Arc::new(PinningVerifier::from_ca_file(&hub.bundle(), provider.clone()).expect("verifier"));
+    let ids: Vec<String> = (0..N).map(|i| format!("sim-{i:03}")).collect();
+    let devices =
+        moat_device::fleet::load_devices(&creds, &ids, &provider, &verifier).expect("devices");
+    let cfg = Arc::new(FleetConfig {
+        target: Target {
+            addr: hub.mqtt_tls.parse().expect("addr"),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            version: moat_broker_version(),
+            keep_alive: 0,
+            timeout: Duration::from_secs(30),
+        },
+        download_roots_pem: roots,
+        model: "sensor".into(),
+        update_key: moat_ota_proto::UpdateKey::from_pem(&update_pem).expect("update key"),
+        firmware_keys: vec![moat_image::TrustedKey::from_pem(fw_pub.as_bytes()).expect("fw key")],
+        factory_counter: 1,
+        slot_len: 512 * 1024,
+        download_attempts: 5,
+        stop_after_updates: 0,
+    });
+    let stats = Arc::new(FleetStats::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fleet = tokio::spawn(moat_device::fleet::run(
+        cfg,
+        devices,
+        stats.clone(),
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.connected.load(Ordering::Relaxed) < N as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "fleet did not connect: {}",
+            stats.to_json()
+        );
+        assert_eq!(
+            stats.connection_errors.load(Ordering::Relaxed),
+            0,
+            "{}",
+            stats.to_json()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Campaign 1: two waves (10%, then the rest), everyone must confirm.
+    let c1 = tokio::task::block_in_place(|| {
+        let c = hub.json(&[
+            "campaign",
+            "create",
+            "--firmware",
+            &fw_good,
+            "--target",
+            "group:fleet",
+            "--waves",
+            "10%,100%",
+            "--success-threshold",
+            "100%",
+            "--abort-threshold",
+            "10%",
+        ]);
+        let id = c["id"].as_str().expect("id").to_owned();
+        assert_eq!(c["waves"], 2, "{c}");
+        assert_eq!(c["progress"][0]["devices"], 6, "{c}");
+        assert_eq!(c["progress"][1]["devices"], 54, "{c}");
+        let v = wait_campaign(&hub, &id, Duration::from_secs(120), |v| {
+            v["campaign"]["state"] != "running"
+        });
+        (id, v)
+    });
+    let (c1, v) = c1;
+    assert_eq!(v["campaign"]["state"], "succeeded", "{v}");
+    assert_eq!(wave_count(&v, 0, "confirmed"), 6, "{v}");
+    assert_eq!(wave_count(&v, 1, "confirmed"), 54, "{v}");
+    let devices = v["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), N, "the revoked device is not a target");
+    assert!(devices.iter().all(|d| d["state"] == "confirmed"), "{v}");
+    assert_eq!(stats.confirmed.load(Ordering::Relaxed), N as u64);
+    assert!(
+        stats.resumes.load(Ordering::Relaxed) >= N as u64,
+        "every first download was cut and resumed: {}",
+        stats.to_json()
+    );
+    let text = tokio::task::block_in_place(|| hub.ok(&["campaign", "show", &c1]));
+    assert!(
+        text.contains("succeeded") && text.contains("CONFIRMED"),
+        "{text}"
+    );
+
+    // Campaign 2: an image that never confirms. Wave 1 rolls back, the campaign aborts at
+    // the threshold, and wave 2 is never notified.
+    let v = tokio::task::block_in_place(|| {
+        let c = hub.json(&[
+            "campaign",
+            "create",
+            "--firmware",
+            &fw_broken,
+            "--target",
+            "group:fleet",
+            "--waves",
+            "10%,100%",
+            "--success-threshold",
+            "90%",
+            "--abort-threshold",
+            "10%",
+        ]);
+        let id = c["id"].as_str().expect("id").to_owned();
+        wait_campaign(&hub, &id, Duration::from_secs(120), |v| {
+            v["campaign"]["state"] == "aborted"
+                && wave_count(v, 0, "rolled_back") + wave_count(v, 0, "failed") == 6
+        })
+    });
+    for state in [
+        "notified",
+        "downloading",
+        "installed",
+        "confirmed",
+        "rolled_back",
+        "failed",
+    ] {
+        assert_eq!(
+            wave_count(&v, 1, state),
+            0,
+            "wave 2 untouched ({state}): {v}"
+        );
+    }
+    assert_eq!(wave_count(&v, 1, "cancelled"), 54, "{v}");
+    assert!(
+        v["campaign"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("abort threshold"),
+        "{v}"
+    );
+    // Wave 1: rolled back (the image did not confirm), or, for a device that had not
+    // fetched the image when the campaign aborted, refused its download.
+    let wave1: Vec<_> = v["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter(|d| d["wave"] == 1)
+        .collect();
+    assert_eq!(wave1.len(), 6);
+    let mut rolled = 0u64;
+    for d in &wave1 {
+        let reason = d["reason"].as_str().unwrap_or("");
+        match d["state"].as_str() {
+            Some("rolled_back") => {
+                rolled += 1;
+                assert!(reason.contains("did not confirm"), "{d}");
+            }
+            Some("failed") => assert!(reason.contains("HTTP 403"), "{d}"),
+            other => panic!("wave 1 device in {other:?}: {d}"),
+        }
+    }
+    assert!(rolled >= 1, "{v}");
+    assert_eq!(
+        stats.rolled_back.load(Ordering::Relaxed),
+        rolled,
+        "{}",
+        stats.to_json()
+    );
+    let err = tokio::task::block_in_place(|| {
+        hub.fails(&[
+            "campaign",
+            "resume",
+            v["campaign"]["id"].as_str().expect("id"),
+        ])
+    });
+    assert!(err.contains("aborted"), "{err}");
+
+    stop.cancel();
+    let _ = fleet.await;
+    drop(server);
+}
+
+fn moat_broker_version() -> moat_broker::codec::Version {
+    moat_broker::codec::Version::V311
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (11 and 12 after the command name).
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// OTA distribution benchmark (BENCHMARKS.md): N simulated devices (default 1,000, each its
+/// own certificate, in a separate `moat-device fleet` process) take a 1 MiB image from one
+/// hub: notice over MQTT, download over mutual TLS, verify, install, confirm, report.
+/// Prints the time from campaign creation to success and the CPU of the hub process and of
+/// the download listener (this test process). Needs `cargo build --release -p moat-device`
+/// (the binary is looked up beside the `moat` binary under test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn ota_distribution_benchmark() {
+    let n: usize = std::env::var("MOAT_OTA_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let fleet_bin = Path::new(MOAT).with_file_name("moat-device");
+    assert!(
+        fleet_bin.exists(),
+        "build it first: cargo build --release -p moat-device ({})",
+        fleet_bin.display()
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let conf = tempfile::tempdir().expect("tempdir");
+    let conf_file = conf.path().join("moat.toml");
+    std::fs::write(
+        &conf_file,
+        format!(
+            "[ota]\ndownload_url = \"https://127.0.0.1:{}\"\n[log]\nlevel = \"warn\"\n",
+            listener.local_addr().expect("addr").port()
+        ),
+    )
+    .expect("config");
+    let hub =
+        tokio::task::block_in_place(|| TestHub::start_with(&["--config", s(&conf_file)], &[]));
+    let dir = hub.path("bench");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("dir");
+    let t = Instant::now();
+    let out = Command::new(&fleet_bin)
+        .args([
+            "enroll",
+            "--hub-data-dir",
+            s(&hub.data),
+            "--count",
+            &n.to_string(),
+            "--prefix",
+            "bench-",
+            "--out",
+            s(&creds),
+        ])
+        .output()
+        .expect("moat-device enroll");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("enrolled {n} devices in {:.1?}", t.elapsed());
+    let fw_pub = dir.join("fw.pub.pem");
+    std::fs::write(
+        &fw_pub,
+        hub.ok(&["fw", "key", "generate", "--name", "release"]),
+    )
+    .expect("w");
+    let update = dir.join("update.pem");
+    std::fs::write(&update, hub.ok(&["fw", "update-key"])).expect("w");
+    let app = payload(&dir, "app.bin", (1 << 20) - 0x200 - 256, b"");
+    let image = dir.join("app.signed");
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "release",
+        "--version",
+        "1.1.0",
+        "--security-counter",
+        "2",
+        s(&app),
+        s(&image),
+    ]);
+    let size = std::fs::metadata(&image).expect("image").len();
+    let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
+    let server = DownloadServer::start(listener, &hub.data, false).await;
+    let server_ca = dir.join("download-ca.pem");
+    std::fs::write(&server_ca, &server.ca_pem).expect("w");
+
+    let fleet = Command::new(&fleet_bin)
+        .args([
+            "fleet",
+            "--addr",
+            &hub.mqtt_tls,
+            "--ca",
+            s(&hub.bundle()),
+            "--download-ca",
+            s(&server_ca),
+        ])
+        .args([
+            "--devices",
+            s(&creds),
+            "--count",
+            &n.to_string(),
+            "--model",
+            "sensor",
+        ])
+        .args([
+            "--update-key",
+            s(&update),
+            "--fw-key",
+            s(&fw_pub),
+            "--updates",
+            "1",
+            "--duration",
+            "900",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("moat-device fleet");
+    // Wait for every device's MQTT session, then roll the image out to all of them.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let pid: u32 = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(hub.data.join("hub.json")).expect("hub.json"),
+    )
+    .expect("json")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    loop {
+        let sessions = hub.json(&["session", "list"]);
+        if sessions.as_array().map_or(0, Vec::len) >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "devices did not all connect");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ids: Vec<String> = (0..n).map(|i| format!("bench-{i:06}")).collect();
+    let target = format!("devices:{}", ids.join(","));
+    let t0 = Instant::now();
+    let hub_cpu0 = process_cpu(pid);
+    let own_cpu0 = moat_device::load::sys::own_cpu_time();
+    let campaign = hub.json(&[
+        "campaign",
+        "create",
+        "--firmware",
+        fw["id"].as_str().expect("id"),
+        "--target",
+        &target,
+    ]);
+    let id = campaign["id"].as_str().expect("id").to_owned();
+    let v = wait_campaign(&hub, &id, Duration::from_secs(900), |v| {
+        v["campaign"]["state"] != "running"
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let hub_cpu = process_cpu(pid) - hub_cpu0;
+    let dl_cpu = (moat_device::load::sys::own_cpu_time() - own_cpu0).as_secs_f64();
+    let fleet_out = fleet.wait_with_output().expect("fleet");
+    assert_eq!(v["campaign"]["state"], "succeeded", "{v}");
+    eprintln!(
+        "OTA distribution: {n} devices × {size} bytes ({:.0} MiB) in {secs:.1} s ({:.1} MiB/s); \
+         hub process CPU {hub_cpu:.1} s, download listener CPU {dl_cpu:.1} s; fleet: {}",
+        (n as f64 * size as f64) / (1 << 20) as f64,
+        (n as f64 * size as f64) / (1 << 20) as f64 / secs,
+        String::from_utf8_lossy(&fleet_out.stdout).trim()
+    );
+    drop(server);
+}
+
+/// With the vault in a PKCS#11 token (SoftHSM2), firmware keys and the update key are
+/// generated inside the token, and images it signs pass imgtool.
+#[test]
+fn pkcs11_firmware_key_signs_in_the_token() {
+    let module = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(module).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM2 is required in CI ({module} missing)"
+        );
+        eprintln!("SKIPPED: SoftHSM2 not installed");
+        return;
+    }
+    let Some(img) = imgtool() else { return };
+    let tok = tempfile::tempdir().expect("tempdir");
+    let conf = tok.path().join("softhsm2.conf");
+    std::fs::create_dir(tok.path().join("tokens")).expect("mkdir");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tok.path().join("tokens").display()
+        ),
+    )
+    .expect("w");
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "moat",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let hub = TestHub::start_with(
+        &["--vault", "pkcs11"],
+        &[("SOFTHSM2_CONF", s(&conf)), ("MOAT_PKCS11_PIN", "1234")],
+    );
+    let dir = hub.path("hsm");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let public = dir.join("hsm.pub.pem");
+    std::fs::write(&public, hub.ok(&["fw", "key", "generate", "--name", "hsm"])).expect("w");
+    let update = hub.ok(&["fw", "update-key"]);
+    assert!(
+        moat_ota_proto::UpdateKey::from_pem(&update).is_ok(),
+        "{update}"
+    );
+    let app = payload(&dir, "app.bin", 10_000, b"");
+    let out = dir.join("app.signed.bin");
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "hsm",
+        "--version",
+        "1.0.1",
+        "--security-counter",
+        "3",
+        s(&app),
+        s(&out),
+    ]);
+    let verified = tool(&img, &["verify", "-k", s(&public), s(&out)]);
+    assert!(
+        verified.contains("Image was correctly validated"),
+        "{verified}"
+    );
+    let fw = hub.json(&["fw", "upload", s(&out), "--model", "hsm-model"]);
+    assert_eq!(fw["key"], "hsm");
+    assert!(
+        !grep_dir(&hub.data, b"sealed:v1:"),
+        "no sealed keys in PKCS#11 mode"
+    );
+}
