@@ -26,6 +26,7 @@ pub mod dto_ota;
 mod est;
 mod openapi;
 mod problem;
+pub mod provisioning;
 mod public;
 mod routes;
 mod serve;

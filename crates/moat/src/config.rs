@@ -84,6 +84,13 @@ manifest_ttl = "7d"
 # Largest image `moat fw upload` and `moat fw sign` accept, in bytes.
 max_image_size = 33554432
 
+[provisioning]
+# MQTT endpoints field provisioning (POST /provisioning/v1/register) assigns devices to, as
+# mqtts://HOST:PORT. Enrollment groups with a fixed allocation use their own hub or the first
+# of these; hashed allocations spread devices over all of them (stable while the list is).
+# Default: this hub, mqtts://HOSTNAME:PORT of [mqtt] tls_listen.
+hubs = []
+
 [vault]
 # Where the master key that seals every private key comes from:
 #   "file"       a 32-byte key file (created 0600 on first start)
@@ -125,6 +132,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Firmware updates.
     pub ota: OtaSection,
+    /// Field provisioning.
+    pub provisioning: ProvisioningSection,
     /// Master key.
     pub vault: VaultConfig,
     /// Logging.
@@ -252,6 +261,14 @@ pub struct OtaSection {
     pub manifest_ttl: Duration,
     /// Largest image accepted, in bytes.
     pub max_image_size: u64,
+}
+
+/// `[provisioning]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningSection {
+    /// Hub endpoints devices are assigned to; empty: this hub.
+    pub hubs: Vec<String>,
 }
 
 /// `[vault]`.

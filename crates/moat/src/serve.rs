@@ -335,7 +335,34 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
         crl_validity: d(cfg.crl.validity)?,
         registration_code_ttl: d(cfg.ca.registration_code_ttl)?,
         ca_names: Default::default(),
+        provisioning_hubs: provisioning_hubs(cfg, hostname)?,
     })
+}
+
+/// `[provisioning] hubs`, checked; by default this hub's own mutual-TLS MQTT listener.
+fn provisioning_hubs(cfg: &Config, hostname: &str) -> anyhow::Result<Vec<String>> {
+    if cfg.provisioning.hubs.is_empty() {
+        let addr = cfg.mqtt.tls_listen;
+        let url = if !addr.ip().is_unspecified() {
+            format!("mqtts://{addr}")
+        } else if hostname.is_empty() {
+            format!("mqtts://localhost:{}", addr.port())
+        } else {
+            format!("mqtts://{hostname}:{}", addr.port())
+        };
+        let url = moat_core::HubEndpoint::parse(&url)
+            .context("[mqtt] tls_listen does not make a provisioning endpoint")?;
+        return Ok(vec![url.url]);
+    }
+    cfg.provisioning
+        .hubs
+        .iter()
+        .map(|h| {
+            moat_core::HubEndpoint::parse(h)
+                .map(|e| e.url)
+                .with_context(|| "[provisioning] hubs")
+        })
+        .collect()
 }
 
 /// The OTA service's configuration. Downloads are served by a mutual-TLS listener that
