@@ -124,7 +124,11 @@ impl HubEndpoint {
         }
         let port = match port {
             None => 8883,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))?,
         };
         let url = if host.contains(':') {
             format!("mqtts://[{host}]:{port}")
@@ -231,7 +235,7 @@ impl Hub {
             let hub = match (req.allocation, &req.hub) {
                 (Allocation::Hashed, Some(_)) => {
                     return Err(Error::Invalid(
-                        "a hashed allocation spreads devices over the configured hubs ([provisioning] hubs); --hub is for a fixed allocation".into(),
+                        "a hashed allocation spreads devices over the configured hubs ([provisioning] hubs); an endpoint is for a fixed allocation".into(),
                     ));
                 }
                 (_, Some(h)) => Some(HubEndpoint::parse(h)?.url),
@@ -555,26 +559,39 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..100 {
             let id = format!("dev-{i}");
-            let a = allocate(&id, Some(&g), &hubs).unwrap();
-            assert_eq!(allocate(&id, Some(&g), &hubs).unwrap(), a);
+            let a = allocate(&id, Some(&g), &hubs).expect("allocated");
+            assert_eq!(allocate(&id, Some(&g), &hubs).expect("allocated"), a);
             seen.insert(a);
         }
         assert_eq!(seen.len(), 3);
         g.allocation = Allocation::Fixed;
-        assert_eq!(allocate("x", Some(&g), &hubs).unwrap(), hubs[0]);
+        assert_eq!(allocate("x", Some(&g), &hubs).expect("allocated"), hubs[0]);
         g.hub = Some("mqtts://other:8883".into());
-        assert_eq!(allocate("x", Some(&g), &hubs).unwrap(), "mqtts://other:8883");
-        assert_eq!(allocate("x", None, &hubs).unwrap(), hubs[0]);
+        assert_eq!(
+            allocate("x", Some(&g), &hubs).expect("allocated"),
+            "mqtts://other:8883"
+        );
+        assert_eq!(allocate("x", None, &hubs).expect("allocated"), hubs[0]);
     }
 
     #[test]
     fn endpoints() {
-        let e = HubEndpoint::parse("mqtts://hub.example.com:8884").unwrap();
+        let e = HubEndpoint::parse("mqtts://hub.example.com:8884").expect("valid endpoint");
         assert_eq!((e.host.as_str(), e.port), ("hub.example.com", 8884));
-        assert_eq!(HubEndpoint::parse("mqtts://h").unwrap().url, "mqtts://h:8883");
-        let v6 = HubEndpoint::parse("mqtts://[::1]:9000").unwrap();
+        assert_eq!(
+            HubEndpoint::parse("mqtts://h").expect("valid endpoint").url,
+            "mqtts://h:8883"
+        );
+        let v6 = HubEndpoint::parse("mqtts://[::1]:9000").expect("valid endpoint");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 9000));
-        for bad in ["mqtt://h:1883", "mqtts://", "mqtts://h:0", "mqtts://h:x", "mqtts://u@h", "mqtts://h/p"] {
+        for bad in [
+            "mqtt://h:1883",
+            "mqtts://",
+            "mqtts://h:0",
+            "mqtts://h:x",
+            "mqtts://u@h",
+            "mqtts://h/p",
+        ] {
             assert!(HubEndpoint::parse(bad).is_err(), "{bad}");
         }
     }

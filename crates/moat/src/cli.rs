@@ -548,9 +548,10 @@ pub enum EnrollmentGroupCmd {
         /// `fixed` (one hub) or `hashed` (spread over [provisioning] hubs).
         #[arg(long, default_value = "fixed", value_parser = ["fixed", "hashed"])]
         allocation: String,
-        /// The hub of a fixed allocation, mqtts://HOST:PORT (default: the first configured).
+        /// The MQTT endpoint of a fixed allocation, mqtts://HOST:PORT (default: the first of
+        /// [provisioning] hubs).
         #[arg(long)]
-        hub: Option<String>,
+        endpoint: Option<String>,
         /// Let provisioned devices also use a token over server TLS or plain TCP.
         #[arg(long)]
         allow_insecure: bool,

@@ -182,7 +182,7 @@ pub async fn enrollment_group(cli: &Cli, cmd: &EnrollmentGroupCmd) -> anyhow::Re
             ca,
             model,
             allocation,
-            hub,
+            endpoint,
             allow_insecure,
             group,
             acl_policy,
@@ -196,7 +196,7 @@ pub async fn enrollment_group(cli: &Cli, cmd: &EnrollmentGroupCmd) -> anyhow::Re
                 } else {
                     Allocation::Fixed
                 },
-                hub: hub.clone(),
+                hub: endpoint.clone(),
                 policy: if *allow_insecure {
                     ConnectionPolicy::AllowInsecure
                 } else {
@@ -213,7 +213,10 @@ pub async fn enrollment_group(cli: &Cli, cmd: &EnrollmentGroupCmd) -> anyhow::Re
                 "created enrollment group {} ({} allocation{})",
                 g.name,
                 g.allocation,
-                g.hub.as_deref().map(|h| format!(" to {h}")).unwrap_or_default()
+                g.hub
+                    .as_deref()
+                    .map(|h| format!(" to {h}"))
+                    .unwrap_or_default()
             );
             Ok(())
         }
