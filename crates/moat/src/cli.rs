@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// Do not listen for plain TCP MQTT.
     #[arg(long)]
     pub no_mqtt_plain: bool,
+    /// Metrics and health listen address (/metrics, /healthz, /readyz); overrides the config.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Master key source (file, passphrase, pkcs11); overrides the config.
     #[arg(long)]
     pub vault: Option<String>,

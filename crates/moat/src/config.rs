@@ -56,6 +56,11 @@ listen = "0.0.0.0:8080"
 validity = "7d"
 refresh_interval = "1h"
 
+[metrics]
+# Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz: the registry
+# answers). Loopback by default: the figures describe the fleet; expose them deliberately.
+listen = "127.0.0.1:9464"
+
 [ca]
 organization = "Moat"
 root_common_name = "Moat Root CA"
@@ -126,6 +131,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// CRL endpoint.
     pub crl: CrlConfig,
+    /// Metrics and health.
+    pub metrics: MetricsConfig,
     /// CA names and validities.
     pub ca: CaConfig,
     /// Hub server certificate.
@@ -192,6 +199,14 @@ pub struct MqttConfig {
     /// Window of `max_failed_connects`.
     #[serde(with = "humantime_serde")]
     pub failed_connect_window: Duration,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
 }
 
 /// `[crl]`.
