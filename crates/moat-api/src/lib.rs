@@ -25,6 +25,7 @@ pub mod dto;
 pub mod dto_ota;
 mod est;
 mod openapi;
+mod posture;
 mod problem;
 pub mod provisioning;
 mod public;
@@ -37,6 +38,7 @@ pub use auth::AdminAuth;
 pub use download::{ByteRange, PeerIdentity, download_router, parse_range};
 pub use est::{EstAuth, MAX_EST_BODY_BYTES};
 pub use openapi::ApiDoc;
+pub use posture::{FindingView, PostureReport, PostureSource};
 pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
@@ -60,4 +62,6 @@ pub struct AppState {
     pub est: Arc<EstAuth>,
     /// Firmware updates, when enabled on this node.
     pub ota: Option<Arc<moat_ota::Ota>>,
+    /// What the running hub observed, for the posture audit (None: registry checks only).
+    pub posture: Option<Arc<dyn PostureSource>>,
 }

@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         pause_campaign, resume_campaign, cancel_campaign,
         crate::provisioning::register, crate::provisioning::create_enrollment_group,
         crate::provisioning::list_enrollment_groups, crate::provisioning::delete_enrollment_group,
+        crate::posture::posture,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
@@ -38,7 +39,8 @@ use utoipa::{Modify, OpenApi};
         CreateCampaignRequest, CampaignInfo, WaveView, CampaignDeviceView,
         crate::provisioning::ProvisionRequest, crate::provisioning::ProvisionResponse,
         crate::provisioning::MqttAssignment, crate::provisioning::CreateEnrollmentGroupRequest,
-        crate::provisioning::EnrollmentGroupView,
+        crate::provisioning::EnrollmentGroupView, crate::posture::PostureReport,
+        crate::posture::FindingView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

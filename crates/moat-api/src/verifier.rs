@@ -27,7 +27,7 @@ use rustls::{
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// Why the verifier could not load the hub's trust state.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,12 @@ pub struct LiveClientVerifier {
     revoked: RwLock<Revoked>,
     /// Refused client certificates, by reason (for metrics).
     refusals: [AtomicU64; REFUSAL_REASONS.len()],
+    /// Revoked certificates presented: attempts and the last time.
+    attempts: Mutex<HashMap<RevokedKey, (u64, time::OffsetDateTime)>>,
 }
+
+/// Distinct revoked certificates whose handshake attempts are remembered.
+pub const MAX_TRACKED_ATTEMPTS: usize = 10_000;
 
 /// The reasons [`LiveClientVerifier::refusals`] counts, in its order.
 pub const REFUSAL_REASONS: [&str; 7] = [
@@ -174,6 +179,7 @@ impl LiveClientVerifier {
             inner: ArcSwap::from_pointee(None),
             revoked: RwLock::new(Revoked::default()),
             refusals: Default::default(),
+            attempts: Mutex::default(),
         }
     }
 
@@ -290,8 +296,45 @@ impl LiveClientVerifier {
 
     /// Whether a certificate (by its issuer name DER and serial) is revoked.
     fn is_revoked(&self, issuer_der: &[u8], serial: &[u8]) -> bool {
-        RevokedKey::new(name_hash(issuer_der), serial)
-            .is_some_and(|k| self.read_revoked().keys.contains(&k))
+        let Some(key) = RevokedKey::new(name_hash(issuer_der), serial) else {
+            return false;
+        };
+        if !self.read_revoked().keys.contains(&key) {
+            return false;
+        }
+        // Remember who still presents it (the posture audit's "revoked certificate in use").
+        let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(a) = attempts.get_mut(&key) {
+            a.0 += 1;
+            a.1 = now;
+        } else if attempts.len() < MAX_TRACKED_ATTEMPTS {
+            attempts.insert(key, (1, now));
+        }
+        true
+    }
+
+    /// Revoked certificates presented at handshakes since start (at most
+    /// [`MAX_TRACKED_ATTEMPTS`] distinct ones), most attempts first.
+    pub fn revoked_attempts(&self) -> Vec<moat_core::RevokedAttempt> {
+        let names: HashMap<u64, String> = self
+            .read_revoked()
+            .issuers
+            .iter()
+            .map(|(name, hash)| (*hash, name.clone()))
+            .collect();
+        let attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<moat_core::RevokedAttempt> = attempts
+            .iter()
+            .map(|(k, (n, last))| moat_core::RevokedAttempt {
+                ca_name: names.get(&k.issuer).cloned().unwrap_or_else(|| "?".into()),
+                serial: hex::encode(k.serial.get(..usize::from(k.len)).unwrap_or_default()),
+                attempts: *n,
+                last_at: *last,
+            })
+            .collect();
+        v.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.serial.cmp(&b.serial)));
+        v
     }
 
     /// Revoked certificates held.

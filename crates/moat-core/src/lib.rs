@@ -30,6 +30,7 @@ mod events;
 mod explain;
 mod hub;
 mod limiter;
+mod posture;
 mod provisioning;
 mod secret;
 mod stations;
@@ -47,6 +48,10 @@ pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
 pub use limiter::FailureLimiter;
+pub use posture::{
+    CHECKS as POSTURE_CHECKS, Finding, InsecureUse, Observations, PostureOptions, RevokedAttempt,
+    Severity,
+};
 pub use provisioning::{
     CreateEnrollmentGroup, HubEndpoint, ProvisionRefusal, Provisioned, allocate, matching_group,
 };

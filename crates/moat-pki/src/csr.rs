@@ -215,6 +215,31 @@ fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKeyAlgorithm, Err
     Err(Error::UnsupportedKey(format!("key algorithm {alg}")))
 }
 
+/// Why a certificate's key or signature is weaker than what the hub accepts (the CSR key
+/// policy: EC P-256/P-384, Ed25519, RSA ≥ 2048 bits; no MD5 or SHA-1 signature below a
+/// self-signed root), if it is. For the posture audit of CA certificates.
+pub fn weak_key(cert_der: &[u8]) -> Result<Option<String>, Error> {
+    let cert = crate::info::parse_cert(cert_der)?;
+    if let Err(e) = key_algorithm(cert.public_key()) {
+        return match e {
+            Error::UnsupportedKey(why) => Ok(Some(why)),
+            e => Err(e),
+        };
+    }
+    const WEAK_SIGNATURES: [(&str, &str); 4] = [
+        ("1.2.840.113549.1.1.4", "MD5 with RSA"),
+        ("1.2.840.113549.1.1.5", "SHA-1 with RSA"),
+        ("1.2.840.10045.4.1", "ECDSA with SHA-1"),
+        ("1.2.840.10040.4.3", "DSA with SHA-1"),
+    ];
+    let self_signed = cert.subject() == cert.issuer();
+    let sig = cert.signature_algorithm.algorithm.to_id_string();
+    Ok(WEAK_SIGNATURES
+        .iter()
+        .find(|(oid, _)| *oid == sig && !self_signed)
+        .map(|(_, name)| format!("signed with {name}")))
+}
+
 /// Bit length of a big-endian unsigned integer (leading zero bytes and bits ignored).
 fn modulus_bits(modulus: &[u8]) -> u32 {
     let Some(start) = modulus.iter().position(|b| *b != 0) else {

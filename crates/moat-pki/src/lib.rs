@@ -29,7 +29,7 @@ pub use ca::{CaProfile, new_intermediate_ca, new_root_ca};
 pub use crl::{CrlInput, RevocationReason, RevokedEntry, build_crl};
 pub use csr::{
     CheckedCsr, CsrKeyAlgorithm, MAX_CSR_BYTES, MAX_RSA_BITS, MIN_RSA_BITS, Renewal, check_csr,
-    check_renewal,
+    check_renewal, weak_key,
 };
 pub use error::Error;
 pub use est::{certs_only, csr_attributes, parse_certs_only};

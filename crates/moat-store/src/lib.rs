@@ -41,6 +41,7 @@ mod firmware;
 mod firmware_model;
 mod model;
 mod postgres;
+mod posture;
 mod provisioning;
 mod sql;
 mod sqlite;
@@ -53,6 +54,7 @@ pub use firmware::FirmwareStore;
 pub use firmware_model::*;
 pub use model::*;
 pub use postgres::PgStore;
+pub use posture::{PostureStore, SharedKey};
 pub use provisioning::{Allocation, Assignment, EnrollmentGroup, Provisioning, ProvisioningStore};
 pub use sqlite::SqliteStore;
 
@@ -77,9 +79,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 
 /// The registry. Every method is one transaction: it happens entirely or not at all.
 /// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
-/// enrollment groups and hub assignments in [`ProvisioningStore`].
+/// enrollment groups and hub assignments in [`ProvisioningStore`]; the posture audit's
+/// reads in [`PostureStore`].
 #[async_trait]
-pub trait Store: FirmwareStore + ProvisioningStore + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    FirmwareStore + ProvisioningStore + PostureStore + Send + Sync + std::fmt::Debug
+{
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

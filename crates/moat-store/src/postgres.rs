@@ -12,6 +12,7 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::posture::{self, impl_posture_store};
 use crate::provisioning::{
     self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
 };
@@ -94,3 +95,4 @@ impl_writes!(PgStore, PgConnection);
 impl_store!(PgStore);
 impl_firmware_store!(PgStore);
 impl_provisioning_store!(PgStore);
+impl_posture_store!(PgStore);

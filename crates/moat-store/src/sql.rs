@@ -256,3 +256,6 @@ pub(crate) const STATION_CERT: &str = "SELECT c.serial, c.ca_name, c.device_id, 
 pub(crate) const STATIONS: &str =
     concat!("SELECT ", station_cols!(), " FROM stations ORDER BY name");
 pub(crate) const DELETE_STATION: &str = "DELETE FROM stations WHERE name = $1";
+
+/// For the other modules that build queries from the same column lists.
+pub(crate) use {audit_cols, device_cols};

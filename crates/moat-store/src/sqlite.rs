@@ -20,6 +20,7 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::posture::{self, impl_posture_store};
 use crate::provisioning::{
     self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
 };
@@ -143,3 +144,4 @@ impl_writes!(SqliteStore, SqliteConnection);
 impl_store!(SqliteStore);
 impl_firmware_store!(SqliteStore);
 impl_provisioning_store!(SqliteStore);
+impl_posture_store!(SqliteStore);

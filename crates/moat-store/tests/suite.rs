@@ -63,6 +63,7 @@ suite!(
     campaigns_and_device_states,
     inventory_and_group_members,
     enrollment_groups_and_provisioning,
+    posture_reads,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -78,11 +78,13 @@ pub enum Command {
         #[arg(long, default_value = "devices")]
         ca: String,
     },
-    /// Print the audit log, newest first.
+    /// Print the audit log, newest first; `moat audit posture` runs the security posture audit.
     Audit {
         /// At most this many entries.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(subcommand)]
+        what: Option<AuditCmd>,
     },
 }
 
@@ -530,6 +532,22 @@ pub enum StationCmd {
     Delete {
         /// Station name.
         name: String,
+    },
+}
+
+/// `moat audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Security posture: insecure devices and connections, expiring certificates and CAs,
+    /// revoked certificates still presented, possible clones, outdated firmware, weak CA keys,
+    /// shared key pairs. Each finding has a severity and what to do.
+    Posture {
+        /// Certificates and CAs expiring within this many days are findings (default: config).
+        #[arg(long)]
+        within_days: Option<u32>,
+        /// Exit with status 3 when a finding is at least this severe (for cron and CI).
+        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+        fail_on: Option<String>,
     },
 }
 

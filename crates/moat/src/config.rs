@@ -61,6 +61,17 @@ refresh_interval = "1h"
 # answers). Loopback by default: the figures describe the fleet; expose them deliberately.
 listen = "127.0.0.1:9464"
 
+[posture]
+# The security posture audit (moat audit posture, GET /api/v1/posture, and the
+# moat_posture_findings metric, refreshed every `interval`).
+interval = "5m"
+# Certificates and CAs expiring within this are findings.
+expiring_within = "30d"
+# "One identity connected from two places" events of this recent past are findings.
+clone_window = "30d"
+# Lowest acceptable firmware security counter per model, e.g. { "Sensor v2" = 3 }.
+min_security_counter = {}
+
 [ca]
 organization = "Moat"
 root_common_name = "Moat Root CA"
@@ -133,6 +144,8 @@ pub struct Config {
     pub crl: CrlConfig,
     /// Metrics and health.
     pub metrics: MetricsConfig,
+    /// Security posture audit.
+    pub posture: PostureConfig,
     /// CA names and validities.
     pub ca: CaConfig,
     /// Hub server certificate.
@@ -207,6 +220,23 @@ pub struct MqttConfig {
 pub struct MetricsConfig {
     /// Listen address.
     pub listen: SocketAddr,
+}
+
+/// `[posture]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostureConfig {
+    /// How often the metrics' audit runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Expiry window.
+    #[serde(with = "humantime_serde")]
+    pub expiring_within: Duration,
+    /// Possible-clone window.
+    #[serde(with = "humantime_serde")]
+    pub clone_window: Duration,
+    /// Minimum firmware security counter per model.
+    pub min_security_counter: std::collections::BTreeMap<String, u32>,
 }
 
 /// `[crl]`.

@@ -7,6 +7,7 @@ mod config;
 mod files;
 mod metrics;
 mod mqtt;
+mod posture;
 mod serve;
 
 use clap::Parser;

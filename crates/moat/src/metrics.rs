@@ -89,6 +89,7 @@ struct HubCollector {
     broker: Arc<Broker>,
     verifier: Arc<LiveClientVerifier>,
     events: Arc<EventCounts>,
+    posture: Arc<crate::posture::PostureCounts>,
 }
 
 fn counter(
@@ -243,6 +244,17 @@ impl Collector for HubCollector {
             "event",
             &events,
         )?;
+        let mut m = enc.encode_descriptor(
+            "moat_posture_findings",
+            "Findings of the last security posture audit, by check and severity.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (check, severity, n) in self.posture.snapshot() {
+            let labels = [("check", check), ("severity", severity)];
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&labels)?)?;
+        }
         counter(
             &mut enc,
             "moat_hub_events_lagged",
@@ -258,12 +270,14 @@ pub fn registry(
     broker: Arc<Broker>,
     verifier: Arc<LiveClientVerifier>,
     events: Arc<EventCounts>,
+    posture: Arc<crate::posture::PostureCounts>,
 ) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(HubCollector {
         broker,
         verifier,
         events,
+        posture,
     }));
     r
 }

@@ -155,6 +155,11 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::mqtt::tls_config(&identity, verifier.clone())?,
     ));
+    let authority = Arc::new(crate::mqtt::HubAuthority::new(
+        hub.clone(),
+        cfg.mqtt.max_failed_connects,
+        cfg.mqtt.failed_connect_window,
+    ));
     let broker = moat_broker::Broker::with_persistence(
         moat_broker::BrokerConfig {
             tls_handshake_timeout: cfg.mqtt.handshake_timeout,
@@ -166,11 +171,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             publisher_backpressure: cfg.mqtt.publisher_backpressure,
             ..moat_broker::BrokerConfig::default()
         },
-        Arc::new(crate::mqtt::HubAuthority::new(
-            hub.clone(),
-            cfg.mqtt.max_failed_connects,
-            cfg.mqtt.failed_connect_window,
-        )),
+        authority.clone(),
         Arc::new(crate::mqtt::RegistryPersistence::new(store.clone())),
     );
     // Retained messages and persistent sessions of the last run, before any client connects.
@@ -239,12 +240,32 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         cfg.ota.manifest_ttl,
         shutdown.clone(),
     )));
+    let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
+    let posture = Arc::new(crate::posture::HubPosture {
+        authority: authority.clone(),
+        verifier: verifier.clone(),
+        options: moat_core::PostureOptions {
+            expiring_within: d(cfg.posture.expiring_within)?,
+            clone_window: d(cfg.posture.clone_window)?,
+            min_security_counter: cfg.posture.min_security_counter.clone(),
+            ..moat_core::PostureOptions::default()
+        },
+    });
+    let posture_counts = Arc::new(crate::posture::PostureCounts::default());
+    mqtt_tasks.push(tokio::spawn(crate::posture::follow(
+        hub.clone(),
+        posture.clone(),
+        posture_counts.clone(),
+        cfg.posture.interval,
+        shutdown.clone(),
+    )));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
         sessions: Some(Arc::new(crate::mqtt::BrokerSessions(broker.clone()))),
         est: Arc::default(),
         ota: Some(ota),
+        posture: Some(posture),
     };
     let limits = ServeLimits {
         handshake_timeout: cfg.api.handshake_timeout,
@@ -285,6 +306,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         broker.clone(),
         verifier.clone(),
         event_counts,
+        posture_counts,
     ));
     let metrics = tokio::spawn(moat_api::serve_plain(
         metrics_listener,

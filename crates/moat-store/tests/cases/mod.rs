@@ -7,6 +7,7 @@ mod devices;
 mod enrollment;
 mod firmware;
 mod mqtt;
+mod posture;
 mod provisioning;
 mod records;
 
@@ -17,5 +18,6 @@ pub use devices::*;
 pub use enrollment::*;
 pub use firmware::*;
 pub use mqtt::*;
+pub use posture::*;
 pub use provisioning::*;
 pub use records::*;

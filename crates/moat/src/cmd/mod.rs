@@ -8,7 +8,7 @@ mod device;
 mod enrollment;
 mod fw;
 
-use crate::cli::{Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
+use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;
 use moat_api::dto::{AuditView, CertView, CrlView, SessionView};
 use serde::Serialize;
@@ -80,7 +80,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crl.crl_pem);
             Ok(())
         }
-        Command::Audit { limit } => {
+        Command::Audit {
+            what:
+                Some(AuditCmd::Posture {
+                    within_days,
+                    ref fail_on,
+                }),
+            ..
+        } => posture(&cli, within_days, fail_on.as_deref()).await,
+        Command::Audit { limit, what: None } => {
             let api = ApiClient::from_cli(&cli)?;
             let entries: Vec<AuditView> = api.get(&format!("/api/v1/audit?limit={limit}")).await?;
             if cli.json {
@@ -100,6 +108,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `moat audit posture`.
+async fn posture(cli: &Cli, within_days: Option<u32>, fail_on: Option<&str>) -> anyhow::Result<()> {
+    let api = ApiClient::from_cli(cli)?;
+    let path = match within_days {
+        Some(d) => format!("/api/v1/posture?within_days={d}"),
+        None => "/api/v1/posture".to_string(),
+    };
+    let report: moat_api::PostureReport = api.get(&path).await?;
+    if cli.json {
+        print_json(&report)?;
+    } else if report.findings.is_empty() {
+        println!("no findings ({})", report.generated_at);
+    } else {
+        for f in &report.findings {
+            println!(
+                "{:<8} {:<30} {}\n         {}\n         → {}",
+                f.severity.to_uppercase(),
+                f.check,
+                f.subject,
+                f.detail,
+                f.action
+            );
+        }
+        let counts: Vec<String> = report
+            .counts
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        println!("{} findings: {}", report.findings.len(), counts.join(", "));
+    }
+    let rank = |s: &str| {
+        ["low", "medium", "high", "critical"]
+            .iter()
+            .position(|x| *x == s)
+    };
+    if let Some(min) = fail_on.and_then(rank)
+        && report
+            .findings
+            .iter()
+            .any(|f| rank(&f.severity).is_some_and(|r| r >= min))
+    {
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 /// Prints a value as pretty JSON.

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use moat_broker::{Acl, Authority, ConnectRequest, Principal, Refusal, SecurityEvent, Transport};
 use moat_core::{ConnectMode, Denial, FailureLimiter, Hub};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Admits devices for the broker.
@@ -15,7 +16,12 @@ pub struct HubAuthority {
     hub: Arc<Hub>,
     by_addr: FailureLimiter<IpAddr>,
     by_identity: FailureLimiter<String>,
+    /// Admissions without mutual TLS since start, per (device, mode) (the posture audit).
+    insecure: Mutex<HashMap<(String, &'static str), u64>>,
 }
+
+/// Distinct (device, mode) pairs of insecure admissions remembered.
+const MAX_TRACKED_INSECURE: usize = 100_000;
 
 impl HubAuthority {
     /// Admission over `hub`, allowing `max_failures` failed CONNECTs per address and per
@@ -25,6 +31,36 @@ impl HubAuthority {
             hub,
             by_addr: FailureLimiter::new(max_failures, window, 100_000),
             by_identity: FailureLimiter::new(max_failures, window, 100_000),
+            insecure: Mutex::default(),
+        }
+    }
+
+    /// Devices admitted without mutual TLS since start, most connections first.
+    pub fn insecure_uses(&self) -> Vec<moat_core::InsecureUse> {
+        let m = self.insecure.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<moat_core::InsecureUse> = m
+            .iter()
+            .map(|((id, mode), n)| moat_core::InsecureUse {
+                device_id: id.clone(),
+                mode,
+                connections: *n,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.connections
+                .cmp(&a.connections)
+                .then(a.device_id.cmp(&b.device_id))
+        });
+        v
+    }
+
+    fn record_insecure(&self, device_id: &str, mode: &'static str) {
+        let mut m = self.insecure.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (device_id.to_string(), mode);
+        if let Some(n) = m.get_mut(&key) {
+            *n += 1;
+        } else if m.len() < MAX_TRACKED_INSECURE {
+            m.insert(key, 1);
         }
     }
 
@@ -76,6 +112,11 @@ impl Authority for HubAuthority {
         match result {
             Ok(admission) => {
                 self.by_identity.clear(&claimed);
+                match req.transport {
+                    Transport::MutualTls { .. } => {}
+                    Transport::ServerTls => self.record_insecure(&admission.device.id, "tls"),
+                    Transport::Plain => self.record_insecure(&admission.device.id, "plain"),
+                }
                 let acl = match self.hub.topic_acl(&admission.device).await {
                     Ok(a) => a,
                     Err(e) => {
