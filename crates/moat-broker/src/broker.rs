@@ -43,6 +43,12 @@ pub struct SessionInfo {
 pub struct MetricsSnapshot {
     /// TCP connections accepted.
     pub connections_accepted: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed (bad or refused client certificate, protocol error).
+    pub tls_handshake_failures: u64,
+    /// TLS handshakes that did not finish in time.
+    pub tls_handshake_timeouts: u64,
     /// CONNECTs accepted.
     pub connects_accepted: u64,
     /// CONNECTs refused.
@@ -72,6 +78,9 @@ pub struct MetricsSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub connections_accepted: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_handshake_timeouts: AtomicU64,
     pub connects_accepted: AtomicU64,
     pub connects_refused: AtomicU64,
     pub messages_received: AtomicU64,
@@ -290,6 +299,9 @@ impl Broker {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
             connections_accepted: g(&m.connections_accepted),
+            tls_handshakes: g(&m.tls_handshakes),
+            tls_handshake_failures: g(&m.tls_handshake_failures),
+            tls_handshake_timeouts: g(&m.tls_handshake_timeouts),
             connects_accepted: g(&m.connects_accepted),
             connects_refused: g(&m.connects_refused),
             messages_received: g(&m.messages_received),

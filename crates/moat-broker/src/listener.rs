@@ -138,12 +138,17 @@ async fn tls_handshake(
     let handshake = tokio::time::timeout(broker.cfg.tls_handshake_timeout, acceptor.accept(sock));
     let stream = tokio::select! {
         r = handshake => match r {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                crate::broker::bump(&broker.metrics.tls_handshakes, 1);
+                s
+            }
             Ok(Err(e)) => {
+                crate::broker::bump(&broker.metrics.tls_handshake_failures, 1);
                 tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
                 return None;
             }
             Err(_elapsed) => {
+                crate::broker::bump(&broker.metrics.tls_handshake_timeouts, 1);
                 tracing::debug!(error = %Error::TlsHandshakeTimeout, "TLS handshake failed");
                 return None;
             }

@@ -190,6 +190,8 @@ impl Hub {
     ) -> Result<CertificateDer<'static>, Error> {
         let serial = Serial::random();
         let crl_url = self.crl_url(&self.device_ca.name);
+        self.signed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(moat_pki::issue_device_cert(
             &DeviceCertRequest {
                 device_id: id,

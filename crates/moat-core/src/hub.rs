@@ -69,6 +69,8 @@ pub struct Hub {
     pub(crate) client_ca_cache: crate::cache::Cached<crate::admission::ClientCas>,
     /// Topic ACL policies, read on every CONNECT.
     pub(crate) policy_cache: crate::cache::Cached<Vec<moat_store::AclPolicy>>,
+    /// Device certificates signed by this node since it started (metrics).
+    pub(crate) signed: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -143,6 +145,7 @@ impl Hub {
             crl_lock: Mutex::new(()),
             client_ca_cache: Default::default(),
             policy_cache: Default::default(),
+            signed: Default::default(),
         };
         hub.refresh_crls().await?;
         Ok(hub)
@@ -156,6 +159,12 @@ impl Hub {
     /// The secret store.
     pub fn vault(&self) -> &Arc<Vault> {
         &self.vault
+    }
+
+    /// Device certificates this node has signed since it started (every path: admin create,
+    /// EST, re-enrollment, provisioning, rotation).
+    pub fn certificates_signed(&self) -> u64 {
+        self.signed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The configuration the hub runs with.

@@ -86,10 +86,59 @@ pub async fn count_events(hub: Arc<Hub>, counts: Arc<EventCounts>, shutdown: Can
 /// Reads the hub's live state at scrape time.
 #[derive(Debug)]
 struct HubCollector {
-    broker: Arc<Broker>,
-    verifier: Arc<LiveClientVerifier>,
-    events: Arc<EventCounts>,
-    posture: Arc<crate::posture::PostureCounts>,
+    sources: Sources,
+}
+
+/// What the metrics read.
+#[derive(Debug)]
+pub struct Sources {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<Broker>,
+    pub authority: Arc<crate::mqtt::HubAuthority>,
+    pub verifier: Arc<LiveClientVerifier>,
+    pub events: Arc<EventCounts>,
+    pub posture: Arc<crate::posture::PostureCounts>,
+    pub campaigns: Arc<CampaignProgress>,
+}
+
+/// Devices per state of the running and paused campaigns, refreshed by [`follow_campaigns`].
+#[derive(Debug, Default)]
+pub struct CampaignProgress(Mutex<Vec<(String, &'static str, u64)>>);
+
+/// Refreshes `progress` every `interval` until `shutdown`.
+pub async fn follow_campaigns(
+    hub: Arc<Hub>,
+    progress: Arc<CampaignProgress>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match campaign_progress(&hub).await {
+            Ok(v) => *progress.0.lock().unwrap_or_else(PoisonError::into_inner) = v,
+            Err(e) => tracing::warn!(error = %e, "cannot read campaign progress"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn campaign_progress(
+    hub: &Hub,
+) -> Result<Vec<(String, &'static str, u64)>, moat_store::Error> {
+    let mut out = Vec::new();
+    for c in hub.store().list_campaigns().await? {
+        if !c.state.is_active() {
+            continue;
+        }
+        let mut per_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for w in hub.store().wave_counts(&c.id).await? {
+            *per_state.entry(w.state.as_str()).or_default() += w.count;
+        }
+        out.extend(per_state.into_iter().map(|(s, n)| (c.id.clone(), s, n)));
+    }
+    Ok(out)
 }
 
 fn counter(
@@ -137,13 +186,57 @@ fn family(
 
 impl Collector for HubCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.broker.metrics();
+        let src = &self.sources;
+        let s = src.broker.metrics();
         counter(
             &mut enc,
             "moat_mqtt_connections_accepted",
             "TCP connections accepted by the MQTT listeners.",
             s.connections_accepted,
         )?;
+        family(
+            &mut enc,
+            "moat_tls_handshakes",
+            "TLS handshakes on the MQTT listener, by outcome.",
+            MetricType::Counter,
+            "outcome",
+            &[
+                ("ok", s.tls_handshakes),
+                ("failed", s.tls_handshake_failures),
+                ("timeout", s.tls_handshake_timeouts),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "moat_mqtt_auth_failures",
+            "Refused MQTT CONNECTs by reason (the admission step: chain, revocation, identity, registration, device_state, policy; credentials, banned).",
+            MetricType::Counter,
+            "reason",
+            &src.authority.refusals(),
+        )?;
+        counter(
+            &mut enc,
+            "moat_certificates_signed",
+            "Device certificates this node signed since start (create, EST, re-enrollment, provisioning, rotation).",
+            src.hub.certificates_signed(),
+        )?;
+        let progress = src
+            .campaigns
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut m = enc.encode_descriptor(
+            "moat_campaign_devices",
+            "Devices of running and paused firmware campaigns, by update state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (campaign, state, n) in &progress {
+            let labels = [("campaign", campaign.as_str()), ("state", *state)];
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&labels)?)?;
+        }
         family(
             &mut enc,
             "moat_mqtt_connects",
@@ -156,7 +249,7 @@ impl Collector for HubCollector {
             ],
         )?;
         let mut modes = [("mtls", 0u64), ("tls", 0), ("plain", 0)];
-        for session in self.broker.sessions() {
+        for session in src.broker.sessions() {
             let mode = session.mode.to_string();
             if let Some(m) = modes.iter_mut().find(|(name, _)| *name == mode) {
                 m.1 += 1;
@@ -220,7 +313,7 @@ impl Collector for HubCollector {
             "Retained topics.",
             s.retained,
         )?;
-        let refusals: Vec<(&str, u64)> = self.verifier.refusals().collect();
+        let refusals: Vec<(&str, u64)> = src.verifier.refusals().collect();
         family(
             &mut enc,
             "moat_tls_client_certificates_refused",
@@ -233,9 +326,9 @@ impl Collector for HubCollector {
             &mut enc,
             "moat_revoked_certificates",
             "Revoked certificates of the trusted client CAs (the handshake's revoked set).",
-            u64::try_from(self.verifier.revoked_len()).unwrap_or(u64::MAX),
+            u64::try_from(src.verifier.revoked_len()).unwrap_or(u64::MAX),
         )?;
-        let events = self.events.snapshot();
+        let events = src.events.snapshot();
         family(
             &mut enc,
             "moat_hub_events",
@@ -250,7 +343,7 @@ impl Collector for HubCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (check, severity, n) in self.posture.snapshot() {
+        for (check, severity, n) in src.posture.snapshot() {
             let labels = [("check", check), ("severity", severity)];
             ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
                 .encode(m.encode_family(&labels)?)?;
@@ -259,26 +352,16 @@ impl Collector for HubCollector {
             &mut enc,
             "moat_hub_events_lagged",
             "Hub events the metrics counter missed (it fell behind).",
-            self.events.lagged.load(Ordering::Relaxed),
+            src.events.lagged.load(Ordering::Relaxed),
         )?;
         Ok(())
     }
 }
 
 /// The registry `/metrics` encodes.
-pub fn registry(
-    broker: Arc<Broker>,
-    verifier: Arc<LiveClientVerifier>,
-    events: Arc<EventCounts>,
-    posture: Arc<crate::posture::PostureCounts>,
-) -> Registry {
+pub fn registry(sources: Sources) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(HubCollector {
-        broker,
-        verifier,
-        events,
-        posture,
-    }));
+    r.register_collector(Box::new(HubCollector { sources }));
     r
 }
 

@@ -302,12 +302,22 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         event_counts.clone(),
         shutdown.clone(),
     )));
-    let registry = Arc::new(crate::metrics::registry(
-        broker.clone(),
-        verifier.clone(),
-        event_counts,
-        posture_counts,
-    ));
+    let campaigns = Arc::new(crate::metrics::CampaignProgress::default());
+    mqtt_tasks.push(tokio::spawn(crate::metrics::follow_campaigns(
+        hub.clone(),
+        campaigns.clone(),
+        std::time::Duration::from_secs(10),
+        shutdown.clone(),
+    )));
+    let registry = Arc::new(crate::metrics::registry(crate::metrics::Sources {
+        hub: hub.clone(),
+        broker: broker.clone(),
+        authority: authority.clone(),
+        verifier: verifier.clone(),
+        events: event_counts,
+        posture: posture_counts,
+        campaigns,
+    }));
     let metrics = tokio::spawn(moat_api::serve_plain(
         metrics_listener,
         crate::metrics::router(registry, hub.clone()),

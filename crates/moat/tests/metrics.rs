@@ -163,6 +163,8 @@ fn metrics_parse_and_follow_connections_and_revocations() {
         "moat_tls_client_certificates_refused_total{reason=\"revoked\"}",
         1.0,
     );
+    assert!(value(&m, "moat_tls_handshakes_total{outcome=\"failed\"}") >= 1.0);
+    assert!(value(&m, "moat_tls_handshakes_total{outcome=\"ok\"}") >= 2.0);
     let m = if value(&m, "moat_mqtt_connected_clients{mode=\"mtls\"}") > 1.0 {
         std::thread::sleep(Duration::from_secs(1));
         scrape(&hub)

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use moat_broker::{Acl, Authority, ConnectRequest, Principal, Refusal, SecurityEvent, Transport};
 use moat_core::{ConnectMode, Denial, FailureLimiter, Hub};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,6 +18,8 @@ pub struct HubAuthority {
     by_identity: FailureLimiter<String>,
     /// Admissions without mutual TLS since start, per (device, mode) (the posture audit).
     insecure: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Refused CONNECTs since start, per reason (the admission step, `credentials`, `banned`).
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Distinct (device, mode) pairs of insecure admissions remembered.
@@ -32,7 +34,19 @@ impl HubAuthority {
             by_addr: FailureLimiter::new(max_failures, window, 100_000),
             by_identity: FailureLimiter::new(max_failures, window, 100_000),
             insecure: Mutex::default(),
+            refusals: Mutex::default(),
         }
+    }
+
+    /// Refused CONNECTs since start, per reason.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let m = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn count_refusal(&self, reason: &'static str) {
+        let mut m = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        *m.entry(reason).or_default() += 1;
     }
 
     /// Devices admitted without mutual TLS since start, most connections first.
@@ -75,6 +89,7 @@ impl Authority for HubAuthority {
     async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal> {
         let ip = req.peer.ip();
         if self.by_addr.is_limited(&ip) {
+            self.count_refusal("banned");
             return Err(Refusal::Banned);
         }
         let (result, claimed) = match req.transport {
@@ -90,6 +105,7 @@ impl Authority for HubAuthority {
                 };
                 let (Some(user), Some(pass)) = (req.username, req.password) else {
                     self.by_addr.record_failure(&ip);
+                    self.count_refusal("credentials");
                     self.audit(
                         format!("{}@{ip}", req.client_id),
                         "mqtt.connect",
@@ -101,6 +117,7 @@ impl Authority for HubAuthority {
                     return Err(Refusal::BadCredentials);
                 };
                 if self.by_identity.is_limited(&user.to_string()) {
+                    self.count_refusal("banned");
                     return Err(Refusal::Banned);
                 }
                 (
@@ -137,6 +154,7 @@ impl Authority for HubAuthority {
                 Err(Refusal::ServerUnavailable)
             }
             Err(denial) => {
+                self.count_refusal(denial.step());
                 self.by_addr.record_failure(&ip);
                 self.by_identity.record_failure(&claimed);
                 tracing::info!(%ip, claimed = %claimed, mode = req.transport.mode(), %denial, "MQTT connection refused");
