@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         list_firmware_keys, add_firmware_key, generate_firmware_key, sign_firmware,
         list_firmware, upload_firmware, show_firmware, update_key,
         list_campaigns, create_campaign, show_campaign, campaign_devices,
-        pause_campaign, resume_campaign, cancel_campaign,
+        pause_campaign, resume_campaign, cancel_campaign, set_device_model,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         AllowlistUpload, AllowlistAdded, AllowlistView, CreateStationRequest, StationView, CreateStationResponse,
         FirmwareKeyView, AddFirmwareKeyRequest, GenerateFirmwareKeyRequest, FirmwareView, UpdateKeyView,
         CreateCampaignRequest, CampaignInfo, WaveView, CampaignDeviceView,
+        DeviceModelRequest, DeviceModelView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

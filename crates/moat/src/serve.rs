@@ -29,6 +29,9 @@ pub struct HubFile {
     pub mqtt_tls: String,
     /// MQTT over plain TCP (`host:port`), if enabled.
     pub mqtt_plain: Option<String>,
+    /// Firmware downloads, mutual TLS (`host:port`).
+    #[serde(default)]
+    pub ota_download: String,
     /// The hub's process id.
     pub pid: u32,
 }
@@ -60,6 +63,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     }
     if let Some(a) = args.mqtt_plain_listen {
         cfg.mqtt.plain_listen = a;
+    }
+    if let Some(a) = args.ota_listen {
+        cfg.ota.listen = a;
     }
     if args.no_mqtt_plain {
         cfg.mqtt.plain_enabled = false;
@@ -105,6 +111,10 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         })?),
         false => None,
     };
+    let ota_listener = TcpListener::bind(cfg.ota.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (ota.listen)", cfg.ota.listen))?;
+    let ota_addr = ota_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let crl_addr = crl_listener.local_addr()?;
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
@@ -135,6 +145,10 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let tls = moat_api::hub_server_config(&identity, verifier.clone())
         .context("cannot build the TLS configuration")?;
     let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
+    let download_tls = Arc::new(arc_swap::ArcSwap::from_pointee(
+        moat_api::download_server_config(&identity, verifier.clone())
+            .context("cannot build the firmware download TLS configuration")?,
+    ));
 
     write_atomic(
         &data_dir.join("ca-bundle.pem"),
@@ -179,6 +193,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             Some(l) => Some(local_url_host(l.local_addr()?)),
             None => None,
         },
+        ota_download: local_url_host(ota_addr),
         pid: std::process::id(),
     };
     write_atomic(
@@ -209,7 +224,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let ota = Arc::new(
         moat_ota::Ota::open(
             hub.clone(),
-            ota_config(&cfg, &hostname),
+            ota_config(&cfg, &hostname, ota_addr),
             Arc::new(crate::mqtt::BrokerNotifier(broker.clone())),
         )
         .await
@@ -229,6 +244,21 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         cfg.ota.manifest_ttl,
         shutdown.clone(),
     )));
+    // Firmware downloads: mutual TLS, the device admitted per request like at MQTT CONNECT.
+    let downloads = tokio::spawn(moat_api::serve_tls(
+        ota_listener,
+        download_tls.clone(),
+        moat_api::device_download_router(
+            hub.clone(),
+            Arc::new(moat_ota::Downloads::new(store.clone(), &data_dir)),
+        ),
+        ServeLimits {
+            handshake_timeout: cfg.api.handshake_timeout,
+            max_connections: cfg.api.max_connections,
+            ..ServeLimits::default()
+        },
+        shutdown.clone(),
+    ));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
@@ -248,6 +278,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         ServedTls {
             api: tls.clone(),
             mqtt: mqtt_tls.clone(),
+            download: download_tls,
             verifier: verifier.clone(),
         },
         cfg.server.renew_check_interval,
@@ -271,13 +302,14 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         shutdown.clone(),
     ));
     let mqtt_plain = hub_file.mqtt_plain.as_deref().unwrap_or("off");
-    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, data_dir = %data_dir.display(), "moat hub running");
+    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, ota_download = %hub_file.ota_download, data_dir = %data_dir.display(), "moat hub running");
     println!(
-        "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , data dir {}",
+        "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , firmware downloads {} , data dir {}",
         hub_file.admin_url,
         hub_file.crl_url,
         hub_file.mqtt_tls,
         mqtt_plain,
+        hub_file.ota_download,
         data_dir.display()
     );
 
@@ -285,6 +317,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = api.await;
+    let _ = downloads.await;
     if let Ok(Err(e)) = crl.await {
         tracing::warn!(error = %e, "CRL endpoint ended with an error");
     }
@@ -338,14 +371,15 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
     })
 }
 
-/// The OTA service's configuration. Downloads are served by a mutual-TLS listener that
-/// mounts `moat_api::download_router`; until `serve` runs one, `ota.download_url` names
-/// wherever that listener runs (default `https://HOSTNAME:8444`).
-fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
-    let host = if hostname.is_empty() {
-        "localhost"
-    } else {
-        hostname
+/// The OTA service's configuration. Manifests name `ota.download_url`, by default the
+/// download listener's own address (`https://HOST:PORT`, HOST the host name when it
+/// listens on every address).
+fn ota_config(cfg: &Config, hostname: &str, listen: SocketAddr) -> moat_ota::OtaConfig {
+    let host = match listen.ip() {
+        std::net::IpAddr::V6(ip) if !ip.is_unspecified() => format!("[{ip}]"),
+        ip if !ip.is_unspecified() => ip.to_string(),
+        _ if hostname.is_empty() => "localhost".to_string(),
+        _ => hostname.to_string(),
     };
     moat_ota::OtaConfig {
         data_dir: cfg.data_dir.clone(),
@@ -353,7 +387,7 @@ fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
             .ota
             .download_url
             .clone()
-            .unwrap_or_else(|| format!("https://{host}:8444")),
+            .unwrap_or_else(|| format!("https://{host}:{}", listen.port())),
         manifest_ttl: cfg.ota.manifest_ttl,
         max_image_size: cfg.ota.max_image_size,
     }
@@ -492,6 +526,7 @@ fn init_logging(cfg: &Config) {
 struct ServedTls {
     api: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     mqtt: crate::mqtt::TlsCell,
+    download: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     verifier: Arc<moat_api::LiveClientVerifier>,
 }
 
@@ -530,8 +565,10 @@ async fn follow_server_identity(
             }
             let api = moat_api::hub_server_config(&identity, tls.verifier.clone())?;
             let mqtt = crate::mqtt::tls_config(&identity, tls.verifier.clone())?;
+            let download = moat_api::download_server_config(&identity, tls.verifier.clone())?;
             tls.api.store(Arc::new(api));
             tls.mqtt.store(Arc::new(mqtt));
+            tls.download.store(Arc::new(download));
             Ok(Some(serial))
         }
         .await;
