@@ -34,10 +34,10 @@ impl ReportOutbox {
     /// Keeps `payload` until acknowledged and appends its first PUBLISH to `out`. Returns
     /// its packet id (never 0, never one still waiting).
     pub fn push(&mut self, out: &mut BytesMut, v: Version, payload: Bytes) -> u16 {
-        if self.pending.len() >= self.cap {
-            if let Some((pid, _)) = self.pending.pop_front() {
-                tracing::warn!(pid, "report outbox full; dropping the oldest report");
-            }
+        if self.pending.len() >= self.cap
+            && let Some((pid, _)) = self.pending.pop_front()
+        {
+            tracing::warn!(pid, "report outbox full; dropping the oldest report");
         }
         let mut pid = self.last_pid;
         loop {
