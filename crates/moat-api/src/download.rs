@@ -15,13 +15,16 @@
 //!   image. The entity tag is the digest, so it never changes for a path.
 //! - Images are immutable files (content-addressed), streamed from disk.
 
+use crate::TlsPeer;
 use crate::problem::{ApiError, Problem};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use moat_core::{Denial, Hub};
 use moat_ota::Downloads;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -115,6 +118,53 @@ pub fn download_router(downloads: Arc<Downloads>) -> Router {
             )
         })
         .with_state(downloads)
+}
+
+/// The device download service as `moat serve` runs it on its mutual-TLS listener:
+/// [`download_router`] behind the device's identity. Each request's client certificate
+/// chain (from [`crate::TlsPeer`], verified at the handshake) goes through the MQTT hub's
+/// admission, [`Hub::admit_verified_certificate`] (issuing CA, revocation from the
+/// registry, identity rule, registration, device state), and the admitted device id becomes
+/// the [`PeerIdentity`]. Re-checked per request, so a resumed TLS session or a kept-alive
+/// connection of a device revoked or disabled since gets nothing more.
+pub fn device_download_router(hub: Arc<Hub>, downloads: Arc<Downloads>) -> Router {
+    download_router(downloads).layer(axum::middleware::from_fn_with_state(hub, identify))
+}
+
+async fn identify(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
+    let chain = req
+        .extensions()
+        .get::<ConnectInfo<TlsPeer>>()
+        .map(|ConnectInfo(peer)| (peer.addr, peer.chain.clone()));
+    if let Some((addr, chain)) = chain.filter(|(_, c)| !c.is_empty()) {
+        match hub.admit_verified_certificate(&chain).await {
+            Ok(admission) => {
+                req.extensions_mut()
+                    .insert(PeerIdentity(admission.device.id));
+            }
+            Err(Denial::Unavailable(e)) => {
+                tracing::error!(error = ?e, "registry unavailable while identifying a download client");
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service Unavailable",
+                    "try again later",
+                )
+                .into_response();
+            }
+            Err(denial) => {
+                tracing::info!(%addr, %denial, step = denial.step(), "firmware download refused");
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "device-not-admitted",
+                    "Forbidden",
+                    "this certificate does not admit an active device",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn download(

@@ -197,6 +197,22 @@ impl From<&CampaignView> for CampaignInfo {
     }
 }
 
+/// The model campaigns target a device by.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceModelRequest {
+    /// Model name (as `moat fw upload --model`).
+    pub model: String,
+}
+
+/// A device's model as campaigns see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceModelView {
+    /// Device id.
+    pub device_id: String,
+    /// The model the device reported, else the registry's (factory allow-list or operator).
+    pub model: Option<String>,
+}
+
 /// One device of a campaign.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CampaignDeviceView {

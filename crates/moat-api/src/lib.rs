@@ -35,7 +35,7 @@ mod tls;
 mod verifier;
 
 pub use auth::AdminAuth;
-pub use download::{ByteRange, PeerIdentity, download_router, parse_range};
+pub use download::{ByteRange, PeerIdentity, device_download_router, download_router, parse_range};
 pub use est::{EstAuth, MAX_EST_BODY_BYTES};
 pub use openapi::ApiDoc;
 pub use posture::{FindingView, PostureReport, PostureSource};
@@ -43,8 +43,8 @@ pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
 pub use serve::{ServeLimits, TlsPeer, serve_plain, serve_tls};
-pub use tls::{hub_server_config, tls_signing_key};
-pub use verifier::{LiveClientVerifier, REFUSAL_REASONS, VerifierError};
+pub use tls::{download_server_config, hub_server_config, tls_signing_key};
+pub use verifier::{LiveClientVerifier, REFUSAL_REASONS, RequireClientCert, VerifierError};
 
 use moat_core::Hub;
 use std::sync::Arc;

@@ -78,3 +78,19 @@ pub fn hub_server_config(
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
+
+/// TLS configuration of the firmware download listener: the hub's server identity, like
+/// [`hub_server_config`], but a client certificate is **required** ([`RequireClientCert`]
+/// over the shared verifier, so CA changes and revocations apply at once). A resumed TLS
+/// session skips the verifier; the download service re-admits the chain from the registry
+/// on every request, so a revocation still holds.
+///
+/// [`RequireClientCert`]: crate::RequireClientCert
+pub fn download_server_config(
+    identity: &ServerIdentity,
+    verifier: Arc<crate::LiveClientVerifier>,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut cfg = hub_server_config(identity, Arc::new(crate::RequireClientCert(verifier)))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -6,8 +6,8 @@
 //! One MQTT client in the workspace: the connections are the load generator's
 //! ([`crate::load::client`]).
 
-use crate::load::client::{self, Incoming, Target, put_puback, put_publish};
-use crate::ota::{Agent, AgentConfig, HttpsFetcher, Outcome, SimFlash};
+use crate::load::client::{self, Incoming, Target, put_puback};
+use crate::ota::{Agent, AgentConfig, HttpsFetcher, Outcome, ReportOutbox, SimFlash};
 use bytes::{Bytes, BytesMut};
 use moat_image::sign::{ImageBuilder, SigningKey};
 use moat_image::{ImageVersion, TrustedKey};
@@ -70,6 +70,8 @@ pub struct FleetStats {
     pub bytes: AtomicU64,
     /// Download attempts beyond the first (resumes).
     pub resumes: AtomicU64,
+    /// MQTT connections lost and made again.
+    pub reconnects: AtomicU64,
 }
 
 impl FleetStats {
@@ -84,16 +86,18 @@ impl FleetStats {
             "failed": g(&self.failed),
             "bytes": g(&self.bytes),
             "resumes": g(&self.resumes),
+            "reconnects": g(&self.reconnects),
         })
     }
 }
 
-/// Reports over the device's MQTT session (QoS 1 on its report topic).
+/// Reports over the device's MQTT session: QoS 1 through its [`ReportOutbox`], so a report
+/// the hub has not acknowledged is sent again after a reconnect.
 struct MqttReports<'a, S> {
     writer: &'a mut client::Writer<S>,
-    topic: &'a str,
-    pid: &'a mut u16,
-    /// The first send error; the device stops after the update.
+    outbox: &'a mut ReportOutbox,
+    /// The first send error: the connection is gone; the update goes on, the device
+    /// reconnects afterwards and sends what the outbox still holds.
     error: Option<crate::load::Error>,
 }
 
@@ -103,20 +107,16 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     async fn report(&mut self, report: moat_ota_proto::Report) {
-        *self.pid = self.pid.wrapping_add(1).max(1);
         let mut buf = BytesMut::new();
-        let v = self.writer.version();
-        put_publish(
+        self.outbox.push(
             &mut buf,
-            v,
-            self.topic,
-            1,
-            *self.pid,
+            self.writer.version(),
             Bytes::from(report.to_json()),
         );
-        if let Err(e) = self.writer.send(&mut buf).await
-            && self.error.is_none()
-        {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.writer.send(&mut buf).await {
             self.error = Some(e);
         }
     }
@@ -158,7 +158,8 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-/// One device: connect, subscribe, announce, then apply notices as they come.
+/// One device: connect, subscribe, announce, then apply notices as they come; reconnect
+/// when the connection is lost.
 async fn device(
     cfg: &FleetConfig,
     dev: &FleetDevice,
@@ -190,27 +191,82 @@ async fn device(
         fetcher,
         flash,
     );
-    let mut conn = client::connect(&cfg.target, dev.mqtt_tls.clone(), &dev.id, None).await?;
+    let topic = report_topic(&dev.id);
+    let mut outbox = ReportOutbox::new(topic.clone(), 64);
+    let mut finished = 0u32;
+    let mut connected_once = false;
+    let mut backoff = Duration::from_millis(200);
+    // One MQTT session per pass; a lost connection is made again (the update in progress
+    // goes on over HTTPS meanwhile) and unacknowledged reports are sent again.
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let conn = match client::connect(&cfg.target, dev.mqtt_tls.clone(), &dev.id, None).await {
+            Ok(c) => c,
+            // A device that never got in has a configuration problem: say so.
+            Err(e) if !connected_once => return Err(e),
+            Err(e) => {
+                tracing::info!(device = %dev.id, error = %e, ?backoff, "reconnect failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        match session(
+            cfg,
+            dev,
+            stats,
+            &shutdown,
+            conn,
+            &mut agent,
+            &mut outbox,
+            &mut finished,
+            !connected_once,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %dev.id, error = %e, unacknowledged = outbox.len(), "MQTT connection lost; reconnecting");
+                connected_once = true;
+                backoff = Duration::from_millis(200);
+            }
+        }
+    }
+}
+
+/// One MQTT connection of a device: subscribe, send what the outbox holds, announce, then
+/// apply notices. Ok when the device is done (shutdown or its updates), Err when the
+/// connection was lost.
+#[allow(clippy::too_many_arguments)]
+async fn session<F: crate::ota::Fetcher>(
+    cfg: &FleetConfig,
+    dev: &FleetDevice,
+    stats: &FleetStats,
+    shutdown: &CancellationToken,
+    mut conn: client::Connection<client::Stream>,
+    agent: &mut Agent<F>,
+    outbox: &mut ReportOutbox,
+    finished: &mut u32,
+    first: bool,
+) -> Result<(), crate::load::Error> {
     conn.subscribe(&notify_topic(&dev.id), 1).await?;
     let (mut reader, mut writer) = conn.split();
     let v = writer.version();
-    let topic = report_topic(&dev.id);
-    let mut pid: u16 = 1;
     let mut out = BytesMut::new();
-    put_publish(
-        &mut out,
-        v,
-        &topic,
-        1,
-        pid,
-        Bytes::from(agent.idle_report().to_json()),
-    );
+    outbox.resend(&mut out, v);
+    outbox.push(&mut out, v, Bytes::from(agent.idle_report().to_json()));
     writer.send(&mut out).await?;
-    stats.connected.fetch_add(1, Ordering::Relaxed);
-    let mut finished = 0u32;
-    // The last report's packet id that the hub acknowledged.
-    let mut acked: u16 = 0;
-    loop {
+    if first {
+        stats.connected.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut done = false;
+    while !done {
         let packet = tokio::select! {
             _ = shutdown.cancelled() => break,
             p = reader.next() => p?,
@@ -221,7 +277,7 @@ async fn device(
         let p = match packet {
             Incoming::Publish(p) => p,
             Incoming::PubAck(id) => {
-                acked = id;
+                outbox.ack(id);
                 continue;
             }
             Incoming::Disconnect(_) => return Err(crate::load::Error::Closed),
@@ -236,21 +292,21 @@ async fn device(
         }
         let mut sink = MqttReports {
             writer: &mut writer,
-            topic: &topic,
-            pid: &mut pid,
+            outbox: &mut *outbox,
             error: None,
         };
         let outcome = agent.handle_notice(&p.payload, &mut sink).await;
-        if let Some(e) = sink.error {
-            return Err(e);
-        }
+        let lost = sink.error.take();
         let counter = match &outcome {
             Outcome::Confirmed => &stats.confirmed,
             Outcome::RolledBack(_) => &stats.rolled_back,
             Outcome::Failed(_) => &stats.failed,
             Outcome::Ignored(why) => {
                 tracing::debug!(device = %dev.id, why, "notice ignored");
-                continue;
+                match lost {
+                    Some(e) => return Err(e),
+                    None => continue,
+                }
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -264,19 +320,23 @@ async fn device(
         agent.last_download_bytes = 0;
         agent.last_download_attempts = 0;
         tracing::info!(device = %dev.id, ?outcome, "update finished");
-        finished += 1;
-        if cfg.stop_after_updates > 0 && finished >= cfg.stop_after_updates {
-            break;
+        *finished += 1;
+        done = cfg.stop_after_updates > 0 && *finished >= cfg.stop_after_updates;
+        if let Some(e) = lost {
+            return Err(e);
         }
     }
-    // Wait for the hub to acknowledge the last report before leaving: closing with its
-    // PUBACK unread makes the kernel reset the connection, which can discard the report
-    // before the hub has read it.
-    if acked != pid {
+    // Wait for the hub to acknowledge every report before leaving: closing with a PUBACK
+    // unread makes the kernel reset the connection, which can discard the report before
+    // the hub has read it.
+    if !outbox.is_empty() {
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while let Ok(Some(packet)) = reader.next().await {
-                if matches!(packet, Incoming::PubAck(id) if id == pid) {
-                    break;
+                if let Incoming::PubAck(id) = packet {
+                    outbox.ack(id);
+                    if outbox.is_empty() {
+                        break;
+                    }
                 }
             }
         })

@@ -2,8 +2,9 @@
 //! the operator's pause, resume and cancel.
 //!
 //! Rules:
-//! - Targets are resolved once, at creation, to active devices (a device whose reported
-//!   model is another one is left out); they are split into waves in id order.
+//! - Targets are resolved once, at creation, to active devices (a device whose model is
+//!   another one is left out: the model it reported, else the registry's); they are split
+//!   into waves in id order.
 //! - A wave starts by signing one manifest (valid for `manifest_ttl`) and publishing it to
 //!   each of its devices; a device is marked `notified` before its notice goes out, so its
 //!   download is authorised by the time it can ask.
@@ -14,7 +15,9 @@
 //!   confirmed ≥ success threshold × the current wave's devices, the next wave starts (or,
 //!   after the last, the campaign succeeds).
 //! - Revoked, disabled and deleted devices are skipped and their notices withdrawn; skipped
-//!   devices do not count in a wave's denominator.
+//!   devices do not count in a wave's denominator. A skipped device that is active again
+//!   (re-enabled) while the campaign is running or paused is back in it: pending, and
+//!   notified at once if its wave has started.
 
 use crate::{Error, Ota, random_id, valid_name};
 use moat_core::Actor;
@@ -30,7 +33,8 @@ use time::OffsetDateTime;
 pub enum Target {
     /// Devices in a group.
     Group(String),
-    /// Devices that reported this model.
+    /// Devices of this model: the one a device reported, else the one the registry holds
+    /// (the allow-list's factory model, or `moat device set-model`).
     Model(String),
     /// These devices.
     Devices(Vec<String>),
@@ -243,10 +247,10 @@ impl Ota {
             if d.state != DeviceState::Active {
                 continue;
             }
-            if let Some(inv) = self.store().inventory(&id).await?
-                && inv.model != fw.model
+            if let Some(model) = self.store().model_of_device(&id).await?
+                && model != fw.model
             {
-                tracing::info!(device = %id, model = %inv.model, "left out of a campaign for another model");
+                tracing::info!(device = %id, %model, "left out of a campaign for another model");
                 continue;
             }
             devices.push(id);
@@ -333,17 +337,20 @@ impl Ota {
 
     /// Notifies the pending devices of `wave` (skipping those no longer active).
     async fn start_wave(&self, campaign: &Campaign, wave: u32) -> Result<(), Error> {
-        let manifest = self.manifest(campaign).await?;
-        let now = OffsetDateTime::now_utc();
-        let mut notified = 0;
-        for d in self
+        let pending: Vec<_> = self
             .store()
             .campaign_devices(&campaign.id, Some(wave))
             .await?
-        {
-            if d.state != UpdateState::Pending {
-                continue;
-            }
+            .into_iter()
+            .filter(|d| d.state == UpdateState::Pending)
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let manifest = self.manifest(campaign).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut notified = 0;
+        for d in pending {
             let active = self
                 .store()
                 .device(&d.device_id)
@@ -665,8 +672,10 @@ impl Ota {
             let view = self
                 .transition_locked(id, &[CampaignState::Paused], CampaignState::Running, None)
                 .await?;
-            self.start_wave(&view.campaign, view.campaign.current_wave)
-                .await?;
+            // Earlier waves too: a device re-enabled while the campaign was paused.
+            for wave in 0..=view.campaign.current_wave {
+                self.start_wave(&view.campaign, wave).await?;
+            }
             self.evaluate_locked(id).await?;
             drop(_engine);
             self.campaign(id).await
@@ -776,15 +785,58 @@ impl Ota {
         Ok(())
     }
 
+    /// Takes a device that is active again (re-enabled) back into the running or paused
+    /// campaigns that skipped it: pending again, and notified at once where its wave has
+    /// started (a paused campaign notifies it on resume). Campaigns that ended stay as they
+    /// are. Nothing happens unless the registry says the device is active.
+    pub(crate) async fn device_back(&self, device_id: &str) -> Result<(), Error> {
+        let active = self
+            .store()
+            .device(device_id)
+            .await?
+            .is_some_and(|d| d.state == DeviceState::Active);
+        if !active {
+            return Ok(());
+        }
+        let rows = self.store().active_updates_of_device(device_id).await?;
+        let _engine = self.engine.lock().await;
+        for row in rows.iter().filter(|r| r.state == UpdateState::Skipped) {
+            let Some(c) = self.store().campaign(&row.campaign_id).await? else {
+                continue;
+            };
+            let back = c.state.is_active()
+                && self
+                    .store()
+                    .set_update_state(
+                        &c.id,
+                        device_id,
+                        UpdateState::Skipped,
+                        UpdateState::Pending,
+                        None,
+                        OffsetDateTime::now_utc(),
+                    )
+                    .await?;
+            if !back {
+                continue;
+            }
+            tracing::info!(device = device_id, campaign = %c.id, "device active again; back in the campaign");
+            if c.state == CampaignState::Running && row.wave <= c.current_wave {
+                self.start_wave(&c, row.wave).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Re-checks every device of every active campaign against the registry (after the
-    /// event bus lagged).
+    /// event bus lagged): devices no longer active are skipped, skipped ones that are active
+    /// again are taken back.
     pub(crate) async fn resync(&self) -> Result<(), Error> {
         for c in self.store().list_campaigns().await? {
             if !c.state.is_active() {
                 continue;
             }
             for d in self.store().campaign_devices(&c.id, None).await? {
-                if d.state.is_final() {
+                if d.state.is_final() && d.state != UpdateState::Skipped {
                     continue;
                 }
                 let active = self
@@ -792,9 +844,13 @@ impl Ota {
                     .device(&d.device_id)
                     .await?
                     .is_some_and(|dev| dev.state == DeviceState::Active);
-                if !active {
-                    self.device_gone(&d.device_id, "device is no longer active")
-                        .await?;
+                match (active, d.state) {
+                    (true, UpdateState::Skipped) => self.device_back(&d.device_id).await?,
+                    (false, UpdateState::Skipped) | (true, _) => {}
+                    (false, _) => {
+                        self.device_gone(&d.device_id, "device is no longer active")
+                            .await?
+                    }
                 }
             }
         }

@@ -177,7 +177,8 @@ impl Ota {
     }
 
     /// Follows the hub's events until the bus closes: a revoked, disabled or deleted device
-    /// is skipped in every active campaign and its notice withdrawn. On lag, every active
+    /// is skipped in every active campaign and its notice withdrawn; a re-enabled one is
+    /// taken back into the active campaigns that skipped it. On lag, every active
     /// campaign's devices are checked against the registry.
     pub async fn follow_events(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let mut rx = self.hub.subscribe();
@@ -197,6 +198,7 @@ impl Ota {
                 Ok(Event::DeviceDeleted { device_id }) => {
                     self.device_gone(&device_id, "device deleted").await
                 }
+                Ok(Event::DeviceEnabled { device_id }) => self.device_back(&device_id).await,
                 Ok(_) => Ok(()),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "event bus lagged; rechecking campaign devices");
@@ -208,6 +210,37 @@ impl Ota {
                 tracing::error!(error = ?e, "OTA could not apply a device event");
             }
         }
+    }
+}
+
+impl Ota {
+    /// Sets the model the registry holds for a device, so `model:M` campaigns target it
+    /// before it has reported (what it reports wins afterwards). Audited.
+    pub async fn set_device_model(
+        &self,
+        device_id: &str,
+        model: &str,
+        actor: &Actor,
+    ) -> Result<(), Error> {
+        let result = async {
+            valid_name("model", model)?;
+            if !self.store().set_device_model(device_id, model).await? {
+                return Err(Error::NotFound {
+                    kind: "device",
+                    id: device_id.to_owned(),
+                });
+            }
+            tracing::info!(device = device_id, model, "device model set");
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "device.set_model", Some(device_id), result)
+            .await
+    }
+
+    /// A device's model: the one it reported, else the registry's.
+    pub async fn device_model(&self, device_id: &str) -> Result<Option<String>, Error> {
+        Ok(self.store().model_of_device(device_id).await?)
     }
 }
 

@@ -473,3 +473,231 @@ async fn notices_of_devices_that_have_not_started_are_renewed_before_they_expire
     assert!(last.expires_at > first.expires_at);
     assert_eq!(s.ota.refresh_notices().await.unwrap(), 0, "just renewed");
 }
+
+/// Waits until `d`'s state in campaign `id` is `want` (events are applied asynchronously).
+async fn wait_state(s: &Setup, id: &str, d: &str, want: UpdateState) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = s.ota.campaign_devices(id).await.unwrap();
+        let row = rows.iter().find(|r| r.device_id == d).unwrap();
+        if row.state == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{d} is {:?}, not {want:?}",
+            row.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn times_notified(s: &Setup, d: &str) -> usize {
+    s.notes.notified().iter().filter(|n| *n == d).count()
+}
+
+#[tokio::test]
+async fn redelivered_reports_change_nothing() {
+    // Devices publish reports at least once: a report the hub applied may come again after
+    // the device reconnects, alone or followed by older ones.
+    let s = setup(4).await;
+    let fw = s
+        .ota
+        .upload("sensor", &image(&s.key, 1, 2), &Actor::admin())
+        .await
+        .unwrap();
+    let id = s
+        .ota
+        .create_campaign(
+            CreateCampaign {
+                firmware_id: fw.id,
+                target: all(4),
+                waves: Vec::new(),
+                success_threshold: 100,
+                abort_threshold: 50,
+            },
+            &Actor::admin(),
+        )
+        .await
+        .unwrap()
+        .campaign
+        .id;
+    for _ in 0..2 {
+        for state in [
+            ReportState::Downloading,
+            ReportState::Installed,
+            ReportState::Confirmed,
+        ] {
+            report(&s.ota, "d00", &id, state).await;
+        }
+        report(&s.ota, "d01", &id, ReportState::RolledBack).await;
+    }
+    let v = s.ota.campaign(&id).await.unwrap();
+    assert_eq!(v.waves[0].count(UpdateState::Confirmed), 1);
+    assert_eq!(v.waves[0].count(UpdateState::RolledBack), 1);
+    // Counted twice, the roll-back would have reached the abort threshold (2 of 4 = 50%).
+    assert_eq!(v.campaign.state, CampaignState::Running, "{v:?}");
+    report(&s.ota, "d02", &id, ReportState::Confirmed).await;
+    report(&s.ota, "d03", &id, ReportState::Confirmed).await;
+    report(&s.ota, "d03", &id, ReportState::Confirmed).await;
+    let v = s.ota.campaign(&id).await.unwrap();
+    assert_eq!(v.waves[0].count(UpdateState::Confirmed), 3);
+    assert_eq!(v.campaign.state, CampaignState::Running, "75% < 100%");
+}
+
+#[tokio::test]
+async fn model_targets_use_the_registry_model_until_a_device_reports() {
+    let s = setup(4).await;
+    for (d, m) in [("d00", "sensor"), ("d01", "sensor"), ("d02", "camera")] {
+        s.ota.set_device_model(d, m, &Actor::admin()).await.unwrap();
+    }
+    assert!(matches!(
+        s.ota
+            .set_device_model("nobody", "sensor", &Actor::admin())
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.ota
+            .set_device_model("d03", "bad model", &Actor::admin())
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    let fw = s
+        .ota
+        .upload("sensor", &image(&s.key, 1, 2), &Actor::admin())
+        .await
+        .unwrap();
+    let create = |target: Target| CreateCampaign {
+        firmware_id: fw.id.clone(),
+        target,
+        waves: Vec::new(),
+        success_threshold: 100,
+        abort_threshold: 50,
+    };
+    let members = |v: &moat_ota::CampaignView| v.waves.iter().map(|w| w.devices).sum::<u64>();
+    // No device has reported: the registry's models decide.
+    let v = s
+        .ota
+        .create_campaign(create(Target::Model("sensor".into())), &Actor::admin())
+        .await
+        .unwrap();
+    assert_eq!(members(&v), 2);
+    let ids: Vec<_> = s
+        .ota
+        .campaign_devices(&v.campaign.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, ["d00", "d01"]);
+    s.ota.cancel(&v.campaign.id, &Actor::admin()).await.unwrap();
+    // What a device reports wins over the registry.
+    s.ota
+        .handle_report(
+            "d01",
+            &Report {
+                campaign: None,
+                state: ReportState::Idle,
+                reason: None,
+                running: Some(moat_ota_proto::Running {
+                    model: "camera".into(),
+                    version: "1.0.0".into(),
+                    security_counter: 1,
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.ota.device_model("d01").await.unwrap().as_deref(),
+        Some("camera")
+    );
+    let v = s
+        .ota
+        .create_campaign(create(Target::Model("sensor".into())), &Actor::admin())
+        .await
+        .unwrap();
+    assert_eq!(members(&v), 1);
+    s.ota.cancel(&v.campaign.id, &Actor::admin()).await.unwrap();
+    // Other targets leave out devices known to be of another model; unknown ones stay.
+    let v = s
+        .ota
+        .create_campaign(create(all(4)), &Actor::admin())
+        .await
+        .unwrap();
+    let ids: Vec<_> = s
+        .ota
+        .campaign_devices(&v.campaign.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, ["d00", "d03"]);
+}
+
+#[tokio::test]
+async fn a_device_re_enabled_while_the_campaign_runs_gets_the_update() {
+    let s = setup(4).await;
+    let events = tokio::spawn(s.ota.clone().follow_events(std::future::pending()));
+    let image = image(&s.key, 1, 2);
+    let digest = moat_ota::digest_hex(&image);
+    let fw = s
+        .ota
+        .upload("sensor", &image, &Actor::admin())
+        .await
+        .unwrap();
+    let id = s
+        .ota
+        .create_campaign(
+            CreateCampaign {
+                firmware_id: fw.id,
+                target: all(4),
+                waves: WaveSpec::parse_list("50%,100%").unwrap(),
+                success_threshold: 100,
+                abort_threshold: 50,
+            },
+            &Actor::admin(),
+        )
+        .await
+        .unwrap()
+        .campaign
+        .id;
+    // d00 (wave 1) is disabled: skipped, and the wave goes on without it.
+    s.hub.disable_device("d00", &Actor::admin()).await.unwrap();
+    wait_state(&s, &id, "d00", UpdateState::Skipped).await;
+    assert!(s.ota.downloads().open("d00", &digest).await.is_err());
+    report(&s.ota, "d01", &id, ReportState::Confirmed).await;
+    assert_eq!(s.ota.campaign(&id).await.unwrap().campaign.current_wave, 1);
+    // Re-enabled while the campaign still runs: notified again, although its wave is over.
+    s.hub.enable_device("d00", &Actor::admin()).await.unwrap();
+    wait_state(&s, &id, "d00", UpdateState::Notified).await;
+    assert_eq!(times_notified(&s, "d00"), 2);
+    assert!(s.ota.downloads().open("d00", &digest).await.is_ok());
+    report(&s.ota, "d00", &id, ReportState::Confirmed).await;
+
+    // Paused: a device disabled and re-enabled meanwhile waits, and is notified on resume.
+    s.ota.pause(&id, &Actor::admin()).await.unwrap();
+    s.hub.disable_device("d02", &Actor::admin()).await.unwrap();
+    wait_state(&s, &id, "d02", UpdateState::Skipped).await;
+    s.hub.enable_device("d02", &Actor::admin()).await.unwrap();
+    wait_state(&s, &id, "d02", UpdateState::Pending).await;
+    assert_eq!(times_notified(&s, "d02"), 1);
+    s.ota.resume(&id, &Actor::admin()).await.unwrap();
+    wait_state(&s, &id, "d02", UpdateState::Notified).await;
+    assert_eq!(times_notified(&s, "d02"), 2);
+    report(&s.ota, "d02", &id, ReportState::Confirmed).await;
+    report(&s.ota, "d03", &id, ReportState::Confirmed).await;
+    let v = s.ota.campaign(&id).await.unwrap();
+    assert_eq!(v.campaign.state, CampaignState::Succeeded, "{v:?}");
+    assert_eq!(v.waves[0].count(UpdateState::Confirmed), 2);
+
+    // Once the campaign is over, re-enabling changes nothing in it.
+    s.hub.disable_device("d03", &Actor::admin()).await.unwrap();
+    s.hub.enable_device("d03", &Actor::admin()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(times_notified(&s, "d03"), 1);
+    events.abort();
+}

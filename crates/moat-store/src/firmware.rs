@@ -93,8 +93,15 @@ pub trait FirmwareStore: Send + Sync {
     async fn put_inventory(&self, inventory: &Inventory) -> Result<(), Error>;
     /// What a device last reported it runs.
     async fn inventory(&self, device_id: &str) -> Result<Option<Inventory>, Error>;
-    /// Devices whose inventory names this model, by id.
+    /// Devices of this model, by id: the model a device reported, else the one the
+    /// registry holds for it (the allow-list's factory model for EST-enrolled devices, or
+    /// the operator's [`Self::set_device_model`]).
     async fn devices_of_model(&self, model: &str) -> Result<Vec<String>, Error>;
+    /// A device's model as [`Self::devices_of_model`] sees it (reported, else registered).
+    async fn model_of_device(&self, device_id: &str) -> Result<Option<String>, Error>;
+    /// Sets the model the registry holds for a device (its reports still win); false if
+    /// there is no such device.
+    async fn set_device_model(&self, device_id: &str, model: &str) -> Result<bool, Error>;
     /// Devices (not applications) in a group, by id.
     async fn group_members(&self, group: &str) -> Result<Vec<String>, Error>;
 }
@@ -193,8 +200,12 @@ pub(crate) mod sql {
          updated_at = excluded.updated_at";
     pub(crate) const INVENTORY: &str = "SELECT device_id, model, version, security_counter, \
          updated_at FROM ota_inventory WHERE device_id = $1";
-    pub(crate) const DEVICES_OF_MODEL: &str =
-        "SELECT device_id FROM ota_inventory WHERE model = $1 ORDER BY device_id";
+    pub(crate) const DEVICES_OF_MODEL: &str = "SELECT d.id AS device_id FROM devices d \
+         LEFT JOIN ota_inventory i ON i.device_id = d.id \
+         WHERE COALESCE(i.model, d.model) = $1 ORDER BY d.id";
+    pub(crate) const MODEL_OF_DEVICE: &str = "SELECT COALESCE(i.model, d.model) AS model \
+         FROM devices d LEFT JOIN ota_inventory i ON i.device_id = d.id WHERE d.id = $1";
+    pub(crate) const SET_DEVICE_MODEL: &str = "UPDATE devices SET model = $2 WHERE id = $1";
     pub(crate) const GROUP_MEMBERS: &str = "SELECT device_id FROM identity_access \
          WHERE group_name = $1 AND kind = 'device' ORDER BY device_id";
 }
@@ -612,6 +623,30 @@ macro_rules! impl_firmware_store {
                     .iter()
                     .map(|r| r.text("device_id"))
                     .collect()
+            }
+
+            async fn model_of_device(&self, device_id: &str) -> Result<Option<String>, Error> {
+                sqlx::query(fw::sql::MODEL_OF_DEVICE)
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| r.opt_text("model"))
+                    .transpose()
+                    .map(Option::flatten)
+            }
+
+            async fn set_device_model(&self, device_id: &str, model: &str) -> Result<bool, Error> {
+                let (id, model) = (device_id.to_owned(), model.to_owned());
+                write_op!(self, Tx::NotNeeded, |conn| async {
+                    let done = sqlx::query(fw::sql::SET_DEVICE_MODEL)
+                        .bind(&id)
+                        .bind(&model)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    Ok(done.rows_affected() == 1)
+                })
             }
 
             async fn group_members(&self, group: &str) -> Result<Vec<String>, Error> {

@@ -109,6 +109,9 @@ pub struct ServeArgs {
     /// MQTT plain TCP listen address; overrides the config.
     #[arg(long)]
     pub mqtt_plain_listen: Option<std::net::SocketAddr>,
+    /// Firmware download listen address (mutual TLS); overrides the config.
+    #[arg(long)]
+    pub ota_listen: Option<std::net::SocketAddr>,
     /// Do not listen for plain TCP MQTT.
     #[arg(long)]
     pub no_mqtt_plain: bool,
@@ -190,6 +193,14 @@ pub enum DeviceCmd {
         id: String,
         /// Group name.
         group: String,
+    },
+    /// Set the model `--target model:M` campaigns know a device by, before it reports one
+    /// (what the device reports wins; EST-enrolled devices have the allow-list's).
+    SetModel {
+        /// Device id.
+        id: String,
+        /// Model name (as `moat fw upload --model`).
+        model: String,
     },
     /// List devices.
     List {

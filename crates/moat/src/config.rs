@@ -92,8 +92,12 @@ validity = "90d"
 renew_check_interval = "1h"
 
 [ota]
-# Firmware updates. Base URL devices download images from (mutual TLS, GET /fw/{sha256});
-# signed manifests carry {download_url}/fw/{sha256}. Default: https://HOSTNAME:8444.
+# Firmware updates. Devices download images here: HTTPS with mutual TLS (a device
+# certificate is required at the handshake; revocations apply at once), GET /fw/{sha256}
+# with Range. The connection limits and handshake timeout are [api]'s.
+listen = "0.0.0.0:8444"
+# Base URL devices download images from; signed manifests carry {download_url}/fw/{sha256}.
+# Default: https://HOST:PORT of `listen` (HOST = the host name when listening on 0.0.0.0).
 # download_url = "https://hub.example.com:8444"
 # How long a signed manifest is valid: a device refuses an older one (replay, freeze).
 manifest_ttl = "7d"
@@ -298,7 +302,9 @@ pub struct ServerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtaSection {
-    /// Base URL of image downloads; default `https://HOSTNAME:8444`.
+    /// The firmware download listener (mutual TLS).
+    pub listen: SocketAddr,
+    /// Base URL of image downloads; default `https://HOST:PORT` of `listen`.
     #[serde(default)]
     pub download_url: Option<String>,
     /// Manifest validity.
@@ -463,6 +469,7 @@ mod tests {
         cfg.validate().expect("default config validates");
         assert_eq!(cfg.api.listen.port(), 8443);
         assert_eq!(cfg.crl.listen.port(), 8080);
+        assert_eq!(cfg.ota.listen.port(), 8444);
     }
 
     #[test]

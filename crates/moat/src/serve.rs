@@ -31,6 +31,9 @@ pub struct HubFile {
     pub mqtt_plain: Option<String>,
     /// Metrics and health base URL.
     pub metrics_url: String,
+    /// Firmware downloads, mutual TLS (`host:port`).
+    #[serde(default)]
+    pub ota_download: String,
     /// The hub's process id.
     pub pid: u32,
 }
@@ -65,6 +68,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     }
     if let Some(a) = args.metrics_listen {
         cfg.metrics.listen = a;
+    }
+    if let Some(a) = args.ota_listen {
+        cfg.ota.listen = a;
     }
     if args.no_mqtt_plain {
         cfg.mqtt.plain_enabled = false;
@@ -113,6 +119,10 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         })?),
         false => None,
     };
+    let ota_listener = TcpListener::bind(cfg.ota.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (ota.listen)", cfg.ota.listen))?;
+    let ota_addr = ota_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let crl_addr = crl_listener.local_addr()?;
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
@@ -144,6 +154,10 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let tls = moat_api::hub_server_config(&identity, verifier.clone())
         .context("cannot build the TLS configuration")?;
     let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
+    let download_tls = Arc::new(arc_swap::ArcSwap::from_pointee(
+        moat_api::download_server_config(&identity, verifier.clone())
+            .context("cannot build the firmware download TLS configuration")?,
+    ));
 
     write_atomic(
         &data_dir.join("ca-bundle.pem"),
@@ -190,6 +204,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             None => None,
         },
         metrics_url: format!("http://{}", local_url_host(metrics_listener.local_addr()?)),
+        ota_download: local_url_host(ota_addr),
         pid: std::process::id(),
     };
     write_atomic(
@@ -220,7 +235,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let ota = Arc::new(
         moat_ota::Ota::open(
             hub.clone(),
-            ota_config(&cfg, &hostname),
+            ota_config(&cfg, &hostname, ota_addr),
             Arc::new(crate::mqtt::BrokerNotifier(broker.clone())),
         )
         .await
@@ -259,6 +274,21 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         cfg.posture.interval,
         shutdown.clone(),
     )));
+    // Firmware downloads: mutual TLS, the device admitted per request like at MQTT CONNECT.
+    let downloads = tokio::spawn(moat_api::serve_tls(
+        ota_listener,
+        download_tls.clone(),
+        moat_api::device_download_router(
+            hub.clone(),
+            Arc::new(moat_ota::Downloads::new(store.clone(), &data_dir)),
+        ),
+        ServeLimits {
+            handshake_timeout: cfg.api.handshake_timeout,
+            max_connections: cfg.api.max_connections,
+            ..ServeLimits::default()
+        },
+        shutdown.clone(),
+    ));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
@@ -279,6 +309,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         ServedTls {
             api: tls.clone(),
             mqtt: mqtt_tls.clone(),
+            download: download_tls,
             verifier: verifier.clone(),
         },
         cfg.server.renew_check_interval,
@@ -329,13 +360,14 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         shutdown.clone(),
     ));
     let mqtt_plain = hub_file.mqtt_plain.as_deref().unwrap_or("off");
-    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, data_dir = %data_dir.display(), "moat hub running");
+    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, ota_download = %hub_file.ota_download, data_dir = %data_dir.display(), "moat hub running");
     println!(
-        "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , data dir {}",
+        "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , firmware downloads {} , data dir {}",
         hub_file.admin_url,
         hub_file.crl_url,
         hub_file.mqtt_tls,
         mqtt_plain,
+        hub_file.ota_download,
         data_dir.display()
     );
 
@@ -343,6 +375,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = api.await;
+    let _ = downloads.await;
     if let Ok(Err(e)) = crl.await {
         tracing::warn!(error = %e, "CRL endpoint ended with an error");
     }
@@ -433,14 +466,15 @@ fn provisioning_hubs(
         .collect()
 }
 
-/// The OTA service's configuration. Downloads are served by a mutual-TLS listener that
-/// mounts `moat_api::download_router`; until `serve` runs one, `ota.download_url` names
-/// wherever that listener runs (default `https://HOSTNAME:8444`).
-fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
-    let host = if hostname.is_empty() {
-        "localhost"
-    } else {
-        hostname
+/// The OTA service's configuration. Manifests name `ota.download_url`, by default the
+/// download listener's own address (`https://HOST:PORT`, HOST the host name when it
+/// listens on every address).
+fn ota_config(cfg: &Config, hostname: &str, listen: SocketAddr) -> moat_ota::OtaConfig {
+    let host = match listen.ip() {
+        std::net::IpAddr::V6(ip) if !ip.is_unspecified() => format!("[{ip}]"),
+        ip if !ip.is_unspecified() => ip.to_string(),
+        _ if hostname.is_empty() => "localhost".to_string(),
+        _ => hostname.to_string(),
     };
     moat_ota::OtaConfig {
         data_dir: cfg.data_dir.clone(),
@@ -448,7 +482,7 @@ fn ota_config(cfg: &Config, hostname: &str) -> moat_ota::OtaConfig {
             .ota
             .download_url
             .clone()
-            .unwrap_or_else(|| format!("https://{host}:8444")),
+            .unwrap_or_else(|| format!("https://{host}:{}", listen.port())),
         manifest_ttl: cfg.ota.manifest_ttl,
         max_image_size: cfg.ota.max_image_size,
     }
@@ -587,6 +621,7 @@ fn init_logging(cfg: &Config) {
 struct ServedTls {
     api: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     mqtt: crate::mqtt::TlsCell,
+    download: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     verifier: Arc<moat_api::LiveClientVerifier>,
 }
 
@@ -625,8 +660,10 @@ async fn follow_server_identity(
             }
             let api = moat_api::hub_server_config(&identity, tls.verifier.clone())?;
             let mqtt = crate::mqtt::tls_config(&identity, tls.verifier.clone())?;
+            let download = moat_api::download_server_config(&identity, tls.verifier.clone())?;
             tls.api.store(Arc::new(api));
             tls.mqtt.store(Arc::new(mqtt));
+            tls.download.store(Arc::new(download));
             Ok(Some(serial))
         }
         .await;

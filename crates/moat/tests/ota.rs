@@ -1,16 +1,15 @@
 //! Firmware updates end to end, through the real hub (`moat serve`), its CLI and MQTT:
 //! imgtool interop at upload (both key types; tampered, unknown-key and rolled-back images
-//! refused), hub-side signing that `imgtool verify` accepts, and campaigns on a fleet of
-//! simulated devices (each with its own certificate) that download over mutual TLS with a
-//! cut connection resumed by `Range`, confirm, or roll back and abort the campaign.
-//!
-//! Downloads are served by a test-only mutual-TLS listener (tests/common/download.rs) with
-//! the production handler (`moat_api::download_router`): the listener inside `moat serve`
-//! is wired separately.
+//! refused), hub-side signing that `imgtool verify` accepts, the hub's firmware download
+//! listener against curl and openssl (mutual TLS required, Range, revocation, disabled and
+//! re-enabled devices, server certificate rotation, `model:` targets from the registry),
+//! and campaigns on a fleet of simulated devices (each with its own certificate) that
+//! download from that listener through a proxy that cuts connections (resumed by `Range`),
+//! confirm, or roll back and abort the campaign.
 
 mod common;
 
-use common::download::DownloadServer;
+use common::download::CutProxy;
 use common::*;
 use moat_device::fleet::{FleetConfig, FleetStats};
 use moat_device::load::client::Target;
@@ -261,6 +260,206 @@ fn hub_held_key_signs_images_imgtool_verifies() {
     assert!(err.contains("imgtool"), "{err}");
 }
 
+/// curl against the hub's download listener: (exit code, HTTP status, headers, body).
+fn curl(
+    hub: &TestHub,
+    url: &str,
+    cert: Option<&(PathBuf, PathBuf)>,
+    extra: &[&str],
+) -> (i32, String, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (body, head) = (dir.path().join("body"), dir.path().join("head"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(hub.bundle())
+        .arg("-o")
+        .arg(&body)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code}"])
+        .args(extra);
+    if let Some((crt, key)) = cert {
+        cmd.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    let out = cmd.arg(url).output().expect("curl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(&head).unwrap_or_default(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+/// SHA-256 fingerprint of the certificate a TLS server presents (openssl s_client).
+fn served_cert(addr: &str, cert: Option<&(PathBuf, PathBuf)>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", addr]);
+    if let Some((crt, key)) = cert {
+        cmd.arg("-cert").arg(crt).arg("-key").arg(key);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let pem = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("s.pem");
+    std::fs::write(&f, pem).expect("w");
+    openssl(&["x509", "-in", s(&f), "-noout", "-fingerprint", "-sha256"])
+}
+
+/// Polls `moat campaign show ID --devices` until `device` is in `state`.
+fn wait_device(hub: &TestHub, id: &str, device: &str, state: &str) {
+    wait_campaign(hub, id, Duration::from_secs(20), |v| {
+        v["devices"].as_array().is_some_and(|ds| {
+            ds.iter()
+                .any(|d| d["device_id"] == device && d["state"] == state)
+        })
+    });
+}
+
+#[test]
+fn download_listener_admits_devices_by_certificate_and_follows_the_registry() {
+    let hub = TestHub::start();
+    let dir = hub.path("dl");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("dir");
+    for id in ["cam-1", "cam-2", "cam-3", "bell-1", "new-1"] {
+        hub.ok(&["device", "create", id, "--out", s(&creds)]);
+    }
+    let cert = |id: &str| {
+        (
+            creds.join(format!("{id}.crt")),
+            creds.join(format!("{id}.key")),
+        )
+    };
+    let (c1, c2, c3, b1) = (cert("cam-1"), cert("cam-2"), cert("cam-3"), cert("bell-1"));
+    // No device has reported a model: the operator says which ones are cameras.
+    for id in ["cam-1", "cam-2", "cam-3"] {
+        let out = hub.ok(&["device", "set-model", id, "camera"]);
+        assert!(out.contains("camera"), "{out}");
+    }
+    hub.ok(&["device", "set-model", "bell-1", "doorbell"]);
+    let err = hub.fails(&["device", "set-model", "ghost", "camera"]);
+    assert!(err.contains("ghost"), "{err}");
+    hub.ok(&["fw", "key", "generate", "--name", "release"]);
+    let app = payload(&dir, "app.bin", 20_000, b"");
+    let image = dir.join("app.signed");
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "release",
+        "--version",
+        "1.1.0",
+        "--security-counter",
+        "2",
+        s(&app),
+        s(&image),
+    ]);
+    let bytes = std::fs::read(&image).expect("image");
+    let fw = hub.json(&["fw", "upload", s(&image), "--model", "camera"]);
+    let c = hub.json(&[
+        "campaign",
+        "create",
+        "--firmware",
+        fw["id"].as_str().expect("id"),
+        "--target",
+        "model:camera",
+    ]);
+    let campaign = c["id"].as_str().expect("id").to_owned();
+    assert_eq!(c["progress"][0]["devices"], 3, "the three cameras: {c}");
+    let url = format!(
+        "https://{}/fw/{}",
+        hub.ota_download,
+        fw["digest"].as_str().expect("digest")
+    );
+
+    // A notified device: the whole image, and one range of it.
+    let (code, status, _, body) = curl(&hub, &url, Some(&c1), &[]);
+    assert_eq!((code, status.as_str()), (0, "200"));
+    assert_eq!(body, bytes, "the image as uploaded");
+    let (code, status, head, body) = curl(&hub, &url, Some(&c1), &["-H", "Range: bytes=100-1099"]);
+    assert_eq!((code, status.as_str()), (0, "206"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-range: bytes 100-1099/{}", bytes.len())),
+        "{head}"
+    );
+    assert_eq!(body, bytes[100..1100]);
+
+    // No certificate: the handshake is refused, no HTTP at all.
+    let (code, status, _, body) = curl(&hub, &url, None, &[]);
+    assert_ne!(code, 0);
+    assert_eq!(status, "000");
+    assert!(body.is_empty());
+    // A device that is not a target, and one whose model is another.
+    for other in [cert("new-1"), b1] {
+        let (_, status, _, _) = curl(&hub, &url, Some(&other), &[]);
+        assert_eq!(status, "403");
+    }
+
+    // Disabled mid-campaign: refused (and skipped). Re-enabled while the campaign still
+    // runs: notified again, and it downloads.
+    hub.ok(&["device", "disable", "cam-2"]);
+    wait_device(&hub, &campaign, "cam-2", "skipped");
+    let (_, status, _, _) = curl(&hub, &url, Some(&c2), &[]);
+    assert_eq!(status, "403");
+    hub.ok(&["device", "enable", "cam-2"]);
+    wait_device(&hub, &campaign, "cam-2", "notified");
+    let (_, status, _, body) = curl(&hub, &url, Some(&c2), &[]);
+    assert_eq!(status, "200");
+    assert_eq!(body, bytes);
+
+    // Revoked: the handshake refuses its certificate, at once (no restart, live verifier).
+    let (_, status, _, _) = curl(&hub, &url, Some(&c3), &[]);
+    assert_eq!(status, "200", "cam-3 could download before");
+    hub.ok(&["device", "revoke", "cam-3"]);
+    // The verifier learns it from the event bus a moment after the CLI returns; until then
+    // the per-request admission refuses it (403). Never an image.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, status, _, body) = curl(&hub, &url, Some(&c3), &[]);
+        if status == "000" {
+            assert_ne!(code, 0);
+            assert!(body.is_empty());
+            break;
+        }
+        assert_eq!(status, "403", "a revoked device gets nothing");
+        assert!(
+            Instant::now() < deadline,
+            "the handshake still accepts cam-3"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The listener follows server certificate rotation like the others.
+    let before = served_cert(&hub.ota_download, Some(&c1));
+    assert_eq!(before, served_cert(&hub.mqtt_tls, None));
+    hub.ok(&["server", "rotate"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = served_cert(&hub.ota_download, Some(&c1));
+        if now != before {
+            assert_eq!(
+                now,
+                served_cert(&hub.mqtt_tls, None),
+                "the same new certificate"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "download listener kept {before}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, status, _, _) = curl(&hub, &url, Some(&c1), &[]);
+    assert_eq!(status, "200");
+    let hub_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hub.data.join("hub.json")).expect("hub.json"),
+    )
+    .expect("json");
+    assert_eq!(hub_json["ota_download"], hub.ota_download.as_str());
+}
+
 /// Polls `moat campaign show ID` until `done` says so.
 fn wait_campaign(
     hub: &TestHub,
@@ -377,10 +576,11 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
         )
     });
 
-    // Downloads: mutual TLS, each device's first download cut halfway.
-    let server = DownloadServer::start(listener, &hub.data, true).await;
-    let mut roots = server.ca_pem.clone().into_bytes();
-    roots.extend_from_slice(&std::fs::read(hub.bundle()).expect("bundle"));
+    // Downloads: the hub's listener (mutual TLS), behind a proxy that cuts every
+    // connection after 120,000 bytes, so each device's first download (≈200 kB) stops
+    // partway and resumes.
+    let proxy = CutProxy::start(listener, hub.ota_download.clone(), 120_000);
+    let roots = std::fs::read(hub.bundle()).expect("bundle");
 
     // The fleet: every device with its own certificate over mutual-TLS MQTT.
     let provider = provider(KeyExchange::X25519);
@@ -464,8 +664,9 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
     assert!(devices.iter().all(|d| d["state"] == "confirmed"), "{v}");
     assert_eq!(stats.confirmed.load(Ordering::Relaxed), N as u64);
     assert!(
-        stats.resumes.load(Ordering::Relaxed) >= N as u64,
-        "every first download was cut and resumed: {}",
+        stats.resumes.load(Ordering::Relaxed) >= N as u64 && proxy.cuts() >= N as u64,
+        "every first download was cut and resumed: {} cuts, {}",
+        proxy.cuts(),
         stats.to_json()
     );
     let text = tokio::task::block_in_place(|| hub.ok(&["campaign", "show", &c1]));
@@ -493,8 +694,10 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
         ]);
         let id = c["id"].as_str().expect("id").to_owned();
         wait_campaign(&hub, &id, Duration::from_secs(120), |v| {
+            // The abort cancels wave 2's devices one row at a time: wait for all of them.
             v["campaign"]["state"] == "aborted"
                 && wave_count(v, 0, "rolled_back") + wave_count(v, 0, "failed") == 6
+                && wave_count(v, 1, "pending") == 0
         })
     });
     for state in [
@@ -558,7 +761,7 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
 
     stop.cancel();
     let _ = fleet.await;
-    drop(server);
+    drop(proxy);
 }
 
 fn moat_broker_version() -> moat_broker::codec::Version {
@@ -585,9 +788,9 @@ fn process_cpu(pid: u32) -> f64 {
 /// OTA distribution benchmark (BENCHMARKS.md): N simulated devices (default 1,000, each its
 /// own certificate, in a separate `moat-device fleet` process) take a 1 MiB image from one
 /// hub: notice over MQTT, download over mutual TLS, verify, install, confirm, report.
-/// Prints the time from campaign creation to success and the CPU of the hub process and of
-/// the download listener (this test process). Needs `cargo build --release -p moat-device`
-/// (the binary is looked up beside the `moat` binary under test).
+/// Prints the time from campaign creation to success and the CPU of the hub process (which
+/// serves the downloads too). Needs `cargo build --release -p moat-device` (the binary is
+/// looked up beside the `moat` binary under test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn ota_distribution_benchmark() {
@@ -601,19 +804,9 @@ async fn ota_distribution_benchmark() {
         "build it first: cargo build --release -p moat-device ({})",
         fleet_bin.display()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
     let conf = tempfile::tempdir().expect("tempdir");
     let conf_file = conf.path().join("moat.toml");
-    std::fs::write(
-        &conf_file,
-        format!(
-            "[ota]\ndownload_url = \"https://127.0.0.1:{}\"\n[log]\nlevel = \"warn\"\n",
-            listener.local_addr().expect("addr").port()
-        ),
-    )
-    .expect("config");
+    std::fs::write(&conf_file, "[log]\nlevel = \"warn\"\n").expect("config");
     let hub =
         tokio::task::block_in_place(|| TestHub::start_with(&["--config", s(&conf_file)], &[]));
     let dir = hub.path("bench");
@@ -664,20 +857,9 @@ async fn ota_distribution_benchmark() {
     ]);
     let size = std::fs::metadata(&image).expect("image").len();
     let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
-    let server = DownloadServer::start(listener, &hub.data, false).await;
-    let server_ca = dir.join("download-ca.pem");
-    std::fs::write(&server_ca, &server.ca_pem).expect("w");
 
     let fleet = Command::new(&fleet_bin)
-        .args([
-            "fleet",
-            "--addr",
-            &hub.mqtt_tls,
-            "--ca",
-            s(&hub.bundle()),
-            "--download-ca",
-            s(&server_ca),
-        ])
+        .args(["fleet", "--addr", &hub.mqtt_tls, "--ca", s(&hub.bundle())])
         .args([
             "--devices",
             s(&creds),
@@ -719,7 +901,6 @@ async fn ota_distribution_benchmark() {
     let target = format!("devices:{}", ids.join(","));
     let t0 = Instant::now();
     let hub_cpu0 = process_cpu(pid);
-    let own_cpu0 = moat_device::load::sys::own_cpu_time();
     let campaign = hub.json(&[
         "campaign",
         "create",
@@ -734,17 +915,15 @@ async fn ota_distribution_benchmark() {
     });
     let secs = t0.elapsed().as_secs_f64();
     let hub_cpu = process_cpu(pid) - hub_cpu0;
-    let dl_cpu = (moat_device::load::sys::own_cpu_time() - own_cpu0).as_secs_f64();
     let fleet_out = fleet.wait_with_output().expect("fleet");
     assert_eq!(v["campaign"]["state"], "succeeded", "{v}");
     eprintln!(
         "OTA distribution: {n} devices × {size} bytes ({:.0} MiB) in {secs:.1} s ({:.1} MiB/s); \
-         hub process CPU {hub_cpu:.1} s, download listener CPU {dl_cpu:.1} s; fleet: {}",
+         hub process CPU (MQTT + downloads) {hub_cpu:.1} s; fleet: {}",
         (n as f64 * size as f64) / (1 << 20) as f64,
         (n as f64 * size as f64) / (1 << 20) as f64 / secs,
         String::from_utf8_lossy(&fleet_out.stdout).trim()
     );
-    drop(server);
 }
 
 /// With the vault in a PKCS#11 token (SoftHSM2), firmware keys and the update key are

@@ -201,6 +201,25 @@ pub(crate) async fn campaign_devices(
     Ok(Json(devices.iter().map(CampaignDeviceView::from).collect()))
 }
 
+/// Set the model the registry holds for a device, so `model:M` campaigns target it before
+/// it has reported one (what it reports wins afterwards).
+#[utoipa::path(put, path = "/api/v1/devices/{id}/model", tag = "campaigns", request_body = DeviceModelRequest,
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = DeviceModelView), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn set_device_model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DeviceModelRequest>,
+) -> Result<Json<DeviceModelView>, ApiError> {
+    let ota = ota(&s)?;
+    ota.set_device_model(&id, &req.model, &Actor::admin())
+        .await?;
+    Ok(Json(DeviceModelView {
+        model: ota.device_model(&id).await?,
+        device_id: id,
+    }))
+}
+
 /// Pause a campaign: no new wave starts; notified devices go on.
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/pause", tag = "campaigns",
     params(("id" = String, Path, description = "Campaign id")),

@@ -18,9 +18,11 @@
 
 mod fetch;
 mod flash;
+mod outbox;
 
 pub use fetch::{FetchError, Fetcher, HttpsFetcher};
 pub use flash::{NO_CONFIRM_MARKER, SimFlash};
+pub use outbox::ReportOutbox;
 
 use moat_image::TrustedKey;
 use moat_image::boot::{

@@ -133,6 +133,26 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        DeviceCmd::SetModel { id, model } => {
+            let api = ApiClient::from_cli(cli)?;
+            let m: moat_api::dto_ota::DeviceModelView = api
+                .put(
+                    &format!("/api/v1/devices/{}/model", seg(id)),
+                    &moat_api::dto_ota::DeviceModelRequest {
+                        model: model.clone(),
+                    },
+                )
+                .await?;
+            if cli.json {
+                return print_json(&m);
+            }
+            println!(
+                "device {} has model {}",
+                m.device_id,
+                m.model.as_deref().unwrap_or("(none)")
+            );
+            Ok(())
+        }
         DeviceCmd::List { limit, after } => {
             let api = ApiClient::from_cli(cli)?;
             let mut path = format!("/api/v1/devices?limit={limit}");

@@ -23,6 +23,8 @@ pub struct TestHub {
     pub mqtt_plain: String,
     /// Metrics and health base URL.
     pub metrics_url: String,
+    /// Firmware downloads (mutual TLS) `host:port`.
+    pub ota_download: String,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -46,6 +48,7 @@ impl TestHub {
             mqtt_tls: String::new(),
             mqtt_plain: String::new(),
             metrics_url: String::new(),
+            ota_download: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
@@ -75,6 +78,8 @@ impl TestHub {
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--ota-listen",
+                "127.0.0.1:0",
             ])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
@@ -94,6 +99,7 @@ impl TestHub {
                 self.mqtt_tls = v["mqtt_tls"].as_str().expect("mqtt_tls").to_string();
                 self.mqtt_plain = v["mqtt_plain"].as_str().unwrap_or_default().to_string();
                 self.metrics_url = v["metrics_url"].as_str().unwrap_or_default().to_string();
+                self.ota_download = v["ota_download"].as_str().unwrap_or_default().to_string();
                 self.child = Some(child);
                 return Ok(());
             }
