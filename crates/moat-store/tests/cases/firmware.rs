@@ -322,6 +322,19 @@ pub async fn campaigns_and_device_states(db: &TestDb) {
 
 pub async fn inventory_and_group_members(db: &TestDb) {
     let s = &db.store;
+    for id in ["d0", "d1", "d2"] {
+        s.create_device(&crate::common::device(id), None)
+            .await
+            .unwrap();
+    }
+    // A device that never reported: its factory model (allow-list) counts.
+    let mut factory = crate::common::device("d4");
+    factory.factory = Some(moat_store::FactoryInfo {
+        serial: "SN-4".into(),
+        mac: None,
+        model: Some("sensor-v2".into()),
+    });
+    s.create_device(&factory, None).await.unwrap();
     assert_eq!(s.inventory("d1").await.unwrap(), None);
     let mut inv = Inventory {
         device_id: "d1".into(),
@@ -348,7 +361,10 @@ pub async fn inventory_and_group_members(db: &TestDb) {
     .await
     .unwrap();
     assert_eq!(s.inventory("d1").await.unwrap(), Some(inv));
-    assert_eq!(s.devices_of_model("sensor-v2").await.unwrap(), ["d0", "d1"]);
+    assert_eq!(
+        s.devices_of_model("sensor-v2").await.unwrap(),
+        ["d0", "d1", "d4"]
+    );
     assert!(s.devices_of_model("none").await.unwrap().is_empty());
 
     for (id, kind, group) in [
