@@ -46,6 +46,9 @@ pub struct CoreConfig {
     pub registration_code_ttl: Duration,
     /// Registry names of the hub CAs.
     pub ca_names: CaNames,
+    /// How long a device certificate stays valid after a newer one superseded it (EST
+    /// re-enrollment, `moat device rotate`); then it is revoked with reason superseded.
+    pub rotation_overlap: Duration,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +65,7 @@ impl Default for CoreConfig {
             crl_validity: Duration::days(7),
             registration_code_ttl: Duration::hours(1),
             ca_names: CaNames::default(),
+            rotation_overlap: Duration::hours(24),
         }
     }
 }

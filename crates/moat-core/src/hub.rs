@@ -358,5 +358,6 @@ pub(crate) fn cert_record(
         created_at: now,
         revoked_at: None,
         revocation_reason: None,
+        retire_at: None,
     })
 }

@@ -29,6 +29,7 @@ mod est;
 mod events;
 mod explain;
 mod hub;
+mod lifecycle;
 mod limiter;
 mod secret;
 mod stations;
@@ -45,6 +46,7 @@ pub use est::{EstIssued, EstRefusal, StationCredential};
 pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
+pub use lifecycle::{MAX_OWNER_LEN, MAX_REASON_LEN, RotatedDevice};
 pub use limiter::FailureLimiter;
 pub use secret::{Secret, hash_token, new_token, token_matches};
 pub use stations::{CreateStation, CreatedStation};
@@ -52,5 +54,6 @@ pub use stations::{CreateStation, CreatedStation};
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
     AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
-    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Station,
+    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
+    RetiredCert, Stage, Station,
 };

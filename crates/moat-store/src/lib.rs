@@ -38,6 +38,7 @@ mod codec;
 mod error;
 mod firmware;
 mod firmware_model;
+mod lifecycle;
 mod model;
 mod postgres;
 mod sql;
@@ -49,6 +50,7 @@ mod writes;
 pub use error::Error;
 pub use firmware::FirmwareStore;
 pub use firmware_model::*;
+pub use lifecycle::LifecycleStore;
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -73,9 +75,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// The registry. Every method is one transaction: it happens entirely or not at all.
-/// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`].
+/// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
+/// device lifecycle, ownership and certificate rotation in [`LifecycleStore`].
 #[async_trait]
-pub trait Store: FirmwareStore + Send + Sync + std::fmt::Debug {
+pub trait Store: FirmwareStore + LifecycleStore + Send + Sync + std::fmt::Debug {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

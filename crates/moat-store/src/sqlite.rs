@@ -16,6 +16,7 @@ use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
     WaveCount,
 };
+use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
@@ -139,3 +140,4 @@ fn is_memory(url: &str) -> bool {
 impl_writes!(SqliteStore, SqliteConnection);
 impl_store!(SqliteStore);
 impl_firmware_store!(SqliteStore);
+impl_lifecycle_store!(SqliteStore, SqliteConnection);

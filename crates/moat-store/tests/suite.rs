@@ -62,6 +62,9 @@ suite!(
     firmware_keys_and_publication,
     campaigns_and_device_states,
     inventory_and_group_members,
+    stage_status_and_owner,
+    retired_serial_never_enrolls,
+    superseded_certs_retire_once,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

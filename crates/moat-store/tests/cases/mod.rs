@@ -6,6 +6,7 @@ mod certs;
 mod devices;
 mod enrollment;
 mod firmware;
+mod lifecycle;
 mod mqtt;
 mod records;
 
@@ -15,5 +16,6 @@ pub use certs::*;
 pub use devices::*;
 pub use enrollment::*;
 pub use firmware::*;
+pub use lifecycle::*;
 pub use mqtt::*;
 pub use records::*;
