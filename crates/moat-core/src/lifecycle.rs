@@ -58,6 +58,12 @@ pub(crate) fn retire_note(at: Option<OffsetDateTime>) -> String {
     }
 }
 
+/// `t` at the registry's precision (microseconds), so what is returned is what is stored.
+fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
 fn check_owner(owner: &str) -> Result<(), Error> {
     let ok = !owner.trim().is_empty()
         && owner.len() <= MAX_OWNER_LEN
@@ -463,7 +469,7 @@ impl Hub {
         superseded: &CertRecord,
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
-        let at = now + self.cfg.rotation_overlap;
+        let at = to_micros(now + self.cfg.rotation_overlap);
         (at < superseded.not_after).then_some(at)
     }
 
@@ -548,7 +554,7 @@ impl Hub {
             CertSource::HubKey,
             now,
         )?;
-        let retire_at = now + self.cfg.rotation_overlap;
+        let retire_at = to_micros(now + self.cfg.rotation_overlap);
         // Certificates that expire before the overlap ends need no retiring.
         let superseded: Vec<String> = live
             .iter()
