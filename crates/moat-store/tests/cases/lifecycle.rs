@@ -82,7 +82,7 @@ pub async fn stage_status_and_owner(db: &TestDb) {
         .unwrap()
     );
     let d = s.device("d1").await.unwrap().unwrap();
-    assert_eq!((d.status_reason, d.lifecycle()), (None, Lifecycle::Active));
+    assert_eq!((d.lifecycle(), d.status_reason), (Lifecycle::Active, None));
     assert!(matches!(
         s.set_device_status(
             "nope",
