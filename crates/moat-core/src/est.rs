@@ -458,7 +458,12 @@ impl Hub {
         match retire_at {
             Some(at) => {
                 self.store()
-                    .insert_cert_superseding(&record, &[current.serial.clone()], at, &audit)
+                    .insert_cert_superseding(
+                        &record,
+                        std::slice::from_ref(&current.serial),
+                        at,
+                        &audit,
+                    )
                     .await?
             }
             None => self.store().insert_cert_audited(&record, &audit).await?,
