@@ -329,7 +329,7 @@ impl Hub {
     /// closed through [`Event::DeviceRevoked`]), its factory serial is retired so that it can
     /// never enroll again (not even after `moat allowlist reset`), and it refuses every
     /// connection. Returns the device and the serials revoked now. Decommissioning it again
-    /// is refused (409).
+    /// is refused (409), unless an earlier call was cut short (then this one finishes it).
     pub async fn decommission_device(
         &self,
         id: &str,
@@ -339,12 +339,18 @@ impl Hub {
         let result = async {
             let reason = check_reason(reason)?;
             let device = self.device(id).await?;
-            if device.state == DeviceState::Revoked {
-                return Err(decommissioned(id));
-            }
-            let device = self
-                .change_status(device, DeviceState::Revoked, reason)
-                .await?;
+            // The steps (state, certificates, serial) are separate writes, each idempotent:
+            // a decommissioning cut short by a registry failure is finished by the next
+            // call; a finished one is refused.
+            let device = if device.state == DeviceState::Revoked {
+                if !self.decommission_unfinished(&device).await? {
+                    return Err(decommissioned(id));
+                }
+                device
+            } else {
+                self.change_status(device, DeviceState::Revoked, reason)
+                    .await?
+            };
             let serials = self
                 .revoke_device_certs(&device, RevocationReason::CessationOfOperation)
                 .await?;
@@ -364,6 +370,22 @@ impl Hub {
         });
         self.audited_detail(actor, "device.decommission", id, detail, result)
             .await
+    }
+
+    /// Whether a revoked device still has an unrevoked certificate or an unretired serial.
+    async fn decommission_unfinished(&self, device: &Device) -> Result<bool, Error> {
+        let certs = self.store().list_certs(Some(&device.id), 1000).await?;
+        if certs.iter().any(|c| c.revoked_at.is_none()) {
+            return Ok(true);
+        }
+        Ok(match &device.factory {
+            Some(f) => self
+                .store()
+                .allowlist_entry(&f.serial)
+                .await?
+                .is_some_and(|e| e.retired_at.is_none()),
+            None => false,
+        })
     }
 
     /// Revokes every live certificate of a device whose state is revoked already, emits

@@ -3,8 +3,8 @@
 //! time on, before the retirement sweep has run.
 
 use moat_core::{
-    Actor, CoreConfig, CreateDevice, CreateStation, Credential, Denial, Error, EstRefusal, Event,
-    Hub, Lifecycle, Stage,
+    Actor, CoreConfig, CreateDevice, CreateStation, Credential, Denial, DeviceState, Error,
+    EstRefusal, Event, Hub, Lifecycle, Stage,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use std::sync::Arc;
@@ -125,6 +125,32 @@ async fn stages_follow_the_lifecycle_and_invalid_transitions_are_refused() {
             .as_deref()
             == Some("cessation_of_operation")
     );
+
+    // A decommissioning cut short after its first write (state) is finished by the next call.
+    hub.create_device(
+        CreateDevice {
+            id: "e".into(),
+            credential: Credential::GenerateKey,
+            allow_insecure: false,
+        },
+        &admin,
+    )
+    .await
+    .expect("create");
+    let now = time::OffsetDateTime::now_utc();
+    let store = hub.store();
+    assert!(
+        store
+            .set_device_status("e", DeviceState::Active, DeviceState::Revoked, None, now)
+            .await
+            .expect("cut short")
+    );
+    let (_, finished) = hub
+        .decommission_device("e", None, &admin)
+        .await
+        .expect("finishes");
+    assert_eq!(finished.len(), 1);
+    state_error(hub.decommission_device("e", None, &admin).await, "final");
 
     // The broker hears of each access change.
     let mut seen = Vec::new();

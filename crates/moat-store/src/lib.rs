@@ -122,8 +122,8 @@ pub trait Store: FirmwareStore + LifecycleStore + Send + Sync + std::fmt::Debug 
         device_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertRecord>, Error>;
-    /// Unrevoked device certificates still valid at `now` whose validity ends by `until`,
-    /// soonest first, at most `limit`: what needs renewing.
+    /// Unrevoked, unsuperseded device certificates still valid at `now` whose validity ends
+    /// by `until`, soonest first, at most `limit`: what needs renewing.
     async fn expiring_certs(
         &self,
         now: OffsetDateTime,

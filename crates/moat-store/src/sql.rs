@@ -110,11 +110,12 @@ pub(crate) const CERTS_OF_DEVICE: &str = concat!(
     " FROM certificates WHERE device_id = $1",
     " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $2"
 );
-// Live device certificates whose validity ends within ($1, $2], soonest first.
+// Live device certificates whose validity ends within ($1, $2], soonest first. A superseded
+// one (retire_at set) needs no renewal: its successor exists.
 pub(crate) const CERTS_EXPIRING: &str = concat!(
     "SELECT ",
     cert_cols!(),
-    " FROM certificates WHERE revoked_at IS NULL AND device_id IS NOT NULL",
+    " FROM certificates WHERE revoked_at IS NULL AND retire_at IS NULL AND device_id IS NOT NULL",
     " AND not_after > $1 AND not_after <= $2 ORDER BY not_after, serial LIMIT $3"
 );
 pub(crate) const CERTS: &str = concat!(

@@ -280,6 +280,16 @@ pub async fn superseded_certs_retire_once(db: &TestDb) {
         "device.rotate"
     );
 
+    // Superseded certificates need no renewal; "short" was not superseded (it expires first).
+    let expiring: Vec<_> = s
+        .expiring_certs(t0(), at(86_400 * 400), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(expiring, ["short", "new"]);
+
     // A later supersession never postpones an earlier retire time.
     s.insert_cert_superseding(
         &cert("newer", Some("d1")),
