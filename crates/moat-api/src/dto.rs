@@ -15,7 +15,7 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 pub struct DeviceView {
     /// Device id (certificate identity and MQTT client id).
     pub id: String,
-    /// `active`, `disabled` or `revoked`.
+    /// `active`, `disabled` (suspended) or `revoked` (decommissioned).
     pub state: String,
     /// `deny_insecure` (mutual TLS only) or `allow_insecure`.
     pub policy: String,
@@ -34,6 +34,16 @@ pub struct DeviceView {
     /// Model from the allow-list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Lifecycle: `enrolled`, `provisioned`, `active` (has connected), `suspended` (state
+    /// disabled) or `decommissioned` (state revoked).
+    #[serde(default)]
+    pub stage: String,
+    /// The organisation that owns it, once claimed.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Why it is suspended or decommissioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
 }
 
 impl From<&Device> for DeviceView {
@@ -48,6 +58,9 @@ impl From<&Device> for DeviceView {
             serial: d.factory.as_ref().map(|f| f.serial.clone()),
             mac: d.factory.as_ref().and_then(|f| f.mac.clone()),
             model: d.factory.as_ref().and_then(|f| f.model.clone()),
+            stage: d.lifecycle().as_str().into(),
+            owner: d.owner.clone(),
+            status_reason: d.status_reason.clone(),
         }
     }
 }
@@ -75,6 +88,10 @@ pub struct CertView {
     pub revoked_at: Option<String>,
     /// RFC 5280 reason name, when revoked.
     pub revocation_reason: Option<String>,
+    /// RFC 3339: when a newer certificate superseded it, the end of its overlap (then it is
+    /// revoked, reason superseded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<String>,
 }
 
 impl From<&CertRecord> for CertView {
@@ -90,6 +107,7 @@ impl From<&CertRecord> for CertView {
             source: c.source.as_str().into(),
             revoked_at: c.revoked_at.map(rfc3339),
             revocation_reason: c.revocation_reason.clone(),
+            retire_at: c.retire_at.map(rfc3339),
         }
     }
 }
@@ -439,6 +457,9 @@ pub struct AllowlistView {
     pub enrolled_at: Option<String>,
     /// The device it enrolled as.
     pub device_id: Option<String>,
+    /// RFC 3339, when its device was decommissioned: it never enrolls again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
 
 impl From<&AllowlistEntry> for AllowlistView {
@@ -450,6 +471,7 @@ impl From<&AllowlistEntry> for AllowlistView {
             added_at: rfc3339(e.added_at),
             enrolled_at: e.enrolled_at.map(rfc3339),
             device_id: e.device_id.clone(),
+            retired_at: e.retired_at.map(rfc3339),
         }
     }
 }

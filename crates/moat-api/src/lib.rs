@@ -22,6 +22,7 @@
 mod auth;
 mod download;
 pub mod dto;
+pub mod dto_lifecycle;
 pub mod dto_ota;
 mod est;
 mod openapi;

@@ -1,6 +1,7 @@
 //! The OpenAPI document, assembled from the handlers' annotations.
 
 use crate::dto::*;
+use crate::dto_lifecycle::*;
 use crate::dto_ota::*;
 use crate::problem::Problem;
 use crate::routes::*;
@@ -14,6 +15,8 @@ use utoipa::{Modify, OpenApi};
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
+        claim_device, transfer_device, suspend_device, resume_device, decommission_device, rotate_device,
+        live_device_certs,
         list_certs, show_cert, revoke_cert, explain_cert, show_crl, rotate_server_cert,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session,
@@ -43,6 +46,7 @@ use utoipa::{Modify, OpenApi};
         crate::provisioning::EnrollmentGroupView, crate::posture::PostureReport,
         crate::posture::FindingView,
         DeviceModelRequest, DeviceModelView,
+        ClaimRequest, TransferRequest, StatusRequest, DecommissionResponse, RotateResponse,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -102,7 +102,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         | Error::IdentityMismatch { .. }
         | Error::RegistrationCode => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::Conflict { .. } | Error::State(_) => StatusCode::CONFLICT,
+        Error::Conflict { .. } | Error::Held(_) | Error::State(_) => StatusCode::CONFLICT,
         Error::Est(r) => match r {
             EstRefusal::NoCredentials | EstRefusal::BadStationToken(_) => StatusCode::UNAUTHORIZED,
             EstRefusal::BadCsr(_) | EstRefusal::NoSerial => StatusCode::BAD_REQUEST,
@@ -113,7 +113,9 @@ pub fn status_of(e: &Error) -> StatusCode {
             | EstRefusal::NotADeviceCertificate(_)
             | EstRefusal::CertificateRevoked(_)
             | EstRefusal::CertificateExpired(_)
-            | EstRefusal::DeviceNotActive(..) => StatusCode::FORBIDDEN,
+            | EstRefusal::DeviceNotActive(..)
+            | EstRefusal::SerialRetired(_)
+            | EstRefusal::CertificateRetired(_) => StatusCode::FORBIDDEN,
         },
         Error::Provision(r) => match r {
             ProvisionRefusal::NoClientCertificate => StatusCode::UNAUTHORIZED,

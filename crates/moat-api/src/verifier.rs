@@ -215,6 +215,9 @@ impl LiveClientVerifier {
             }
             Event::CertificateRevoked {
                 serial, ca_name, ..
+            }
+            | Event::CertificateRetired {
+                serial, ca_name, ..
             } => self.add_revoked(ca_name, serial),
             Event::CaRegistered { .. } | Event::CaRemoved { .. } => self.resync(hub).await,
             _ => {}

@@ -34,6 +34,9 @@ fn device(id: &str) -> Device {
         created_at: now,
         updated_at: now,
         factory: None,
+        stage: moat_store::Stage::Enrolled,
+        owner: None,
+        status_reason: None,
     }
 }
 

@@ -158,6 +158,7 @@ async fn crl(hub: &Arc<Hub>, backend: &str, entries: usize) {
             created_at: now,
             revoked_at: Some(now),
             revocation_reason: Some(RevocationReason::KeyCompromise.as_str().into()),
+            retire_at: None,
         };
         store.insert_cert(&rec).await.expect("insert");
     }

@@ -53,6 +53,10 @@ pub enum Denial {
     /// The certificate is revoked.
     #[error("certificate {0} is revoked")]
     CertRevoked(String),
+    /// A newer certificate superseded this one and its overlap has ended (the retirement
+    /// sweep revokes it; this refuses it before the sweep runs).
+    #[error("certificate {0} was superseded and its overlap has ended")]
+    CertRetired(String),
     /// A certificate of the hub's that identifies no device (a factory station's EST
     /// credential, the hub's own server certificate).
     #[error("certificate {0} is not a device certificate")]
@@ -66,11 +70,11 @@ pub enum Denial {
     /// The device exists under another CA than the one that issued this certificate.
     #[error("device {0:?} is registered under another CA")]
     WrongCa(String),
-    /// The device is disabled.
-    #[error("device {0:?} is disabled")]
+    /// The device is disabled (suspended).
+    #[error("device {0:?} is suspended (disabled)")]
     Disabled(String),
-    /// The device is revoked.
-    #[error("device {0:?} is revoked")]
+    /// The device is revoked (decommissioned).
+    #[error("device {0:?} is decommissioned (revoked)")]
     DeviceRevoked(String),
     /// The device's policy is deny_insecure and the mode is not mutual TLS.
     #[error("device {0:?} allows mutual TLS only (policy deny_insecure)")]
@@ -88,7 +92,7 @@ impl Denial {
     pub fn step(&self) -> &'static str {
         match self {
             Denial::UntrustedIssuer => "chain",
-            Denial::CertRevoked(_) => "revocation",
+            Denial::CertRevoked(_) | Denial::CertRetired(_) => "revocation",
             Denial::NoIdentity(_) | Denial::NotADeviceCertificate(_) => "identity",
             Denial::UnknownDevice(_) | Denial::WrongCa(_) => "registration",
             Denial::Disabled(_) | Denial::DeviceRevoked(_) => "device_state",
@@ -227,6 +231,12 @@ impl Hub {
         if let Some(r) = record.as_ref().filter(|r| r.revoked_at.is_some()) {
             return Err(Denial::CertRevoked(r.serial.clone()));
         }
+        if let Some(r) = record.as_ref().filter(|r| {
+            r.retire_at
+                .is_some_and(|at| at <= OffsetDateTime::now_utc())
+        }) {
+            return Err(Denial::CertRetired(r.serial.clone()));
+        }
         if let Some(r) = record.as_ref().filter(|r| r.device_id.is_none()) {
             // A station certificate carries a name the hub might also know as a device id;
             // the registry says what it is.
@@ -281,6 +291,9 @@ impl Hub {
             created_at: now,
             updated_at: now,
             factory: None,
+            stage: moat_store::Stage::Enrolled,
+            owner: None,
+            status_reason: None,
         };
         let rec = cert_record(leaf, &ca.name, Some(id), CertSource::Bound, now)?;
         match self.store().create_device(&device, Some(&rec)).await {

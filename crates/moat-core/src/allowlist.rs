@@ -193,6 +193,7 @@ impl Hub {
                     added_at: now,
                     enrolled_at: None,
                     device_id: None,
+                    retired_at: None,
                 })
                 .collect();
             self.store()
@@ -225,7 +226,8 @@ impl Hub {
     }
 
     /// Lets an enrolled serial enroll once more (e.g. the device lost the certificate on the
-    /// line). Its earlier certificates stay valid; revoke them if they must not be used.
+    /// line). Its earlier certificates stay valid; revoke them if they must not be used. The
+    /// serial of a decommissioned device is refused (409): it can never enroll again.
     pub async fn reset_allowlist(
         &self,
         serial: &str,
@@ -236,6 +238,14 @@ impl Hub {
                 kind: "allow-list serial",
                 id: serial.to_string(),
             };
+            if let Some(e) = self.store().allowlist_entry(serial).await?
+                && e.retired_at.is_some()
+            {
+                return Err(Error::State(format!(
+                    "serial {serial:?} belongs to a decommissioned device{}: it can never enroll again",
+                    e.device_id.map(|d| format!(" ({d})")).unwrap_or_default()
+                )));
+            }
             match self.store().reset_allowlist(serial).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -50,6 +50,9 @@ pub struct CoreConfig {
     /// default of fixed allocations, hashed allocations spread over all of them. Never empty
     /// in a running hub (the binary defaults it to its own TLS listener).
     pub provisioning_hubs: Vec<String>,
+    /// How long a device certificate stays valid after a newer one superseded it (EST
+    /// re-enrollment, `moat device rotate`); then it is revoked with reason superseded.
+    pub rotation_overlap: Duration,
 }
 
 impl Default for CoreConfig {
@@ -67,6 +70,7 @@ impl Default for CoreConfig {
             registration_code_ttl: Duration::hours(1),
             ca_names: CaNames::default(),
             provisioning_hubs: vec!["mqtts://localhost:8883".into()],
+            rotation_overlap: Duration::hours(24),
         }
     }
 }

@@ -154,6 +154,9 @@ impl Hub {
             created_at: now,
             updated_at: now,
             factory: None,
+            stage: moat_store::Stage::Enrolled,
+            owner: None,
+            status_reason: None,
         };
         let audit = moat_store::NewAuditEntry {
             at: now,
@@ -304,54 +307,40 @@ impl Hub {
         self.audited(actor, "device.enable", Some(id), result).await
     }
 
+    /// `disable` and `enable`: a suspension without a reason and its end (see
+    /// `lifecycle.rs`), lenient (disabling a disabled device is not an error).
     async fn set_state(&self, id: &str, state: DeviceState) -> Result<Device, Error> {
-        let mut device = self.device(id).await?;
+        let device = self.device(id).await?;
         if device.state == DeviceState::Revoked {
             return Err(Error::State(format!(
                 "device {id:?} is revoked; a revoked device cannot change state (create a new device)"
             )));
         }
-        let now = OffsetDateTime::now_utc();
-        self.store().set_device_state(id, state, now).await?;
-        device.state = state;
-        device.updated_at = now;
-        Ok(device)
+        let reason = match (device.state, state) {
+            (DeviceState::Disabled, DeviceState::Disabled) => device.status_reason.clone(),
+            _ => None,
+        };
+        self.change_status(device, state, reason).await
     }
 
     /// Revokes a device and every certificate it holds, republishes the affected CRLs, and
-    /// emits [`Event::DeviceRevoked`].
+    /// emits [`Event::DeviceRevoked`]. This ends the device's life like `decommission`
+    /// (its factory serial is retired too), with the revocation reason given.
     pub async fn revoke_device(
         &self,
         id: &str,
         reason: RevocationReason,
         actor: &Actor,
     ) -> Result<Vec<String>, Error> {
-        let result = self.revoke_device_inner(id, reason).await;
-        self.audited(actor, "device.revoke", Some(id), result).await
-    }
-
-    async fn revoke_device_inner(
-        &self,
-        id: &str,
-        reason: RevocationReason,
-    ) -> Result<Vec<String>, Error> {
-        let device = self.device(id).await?;
-        let now = OffsetDateTime::now_utc();
-        self.store()
-            .set_device_state(id, DeviceState::Revoked, now)
-            .await?;
-        let serials = self
-            .store()
-            .revoke_device_certs(id, reason.as_str(), now)
-            .await?;
-        self.emit(Event::DeviceRevoked {
-            device_id: id.to_string(),
-            serials: serials.clone(),
-        });
-        if !serials.is_empty() && self.is_hub_ca(&device.ca_name) {
-            self.publish_crl(&device.ca_name, &Actor::system()).await?;
+        let result = async {
+            let device = self.device(id).await?;
+            let device = self
+                .change_status(device, DeviceState::Revoked, None)
+                .await?;
+            self.revoke_device_certs(&device, reason).await
         }
-        Ok(serials)
+        .await;
+        self.audited(actor, "device.revoke", Some(id), result).await
     }
 
     /// Deletes a device. Its certificates are revoked first (reason cessationOfOperation) so

@@ -43,6 +43,10 @@ pub enum Error {
         /// Its key.
         id: String,
     },
+    /// Someone else holds it (another owner claimed the device, or changed it meanwhile).
+    /// The text names the holder and the way forward.
+    #[error("{0}")]
+    Held(String),
     /// The operation is not allowed in the current state (e.g. enabling a revoked device,
     /// removing a hub CA).
     #[error("{0}")]
@@ -96,7 +100,7 @@ impl Error {
             Error::Chain(_) => "untrusted-certificate",
             Error::IdentityMismatch { .. } => "identity-mismatch",
             Error::NotFound { .. } => "not-found",
-            Error::Conflict { .. } => "conflict",
+            Error::Conflict { .. } | Error::Held(_) => "conflict",
             Error::State(_) => "invalid-state",
             Error::RegistrationCode => "registration-code",
             Error::Est(_) => "est-refused",

@@ -18,7 +18,7 @@ use crate::{Actor, Error, Event, Hub, token_matches};
 use moat_pki::{CheckedCsr, Renewal};
 use moat_store::{
     CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Enrollment, NewAuditEntry,
-    Station,
+    Stage, Station,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -74,6 +74,16 @@ pub enum EstRefusal {
     /// The device is disabled or revoked.
     #[error("device {0:?} is {1}")]
     DeviceNotActive(String, &'static str),
+    /// The serial's device was decommissioned: it can never enroll again.
+    #[error(
+        "serial {0:?} was decommissioned and can never enroll again (an allow-list reset does not change that)"
+    )]
+    SerialRetired(String),
+    /// The certificate being renewed was superseded and its overlap has ended.
+    #[error(
+        "certificate {0} was superseded by a newer certificate and its overlap has ended; re-enroll with the newer one"
+    )]
+    CertificateRetired(String),
 }
 
 /// What a client presented to authenticate as a station.
@@ -229,6 +239,9 @@ impl Hub {
             .allowlist_entry(&serial)
             .await?
             .ok_or_else(|| EstRefusal::NotAllowListed(serial.clone()))?;
+        if entry.retired_at.is_some() {
+            return Err(EstRefusal::SerialRetired(serial).into());
+        }
         if entry.enrolled_at.is_some() {
             return Err(EstRefusal::AlreadyEnrolled(serial).into());
         }
@@ -259,6 +272,9 @@ impl Hub {
                     created_at: now,
                     updated_at: now,
                     factory: Some(entry.factory.clone()),
+                    stage: Stage::Enrolled,
+                    owner: None,
+                    status_reason: None,
                 },
                 false,
             ),
@@ -298,8 +314,14 @@ impl Hub {
                 return Err(EstRefusal::NotAllowListed(serial).into());
             }
             // Another station enrolled it first, or a device of that id exists that did not
-            // enroll from this serial (created by an admin, or from another CA).
+            // enroll from this serial (created by an admin, or from another CA), or it was
+            // decommissioned meanwhile (the claim skips retired serials).
             Err(moat_store::Error::Conflict(_)) => {
+                if let Some(e) = self.store().allowlist_entry(&serial).await?
+                    && e.retired_at.is_some()
+                {
+                    return Err(EstRefusal::SerialRetired(serial).into());
+                }
                 let foreign_device = !device_exists
                     && self.store().device(&device_id).await?.is_some()
                     && self.enrolled(&serial).await? == Some(false);
@@ -340,7 +362,8 @@ impl Hub {
     /// checked here again). The certificate must be a live device certificate of the hub's
     /// device CA whose device is active; the CSR must keep its subject and SAN (RFC 7030
     /// §4.2.2). Same key: renewal; new key: re-key. The new certificate binds to the same
-    /// device; the old one stays valid until it expires or is revoked.
+    /// device; the old one stays valid until it expires or the rotation overlap
+    /// (`CoreConfig::rotation_overlap`) ends, when it is revoked with reason superseded.
     pub async fn est_reenroll(
         &self,
         chain: &[CertificateDer<'_>],
@@ -391,6 +414,9 @@ impl Hub {
         if current.not_after <= now {
             return Err(EstRefusal::CertificateExpired(current.serial).into());
         }
+        if current.retire_at.is_some_and(|at| at <= now) {
+            return Err(EstRefusal::CertificateRetired(current.serial).into());
+        }
         let device = self
             .store()
             .device(&device_id)
@@ -414,6 +440,9 @@ impl Hub {
             CertSource::Csr,
             now,
         )?;
+        // The renewed certificate stays valid for the overlap, then retires (revoked,
+        // reason superseded), unless it expires first.
+        let retire_at = self.retire_time(&current, now);
         let audit = NewAuditEntry {
             at: now,
             actor: actor.0.clone(),
@@ -421,13 +450,26 @@ impl Hub {
             target: Some(device_id.clone()),
             outcome: "ok".into(),
             detail: Some(format!(
-                "{}: certificate {} replaces {}",
+                "{}: certificate {} replaces {}{}",
                 renewal.as_str(),
                 record.serial,
-                current.serial
+                current.serial,
+                crate::lifecycle::retire_note(retire_at),
             )),
         };
-        self.store().insert_cert_audited(&record, &audit).await?;
+        match retire_at {
+            Some(at) => {
+                self.store()
+                    .insert_cert_superseding(
+                        &record,
+                        std::slice::from_ref(&current.serial),
+                        at,
+                        &audit,
+                    )
+                    .await?
+            }
+            None => self.store().insert_cert_audited(&record, &audit).await?,
+        }
         Ok(EstIssued {
             device_id,
             record,

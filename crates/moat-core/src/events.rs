@@ -44,6 +44,23 @@ pub enum Event {
         /// The device it identified, if any.
         device_id: Option<String>,
     },
+    /// A superseded certificate's overlap ended and it was revoked (reason superseded): the
+    /// verifier refuses it from now on. Its device is not kicked: it is expected to be
+    /// connected with its newer certificate already.
+    CertificateRetired {
+        /// Serial, lowercase hex.
+        serial: String,
+        /// The issuing CA.
+        ca_name: String,
+        /// The device it identified, if any.
+        device_id: Option<String>,
+    },
+    /// A device's lifecycle changed without changing its access (claimed, transferred,
+    /// provisioned, first connected).
+    DeviceUpdated {
+        /// Its id.
+        device_id: String,
+    },
     /// A third-party CA was registered: refresh the client-certificate verifier.
     CaRegistered {
         /// Its registry name.

@@ -367,5 +367,6 @@ pub(crate) fn cert_record(
         created_at: now,
         revoked_at: None,
         revocation_reason: None,
+        retire_at: None,
     })
 }

@@ -29,6 +29,7 @@ mod est;
 mod events;
 mod explain;
 mod hub;
+mod lifecycle;
 mod limiter;
 mod posture;
 mod provisioning;
@@ -47,6 +48,7 @@ pub use est::{EstIssued, EstRefusal, StationCredential};
 pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
+pub use lifecycle::{MAX_OWNER_LEN, MAX_REASON_LEN, RotatedDevice};
 pub use limiter::FailureLimiter;
 pub use posture::{
     CHECKS as POSTURE_CHECKS, Finding, InsecureUse, Observations, PostureOptions, RevokedAttempt,
@@ -61,5 +63,6 @@ pub use stations::{CreateStation, CreatedStation};
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
     AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
-    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Station,
+    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
+    RetiredCert, Stage, Station,
 };

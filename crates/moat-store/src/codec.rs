@@ -6,7 +6,7 @@ use crate::Error;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
     ConnectionPolicy, CrlRecord, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind,
-    RevokedCert, Station,
+    RevokedCert, Stage, Station,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
@@ -149,6 +149,9 @@ pub(crate) fn device(row: &impl RowExt) -> Result<Device, Error> {
             }),
             None => None,
         },
+        stage: Stage::parse(&row.text("stage")?).ok_or(Error::Corrupt("devices.stage"))?,
+        owner: row.opt_text("owner")?,
+        status_reason: row.opt_text("status_reason")?,
     })
 }
 
@@ -163,6 +166,7 @@ pub(crate) fn allowlist_entry(row: &impl RowExt) -> Result<AllowlistEntry, Error
         added_at: row.ts("added_at")?,
         enrolled_at: row.opt_ts("enrolled_at")?,
         device_id: row.opt_text("device_id")?,
+        retired_at: row.opt_ts("retired_at")?,
     })
 }
 
@@ -206,6 +210,7 @@ pub(crate) fn cert(row: &impl RowExt) -> Result<CertRecord, Error> {
         created_at: row.ts("created_at")?,
         revoked_at: row.opt_ts("revoked_at")?,
         revocation_reason: row.opt_text("revocation_reason")?,
+        retire_at: row.opt_ts("retire_at")?,
     })
 }
 

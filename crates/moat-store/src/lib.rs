@@ -39,6 +39,7 @@ mod codec;
 mod error;
 mod firmware;
 mod firmware_model;
+mod lifecycle;
 mod model;
 mod postgres;
 mod posture;
@@ -52,6 +53,7 @@ mod writes;
 pub use error::Error;
 pub use firmware::FirmwareStore;
 pub use firmware_model::*;
+pub use lifecycle::LifecycleStore;
 pub use model::*;
 pub use postgres::PgStore;
 pub use posture::{PostureStore, SharedKey};
@@ -80,10 +82,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// The registry. Every method is one transaction: it happens entirely or not at all.
 /// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
 /// enrollment groups and hub assignments in [`ProvisioningStore`]; the posture audit's
-/// reads in [`PostureStore`].
+/// reads in [`PostureStore`]; device lifecycle, ownership and certificate rotation in
+/// [`LifecycleStore`].
 #[async_trait]
 pub trait Store:
-    FirmwareStore + ProvisioningStore + PostureStore + Send + Sync + std::fmt::Debug
+    FirmwareStore + ProvisioningStore + PostureStore + LifecycleStore + Send + Sync + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
@@ -128,8 +131,8 @@ pub trait Store:
         device_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertRecord>, Error>;
-    /// Unrevoked device certificates still valid at `now` whose validity ends by `until`,
-    /// soonest first, at most `limit`: what needs renewing.
+    /// Unrevoked, unsuperseded device certificates still valid at `now` whose validity ends
+    /// by `until`, soonest first, at most `limit`: what needs renewing.
     async fn expiring_certs(
         &self,
         now: OffsetDateTime,

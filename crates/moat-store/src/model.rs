@@ -35,6 +35,85 @@ impl DeviceState {
     }
 }
 
+/// How far a device got through commissioning (the `devices.stage` column): it only moves
+/// forward, except that re-provisioning an active device makes it `Provisioned` again until
+/// its next CONNECT. Suspension and decommissioning are not stages: they are the device's
+/// [`DeviceState`] (`Disabled`, `Revoked`), so every existing check of the state keeps
+/// holding; [`Device::lifecycle`] combines the two into what people see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// It has an identity: enrolled over EST, created by an admin, or auto-registered.
+    Enrolled,
+    /// Field provisioning assigned it its hub and operational certificate.
+    Provisioned,
+    /// It has connected (first accepted MQTT CONNECT).
+    Active,
+}
+
+impl Stage {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Enrolled => "enrolled",
+            Stage::Provisioned => "provisioned",
+            Stage::Active => "active",
+        }
+    }
+    /// From column text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "enrolled" => Stage::Enrolled,
+            "provisioned" => Stage::Provisioned,
+            "active" => Stage::Active,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a device is in its life: allow-listed (no device yet, see [`AllowlistEntry`]) →
+/// enrolled → provisioned → active → suspended → decommissioned. Derived, never stored: see
+/// [`Device::lifecycle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// [`Stage::Enrolled`], state active.
+    Enrolled,
+    /// [`Stage::Provisioned`], state active.
+    Provisioned,
+    /// [`Stage::Active`], state active.
+    Active,
+    /// State disabled: connections refused, certificates kept (`suspend` and `disable` are
+    /// the same thing; `resume`/`enable` returns it to its stage).
+    Suspended,
+    /// State revoked: every certificate revoked, its factory serial retired. Final.
+    Decommissioned,
+}
+
+impl Lifecycle {
+    /// Wire text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Enrolled => "enrolled",
+            Lifecycle::Provisioned => "provisioned",
+            Lifecycle::Active => "active",
+            Lifecycle::Suspended => "suspended",
+            Lifecycle::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// A certificate the retirement sweep revoked (reason superseded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredCert {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The issuing CA.
+    pub ca_name: String,
+    /// The device it identified.
+    pub device_id: Option<String>,
+}
+
 /// Which connection modes a device may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +161,25 @@ pub struct Device {
     pub updated_at: OffsetDateTime,
     /// Its factory identity, when it enrolled from the allow-list (EST).
     pub factory: Option<FactoryInfo>,
+    /// How far it got through commissioning (see [`Device::lifecycle`]).
+    pub stage: Stage,
+    /// The organisation that owns it (`moat device claim`), None while unclaimed.
+    pub owner: Option<String>,
+    /// Why it is suspended or decommissioned (the admin's text); None otherwise.
+    pub status_reason: Option<String>,
+}
+
+impl Device {
+    /// Where the device is in its life: its state when that refuses it, else its stage.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match (self.state, self.stage) {
+            (DeviceState::Disabled, _) => Lifecycle::Suspended,
+            (DeviceState::Revoked, _) => Lifecycle::Decommissioned,
+            (DeviceState::Active, Stage::Enrolled) => Lifecycle::Enrolled,
+            (DeviceState::Active, Stage::Provisioned) => Lifecycle::Provisioned,
+            (DeviceState::Active, Stage::Active) => Lifecycle::Active,
+        }
+    }
 }
 
 /// What the manufacturer said about a device: its serial, and optionally its MAC and model.
@@ -107,6 +205,8 @@ pub struct AllowlistEntry {
     pub enrolled_at: Option<OffsetDateTime>,
     /// The device it enrolled as.
     pub device_id: Option<String>,
+    /// When its device was decommissioned: it never enrolls again (no reset).
+    pub retired_at: Option<OffsetDateTime>,
 }
 
 /// A factory station: the credential that may enroll allow-listed serials over EST.
@@ -206,6 +306,9 @@ pub struct CertRecord {
     pub revoked_at: Option<OffsetDateTime>,
     /// RFC 5280 reason name (snake_case), if revoked.
     pub revocation_reason: Option<String>,
+    /// When a newer certificate superseded it: the end of its overlap, when the hub revokes
+    /// it (reason superseded) and refuses it from then on. None while it is current.
+    pub retire_at: Option<OffsetDateTime>,
 }
 
 /// One entry of a CA's revocation list.

@@ -8,6 +8,7 @@ use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
     WaveCount,
 };
+use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
@@ -96,3 +97,4 @@ impl_store!(PgStore);
 impl_firmware_store!(PgStore);
 impl_provisioning_store!(PgStore);
 impl_posture_store!(PgStore);
+impl_lifecycle_store!(PgStore, PgConnection);

@@ -3,8 +3,8 @@
 //! [`FirmwareStore`](crate::FirmwareStore).
 //!
 //! A provisioning is one transaction ([`ProvisioningStore::provision`]): the operational
-//! certificate, the device's connection policy, its group / ACL policy, its assignment and
-//! the audit entry are written together or not at all.
+//! certificate, the device's connection policy and lifecycle stage (`provisioned`), its group
+//! / ACL policy, its assignment and the audit entry are written together or not at all.
 
 use crate::codec::RowExt;
 use crate::model::{CertRecord, ConnectionPolicy, IdentityAccess, NewAuditEntry};
@@ -133,8 +133,9 @@ pub(crate) mod sql {
          VALUES ($1, $2, $3, $4, 1) ON CONFLICT (device_id) DO UPDATE SET hub = excluded.hub, \
          enrollment_group = excluded.enrollment_group, provisioned_at = excluded.provisioned_at, \
          provisions = device_assignments.provisions + 1";
+    /// The policy the enrollment group gives, and the lifecycle stage `provisioned`.
     pub(crate) const SET_POLICY: &str =
-        "UPDATE devices SET policy = $2, updated_at = $3 WHERE id = $1";
+        "UPDATE devices SET policy = $2, updated_at = $3, stage = 'provisioned' WHERE id = $1";
 }
 
 pub(crate) fn group(row: &impl RowExt) -> Result<EnrollmentGroup, Error> {

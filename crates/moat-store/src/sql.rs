@@ -8,7 +8,8 @@
 /// Columns of `devices`.
 macro_rules! device_cols {
     () => {
-        "id, state, policy, token_hash, ca_name, created_at, updated_at, hw_serial, mac, model"
+        "id, state, policy, token_hash, ca_name, created_at, updated_at, hw_serial, mac, model, \
+         stage, owner, status_reason"
     };
 }
 
@@ -16,7 +17,7 @@ macro_rules! device_cols {
 macro_rules! cert_cols {
     () => {
         "serial, ca_name, device_id, subject, not_before, not_after, fingerprint, spki_sha256, \
-         source, der, created_at, revoked_at, revocation_reason"
+         source, der, created_at, revoked_at, revocation_reason, retire_at"
     };
 }
 
@@ -30,7 +31,7 @@ macro_rules! ca_cols {
 /// Columns of `allowlist`.
 macro_rules! allowlist_cols {
     () => {
-        "serial, mac, model, added_at, enrolled_at, device_id"
+        "serial, mac, model, added_at, enrolled_at, device_id, retired_at"
     };
 }
 
@@ -53,7 +54,7 @@ macro_rules! audit_cols {
 pub(crate) const INSERT_DEVICE: &str = concat!(
     "INSERT INTO devices (",
     device_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 );
 pub(crate) const DEVICE: &str = concat!("SELECT ", device_cols!(), " FROM devices WHERE id = $1");
 pub(crate) const DEVICES_FIRST: &str = concat!(
@@ -66,6 +67,17 @@ pub(crate) const DEVICES_AFTER: &str = concat!(
     device_cols!(),
     " FROM devices WHERE id > $1 ORDER BY id LIMIT $2"
 );
+/// Devices of one owner (lifecycle.rs), over the partial index `devices_owner`.
+pub(crate) const DEVICES_OF_OWNER_FIRST: &str = concat!(
+    "SELECT ",
+    device_cols!(),
+    " FROM devices WHERE owner = $1 ORDER BY id LIMIT $2"
+);
+pub(crate) const DEVICES_OF_OWNER_AFTER: &str = concat!(
+    "SELECT ",
+    device_cols!(),
+    " FROM devices WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3"
+);
 pub(crate) const SET_DEVICE_STATE: &str =
     "UPDATE devices SET state = $1, updated_at = $2 WHERE id = $3";
 pub(crate) const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
@@ -77,7 +89,7 @@ pub(crate) const DELETE_DEVICE: &str = "DELETE FROM devices WHERE id = $1";
 pub(crate) const INSERT_CERT: &str = concat!(
     "INSERT INTO certificates (",
     cert_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
 );
 pub(crate) const CERT_SERIAL_TAKEN: &str =
     "SELECT 1 FROM certificates WHERE serial = $1 AND ca_name = $2";
@@ -98,11 +110,12 @@ pub(crate) const CERTS_OF_DEVICE: &str = concat!(
     " FROM certificates WHERE device_id = $1",
     " ORDER BY created_at DESC, serial DESC, ca_name LIMIT $2"
 );
-// Live device certificates whose validity ends within ($1, $2], soonest first.
+// Live device certificates whose validity ends within ($1, $2], soonest first. A superseded
+// one (retire_at set) needs no renewal: its successor exists.
 pub(crate) const CERTS_EXPIRING: &str = concat!(
     "SELECT ",
     cert_cols!(),
-    " FROM certificates WHERE revoked_at IS NULL AND device_id IS NOT NULL",
+    " FROM certificates WHERE revoked_at IS NULL AND retire_at IS NULL AND device_id IS NOT NULL",
     " AND not_after > $1 AND not_after <= $2 ORDER BY not_after, serial LIMIT $3"
 );
 pub(crate) const CERTS: &str = concat!(
@@ -212,7 +225,7 @@ pub(crate) const DELETE_EXPIRED_MQTT_SESSIONS: &str =
 pub(crate) const INSERT_ALLOWLIST: &str = concat!(
     "INSERT INTO allowlist (",
     allowlist_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
 );
 pub(crate) const ALLOWLIST_ENTRY: &str = concat!(
     "SELECT ",
@@ -229,13 +242,14 @@ pub(crate) const ALLOWLIST_AFTER: &str = concat!(
     allowlist_cols!(),
     " FROM allowlist WHERE serial > $1 ORDER BY serial LIMIT $2"
 );
-/// Claims a serial's one enrollment: at most one caller sees a row affected.
+/// Claims a serial's one enrollment: at most one caller sees a row affected. A retired
+/// (decommissioned) serial is never claimed.
 pub(crate) const CLAIM_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = $1, device_id = $2 \
-     WHERE serial = $3 AND enrolled_at IS NULL";
+     WHERE serial = $3 AND enrolled_at IS NULL AND retired_at IS NULL";
 /// Keeps `device_id`: the device it enrolled as stays known (the next enrollment of the
 /// serial goes onto it).
 pub(crate) const RESET_ALLOWLIST: &str = "UPDATE allowlist SET enrolled_at = NULL \
-     WHERE serial = $1 AND enrolled_at IS NOT NULL";
+     WHERE serial = $1 AND enrolled_at IS NOT NULL AND retired_at IS NULL";
 pub(crate) const ALLOWLIST_EXISTS: &str = "SELECT 1 FROM allowlist WHERE serial = $1";
 
 pub(crate) const INSERT_STATION: &str = concat!(
@@ -249,7 +263,7 @@ pub(crate) const STATION: &str =
 /// EST hot path). Station columns are aliased `station_*`.
 pub(crate) const STATION_CERT: &str = "SELECT c.serial, c.ca_name, c.device_id, c.subject, c.not_before, c.not_after, \
      c.fingerprint, c.spki_sha256, c.source, c.der, c.created_at, c.revoked_at, \
-     c.revocation_reason, s.name AS station_name, s.cert_serial AS station_cert_serial, \
+     c.revocation_reason, c.retire_at, s.name AS station_name, s.cert_serial AS station_cert_serial, \
      s.token_hash AS station_token_hash, s.created_at AS station_created_at \
      FROM certificates c LEFT JOIN stations s ON s.cert_serial = c.serial \
      WHERE c.fingerprint = $1";

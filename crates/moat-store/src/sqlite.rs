@@ -16,6 +16,7 @@ use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
     WaveCount,
 };
+use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
@@ -145,3 +146,4 @@ impl_store!(SqliteStore);
 impl_firmware_store!(SqliteStore);
 impl_provisioning_store!(SqliteStore);
 impl_posture_store!(SqliteStore);
+impl_lifecycle_store!(SqliteStore, SqliteConnection);

@@ -56,6 +56,9 @@ macro_rules! impl_writes {
                     .bind(d.factory.as_ref().map(|f| f.serial.as_str()))
                     .bind(d.factory.as_ref().and_then(|f| f.mac.as_deref()))
                     .bind(d.factory.as_ref().and_then(|f| f.model.as_deref()))
+                    .bind(d.stage.as_str())
+                    .bind(&d.owner)
+                    .bind(&d.status_reason)
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| classify(e, || format!("device {}", d.id)))?;
@@ -84,6 +87,7 @@ macro_rules! impl_writes {
                     .bind(micros(c.created_at))
                     .bind(c.revoked_at.map(micros))
                     .bind(&c.revocation_reason)
+                    .bind(c.retire_at.map(micros))
                     .execute(&mut *conn)
                     .await
                     .map_err(Error::Database)?;
@@ -437,6 +441,7 @@ macro_rules! impl_writes {
                         .bind(micros(e.added_at))
                         .bind(e.enrolled_at.map(micros))
                         .bind(&e.device_id)
+                        .bind(e.retired_at.map(micros))
                         .execute(&mut *conn)
                         .await
                         .map_err(|err| {

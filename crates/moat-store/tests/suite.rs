@@ -64,6 +64,9 @@ suite!(
     inventory_and_group_members,
     enrollment_groups_and_provisioning,
     posture_reads,
+    stage_status_and_owner,
+    retired_serial_never_enrolls,
+    superseded_certs_retire_once,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

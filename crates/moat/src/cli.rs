@@ -210,6 +210,9 @@ pub enum DeviceCmd {
         /// Start after this id.
         #[arg(long)]
         after: Option<String>,
+        /// Only devices this organisation owns.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Show a device and its certificates.
     Show {
@@ -238,6 +241,66 @@ pub enum DeviceCmd {
         /// RFC 5280 reason (unspecified, key_compromise, superseded, cessation_of_operation, …).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Claim an unowned device for an organisation (refused if another owner holds it).
+    Claim {
+        /// Device id.
+        id: String,
+        /// The owning organisation.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Transfer a device to another owner.
+    Transfer {
+        /// Device id.
+        id: String,
+        /// The new owner.
+        #[arg(long)]
+        to: String,
+        /// Only if this is the current owner.
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Suspend a device (e.g. reported stolen): connections refused, sessions closed,
+    /// certificates kept. Same state as `disable`, with a reason.
+    Suspend {
+        /// Device id.
+        id: String,
+        /// Why (recorded on the device and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume a suspended device.
+    Resume {
+        /// Device id.
+        id: String,
+        /// Why (audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Decommission a device for good: every certificate revoked, its factory serial can
+    /// never enroll again, every connection refused.
+    Decommission {
+        /// Device id.
+        id: String,
+        /// Why (recorded on the device and in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Issue a fresh certificate and key for a hub-keyed device; the previous certificates
+    /// retire after the rotation overlap ([enrollment] rotation_overlap).
+    Rotate {
+        /// Device id.
+        id: String,
+        /// Directory to write ID.crt and ID.key into (the hub does not keep the key).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List a device's live certificates (unrevoked, unexpired; retiring ones with their
+    /// retire time).
+    Certs {
+        /// Device id.
+        id: String,
     },
 }
 

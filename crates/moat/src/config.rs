@@ -82,6 +82,11 @@ device_cert_validity = "365d"
 # How long a CA registration code (`moat ca registration-code`) stays usable.
 registration_code_ttl = "1h"
 
+[enrollment]
+# After a device certificate is renewed (EST simplereenroll) or rotated (`moat device
+# rotate`), the old one keeps working this long, then it is revoked (CRL reason superseded).
+rotation_overlap = "24h"
+
 [server]
 # The hub's TLS certificate always names localhost, 127.0.0.1 and the host name; add more.
 names = []
@@ -154,6 +159,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// Hub server certificate.
     pub server: ServerConfig,
+    /// Enrollment and rotation.
+    pub enrollment: EnrollmentConfig,
     /// Firmware updates.
     pub ota: OtaSection,
     /// Field provisioning.
@@ -282,6 +289,15 @@ pub struct CaConfig {
     /// Registration code lifetime.
     #[serde(with = "humantime_serde")]
     pub registration_code_ttl: Duration,
+}
+
+/// `[enrollment]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// How long a superseded device certificate keeps working.
+    #[serde(with = "humantime_serde")]
+    pub rotation_overlap: Duration,
 }
 
 /// `[server]`.
@@ -413,6 +429,11 @@ impl Config {
         }
         if self.mqtt.receive_maximum == 0 {
             bail!("mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)");
+        }
+        if self.enrollment.rotation_overlap < Duration::from_secs(1) {
+            bail!(
+                "enrollment.rotation_overlap must be at least 1s (a renewed device needs time to switch to its new certificate)"
+            );
         }
         if self.server.renew_check_interval < Duration::from_secs(1) {
             bail!("server.renew_check_interval must be at least 1s");

@@ -54,8 +54,8 @@ fn event_name(e: &Event) -> &'static str {
         Event::AccessChanged { .. } => "access_changed",
         Event::CrlPublished { .. } => "crl_published",
         Event::ServerCertRotated { .. } => "server_cert_rotated",
-        #[allow(unreachable_patterns)]
-        _ => "other",
+        Event::CertificateRetired { .. } => "certificate_retired",
+        Event::DeviceUpdated { .. } => "device_updated",
     }
 }
 

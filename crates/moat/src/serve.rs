@@ -289,6 +289,11 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         },
         shutdown.clone(),
     ));
+    mqtt_tasks.push(tokio::spawn(retire_superseded(
+        hub.clone(),
+        (cfg.enrollment.rotation_overlap / 4).clamp(SECOND, MINUTE),
+        shutdown.clone(),
+    )));
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(AdminAuth::new(token_hash)),
@@ -433,6 +438,7 @@ fn core_config(
         registration_code_ttl: d(cfg.ca.registration_code_ttl)?,
         ca_names: Default::default(),
         provisioning_hubs: provisioning_hubs(cfg, hostname, mqtt_addr)?,
+        rotation_overlap: d(cfg.enrollment.rotation_overlap)?,
     })
 }
 
@@ -578,6 +584,26 @@ async fn refresh_crls(hub: Arc<Hub>, every: std::time::Duration, shutdown: Cance
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => if let Err(e) = hub.refresh_crls().await {
                 tracing::error!(error = ?e, "CRL refresh failed");
+            },
+        }
+    }
+}
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Retires superseded certificates whose overlap has ended (revoked, reason superseded), every
+/// `every` (a quarter of the overlap, between 1 s and 1 min).
+async fn retire_superseded(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => match hub.retire_superseded_certs().await {
+                Ok(r) if !r.is_empty() => tracing::info!(certificates = r.len(), "retired superseded certificates"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = ?e, "retiring superseded certificates failed"),
             },
         }
     }

@@ -1162,6 +1162,8 @@ fn field_provisioning_gives_the_operational_certificate_and_the_hub() {
     assert_eq!(v["mqtt"]["url"], real_hub.as_str());
     assert_eq!(v["enrollment_group"], "sensors");
     assert_eq!(v["provisions"], 1);
+    let shown = hub.json(&["device", "show", "SN-1"]);
+    assert_eq!(shown["device"]["stage"], "provisioned", "{shown}");
     let (ok, out) = run(
         "openssl",
         &[

@@ -19,6 +19,8 @@ pub(crate) struct DevicePage {
     after: Option<String>,
     /// At most this many (default 100, max 1000).
     limit: Option<u32>,
+    /// Only devices this organisation owns.
+    owner: Option<String>,
 }
 
 /// List devices.
@@ -28,10 +30,11 @@ pub(crate) async fn list_devices(
     State(s): State<AppState>,
     Query(page): Query<DevicePage>,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let devices = s
-        .hub
-        .list_devices(page.after.as_deref(), page.limit.unwrap_or(100))
-        .await?;
+    let (after, limit) = (page.after.as_deref(), page.limit.unwrap_or(100));
+    let devices = match &page.owner {
+        Some(owner) => s.hub.list_devices_of_owner(owner, after, limit).await?,
+        None => s.hub.list_devices(after, limit).await?,
+    };
     Ok(Json(devices.iter().map(DeviceView::from).collect()))
 }
 

@@ -5,6 +5,7 @@ mod cas;
 mod certs;
 mod devices;
 mod enrollment;
+mod lifecycle;
 mod misc;
 mod ota;
 mod sessions;
@@ -22,6 +23,7 @@ pub(crate) use cas::*;
 pub(crate) use certs::*;
 pub(crate) use devices::*;
 pub(crate) use enrollment::*;
+pub(crate) use lifecycle::*;
 pub(crate) use misc::*;
 pub(crate) use ota::*;
 pub use sessions::SessionControl;
@@ -45,6 +47,13 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/devices/{id}/disable", post(disable_device))
         .route("/devices/{id}/enable", post(enable_device))
         .route("/devices/{id}/revoke", post(revoke_device))
+        .route("/devices/{id}/claim", post(claim_device))
+        .route("/devices/{id}/transfer", post(transfer_device))
+        .route("/devices/{id}/suspend", post(suspend_device))
+        .route("/devices/{id}/resume", post(resume_device))
+        .route("/devices/{id}/decommission", post(decommission_device))
+        .route("/devices/{id}/rotate", post(rotate_device))
+        .route("/devices/{id}/certificates", get(live_device_certs))
         .route("/certificates", get(list_certs))
         .route("/certificates/explain", post(explain_cert))
         .route("/certificates/{serial}", get(show_cert))

@@ -16,6 +16,7 @@ fn entry(serial: &str, mac: Option<&str>, model: Option<&str>) -> AllowlistEntry
         added_at: t0(),
         enrolled_at: None,
         device_id: None,
+        retired_at: None,
     }
 }
 

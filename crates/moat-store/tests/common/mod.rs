@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use moat_store::{
-    CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Store,
+    CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Stage, Store,
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::sync::Arc;
@@ -127,6 +127,9 @@ pub fn device(id: &str) -> Device {
         created_at: t0(),
         updated_at: t0(),
         factory: None,
+        stage: Stage::Enrolled,
+        owner: None,
+        status_reason: None,
     }
 }
 
@@ -145,6 +148,7 @@ pub fn cert(serial: &str, device_id: Option<&str>) -> CertRecord {
         created_at: t0(),
         revoked_at: None,
         revocation_reason: None,
+        retire_at: None,
     }
 }
 

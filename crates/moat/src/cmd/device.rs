@@ -153,24 +153,37 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        DeviceCmd::List { limit, after } => {
+        DeviceCmd::List {
+            limit,
+            after,
+            owner,
+        } => {
             let api = ApiClient::from_cli(cli)?;
             let mut path = format!("/api/v1/devices?limit={limit}");
             if let Some(a) = after {
                 path.push_str(&format!("&after={}", seg(a)));
+            }
+            if let Some(o) = owner {
+                path.push_str(&format!("&owner={}", seg(o)));
             }
             let devices: Vec<DeviceView> = api.get(&path).await?;
             if cli.json {
                 return print_json(&devices);
             }
             println!(
-                "{:<32} {:<9} {:<15} {:<10} CREATED",
-                "ID", "STATE", "POLICY", "CA"
+                "{:<32} {:<9} {:<14} {:<15} {:<10} {:<16} CREATED",
+                "ID", "STATE", "STAGE", "POLICY", "CA", "OWNER"
             );
             for d in devices {
                 println!(
-                    "{:<32} {:<9} {:<15} {:<10} {}",
-                    d.id, d.state, d.policy, d.ca, d.created_at
+                    "{:<32} {:<9} {:<14} {:<15} {:<10} {:<16} {}",
+                    d.id,
+                    d.state,
+                    d.stage,
+                    d.policy,
+                    d.ca,
+                    d.owner.as_deref().unwrap_or("-"),
+                    d.created_at
                 );
             }
             Ok(())
@@ -188,6 +201,7 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
                 "id:       {}\nstate:    {}\npolicy:   {}\nca:       {}\ncreated:  {}\nupdated:  {}",
                 d.id, d.state, d.policy, d.ca, d.created_at, d.updated_at
             );
+            super::lifecycle::print_lifecycle(&d);
             if let Some(serial) = &d.serial {
                 println!(
                     "serial:   {serial}\nmac:      {}\nmodel:    {}",
@@ -202,7 +216,12 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
                         "revoked {at} ({})",
                         c.revocation_reason.as_deref().unwrap_or("unspecified")
                     ),
-                    None => format!("valid until {}", c.not_after),
+                    None => match &c.retire_at {
+                        Some(at) => {
+                            format!("superseded, retires {at} (valid until {})", c.not_after)
+                        }
+                        None => format!("valid until {}", c.not_after),
+                    },
                 };
                 println!("  {}  {}  {}", c.serial, c.source, status);
             }
@@ -240,6 +259,7 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        other => super::lifecycle::run(cli, other).await,
     }
 }
 

@@ -57,7 +57,11 @@ pub async fn allowlist(cli: &Cli, cmd: &AllowlistCmd) -> anyhow::Result<()> {
                     e.serial,
                     e.mac.as_deref().unwrap_or("-"),
                     e.model.as_deref().unwrap_or("-"),
-                    e.enrolled_at.as_deref().unwrap_or("no")
+                    match (&e.retired_at, &e.enrolled_at) {
+                        (Some(at), _) => format!("retired {at} (decommissioned; never again)"),
+                        (None, Some(at)) => at.clone(),
+                        (None, None) => "no".into(),
+                    }
                 );
             }
             Ok(())

@@ -7,6 +7,7 @@ mod cert;
 mod device;
 mod enrollment;
 mod fw;
+mod lifecycle;
 
 use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;

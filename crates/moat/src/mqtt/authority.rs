@@ -134,6 +134,10 @@ impl Authority for HubAuthority {
                     Transport::ServerTls => self.record_insecure(&admission.device.id, "tls"),
                     Transport::Plain => self.record_insecure(&admission.device.id, "plain"),
                 }
+                // The first accepted CONNECT makes the device active (one write, once).
+                if let Err(e) = self.hub.note_connected(&admission.device).await {
+                    tracing::warn!(error = ?e, device = %admission.device.id, "cannot record the device's first connection");
+                }
                 let acl = match self.hub.topic_acl(&admission.device).await {
                     Ok(a) => a,
                     Err(e) => {

@@ -1,0 +1,266 @@
+//! The device lifecycle on an in-memory registry: every stage, every refused transition,
+//! the events that drive the broker, and a superseded certificate refused from its retire
+//! time on, before the retirement sweep has run.
+
+use moat_core::{
+    Actor, CoreConfig, CreateDevice, CreateStation, Credential, Denial, DeviceState, Error,
+    EstRefusal, Event, Hub, Lifecycle, Stage,
+};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use std::sync::Arc;
+
+async fn hub_with(dir: &std::path::Path, cfg: CoreConfig) -> Arc<Hub> {
+    let store = moat_store::open("sqlite::memory:").await.expect("store");
+    let vault = moat_vault::Vault::open(
+        dir,
+        moat_vault::MasterKeySource::File(dir.join("master.key")),
+    )
+    .expect("vault");
+    Arc::new(Hub::open(store, Arc::new(vault), cfg).await.expect("hub"))
+}
+
+fn csr(key: &KeyPair, subject: &[(DnType, &str)], uris: &[&str]) -> Vec<u8> {
+    let mut params = CertificateParams::new(vec![]).expect("params");
+    params.distinguished_name = DistinguishedName::new();
+    for (t, v) in subject {
+        params.distinguished_name.push(t.clone(), *v);
+    }
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().expect("ia5")))
+        .collect();
+    params.serialize_request(key).expect("csr").der().to_vec()
+}
+
+fn state_error<T: std::fmt::Debug>(r: Result<T, Error>, want: &str) {
+    match r {
+        Err(Error::State(m)) => assert!(m.contains(want), "{want:?} not in {m:?}"),
+        other => panic!("expected a state error ({want}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stages_follow_the_lifecycle_and_invalid_transitions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = hub_with(dir.path(), CoreConfig::default()).await;
+    let admin = Actor::admin();
+    let mut events = hub.subscribe();
+    hub.create_device(
+        CreateDevice {
+            id: "d".into(),
+            credential: Credential::GenerateKey,
+            allow_insecure: false,
+        },
+        &admin,
+    )
+    .await
+    .expect("create");
+    let lifecycle = |d: &moat_core::Device| d.lifecycle();
+    let d = hub.device("d").await.expect("d");
+    assert_eq!(
+        (d.stage, lifecycle(&d)),
+        (Stage::Enrolled, Lifecycle::Enrolled)
+    );
+
+    let d = hub
+        .mark_provisioned("d", Some("hub-a".into()), &Actor::system())
+        .await
+        .expect("provisioned");
+    assert_eq!(lifecycle(&d), Lifecycle::Provisioned);
+    hub.note_connected(&d).await.expect("connected");
+    let d = hub.device("d").await.expect("d");
+    assert_eq!(lifecycle(&d), Lifecycle::Active);
+    hub.note_connected(&d).await.expect("again");
+    let audit = hub.audit_log(None, 100).await.expect("audit");
+    let count = |action: &str| audit.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("device.activate"), 1, "activated once");
+    assert_eq!(count("device.provision"), 1);
+
+    // Suspended: connections refused (DeviceDisabled kicks), nothing else moves it on.
+    let d = hub
+        .suspend_device("d", Some("stolen"), &admin)
+        .await
+        .expect("suspend");
+    assert_eq!(lifecycle(&d), Lifecycle::Suspended);
+    assert_eq!(d.status_reason.as_deref(), Some("stolen"));
+    state_error(
+        hub.suspend_device("d", None, &admin).await,
+        "suspended already",
+    );
+    state_error(hub.mark_provisioned("d", None, &admin).await, "suspended");
+    state_error(hub.rotate_device("d", &admin).await, "suspended");
+    let d = hub.resume_device("d", None, &admin).await.expect("resume");
+    assert_eq!((lifecycle(&d), d.status_reason), (Lifecycle::Active, None));
+    state_error(hub.resume_device("d", None, &admin).await, "not suspended");
+
+    // `disable` is a suspension without a reason, `resume` ends it (and `enable` stays lenient).
+    hub.enable_device("d", &admin).await.expect("enable active");
+    let d = hub.disable_device("d", &admin).await.expect("disable");
+    assert_eq!(lifecycle(&d), Lifecycle::Suspended);
+    hub.resume_device("d", None, &admin).await.expect("resume");
+
+    // Decommissioned is final.
+    let (d, serials) = hub
+        .decommission_device("d", Some("end of life"), &admin)
+        .await
+        .expect("decommission");
+    assert_eq!(lifecycle(&d), Lifecycle::Decommissioned);
+    assert_eq!(serials.len(), 1);
+    for r in [
+        hub.resume_device("d", None, &admin).await.map(drop),
+        hub.suspend_device("d", None, &admin).await.map(drop),
+        hub.claim_device("d", "acme", &admin).await.map(drop),
+        hub.mark_provisioned("d", None, &admin).await.map(drop),
+        hub.rotate_device("d", &admin).await.map(drop),
+        hub.decommission_device("d", None, &admin).await.map(drop),
+        hub.enable_device("d", &admin).await.map(drop),
+    ] {
+        assert!(matches!(r, Err(Error::State(_))), "{r:?}");
+    }
+    assert!(
+        hub.cert(&serials[0])
+            .await
+            .expect("cert")
+            .revocation_reason
+            .as_deref()
+            == Some("cessation_of_operation")
+    );
+
+    // A decommissioning cut short after its first write (state) is finished by the next call.
+    hub.create_device(
+        CreateDevice {
+            id: "e".into(),
+            credential: Credential::GenerateKey,
+            allow_insecure: false,
+        },
+        &admin,
+    )
+    .await
+    .expect("create");
+    let now = time::OffsetDateTime::now_utc();
+    let store = hub.store();
+    assert!(
+        store
+            .set_device_status("e", DeviceState::Active, DeviceState::Revoked, None, now)
+            .await
+            .expect("cut short")
+    );
+    let (_, finished) = hub
+        .decommission_device("e", None, &admin)
+        .await
+        .expect("finishes");
+    assert_eq!(finished.len(), 1);
+    state_error(hub.decommission_device("e", None, &admin).await, "final");
+
+    // The broker hears of each access change.
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        seen.push(ev);
+    }
+    let disabled = seen
+        .iter()
+        .filter(|e| matches!(e, Event::DeviceDisabled { .. }))
+        .count();
+    assert_eq!(disabled, 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::DeviceRevoked { serials: s, .. } if *s == serials)),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = CoreConfig {
+        rotation_overlap: time::Duration::seconds(1),
+        ..CoreConfig::default()
+    };
+    let hub = hub_with(dir.path(), cfg).await;
+    let admin = Actor::admin();
+    hub.add_allowlist("SN-1\n", &admin).await.expect("upload");
+    let station = hub
+        .create_station(
+            CreateStation {
+                name: "line-1".into(),
+                token: false,
+            },
+            &admin,
+        )
+        .await
+        .expect("station")
+        .station;
+    let key = KeyPair::generate().expect("key");
+    let first = hub
+        .est_enroll(
+            &station,
+            &csr(&key, &[(DnType::CommonName, "SN-1")], &[]),
+            false,
+        )
+        .await
+        .expect("enroll");
+    let renewal = csr(
+        &key,
+        &[
+            (DnType::OrganizationName, "Moat"),
+            (DnType::CommonName, "SN-1"),
+        ],
+        &["urn:moat:device:SN-1"],
+    );
+    let second = hub
+        .est_reenroll(std::slice::from_ref(&first.cert), &renewal, "peer")
+        .await
+        .expect("re-enroll");
+    let old = hub.cert(&first.record.serial).await.expect("old");
+    assert!(
+        old.retire_at.is_some() && old.revoked_at.is_none(),
+        "{old:?}"
+    );
+    hub.admit_verified_certificate(std::slice::from_ref(&first.cert))
+        .await
+        .expect("the old certificate works during the overlap");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let denial = hub
+        .admit_verified_certificate(std::slice::from_ref(&first.cert))
+        .await
+        .expect_err("retired");
+    assert!(
+        matches!(denial, Denial::CertRetired(ref s) if *s == old.serial),
+        "{denial:?}"
+    );
+    assert_eq!(denial.step(), "revocation");
+    hub.admit_verified_certificate(std::slice::from_ref(&second.cert))
+        .await
+        .expect("the new one works");
+    match hub
+        .est_reenroll(std::slice::from_ref(&first.cert), &renewal, "peer")
+        .await
+    {
+        Err(Error::Est(EstRefusal::CertificateRetired(s))) => assert_eq!(s, old.serial),
+        other => panic!("expected CertificateRetired, got {other:?}"),
+    }
+
+    // The sweep revokes it (reason superseded) into a newer CRL, once.
+    let before = hub.crl("devices").await.expect("crl").number;
+    let retired = hub.retire_superseded_certs().await.expect("sweep");
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].serial, old.serial);
+    assert!(hub.crl("devices").await.expect("crl").number > before);
+    let old = hub.cert(&old.serial).await.expect("old");
+    assert_eq!(old.revocation_reason.as_deref(), Some("superseded"));
+    assert!(
+        hub.retire_superseded_certs()
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    assert!(matches!(
+        hub.admit_verified_certificate(std::slice::from_ref(&first.cert))
+            .await,
+        Err(Denial::CertRevoked(_))
+    ));
+    let live = hub.live_certs("SN-1").await.expect("live");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].serial, second.record.serial);
+}
