@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, TlsConfiguration, Transport};
+
+/// MQTT quality of service, re-exported so callers need not name rumqttc.
+pub use rumqttc::QoS;
 use rustls::RootCertStore;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -299,7 +299,7 @@ fn child_factory_flow() {
     moat_device::files::write_certs(&cert_file, &factory.chain).expect("store cert");
 
     // A subscriber with its own certificate.
-    let mut sub = Command::new("mosquitto_sub")
+    let sub = Command::new("mosquitto_sub")
         .args(["-h", host, "-p", &port.to_string(), "-i", "backend"])
         .args(["-t", &format!("devices/{SERIAL}/up"), "-q", "1", "-C", "2", "-W", "60"])
         .arg("--cafile")
@@ -344,7 +344,7 @@ fn child_factory_flow() {
         .await;
         assert_eq!(serial, enrolled.serial);
         session
-            .publish(&format!("devices/{SERIAL}/up"), "from-the-token", rumqttc::QoS::AtLeastOnce)
+            .publish(&format!("devices/{SERIAL}/up"), "from-the-token", moat_device::session::QoS::AtLeastOnce)
             .await
             .expect("publish");
         wait_for(&mut session, "PUBACK", |e| matches!(e, SessionEvent::Acked { .. }).then_some(()))
@@ -395,7 +395,7 @@ fn child_factory_flow() {
         );
         assert_eq!(session.identity().info().expect("info").serial, new_serial);
         session
-            .publish(&format!("devices/{SERIAL}/up"), "after-renewal", rumqttc::QoS::AtLeastOnce)
+            .publish(&format!("devices/{SERIAL}/up"), "after-renewal", moat_device::session::QoS::AtLeastOnce)
             .await
             .expect("publish");
         wait_for(&mut session, "PUBACK", |e| matches!(e, SessionEvent::Acked { .. }).then_some(()))
