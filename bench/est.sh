@@ -21,7 +21,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
 fi
 WORK=$(mktemp -d /tmp/moat-est-bench.XXXXXX)
-"$BIN/moat" --data-dir "$WORK/data" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 \
+"$BIN/moat" --data-dir "$WORK/data" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
   --mqtt-listen 127.0.0.1:0 --no-mqtt-plain >"$WORK/hub.log" 2>&1 &
 HUB=$!
 trap 'kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; rm -rf "$WORK"' EXIT

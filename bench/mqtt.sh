@@ -55,7 +55,7 @@ DEV=$WORK/devices
 
 start_moat() {
   rm -f "$HUB/hub.json"
-  "$MOAT" --data-dir "$HUB" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 \
+  "$MOAT" --data-dir "$HUB" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
     --mqtt-listen 127.0.0.1:$MOAT_PORT --no-mqtt-plain >>"$WORK/moat.log" 2>&1 &
   MOAT_PID=$!
   # hub.json is written before the MQTT verifier has loaded the revoked set: wait for the

@@ -26,6 +26,7 @@ pub mod dto_ota;
 mod est;
 mod openapi;
 mod problem;
+pub mod provisioning;
 mod public;
 mod routes;
 mod serve;
@@ -41,7 +42,7 @@ pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
 pub use serve::{ServeLimits, TlsPeer, serve_plain, serve_tls};
 pub use tls::{hub_server_config, tls_signing_key};
-pub use verifier::{LiveClientVerifier, VerifierError};
+pub use verifier::{LiveClientVerifier, REFUSAL_REASONS, VerifierError};
 
 use moat_core::Hub;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 /// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment, firmware updates and audit of a Moat hub, and its EST endpoints (RFC 7030). Errors are RFC 9457 problem documents."),
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment, field provisioning, firmware updates and audit of a Moat hub, and its EST (RFC 7030) and provisioning endpoints. Errors are RFC 9457 problem documents."),
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
@@ -25,6 +25,8 @@ use utoipa::{Modify, OpenApi};
         list_firmware, upload_firmware, show_firmware, update_key,
         list_campaigns, create_campaign, show_campaign, campaign_devices,
         pause_campaign, resume_campaign, cancel_campaign,
+        crate::provisioning::register, crate::provisioning::create_enrollment_group,
+        crate::provisioning::list_enrollment_groups, crate::provisioning::delete_enrollment_group,
     ),
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
@@ -34,6 +36,9 @@ use utoipa::{Modify, OpenApi};
         AllowlistUpload, AllowlistAdded, AllowlistView, CreateStationRequest, StationView, CreateStationResponse,
         FirmwareKeyView, AddFirmwareKeyRequest, GenerateFirmwareKeyRequest, FirmwareView, UpdateKeyView,
         CreateCampaignRequest, CampaignInfo, WaveView, CampaignDeviceView,
+        crate::provisioning::ProvisionRequest, crate::provisioning::ProvisionResponse,
+        crate::provisioning::MqttAssignment, crate::provisioning::CreateEnrollmentGroupRequest,
+        crate::provisioning::EnrollmentGroupView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

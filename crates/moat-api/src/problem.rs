@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use moat_core::{Error, EstRefusal};
+use moat_core::{Error, EstRefusal, ProvisionRefusal};
 use serde::Serialize;
 
 /// A problem document (`application/problem+json`).
@@ -114,6 +114,14 @@ pub fn status_of(e: &Error) -> StatusCode {
             | EstRefusal::CertificateRevoked(_)
             | EstRefusal::CertificateExpired(_)
             | EstRefusal::DeviceNotActive(..) => StatusCode::FORBIDDEN,
+        },
+        Error::Provision(r) => match r {
+            ProvisionRefusal::NoClientCertificate => StatusCode::UNAUTHORIZED,
+            ProvisionRefusal::BadCsr(_) => StatusCode::BAD_REQUEST,
+            ProvisionRefusal::NotADeviceCertificate(_)
+            | ProvisionRefusal::CertificateRevoked(_)
+            | ProvisionRefusal::UnknownDevice(_)
+            | ProvisionRefusal::DeviceNotActive(..) => StatusCode::FORBIDDEN,
         },
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

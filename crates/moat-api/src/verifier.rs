@@ -26,6 +26,7 @@ use rustls::{
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Why the verifier could not load the hub's trust state.
@@ -101,9 +102,69 @@ pub struct LiveClientVerifier {
     inner: ArcSwap<Option<Arc<dyn ClientCertVerifier>>>,
     /// Every revoked certificate of the client CAs.
     revoked: RwLock<Revoked>,
+    /// Refused client certificates, by reason (for metrics).
+    refusals: [AtomicU64; REFUSAL_REASONS.len()],
+}
+
+/// The reasons [`LiveClientVerifier::refusals`] counts, in its order.
+pub const REFUSAL_REASONS: [&str; 7] = [
+    "revoked",
+    "expired",
+    "not_yet_valid",
+    "unknown_issuer",
+    "bad_usage",
+    "bad_encoding",
+    "other",
+];
+
+fn refusal_index(e: &rustls::Error) -> usize {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Revoked => 0,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => 1,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => 2,
+            CertificateError::UnknownIssuer => 3,
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => 4,
+            CertificateError::BadEncoding => 5,
+            _ => 6,
+        },
+        _ => 6,
+    }
 }
 
 impl LiveClientVerifier {
+    /// Client certificates refused since start, per reason of [`REFUSAL_REASONS`].
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        REFUSAL_REASONS
+            .iter()
+            .zip(self.refusals.iter())
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+    }
+
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let (issuer, serial) = moat_pki::issuer_and_serial(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if serial.as_bytes().len() > MAX_SERIAL {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
+        }
+        if self.is_revoked(&issuer, serial.as_bytes()) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        match self.inner.load().as_ref() {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
     /// A verifier trusting nothing yet; call [`Self::set_cas`] and [`Self::set_revoked`].
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
         let algs = provider.signature_verification_algorithms;
@@ -112,6 +173,7 @@ impl LiveClientVerifier {
             algs,
             inner: ArcSwap::from_pointee(None),
             revoked: RwLock::new(Revoked::default()),
+            refusals: Default::default(),
         }
     }
 
@@ -268,22 +330,13 @@ impl ClientCertVerifier for LiveClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let (issuer, serial) = moat_pki::issuer_and_serial(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if serial.as_bytes().len() > MAX_SERIAL {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::BadEncoding,
-            ));
+        let result = self.verify_chain(end_entity, intermediates, now);
+        if let Err(e) = &result
+            && let Some(c) = self.refusals.get(refusal_index(e))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
         }
-        if self.is_revoked(&issuer, serial.as_bytes()) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
-        }
-        match self.inner.load().as_ref() {
-            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            )),
-        }
+        result
     }
 
     fn verify_tls12_signature(

@@ -236,7 +236,7 @@ impl Hub {
             .await
     }
 
-    async fn require_policy(&self, name: &str) -> Result<(), Error> {
+    pub(crate) async fn require_policy(&self, name: &str) -> Result<(), Error> {
         if name == DEFAULT_POLICY
             || self
                 .store()

@@ -242,7 +242,17 @@ impl Hub {
             moat_pki::identity_of(leaf, rule).map_err(|e| Denial::NoIdentity(e.to_string()))?;
         let device = self.store().device(&identity).await?;
         match &device {
-            Some(d) if d.ca_name != ca.name => return Err(Denial::WrongCa(identity)),
+            // A device registered through a vendor CA may also hold hub-issued operational
+            // certificates (field provisioning): the registry records each one for it.
+            Some(d)
+                if d.ca_name != ca.name
+                    && !(ca.kind == CaKind::DeviceIssuing
+                        && record
+                            .as_ref()
+                            .is_some_and(|r| r.device_id.as_deref() == Some(d.id.as_str()))) =>
+            {
+                return Err(Denial::WrongCa(identity));
+            }
             Some(d) if d.state == DeviceState::Disabled => return Err(Denial::Disabled(identity)),
             Some(d) if d.state == DeviceState::Revoked => {
                 return Err(Denial::DeviceRevoked(identity));

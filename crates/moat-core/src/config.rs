@@ -46,6 +46,10 @@ pub struct CoreConfig {
     pub registration_code_ttl: Duration,
     /// Registry names of the hub CAs.
     pub ca_names: CaNames,
+    /// MQTT endpoints (`mqtts://host:port`) provisioning assigns devices to: the first is the
+    /// default of fixed allocations, hashed allocations spread over all of them. Never empty
+    /// in a running hub (the binary defaults it to its own TLS listener).
+    pub provisioning_hubs: Vec<String>,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +66,7 @@ impl Default for CoreConfig {
             crl_validity: Duration::days(7),
             registration_code_ttl: Duration::hours(1),
             ca_names: CaNames::default(),
+            provisioning_hubs: vec!["mqtts://localhost:8883".into()],
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum Error {
     /// An EST request is refused (the text is the public reason).
     #[error(transparent)]
     Est(#[from] crate::EstRefusal),
+    /// A provisioning call is refused (the text is the public reason).
+    #[error(transparent)]
+    Provision(#[from] crate::ProvisionRefusal),
     /// The registry failed.
     #[error("registry error")]
     Store(#[source] moat_store::Error),
@@ -97,6 +100,7 @@ impl Error {
             Error::State(_) => "invalid-state",
             Error::RegistrationCode => "registration-code",
             Error::Est(_) => "est-refused",
+            Error::Provision(_) => "provisioning-refused",
             Error::Store(_) | Error::Vault(_) | Error::Internal(_) => "internal",
         }
     }

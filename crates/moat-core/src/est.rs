@@ -399,7 +399,9 @@ impl Hub {
         if device.state != DeviceState::Active {
             return Err(EstRefusal::DeviceNotActive(device_id, device.state.as_str()).into());
         }
-        if device.ca_name != self.device_ca.name || current.ca_name != self.device_ca.name {
+        // (The device may be registered through a vendor CA and hold hub-issued operational
+        // certificates from field provisioning: what matters is who issued this one.)
+        if current.ca_name != self.device_ca.name {
             return Err(not("it was not issued by the hub's device CA".into()));
         }
         let checked = moat_pki::check_csr(csr).map_err(EstRefusal::BadCsr)?;

@@ -30,6 +30,7 @@ mod events;
 mod explain;
 mod hub;
 mod limiter;
+mod provisioning;
 mod secret;
 mod stations;
 
@@ -46,6 +47,9 @@ pub use events::Event;
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
 pub use limiter::FailureLimiter;
+pub use provisioning::{
+    CreateEnrollmentGroup, HubEndpoint, ProvisionRefusal, Provisioned, allocate, matching_group,
+};
 pub use secret::{Secret, hash_token, new_token, token_matches};
 pub use stations::{CreateStation, CreatedStation};
 

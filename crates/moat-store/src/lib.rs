@@ -1,7 +1,8 @@
 //! Registry persistence for Moat: devices, certificates, CAs, CRLs, registration codes,
 //! settings, the audit log, the factory allow-list and EST stations, the MQTT broker's durable
 //! state (retained messages and persistent sessions, as values the broker encodes), and
-//! firmware updates (signing keys, images, campaigns, device inventory: [`FirmwareStore`]).
+//! firmware updates (signing keys, images, campaigns, device inventory: [`FirmwareStore`]),
+//! and field provisioning (enrollment groups, hub assignments: [`ProvisioningStore`]).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
 //! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
@@ -40,6 +41,7 @@ mod firmware;
 mod firmware_model;
 mod model;
 mod postgres;
+mod provisioning;
 mod sql;
 mod sqlite;
 mod sqlite_writer;
@@ -51,6 +53,7 @@ pub use firmware::FirmwareStore;
 pub use firmware_model::*;
 pub use model::*;
 pub use postgres::PgStore;
+pub use provisioning::{Allocation, Assignment, EnrollmentGroup, Provisioning, ProvisioningStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -73,9 +76,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// The registry. Every method is one transaction: it happens entirely or not at all.
-/// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`].
+/// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
+/// enrollment groups and hub assignments in [`ProvisioningStore`].
 #[async_trait]
-pub trait Store: FirmwareStore + Send + Sync + std::fmt::Debug {
+pub trait Store: FirmwareStore + ProvisioningStore + Send + Sync + std::fmt::Debug {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -12,6 +12,9 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::provisioning::{
+    self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
+};
 use crate::sql;
 use crate::store_impl::impl_store;
 use crate::writes::{BoxFuture, Tx, impl_writes, write_op};
@@ -90,3 +93,4 @@ impl PgStore {
 impl_writes!(PgStore, PgConnection);
 impl_store!(PgStore);
 impl_firmware_store!(PgStore);
+impl_provisioning_store!(PgStore);

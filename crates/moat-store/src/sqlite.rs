@@ -20,6 +20,9 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::provisioning::{
+    self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
+};
 use crate::sql;
 use crate::sqlite_writer::Writer;
 use crate::store_impl::impl_store;
@@ -139,3 +142,4 @@ fn is_memory(url: &str) -> bool {
 impl_writes!(SqliteStore, SqliteConnection);
 impl_store!(SqliteStore);
 impl_firmware_store!(SqliteStore);
+impl_provisioning_store!(SqliteStore);

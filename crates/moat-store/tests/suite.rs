@@ -62,6 +62,7 @@ suite!(
     firmware_keys_and_publication,
     campaigns_and_device_states,
     inventory_and_group_members,
+    enrollment_groups_and_provisioning,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

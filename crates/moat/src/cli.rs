@@ -69,6 +69,9 @@ pub enum Command {
     /// Factory stations: the credentials that enroll allow-listed serials over EST.
     #[command(subcommand)]
     Station(StationCmd),
+    /// Enrollment groups: what field provisioning gives a device (hub, policy, group, ACL).
+    #[command(subcommand, name = "enrollment-group")]
+    EnrollmentGroup(EnrollmentGroupCmd),
     /// Print a CA's current CRL (PEM).
     Crl {
         /// The CA (default: the device CA).
@@ -107,6 +110,9 @@ pub struct ServeArgs {
     /// Do not listen for plain TCP MQTT.
     #[arg(long)]
     pub no_mqtt_plain: bool,
+    /// Metrics and health listen address (/metrics, /healthz, /readyz); overrides the config.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Master key source (file, passphrase, pkcs11); overrides the config.
     #[arg(long)]
     pub vault: Option<String>,
@@ -523,6 +529,47 @@ pub enum StationCmd {
     /// Delete a station (its certificate is revoked; it can no longer enroll).
     Delete {
         /// Station name.
+        name: String,
+    },
+}
+
+/// `moat enrollment-group …`.
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentGroupCmd {
+    /// Create a group. A device provisioning matches the most specific group by the CA of its
+    /// certificate and its factory model.
+    Create {
+        /// Group name.
+        name: String,
+        /// Only devices whose certificate this CA issued (`devices` = the hub's device CA, or a
+        /// registered CA's name).
+        #[arg(long)]
+        ca: Option<String>,
+        /// Only devices of this factory model (from the allow-list).
+        #[arg(long)]
+        model: Option<String>,
+        /// `fixed` (one hub) or `hashed` (spread over [provisioning] hubs).
+        #[arg(long, default_value = "fixed", value_parser = ["fixed", "hashed"])]
+        allocation: String,
+        /// The MQTT endpoint of a fixed allocation, mqtts://HOST:PORT (default: the first of
+        /// [provisioning] hubs).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Let provisioned devices also use a token over server TLS or plain TCP.
+        #[arg(long)]
+        allow_insecure: bool,
+        /// MQTT group provisioned devices join.
+        #[arg(long)]
+        group: Option<String>,
+        /// ACL policy provisioned devices get as their own.
+        #[arg(long)]
+        acl_policy: Option<String>,
+    },
+    /// List groups.
+    List,
+    /// Delete a group (devices it provisioned keep what they got).
+    Delete {
+        /// Group name.
         name: String,
     },
 }

@@ -56,6 +56,11 @@ listen = "0.0.0.0:8080"
 validity = "7d"
 refresh_interval = "1h"
 
+[metrics]
+# Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz: the registry
+# answers). Loopback by default: the figures describe the fleet; expose them deliberately.
+listen = "127.0.0.1:9464"
+
 [ca]
 organization = "Moat"
 root_common_name = "Moat Root CA"
@@ -83,6 +88,13 @@ renew_check_interval = "1h"
 manifest_ttl = "7d"
 # Largest image `moat fw upload` and `moat fw sign` accept, in bytes.
 max_image_size = 33554432
+
+[provisioning]
+# MQTT endpoints field provisioning (POST /provisioning/v1/register) assigns devices to, as
+# mqtts://HOST:PORT. Enrollment groups with a fixed allocation use their own hub or the first
+# of these; hashed allocations spread devices over all of them (stable while the list is).
+# Default: this hub, mqtts://HOSTNAME:PORT of [mqtt] tls_listen.
+hubs = []
 
 [vault]
 # Where the master key that seals every private key comes from:
@@ -119,12 +131,16 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// CRL endpoint.
     pub crl: CrlConfig,
+    /// Metrics and health.
+    pub metrics: MetricsConfig,
     /// CA names and validities.
     pub ca: CaConfig,
     /// Hub server certificate.
     pub server: ServerConfig,
     /// Firmware updates.
     pub ota: OtaSection,
+    /// Field provisioning.
+    pub provisioning: ProvisioningSection,
     /// Master key.
     pub vault: VaultConfig,
     /// Logging.
@@ -183,6 +199,14 @@ pub struct MqttConfig {
     /// Window of `max_failed_connects`.
     #[serde(with = "humantime_serde")]
     pub failed_connect_window: Duration,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
 }
 
 /// `[crl]`.
@@ -252,6 +276,14 @@ pub struct OtaSection {
     pub manifest_ttl: Duration,
     /// Largest image accepted, in bytes.
     pub max_image_size: u64,
+}
+
+/// `[provisioning]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningSection {
+    /// Hub endpoints devices are assigned to; empty: this hub.
+    pub hubs: Vec<String>,
 }
 
 /// `[vault]`.

@@ -29,6 +29,8 @@ pub struct HubFile {
     pub mqtt_tls: String,
     /// MQTT over plain TCP (`host:port`), if enabled.
     pub mqtt_plain: Option<String>,
+    /// Metrics and health base URL.
+    pub metrics_url: String,
     /// The hub's process id.
     pub pid: u32,
 }
@@ -60,6 +62,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     }
     if let Some(a) = args.mqtt_plain_listen {
         cfg.mqtt.plain_listen = a;
+    }
+    if let Some(a) = args.metrics_listen {
+        cfg.metrics.listen = a;
     }
     if args.no_mqtt_plain {
         cfg.mqtt.plain_enabled = false;
@@ -96,6 +101,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let crl_listener = TcpListener::bind(cfg.crl.listen)
         .await
         .with_context(|| format!("cannot listen on {} (crl.listen)", cfg.crl.listen))?;
+    let metrics_listener = TcpListener::bind(cfg.metrics.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (metrics.listen)", cfg.metrics.listen))?;
     let mqtt_tls_listener = TcpListener::bind(cfg.mqtt.tls_listen)
         .await
         .with_context(|| format!("cannot listen on {} (mqtt.tls_listen)", cfg.mqtt.tls_listen))?;
@@ -109,7 +117,8 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let crl_addr = crl_listener.local_addr()?;
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
 
-    let core = core_config(&cfg, &hostname, crl_addr)?;
+    let mqtt_addr = mqtt_tls_listener.local_addr()?;
+    let core = core_config(&cfg, &hostname, crl_addr, mqtt_addr)?;
     let hub = Arc::new(Hub::open(store.clone(), Arc::new(vault), core).await?);
 
     let token_hash = admin_token(&hub, &data_dir).await?;
@@ -179,6 +188,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             Some(l) => Some(local_url_host(l.local_addr()?)),
             None => None,
         },
+        metrics_url: format!("http://{}", local_url_host(metrics_listener.local_addr()?)),
         pid: std::process::id(),
     };
     write_atomic(
@@ -265,6 +275,22 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         moat_api::public_router(hub.clone()),
         shutdown.clone(),
     ));
+    let event_counts = Arc::new(crate::metrics::EventCounts::default());
+    mqtt_tasks.push(tokio::spawn(crate::metrics::count_events(
+        hub.clone(),
+        event_counts.clone(),
+        shutdown.clone(),
+    )));
+    let registry = Arc::new(crate::metrics::registry(
+        broker.clone(),
+        verifier.clone(),
+        event_counts,
+    ));
+    let metrics = tokio::spawn(moat_api::serve_plain(
+        metrics_listener,
+        crate::metrics::router(registry, hub.clone()),
+        shutdown.clone(),
+    ));
     let refresh = tokio::spawn(refresh_crls(
         hub.clone(),
         cfg.crl.refresh_interval,
@@ -289,6 +315,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         tracing::warn!(error = %e, "CRL endpoint ended with an error");
     }
     let _ = refresh.await;
+    let _ = metrics.await;
     let _ = server_cert.await;
     for t in mqtt_tasks {
         let _ = t.await;
@@ -309,7 +336,12 @@ fn local_url_host(addr: SocketAddr) -> String {
     }
 }
 
-fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Result<CoreConfig> {
+fn core_config(
+    cfg: &Config,
+    hostname: &str,
+    crl_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+) -> anyhow::Result<CoreConfig> {
     let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
     let crl_base = cfg.crl.public_url.clone().unwrap_or_else(|| {
         let host = if crl_addr.ip().is_unspecified() {
@@ -335,7 +367,38 @@ fn core_config(cfg: &Config, hostname: &str, crl_addr: SocketAddr) -> anyhow::Re
         crl_validity: d(cfg.crl.validity)?,
         registration_code_ttl: d(cfg.ca.registration_code_ttl)?,
         ca_names: Default::default(),
+        provisioning_hubs: provisioning_hubs(cfg, hostname, mqtt_addr)?,
     })
+}
+
+/// `[provisioning] hubs`, checked; by default this hub's own mutual-TLS MQTT listener
+/// (`addr`, as bound).
+fn provisioning_hubs(
+    cfg: &Config,
+    hostname: &str,
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<String>> {
+    if cfg.provisioning.hubs.is_empty() {
+        let url = if !addr.ip().is_unspecified() {
+            format!("mqtts://{addr}")
+        } else if hostname.is_empty() {
+            format!("mqtts://localhost:{}", addr.port())
+        } else {
+            format!("mqtts://{hostname}:{}", addr.port())
+        };
+        let url = moat_core::HubEndpoint::parse(&url)
+            .context("[mqtt] tls_listen does not make a provisioning endpoint")?;
+        return Ok(vec![url.url]);
+    }
+    cfg.provisioning
+        .hubs
+        .iter()
+        .map(|h| {
+            moat_core::HubEndpoint::parse(h)
+                .map(|e| e.url)
+                .with_context(|| "[provisioning] hubs")
+        })
+        .collect()
 }
 
 /// The OTA service's configuration. Downloads are served by a mutual-TLS listener that

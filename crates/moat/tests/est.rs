@@ -2,7 +2,8 @@
 //! tools, the way the RFC's examples work: cacerts, csrattrs, factory enrollment through a
 //! station (certificate or HTTP Basic token), re-enrollment over mutual TLS (renewal and
 //! re-key), server key generation, and every refusal — after each of which the registry is
-//! checked to hold nothing new.
+//! checked to hold nothing new. Then field provisioning (`/provisioning/v1/register`) with
+//! the factory certificates EST issued and with a secure-element vendor's certificates.
 
 mod common;
 
@@ -49,10 +50,17 @@ enum Auth<'a> {
 
 /// Runs curl against `/.well-known/est/{op}`; POSTs `body` (a file) if given.
 fn est(hub: &TestHub, op: &str, auth: Auth<'_>, body: Option<&Path>) -> Answer {
+    let body = body.map(|b| (b, "application/pkcs10"));
+    call(hub, &format!("/.well-known/est/{op}"), auth, body)
+}
+
+/// Runs curl against `path` on the hub's HTTPS listener; POSTs `body` (a file, with its
+/// content type) if given.
+fn call(hub: &TestHub, path: &str, auth: Auth<'_>, body: Option<(&Path, &str)>) -> Answer {
     let out = hub.path(&format!("answer-{}", seq()));
     let headers = hub.path(&format!("headers-{}", seq()));
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--cacert"])
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
         .arg(hub.bundle())
         .arg("-o")
         .arg(&out)
@@ -68,11 +76,15 @@ fn est(hub: &TestHub, op: &str, auth: Auth<'_>, body: Option<&Path>) -> Answer {
             cmd.args(["-u", &format!("{user}:{pass}")]);
         }
     }
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/pkcs10", "--data-binary"])
-            .arg(format!("@{}", b.display()));
+    if let Some((b, content_type)) = body {
+        cmd.args([
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", b.display()));
     }
-    cmd.arg(format!("{}/.well-known/est/{op}", hub.admin_url));
+    cmd.arg(format!("{}{path}", hub.admin_url));
     let o = cmd.output().expect("curl runs");
     Answer {
         status: String::from_utf8_lossy(&o.stdout)
@@ -973,4 +985,388 @@ fn failed_station_logins_are_rate_limited() {
             .expect("list")
             .is_empty()
     );
+}
+
+/// `POST /provisioning/v1/register` with `auth`, asking for a certificate for the key of the
+/// PEM CSR `csr_pem` (a file).
+fn provision(hub: &TestHub, auth: Auth<'_>, csr_pem: &Path) -> Answer {
+    let csr = std::fs::read_to_string(csr_pem).expect("csr");
+    let req = hub.path(&format!("provision-{}.json", seq()));
+    std::fs::write(&req, serde_json::json!({ "csr": csr }).to_string()).expect("write");
+    call(
+        hub,
+        "/provisioning/v1/register",
+        auth,
+        Some((&req, "application/json")),
+    )
+}
+
+/// A PEM CSR for a new P-256 key (`{name}.key`), or for `key`.
+fn pem_csr(dir: &Path, name: &str, key: Option<&str>) -> PathBuf {
+    let keyopt = match key {
+        Some(k) => format!("-key {k}"),
+        None => format!("-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key"),
+    };
+    sh(
+        dir,
+        &format!("openssl req -new {keyopt} -subj '/CN=ignored' -out {name}.csr 2>/dev/null"),
+    );
+    dir.join(format!("{name}.csr"))
+}
+
+/// A provisioning answer's JSON (status 200 required); writes its certificate and CA
+/// bundle to `{name}.pem` and `{name}-ca.pem`.
+fn provisioned(dir: &Path, name: &str, a: &Answer) -> serde_json::Value {
+    assert_eq!(a.status, 200, "{a:?} {}", a.text());
+    let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+    let cert = v["certificate"].as_str().expect("certificate");
+    let chain = v["chain"].as_str().expect("chain");
+    std::fs::write(dir.join(format!("{name}.pem")), format!("{cert}{chain}")).expect("write");
+    let bundle = v["mqtt"]["ca_bundle"].as_str().expect("ca_bundle");
+    std::fs::write(dir.join(format!("{name}-ca.pem")), bundle).expect("write");
+    v
+}
+
+/// mosquitto (v5) as `id` with a certificate: publish `msg` retained to `topic`, or (msg
+/// None) wait up to 5 s for one message on `topic`. Returns (success, output).
+fn mosquitto(
+    hub: &TestHub,
+    cert: &Path,
+    key: &Path,
+    id: &str,
+    topic: &str,
+    msg: Option<&str>,
+) -> (bool, String) {
+    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
+    let bundle = hub.bundle();
+    let mut args = vec![
+        "15",
+        if msg.is_some() {
+            "mosquitto_pub"
+        } else {
+            "mosquitto_sub"
+        },
+        "-V",
+        "mqttv5",
+        "-h",
+        host,
+        "-p",
+        port,
+        "--cafile",
+        bundle.to_str().expect("p"),
+        "--cert",
+        cert.to_str().expect("p"),
+        "--key",
+        key.to_str().expect("p"),
+        "-i",
+        id,
+        "-t",
+        topic,
+        "-q",
+        "1",
+    ];
+    match msg {
+        Some(m) => args.extend(["-r", "-m", m]),
+        None => args.extend(["-C", "1", "-W", "5"]),
+    }
+    run("timeout", &args)
+}
+
+#[test]
+fn field_provisioning_gives_the_operational_certificate_and_the_hub() {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("moat.toml");
+    std::fs::write(
+        &cfg,
+        "[provisioning]\nhubs = [\"mqtts://hub-a.example:8883\", \"mqtts://hub-b.example:8883\"]\n",
+    )
+    .expect("config");
+    let f = factory(
+        TestHub::start_with(&["--config", cfg.to_str().expect("p")], &[]),
+        "SN-1,,Sensor v2\nSN-2,,Gateway\n",
+    );
+    let (hub, d) = (&f.hub, f.dir.as_path());
+    let station = Auth::Cert(&f.station_cert, &f.station_key);
+    let real_hub = format!("mqtts://{}", hub.mqtt_tls);
+
+    // Factory: EST gives SN-1 and SN-2 their factory certificates.
+    let c1 = csr(d, "sn1", "/CN=SN-1", None, "", true);
+    let sn1 = certs_of(d, "sn1", &est(hub, "simpleenroll", station, Some(&c1)));
+    let c2 = csr(d, "sn2", "/CN=SN-2", None, "", true);
+    let sn2 = certs_of(d, "sn2", &est(hub, "simpleenroll", station, Some(&c2)));
+
+    // Enrollment groups: sensors of the hub's own CA go to this hub, in group fleet-a, with a
+    // topic policy of their own; everything else is spread over the configured hubs.
+    hub.ok(&[
+        "acl",
+        "create",
+        "sensor",
+        "--publish",
+        "fleet/{device.group}/{device.id}",
+        "--subscribe",
+        "fleet/{device.group}/#",
+    ]);
+    hub.ok(&[
+        "enrollment-group",
+        "create",
+        "sensors",
+        "--ca",
+        "devices",
+        "--model",
+        "Sensor v2",
+        "--endpoint",
+        &real_hub,
+        "--group",
+        "fleet-a",
+        "--acl-policy",
+        "sensor",
+    ]);
+    hub.ok(&[
+        "enrollment-group",
+        "create",
+        "spread",
+        "--allocation",
+        "hashed",
+    ]);
+    let e = hub.fails(&[
+        "enrollment-group",
+        "create",
+        "bad",
+        "--allocation",
+        "hashed",
+        "--endpoint",
+        &real_hub,
+    ]);
+    assert!(e.contains("fixed allocation"), "{e}");
+    let e = hub.fails(&["enrollment-group", "create", "bad", "--acl-policy", "nope"]);
+    assert!(e.contains("nope"), "{e}");
+    let e = hub.fails(&[
+        "enrollment-group",
+        "create",
+        "bad",
+        "--endpoint",
+        "http://x",
+    ]);
+    assert!(e.contains("mqtts"), "{e}");
+    let groups = hub.json(&["enrollment-group", "list"]);
+    assert_eq!(groups.as_array().expect("groups").len(), 2, "{groups}");
+
+    // SN-1 provisions with its factory certificate and a new key: one round trip.
+    let op_csr = pem_csr(d, "op1", None);
+    let v = provisioned(
+        d,
+        "op1",
+        &provision(hub, Auth::Cert(&sn1, &d.join("sn1.key")), &op_csr),
+    );
+    assert_eq!(v["device_id"], "SN-1");
+    assert_eq!(v["mqtt"]["url"], real_hub.as_str());
+    assert_eq!(v["enrollment_group"], "sensors");
+    assert_eq!(v["provisions"], 1);
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            d.join("op1-ca.pem").to_str().expect("p"),
+            d.join("op1.pem").to_str().expect("p"),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_ne!(
+        sh(d, "openssl x509 -in op1.pem -noout -serial"),
+        sh(d, "openssl x509 -in sn1.pem -noout -serial")
+    );
+    // Its operational certificate connects, under the group's topic policy.
+    let (op1, op1_key) = (d.join("op1.pem"), d.join("op1.key"));
+    let (ok, out) = mosquitto(
+        hub,
+        &op1,
+        &op1_key,
+        "SN-1",
+        "fleet/fleet-a/SN-1",
+        Some("up"),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = mosquitto(hub, &op1, &op1_key, "SN-1", "fleet/fleet-a/#", None);
+    assert!(ok && out.contains("up"), "{out}");
+    let (_, out) = mosquitto(hub, &op1, &op1_key, "SN-1", "devices/SN-1/#", None);
+    assert!(out.contains("denied"), "outside the group's policy: {out}");
+
+    // SN-2 (another model) is hashed over the configured hubs, the same one every time.
+    let op2 = pem_csr(d, "op2", None);
+    let v2 = provisioned(
+        d,
+        "op2",
+        &provision(hub, Auth::Cert(&sn2, &d.join("sn2.key")), &op2),
+    );
+    let first = v2["mqtt"]["url"].as_str().expect("url").to_string();
+    assert!(first.ends_with(".example:8883"), "{v2}");
+    assert_eq!(v2["enrollment_group"], "spread");
+    let v2 = provisioned(
+        d,
+        "op2b",
+        &provision(hub, Auth::Cert(&sn2, &d.join("sn2.key")), &op2),
+    );
+    assert_eq!(v2["mqtt"]["url"], first.as_str());
+    assert_eq!(v2["provisions"], 2);
+    assert!(v2["moved_from"].is_null(), "{v2}");
+
+    // Moving SN-2 to this hub: re-provisioning is allowed and audited with where from.
+    hub.ok(&["enrollment-group", "delete", "spread"]);
+    hub.ok(&[
+        "enrollment-group",
+        "create",
+        "all-here",
+        "--endpoint",
+        &real_hub,
+    ]);
+    let v2 = provisioned(
+        d,
+        "op2c",
+        &provision(hub, Auth::Cert(&sn2, &d.join("sn2.key")), &op2),
+    );
+    assert_eq!(v2["mqtt"]["url"], real_hub.as_str());
+    assert_eq!(v2["moved_from"], first.as_str());
+    let audit = hub.ok(&["audit", "--limit", "20"]);
+    assert!(
+        audit.contains("device.reprovision") && audit.contains(&format!("moved from {first}")),
+        "{audit}"
+    );
+
+    // A suspended (disabled) device cannot provision.
+    hub.ok(&["device", "disable", "SN-1"]);
+    let a = provision(hub, Auth::Cert(&sn1, &d.join("sn1.key")), &op_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.detail().contains("disabled"), "{}", a.detail());
+    hub.ok(&["device", "enable", "SN-1"]);
+    // Refusals, each storing nothing.
+    let before = snapshot(hub);
+    let certs_before = hub.json(&["cert", "list", "--limit", "1000"]);
+    let a = provision(hub, Auth::None, &op_csr);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.detail().contains("mutual TLS"), "{}", a.detail());
+    let a = provision(hub, station, &op_csr);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.detail().contains("station certificate"), "{}", a.detail());
+    std::fs::write(
+        d.join("garbage.csr"),
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .expect("write");
+    let a = provision(
+        hub,
+        Auth::Cert(&sn1, &d.join("sn1.key")),
+        &d.join("garbage.csr"),
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    // A certificate from a CA the hub does not trust: the handshake refuses it.
+    let stranger = Vendor::new(d, "stranger");
+    let s_cert = stranger.issue(d, "SN-1", &["-extfile_client"]);
+    let s_key = d.join("stranger-ca-SN-1.key");
+    let a = provision(hub, Auth::Cert(&s_cert, &s_key), &op_csr);
+    assert_eq!(a.status, 0, "TLS must refuse an unregistered CA: {a:?}");
+    assert_eq!(snapshot(hub), before);
+    assert_eq!(hub.json(&["cert", "list", "--limit", "1000"]), certs_before);
+    // A revoked device's factory certificate: refused at the handshake.
+    hub.ok(&["device", "revoke", "SN-1"]);
+    let a = provision(hub, Auth::Cert(&sn1, &d.join("sn1.key")), &op_csr);
+    assert!(a.status == 0 || a.status == 403, "{a:?}");
+}
+
+#[test]
+fn vendor_certificates_provision_with_auto_register() {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("moat.toml");
+    std::fs::write(
+        &cfg,
+        "[provisioning]\nhubs = [\"mqtts://hub-a.example:8883\", \"mqtts://hub-b.example:8883\", \"mqtts://hub-c.example:8883\"]\n",
+    )
+    .expect("config");
+    let hub = TestHub::start_with(&["--config", cfg.to_str().expect("p")], &[]);
+    let d = hub.path("work");
+    std::fs::create_dir_all(&d).expect("dir");
+    let d = d.as_path();
+    let register = |vendor: &Vendor, name: &str, auto: bool| {
+        let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
+        let proof = vendor.issue(d, &code, &[]);
+        let mut args = vec![
+            "ca",
+            "register",
+            "--cert",
+            vendor.cert_s(),
+            "--verification-cert",
+            proof.to_str().expect("p"),
+            "--name",
+            name,
+        ];
+        if auto {
+            args.push("--auto-register");
+        }
+        hub.ok(&args);
+    };
+    let acme = Vendor::new(d, "acme");
+    register(&acme, "acme", true);
+    let beta = Vendor::new(d, "beta");
+    register(&beta, "beta", false);
+    hub.ok(&[
+        "enrollment-group",
+        "create",
+        "acme-se",
+        "--ca",
+        "acme",
+        "--allocation",
+        "hashed",
+    ]);
+
+    // A secure element's vendor certificate provisions: the device is registered on the way
+    // and gets a hub-issued operational certificate for a key it chose.
+    let se = acme.issue(d, "se-0001", &["-extfile_client"]);
+    let se_key = d.join("acme-ca-se-0001.key");
+    let op = pem_csr(d, "op", None);
+    let v = provisioned(d, "op", &provision(&hub, Auth::Cert(&se, &se_key), &op));
+    assert_eq!(v["device_id"], "se-0001");
+    assert_eq!(v["enrollment_group"], "acme-se");
+    let url = v["mqtt"]["url"].as_str().expect("url");
+    assert!(
+        url.starts_with("mqtts://hub-") && url.ends_with(".example:8883"),
+        "{v}"
+    );
+    let device = hub.json(&["device", "show", "se-0001"]);
+    assert_eq!(device["device"]["ca"], "acme", "{device}");
+    // Both certificates connect as the device: the vendor's and the hub-issued one.
+    let (ok, out) = mosquitto(
+        &hub,
+        &d.join("op.pem"),
+        &d.join("op.key"),
+        "se-0001",
+        "devices/se-0001/up",
+        Some("1"),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = mosquitto(
+        &hub,
+        &se,
+        &se_key,
+        "se-0001",
+        "devices/se-0001/up",
+        Some("2"),
+    );
+    assert!(ok, "{out}");
+    // The key can stay in the secure element: a CSR for the vendor certificate's own key.
+    let same = pem_csr(d, "same", Some("acme-ca-se-0001.key"));
+    let v = provisioned(
+        d,
+        "op-same",
+        &provision(&hub, Auth::Cert(&se, &se_key), &same),
+    );
+    assert_eq!(v["provisions"], 2);
+    assert_eq!(v["mqtt"]["url"], url, "hashing is stable");
+
+    // A CA that does not auto-register: its unknown devices are refused, nothing stored.
+    let count = hub.device_count();
+    let b = beta.issue(d, "be-0001", &["-extfile_client"]);
+    let a = provision(&hub, Auth::Cert(&b, &d.join("beta-ca-be-0001.key")), &op);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert!(a.detail().contains("not registered"), "{}", a.detail());
+    assert_eq!(hub.device_count(), count);
 }

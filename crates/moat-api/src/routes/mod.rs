@@ -99,6 +99,15 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/allowlist/{serial}/reset", post(reset_allowlist))
         .route("/stations", get(list_stations).post(create_station))
         .route("/stations/{name}", delete(delete_station))
+        .route(
+            "/enrollment-groups",
+            get(crate::provisioning::list_enrollment_groups)
+                .post(crate::provisioning::create_enrollment_group),
+        )
+        .route(
+            "/enrollment-groups/{name}",
+            delete(crate::provisioning::delete_enrollment_group),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_admin,
@@ -107,6 +116,10 @@ pub fn admin_router(state: AppState) -> Router {
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::est::routes())
+        .route(
+            "/provisioning/v1/register",
+            post(crate::provisioning::register),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::serve::request_id))

@@ -7,6 +7,7 @@ mod devices;
 mod enrollment;
 mod firmware;
 mod mqtt;
+mod provisioning;
 mod records;
 
 pub use access::*;
@@ -16,4 +17,5 @@ pub use devices::*;
 pub use enrollment::*;
 pub use firmware::*;
 pub use mqtt::*;
+pub use provisioning::*;
 pub use records::*;

@@ -1,7 +1,8 @@
-//! `moat allowlist …` and `moat station …`: factory enrollment over EST.
+//! `moat allowlist …` and `moat station …`: factory enrollment over EST; `moat
+//! enrollment-group …`: what field provisioning gives a device.
 
 use super::{print_json, read_input, seg};
-use crate::cli::{AllowlistCmd, Cli, StationCmd};
+use crate::cli::{AllowlistCmd, Cli, EnrollmentGroupCmd, StationCmd};
 use crate::client::ApiClient;
 use crate::files::{private_dir, write_new};
 use anyhow::{anyhow, bail};
@@ -9,6 +10,8 @@ use moat_api::dto::{
     AllowlistAdded, AllowlistUpload, AllowlistView, CreateStationRequest, CreateStationResponse,
     StationView,
 };
+use moat_api::provisioning::{CreateEnrollmentGroupRequest, EnrollmentGroupView};
+use moat_store::{Allocation, ConnectionPolicy};
 
 pub async fn allowlist(cli: &Cli, cmd: &AllowlistCmd) -> anyhow::Result<()> {
     match cmd {
@@ -165,6 +168,87 @@ pub async fn station(cli: &Cli, cmd: &StationCmd) -> anyhow::Result<()> {
             api.delete(&format!("/api/v1/stations/{}", seg(name)))
                 .await?;
             println!("deleted station {name} (its certificate is revoked)");
+            Ok(())
+        }
+    }
+}
+
+/// `moat enrollment-group …`.
+pub async fn enrollment_group(cli: &Cli, cmd: &EnrollmentGroupCmd) -> anyhow::Result<()> {
+    let api = ApiClient::from_cli(cli)?;
+    match cmd {
+        EnrollmentGroupCmd::Create {
+            name,
+            ca,
+            model,
+            allocation,
+            endpoint,
+            allow_insecure,
+            group,
+            acl_policy,
+        } => {
+            let req = CreateEnrollmentGroupRequest {
+                name: name.clone(),
+                ca: ca.clone(),
+                model: model.clone(),
+                allocation: if allocation == "hashed" {
+                    Allocation::Hashed
+                } else {
+                    Allocation::Fixed
+                },
+                hub: endpoint.clone(),
+                policy: if *allow_insecure {
+                    ConnectionPolicy::AllowInsecure
+                } else {
+                    ConnectionPolicy::DenyInsecure
+                },
+                group: group.clone(),
+                acl_policy: acl_policy.clone(),
+            };
+            let g: EnrollmentGroupView = api.post("/api/v1/enrollment-groups", &req).await?;
+            if cli.json {
+                return print_json(&g);
+            }
+            println!(
+                "created enrollment group {} ({} allocation{})",
+                g.name,
+                g.allocation,
+                g.hub
+                    .as_deref()
+                    .map(|h| format!(" to {h}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        EnrollmentGroupCmd::List => {
+            let list: Vec<EnrollmentGroupView> = api.get("/api/v1/enrollment-groups").await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<24} {:<16} {:<16} {:<8} {:<28} {:<15} {:<16} ACL POLICY",
+                "NAME", "CA", "MODEL", "ALLOC", "HUB", "POLICY", "GROUP"
+            );
+            let d = |o: &Option<String>| o.clone().unwrap_or_else(|| "*".into());
+            for g in list {
+                println!(
+                    "{:<24} {:<16} {:<16} {:<8} {:<28} {:<15} {:<16} {}",
+                    g.name,
+                    d(&g.ca),
+                    d(&g.model),
+                    g.allocation,
+                    g.hub.as_deref().unwrap_or("(configured)"),
+                    g.policy,
+                    g.group.as_deref().unwrap_or("-"),
+                    g.acl_policy.as_deref().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
+        EnrollmentGroupCmd::Delete { name } => {
+            api.delete(&format!("/api/v1/enrollment-groups/{}", seg(name)))
+                .await?;
+            println!("deleted enrollment group {name}");
             Ok(())
         }
     }

@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(ref c) => cert::run(&cli, c).await,
         Command::Allowlist(ref c) => enrollment::allowlist(&cli, c).await,
         Command::Station(ref c) => enrollment::station(&cli, c).await,
+        Command::EnrollmentGroup(ref c) => enrollment::enrollment_group(&cli, c).await,
         Command::Session(SessionCmd::List) => {
             let api = ApiClient::from_cli(&cli)?;
             let sessions: Vec<SessionView> = api.get("/api/v1/sessions").await?;

@@ -21,6 +21,8 @@ pub struct TestHub {
     pub mqtt_tls: String,
     /// MQTT plain `host:port`.
     pub mqtt_plain: String,
+    /// Metrics and health base URL.
+    pub metrics_url: String,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -43,6 +45,7 @@ impl TestHub {
             crl_url: String::new(),
             mqtt_tls: String::new(),
             mqtt_plain: String::new(),
+            metrics_url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
@@ -70,6 +73,8 @@ impl TestHub {
                 "127.0.0.1:0",
                 "--mqtt-plain-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
@@ -88,6 +93,7 @@ impl TestHub {
                 self.crl_url = v["crl_url"].as_str().expect("crl_url").to_string();
                 self.mqtt_tls = v["mqtt_tls"].as_str().expect("mqtt_tls").to_string();
                 self.mqtt_plain = v["mqtt_plain"].as_str().unwrap_or_default().to_string();
+                self.metrics_url = v["metrics_url"].as_str().unwrap_or_default().to_string();
                 self.child = Some(child);
                 return Ok(());
             }

@@ -1,0 +1,228 @@
+//! Field provisioning on the hub's HTTPS listener: `POST /provisioning/v1/register` over
+//! mutual TLS with the device's factory (or secure-element vendor) certificate; JSON in and
+//! out. Decisions, signing, storage and audit are `moat-core`'s ([`moat_core::Hub::provision`]).
+//! Also the admin routes for enrollment groups (`/api/v1/enrollment-groups`).
+//!
+//! Refusals are problem documents: 401 without a client certificate, 403 for a certificate
+//! that cannot provision (station, revoked, expired, unknown device of a CA that does not
+//! auto-register, device not active), 400 for a bad CSR. A certificate from a CA the hub
+//! does not trust never gets this far: the TLS handshake refuses it.
+
+use crate::problem::{ApiError, Problem};
+use crate::routes::ApiJson;
+use crate::{AppState, TlsPeer};
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use moat_core::{Actor, CreateEnrollmentGroup};
+use moat_store::{Allocation, ConnectionPolicy, EnrollmentGroup};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A provisioning request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequest {
+    /// PKCS#10 CSR, PEM: the key of the operational certificate (its subject is not used: the
+    /// certificate names the device id).
+    pub csr: String,
+}
+
+/// Where a provisioned device connects.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MqttAssignment {
+    /// `mqtts://host:port`.
+    pub url: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// PEM CA certificates to verify the hub's server certificate with.
+    pub ca_bundle: String,
+}
+
+/// A provisioned device's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionResponse {
+    /// The device id (the certificate's CN and the MQTT client id).
+    pub device_id: String,
+    /// The operational certificate, PEM.
+    pub certificate: String,
+    /// The issuing CA certificate, PEM (send it with the certificate).
+    pub chain: String,
+    /// The hub assignment.
+    pub mqtt: MqttAssignment,
+    /// The enrollment group that decided it.
+    pub enrollment_group: Option<String>,
+    /// `deny_insecure` or `allow_insecure`.
+    pub policy: String,
+    /// How many times this device has been provisioned (1 the first time).
+    pub provisions: u32,
+    /// The hub it was assigned to before, when this call moved it.
+    pub moved_from: Option<String>,
+}
+
+/// Provision: operational certificate and hub assignment, in one round trip.
+#[utoipa::path(post, path = "/provisioning/v1/register", tag = "provisioning",
+    security(()),
+    request_body = ProvisionRequest,
+    responses(
+        (status = 200, body = ProvisionResponse),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub(crate) async fn register(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<TlsPeer>,
+    ApiJson(req): ApiJson<ProvisionRequest>,
+) -> Result<Json<ProvisionResponse>, ApiError> {
+    let csr = moat_pki::pem_to_der(req.csr.as_bytes(), "CERTIFICATE REQUEST").map_err(|e| {
+        ApiError::Problem(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Bad Request",
+            format!("csr: {e}; send a PEM \"CERTIFICATE REQUEST\""),
+        ))
+    })?;
+    let ip = peer.addr.ip().to_string();
+    let p = s.hub.provision(&peer.chain, &csr, &ip).await?;
+    Ok(Json(ProvisionResponse {
+        certificate: moat_pki::pem_of_cert(&p.cert),
+        chain: moat_pki::pem_of_cert(s.hub.device_ca_cert()),
+        mqtt: MqttAssignment {
+            url: p.endpoint.url,
+            host: p.endpoint.host,
+            port: p.endpoint.port,
+            ca_bundle: s.hub.ca_bundle_pem(),
+        },
+        enrollment_group: p.assignment.enrollment_group,
+        policy: p.policy.as_str().into(),
+        provisions: p.assignment.provisions,
+        moved_from: p.moved_from,
+        device_id: p.device_id,
+    }))
+}
+
+/// Create an enrollment group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentGroupRequest {
+    /// Name.
+    pub name: String,
+    /// Only devices whose provisioning certificate this CA issued (`devices` = the hub's
+    /// device CA, or a registered CA's name).
+    pub ca: Option<String>,
+    /// Only devices of this factory model (from the allow-list).
+    pub model: Option<String>,
+    /// `fixed` (default) or `hashed`.
+    #[serde(default = "fixed")]
+    #[schema(value_type = String)]
+    pub allocation: Allocation,
+    /// Hub of a fixed allocation, `mqtts://host:port` (default: the first configured hub).
+    pub hub: Option<String>,
+    /// `deny_insecure` (default) or `allow_insecure`.
+    #[serde(default = "deny")]
+    #[schema(value_type = String)]
+    pub policy: ConnectionPolicy,
+    /// MQTT group provisioned devices join.
+    pub group: Option<String>,
+    /// ACL policy provisioned devices get as their own.
+    pub acl_policy: Option<String>,
+}
+
+fn fixed() -> Allocation {
+    Allocation::Fixed
+}
+
+fn deny() -> ConnectionPolicy {
+    ConnectionPolicy::DenyInsecure
+}
+
+/// An enrollment group.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentGroupView {
+    /// Name.
+    pub name: String,
+    /// CA it matches (any when absent).
+    pub ca: Option<String>,
+    /// Model it matches (any when absent).
+    pub model: Option<String>,
+    /// `fixed` or `hashed`.
+    pub allocation: String,
+    /// Hub of a fixed allocation (absent: the first configured hub).
+    pub hub: Option<String>,
+    /// Policy devices get.
+    pub policy: String,
+    /// Group devices join.
+    pub group: Option<String>,
+    /// ACL policy devices get.
+    pub acl_policy: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&EnrollmentGroup> for EnrollmentGroupView {
+    fn from(g: &EnrollmentGroup) -> Self {
+        EnrollmentGroupView {
+            name: g.name.clone(),
+            ca: g.ca_name.clone(),
+            model: g.model.clone(),
+            allocation: g.allocation.as_str().into(),
+            hub: g.hub.clone(),
+            policy: g.policy.as_str().into(),
+            group: g.mqtt_group.clone(),
+            acl_policy: g.acl_policy.clone(),
+            created_at: crate::dto::rfc3339(g.created_at),
+        }
+    }
+}
+
+/// Create an enrollment group.
+#[utoipa::path(post, path = "/api/v1/enrollment-groups", request_body = CreateEnrollmentGroupRequest,
+    tag = "provisioning",
+    responses((status = 201, body = EnrollmentGroupView), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn create_enrollment_group(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateEnrollmentGroupRequest>,
+) -> Result<(StatusCode, Json<EnrollmentGroupView>), ApiError> {
+    let g = s
+        .hub
+        .create_enrollment_group(
+            CreateEnrollmentGroup {
+                name: req.name,
+                ca_name: req.ca,
+                model: req.model,
+                allocation: req.allocation,
+                hub: req.hub,
+                policy: req.policy,
+                mqtt_group: req.group,
+                acl_policy: req.acl_policy,
+            },
+            &Actor::admin(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(EnrollmentGroupView::from(&g))))
+}
+
+/// The enrollment groups, by name.
+#[utoipa::path(get, path = "/api/v1/enrollment-groups", tag = "provisioning",
+    responses((status = 200, body = [EnrollmentGroupView])))]
+pub(crate) async fn list_enrollment_groups(
+    State(s): State<AppState>,
+) -> Result<Json<Vec<EnrollmentGroupView>>, ApiError> {
+    let groups = s.hub.enrollment_groups().await?;
+    Ok(Json(groups.iter().map(EnrollmentGroupView::from).collect()))
+}
+
+/// Delete an enrollment group (devices it provisioned keep what they got).
+#[utoipa::path(delete, path = "/api/v1/enrollment-groups/{name}", tag = "provisioning",
+    params(("name" = String, Path, description = "Group name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(crate) async fn delete_enrollment_group(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.hub
+        .delete_enrollment_group(&name, &Actor::admin())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

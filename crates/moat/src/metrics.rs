@@ -1,0 +1,317 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format), `/healthz` and `/readyz`, on
+//! their own listener (`[metrics] listen`, loopback by default: metrics describe the fleet).
+//!
+//! Nothing here keeps a second copy of state: at scrape time a collector reads the broker's
+//! counters and live sessions (by connection mode), the shared client-certificate verifier's
+//! refusals (by reason) and revoked-set size; hub events (issuance, revocation, CA and
+//! device changes) are counted by a task that follows the hub's event channel.
+
+use moat_api::LiveClientVerifier;
+use moat_broker::Broker;
+use moat_core::{Event, Hub};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio_util::sync::CancellationToken;
+
+/// Hub events counted since start, by event name.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Events the counter task missed because it fell behind the channel.
+    lagged: AtomicU64,
+}
+
+impl EventCounts {
+    fn bump(&self, name: &'static str) {
+        let mut m = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *m.entry(name).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let m = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// The metric name of an event (stable: dashboards depend on it).
+fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::DeviceCreated { .. } => "device_created",
+        Event::DeviceDisabled { .. } => "device_disabled",
+        Event::DeviceEnabled { .. } => "device_enabled",
+        Event::DeviceRevoked { .. } => "device_revoked",
+        Event::DeviceDeleted { .. } => "device_deleted",
+        Event::CertificateRevoked { .. } => "certificate_revoked",
+        Event::CaRegistered { .. } => "ca_registered",
+        Event::CaRemoved { .. } => "ca_removed",
+        Event::AccessChanged { .. } => "access_changed",
+        Event::CrlPublished { .. } => "crl_published",
+        Event::ServerCertRotated { .. } => "server_cert_rotated",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// Counts hub events until `shutdown`.
+pub async fn count_events(hub: Arc<Hub>, counts: Arc<EventCounts>, shutdown: CancellationToken) {
+    let mut rx = hub.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = rx.recv() => match e {
+                Ok(e) => {
+                    counts.bump(event_name(&e));
+                    if let Event::DeviceRevoked { serials, .. } = &e {
+                        for _ in serials {
+                            counts.bump("certificate_revoked");
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    counts.lagged.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Reads the hub's live state at scrape time.
+#[derive(Debug)]
+struct HubCollector {
+    broker: Arc<Broker>,
+    verifier: Arc<LiveClientVerifier>,
+    events: Arc<EventCounts>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
+
+/// One family with one label: `(label value, value)` pairs.
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (l, v) in values {
+        let labels = [(label, *l)];
+        let e = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*v).encode(e)?,
+            _ => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(e)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for HubCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.broker.metrics();
+        counter(
+            &mut enc,
+            "moat_mqtt_connections_accepted",
+            "TCP connections accepted by the MQTT listeners.",
+            s.connections_accepted,
+        )?;
+        family(
+            &mut enc,
+            "moat_mqtt_connects",
+            "MQTT CONNECTs by outcome.",
+            MetricType::Counter,
+            "outcome",
+            &[
+                ("accepted", s.connects_accepted),
+                ("refused", s.connects_refused),
+            ],
+        )?;
+        let mut modes = [("mtls", 0u64), ("tls", 0), ("plain", 0)];
+        for session in self.broker.sessions() {
+            let mode = session.mode.to_string();
+            if let Some(m) = modes.iter_mut().find(|(name, _)| *name == mode) {
+                m.1 += 1;
+            }
+        }
+        family(
+            &mut enc,
+            "moat_mqtt_connected_clients",
+            "Clients connected now, by connection mode (mtls, tls = server TLS + token, plain).",
+            MetricType::Gauge,
+            "mode",
+            &modes,
+        )?;
+        family(
+            &mut enc,
+            "moat_mqtt_messages",
+            "PUBLISH packets, by direction.",
+            MetricType::Counter,
+            "direction",
+            &[("in", s.messages_received), ("out", s.messages_sent)],
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_messages_dropped",
+            "Messages dropped by queue policy, expiry or a client's maximum packet size.",
+            s.messages_dropped,
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_publishes_denied",
+            "Publishes refused by the topic ACL.",
+            s.publishes_denied,
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_publisher_pauses",
+            "Times a publisher paused for a congested subscriber.",
+            s.publisher_pauses,
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_subscribers_stalled",
+            "Times a subscriber was marked stalled.",
+            s.subscribers_stalled,
+        )?;
+        gauge(
+            &mut enc,
+            "moat_mqtt_sessions",
+            "MQTT sessions (live and offline persistent).",
+            s.sessions,
+        )?;
+        gauge(
+            &mut enc,
+            "moat_mqtt_subscriptions",
+            "Subscriptions.",
+            s.subscriptions,
+        )?;
+        gauge(
+            &mut enc,
+            "moat_mqtt_retained_messages",
+            "Retained topics.",
+            s.retained,
+        )?;
+        let refusals: Vec<(&str, u64)> = self.verifier.refusals().collect();
+        family(
+            &mut enc,
+            "moat_tls_client_certificates_refused",
+            "Client certificates refused during TLS handshakes (MQTT and HTTPS), by reason.",
+            MetricType::Counter,
+            "reason",
+            &refusals,
+        )?;
+        gauge(
+            &mut enc,
+            "moat_revoked_certificates",
+            "Revoked certificates of the trusted client CAs (the handshake's revoked set).",
+            u64::try_from(self.verifier.revoked_len()).unwrap_or(u64::MAX),
+        )?;
+        let events = self.events.snapshot();
+        family(
+            &mut enc,
+            "moat_hub_events",
+            "Registry changes since start (device_created, certificate_revoked, …).",
+            MetricType::Counter,
+            "event",
+            &events,
+        )?;
+        counter(
+            &mut enc,
+            "moat_hub_events_lagged",
+            "Hub events the metrics counter missed (it fell behind).",
+            self.events.lagged.load(Ordering::Relaxed),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry `/metrics` encodes.
+pub fn registry(
+    broker: Arc<Broker>,
+    verifier: Arc<LiveClientVerifier>,
+    events: Arc<EventCounts>,
+) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(HubCollector {
+        broker,
+        verifier,
+        events,
+    }));
+    r
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(registry: Arc<Registry>, hub: Arc<Hub>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let hub = hub.clone();
+                async move {
+                    // Ready when the registry answers (the listeners run before this does).
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        hub.store().setting("readyz"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+                        _ => (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable\n")
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+}
