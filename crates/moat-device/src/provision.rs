@@ -7,7 +7,7 @@
 //! POST /provisioning/v1/register   (mTLS: factory certificate)
 //!   {"csr": "<PEM CSR>"}
 //! 200 {"device_id", "certificate", "chain", "mqtt": {"url","host","port","ca_bundle"},
-//!      "enrollment_group", "policy"}
+//!      "enrollment_group", "policy", "provisions", "moved_from"}
 //! 401/403/409 application/problem+json
 //! ```
 
@@ -49,6 +49,10 @@ struct RegisterAnswer {
     enrollment_group: Option<String>,
     #[serde(default)]
     policy: Option<String>,
+    #[serde(default)]
+    provisions: Option<u64>,
+    #[serde(default)]
+    moved_from: Option<String>,
 }
 
 /// The outcome of provisioning: identity material and the assignment.
@@ -66,6 +70,10 @@ pub struct Assignment {
     pub enrollment_group: Option<String>,
     /// The device policy applied (`deny-insecure`, …).
     pub policy: Option<String>,
+    /// How many times this device has been provisioned (1 the first time), if the hub says.
+    pub provisions: Option<u64>,
+    /// The MQTT endpoint the device was assigned before, when this provisioning moved it.
+    pub moved_from: Option<String>,
 }
 
 /// What `moat-device provision` stores next to the certificate, for `moat-device run`.
@@ -146,7 +154,8 @@ impl ProvisioningClient {
     }
 
     /// Registers: a CSR signed by `operational_key` (subject CN = the factory certificate's
-    /// CN), sent over mutual TLS with `factory`. The answer is checked: the certificate must
+    /// CN; the hub names the device itself and only takes the key), sent over mutual TLS with
+    /// `factory`. `operational_key` may be the factory key (kept in the secure element). The answer is checked: the certificate must
     /// certify `operational_key`, the CA bundle must parse, the endpoint must be usable.
     pub async fn register(
         &self,
@@ -220,5 +229,7 @@ fn parse_answer(url: &str, body: &[u8], key: &DeviceKey) -> Result<Assignment, E
         mqtt: a.mqtt,
         enrollment_group: a.enrollment_group,
         policy: a.policy,
+        provisions: a.provisions,
+        moved_from: a.moved_from,
     })
 }

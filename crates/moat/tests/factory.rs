@@ -2,7 +2,9 @@
 //! token standing in for the device's secure element:
 //!
 //! key generated inside the token → CSR signed in the token → EST simpleenroll through a
-//! factory station (mutual TLS) → MQTT over mutual TLS whose CertificateVerify is signed in
+//! factory station (mutual TLS) → field provisioning over mutual TLS with the factory
+//! certificate (operational certificate for the same token key + MQTT assignment) → MQTT
+//! over mutual TLS to the assigned endpoint whose CertificateVerify is signed in
 //! the token → a message that `mosquitto_sub` (its own certificate) receives → re-enrollment
 //! through the SDK → automatic renewal inside the MQTT session and a reconnect with the new
 //! certificate. Throughout, the private key stays in the token: its attributes say so, its
@@ -30,6 +32,7 @@ use cryptoki::types::AuthPin;
 use moat_device::est::{EstClient, StationAuth};
 use moat_device::identity::{Identity, RenewPolicy, roots_from_file};
 use moat_device::keystore::{KeyStore, Pkcs11KeyStore, StoreSpec};
+use moat_device::provision::ProvisioningClient;
 use moat_device::session::{Renewal, Session, SessionConfig, SessionEvent};
 
 const TOKEN: &str = "device-se";
@@ -120,6 +123,7 @@ fn factory_flow_with_a_token_held_key() {
         .expect("run the child test");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
     assert!(
         out.status.success() && stdout.contains("1 passed"),
         "factory flow failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
@@ -295,8 +299,25 @@ fn child_factory_flow() {
         matches!(&again, Err(moat_device::Error::Refused { status: 409, .. })),
         "{again:?}"
     );
-    let cert_file = work.join("device.pem");
-    moat_device::files::write_certs(&cert_file, &factory.chain).expect("store cert");
+
+    // Field provisioning with the factory certificate: the operational certificate is for the
+    // same token key (the CSR is signed in the token), the assignment is this hub's MQTT
+    // listener (the default without enrollment groups).
+    let prov = ProvisioningClient::new(&hub.admin_url, roots.clone()).expect("client");
+    let assignment = rt
+        .block_on(within("provisioning", 30, prov.register(&factory, &key)))
+        .expect("provisioned");
+    assert_eq!(assignment.device_id, SERIAL);
+    assert_eq!(assignment.mqtt.url, format!("mqtts://{}", hub.mqtt_tls));
+    assert_eq!(assignment.provisions, Some(1));
+    let operational = assignment.identity.clone();
+    let op = operational.info().expect("info");
+    assert_ne!(op.serial, enrolled.serial, "a new certificate");
+    assert_eq!(op.spki_der, enrolled.spki_der, "for the token key");
+    let saved = work.join("provisioned");
+    assignment.save(&saved).expect("save the assignment");
+    let cert_file = saved.join("device.pem");
+    let mqtt_roots = roots_from_file(&saved.join("mqtt-ca.pem")).expect("MQTT CA bundle");
 
     // A subscriber with its own certificate.
     let sub = Command::new("mosquitto_sub")
@@ -324,25 +345,22 @@ fn child_factory_flow() {
     }
 
     let mqtt_config = || {
-        let mut c = SessionConfig::from_url(
-            &format!("mqtts://{host}:{port}"),
-            SERIAL,
-            roots.clone(),
-        )
-        .expect("mqtt url");
+        let mut c =
+            SessionConfig::from_url(&assignment.mqtt.url, &assignment.device_id, mqtt_roots.clone())
+                .expect("mqtt url");
         c.keep_alive = Duration::from_secs(30);
         c
     };
 
     rt.block_on(async {
         // MQTT over mutual TLS, the handshake signed in the token; publish, wait for PUBACK.
-        let mut session = Session::start(mqtt_config(), factory.clone()).expect("session");
+        let mut session = Session::start(mqtt_config(), operational.clone()).expect("session");
         let serial = wait_for(&mut session, "first CONNACK", |e| match e {
             SessionEvent::Connected { serial } => Some(serial.clone()),
             _ => None,
         })
         .await;
-        assert_eq!(serial, enrolled.serial);
+        assert_eq!(serial, op.serial);
         session
             .publish(&format!("devices/{SERIAL}/up"), "from-the-token", moat_device::session::QoS::AtLeastOnce)
             .await
@@ -352,13 +370,13 @@ fn child_factory_flow() {
         session.close(Duration::from_secs(2)).await;
 
         // Re-enrollment through the SDK with the token key: same key, new certificate.
-        let renewed = within("simplereenroll", 30, est.reenroll(&factory, &key))
+        let renewed = within("simplereenroll", 30, est.reenroll(&operational, &key))
             .await
             .expect("re-enrolled");
         let r = renewed.info().expect("info");
-        assert_ne!(r.serial, enrolled.serial);
-        assert_eq!(r.spki_der, enrolled.spki_der, "renewal keeps the token key");
-        assert_eq!(r.subject, enrolled.subject);
+        assert_ne!(r.serial, op.serial);
+        assert_eq!(r.spki_der, op.spki_der, "renewal keeps the token key");
+        assert_eq!(r.subject, op.subject);
         moat_device::files::write_certs(&cert_file, &renewed.chain).expect("store");
 
         // Automatic renewal in the session: a policy under which the certificate is always
@@ -412,7 +430,8 @@ fn child_factory_flow() {
         String::from_utf8_lossy(&out.stderr)
     );
     let certs = hub.json(&["cert", "list", "--device", SERIAL]);
-    assert_eq!(certs.as_array().expect("certs").len(), 3, "{certs}");
+    // Factory, operational, re-enrolled, renewed.
+    assert_eq!(certs.as_array().expect("certs").len(), 4, "{certs}");
 
     // The private key was never readable outside the token.
     let (attrs, value_info, wrapped) = inspect_private_key(&module);
