@@ -67,14 +67,12 @@ pub fn renewal_csr(key: &DeviceKey, current: &CertificateDer<'_>) -> Result<Vec<
     {
         for name in &san.value.general_names {
             let s = match name {
-                GeneralName::DNSName(d) => SanType::DnsName(
-                    (*d).try_into()
-                        .map_err(|e| bad(format!("SAN DNS: {e}")))?,
-                ),
-                GeneralName::URI(u) => SanType::URI(
-                    (*u).try_into()
-                        .map_err(|e| bad(format!("SAN URI: {e}")))?,
-                ),
+                GeneralName::DNSName(d) => {
+                    SanType::DnsName((*d).try_into().map_err(|e| bad(format!("SAN DNS: {e}")))?)
+                }
+                GeneralName::URI(u) => {
+                    SanType::URI((*u).try_into().map_err(|e| bad(format!("SAN URI: {e}")))?)
+                }
                 GeneralName::RFC822Name(m) => SanType::Rfc822Name(
                     (*m).try_into()
                         .map_err(|e| bad(format!("SAN email: {e}")))?,
@@ -118,8 +116,9 @@ mod tests {
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::OrganizationName, "Moat");
         p.distinguished_name.push(DnType::CommonName, "SN-1");
-        p.subject_alt_names
-            .push(SanType::URI("urn:moat:device:SN-1".try_into().expect("uri")));
+        p.subject_alt_names.push(SanType::URI(
+            "urn:moat:device:SN-1".try_into().expect("uri"),
+        ));
         let cert = p.self_signed(&key).expect("cert");
 
         let csr = renewal_csr(&key, cert.der()).expect("csr");

@@ -21,7 +21,9 @@ pub enum Error {
     #[error("the PIN is not accepted by PKCS#11 token {0:?}")]
     WrongPin(String),
     /// The PKCS#11 token with that label is not present.
-    #[error("no PKCS#11 token labelled {0:?} (check the module path and the token label; softhsm2-util --show-slots lists tokens)")]
+    #[error(
+        "no PKCS#11 token labelled {0:?} (check the module path and the token label; softhsm2-util --show-slots lists tokens)"
+    )]
     TokenNotFound(String),
     /// No key with this label in the store.
     #[error("no key labelled {label:?} in {store} (run `moat-device key generate` first)")]
@@ -32,7 +34,9 @@ pub enum Error {
         store: String,
     },
     /// A key with this label already exists; keys are never overwritten.
-    #[error("{store} already holds a key labelled {label:?} (keys are never overwritten: pick another label)")]
+    #[error(
+        "{store} already holds a key labelled {label:?} (keys are never overwritten: pick another label)"
+    )]
     KeyExists {
         /// The key label.
         label: String,
@@ -81,7 +85,9 @@ pub enum Error {
     #[error("TLS configuration: {0}")]
     Tls(#[source] rustls::Error),
     /// The HTTP request did not complete (connection, TLS handshake, timeout).
-    #[error("{url}: request failed (is the hub reachable, and does --ca hold the CA that signed its certificate?)")]
+    #[error(
+        "{url}: request failed (is the hub reachable, and does --ca hold the CA that signed its certificate?)"
+    )]
     Http {
         /// The request URL.
         url: String,

@@ -248,7 +248,10 @@ pub(crate) async fn refusal(url: &str, resp: reqwest::Response) -> Error {
         ),
         _ => {
             let text = String::from_utf8_lossy(&body);
-            (None, text.chars().take(300).collect::<String>().trim().to_owned())
+            (
+                None,
+                text.chars().take(300).collect::<String>().trim().to_owned(),
+            )
         }
     };
     Error::Refused {

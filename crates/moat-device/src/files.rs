@@ -110,10 +110,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 /// PEM text of a chain.
 pub fn certs_to_pem(chain: &[CertificateDer<'_>]) -> String {
-    chain
-        .iter()
-        .map(|c| pem_encode("CERTIFICATE", c))
-        .collect()
+    chain.iter().map(|c| pem_encode("CERTIFICATE", c)).collect()
 }
 
 /// Writes a chain as PEM, atomically.

@@ -196,8 +196,7 @@ impl RenewPolicy {
     ) -> bool {
         let lifetime = (not_after - not_before).as_seconds_f64().max(0.0);
         let left = (not_after - now).as_seconds_f64();
-        left <= lifetime * self.fraction_left.clamp(0.0, 1.0)
-            || left <= self.min_left.as_secs_f64()
+        left <= lifetime * self.fraction_left.clamp(0.0, 1.0) || left <= self.min_left.as_secs_f64()
     }
 
     /// Whether `identity`'s leaf is due at `now`.

@@ -34,8 +34,8 @@
 //! `moat-device` binary drives all of it (key, cacerts, est-enroll, reenroll, provision, run;
 //! fleet and the load subcommands).
 
-mod error;
 pub mod csr;
+mod error;
 pub mod est;
 pub mod files;
 pub mod fleet;

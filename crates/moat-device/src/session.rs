@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Renewal keeps the key (a renewal in RFC 7030 terms) and is authenticated by the
-//! certificate being renewed. The new chain is written (temporary file, fsync, rename) before
+//! certificate being renewed. The switch waits (up to 10 s) for QoS 1 publications in flight
+//! to be acknowledged; requests not yet acknowledged or sent are carried over to the new
+//! connection, and subscriptions are restored after every reconnect (the session is clean). The new chain is written (temporary file, fsync, rename) before
 //! the session switches to it, so a crash never leaves the device with a certificate it has
 //! not stored. TLS resumption is off, so the hub sees the new certificate on the reconnect.
 
@@ -139,6 +141,8 @@ pub enum SessionEvent {
 #[derive(Debug)]
 pub struct Session {
     client: AsyncClient,
+    /// Filters to restore after a reconnect.
+    subscriptions: Subscriptions,
     events: mpsc::Receiver<SessionEvent>,
     identity: watch::Receiver<Identity>,
     cancel: CancellationToken,
@@ -183,16 +187,22 @@ impl Session {
                 cancel.clone(),
             ))
         });
+        let subscriptions = Subscriptions::default();
         let driver = tokio::spawn(drive(
             eventloop,
-            config.roots,
-            identity_rx.clone(),
+            DriverContext {
+                client: client.clone(),
+                roots: config.roots,
+                identity: identity_rx.clone(),
+                subscriptions: subscriptions.clone(),
+                events: events_tx,
+                cancel: cancel.clone(),
+            },
             renewed_rx,
-            events_tx,
-            cancel.clone(),
         ));
         Ok(Session {
             client,
+            subscriptions,
             events,
             identity: identity_rx,
             cancel,
@@ -214,8 +224,11 @@ impl Session {
             .map_err(Error::MqttClient)
     }
 
-    /// Subscribes to `filter`.
+    /// Subscribes to `filter` (restored after every reconnect).
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            subs.push((filter.to_owned(), qos));
+        }
         self.client
             .subscribe(filter, qos)
             .await
@@ -257,38 +270,77 @@ impl Drop for Session {
     }
 }
 
+/// Subscriptions to restore after a reconnect (the session is clean on the hub).
+type Subscriptions = std::sync::Arc<std::sync::Mutex<Vec<(String, QoS)>>>;
+
+/// How long a renewed identity waits for QoS 1 publications in flight to be acknowledged
+/// before the session switches to it anyway (they are then re-sent after the reconnect).
+const SWITCH_GRACE: Duration = Duration::from_secs(10);
+
 /// Polls the event loop, reports events, switches to renewed identities.
 async fn drive(
     mut eventloop: EventLoop,
-    roots: RootCertStore,
-    identity: watch::Receiver<Identity>,
+    ctx: DriverContext,
     mut renewed: mpsc::Receiver<Identity>,
-    events: mpsc::Sender<SessionEvent>,
-    cancel: CancellationToken,
 ) {
+    let DriverContext {
+        client,
+        roots,
+        identity,
+        subscriptions,
+        events,
+        cancel,
+    } = ctx;
     let mut backoff = Duration::from_millis(250);
     let mut renewals_open = true;
+    // A renewed identity waiting for in-flight publications to be acknowledged.
+    let mut switch: Option<(Identity, tokio::time::Instant)> = None;
+    // Requests queued but not sent when the connection was switched; sent after CONNACK.
+    let mut carry: Vec<rumqttc::Request> = Vec::new();
+    let mut connected_once = false;
     loop {
+        let ready = switch.as_ref().is_some_and(|(_, since)| {
+            eventloop.state.inflight() == 0 || since.elapsed() >= SWITCH_GRACE
+        });
+        if ready && let Some((new, _)) = switch.take() {
+            match tls_transport(&new, &roots) {
+                Ok(t) => {
+                    eventloop.mqtt_options.set_transport(t);
+                    // Drop the connection; the next poll reconnects with the new
+                    // certificate. `clean` moves unacknowledged and unsent requests to
+                    // `pending`, which a clean-session CONNACK discards: carry them over.
+                    eventloop.clean();
+                    carry_over(&mut carry, &mut eventloop.pending);
+                }
+                Err(e) => tracing::error!(error = %e, "renewed identity unusable for TLS"),
+            }
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
             new = renewed.recv(), if renewals_open => {
-                let Some(new) = new else {
-                    renewals_open = false;
-                    continue;
-                };
-                match tls_transport(&new, &roots) {
-                    Ok(t) => {
-                        eventloop.mqtt_options.set_transport(t);
-                        // Drop the connection; the next poll reconnects with the new
-                        // certificate (unacknowledged QoS 1 publications are kept).
-                        eventloop.clean();
-                    }
-                    Err(e) => tracing::error!(error = %e, "renewed identity unusable for TLS"),
+                match new {
+                    Some(new) => switch = Some((new, tokio::time::Instant::now())),
+                    None => renewals_open = false,
                 }
             }
+            // Wake up to re-check a pending switch even when the connection is quiet.
+            () = tokio::time::sleep(Duration::from_millis(200)), if switch.is_some() => {}
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(250);
+                    eventloop.pending.extend(carry.drain(..));
+                    if connected_once {
+                        let subs = subscriptions
+                            .lock()
+                            .map(|s| s.clone())
+                            .unwrap_or_default();
+                        for (filter, qos) in subs {
+                            if let Err(e) = client.try_subscribe(filter.clone(), qos) {
+                                tracing::warn!(%filter, error = %e, "cannot restore subscription");
+                            }
+                        }
+                    }
+                    connected_once = true;
                     let serial = serial_of(&identity.borrow());
                     tracing::info!(%serial, "MQTT session connected");
                     let _ = events.try_send(SessionEvent::Connected { serial });
@@ -306,16 +358,11 @@ async fn drive(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let reason = match &e {
-                        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Io(io))
-                            if io.kind() == std::io::ErrorKind::ConnectionAborted =>
-                        {
-                            "disconnected".to_owned()
-                        }
-                        other => crate::error_chain(other),
-                    };
+                    let reason = crate::error_chain(&e);
                     tracing::warn!(%reason, retry_in = ?backoff, "MQTT connection lost");
                     let _ = events.try_send(SessionEvent::Disconnected { reason });
+                    // Unacknowledged publications go out again on the next connection.
+                    carry_over(&mut carry, &mut eventloop.pending);
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(backoff) => {}
@@ -325,6 +372,43 @@ async fn drive(
             },
         }
     }
+}
+
+/// Most requests carried from one connection to the next; the oldest go first.
+const MAX_CARRY: usize = 1000;
+
+/// Moves what the next connection must send (publications, (un)subscriptions, a requested
+/// DISCONNECT) from `pending` to `carry`. Acknowledgements and pings belong to the old
+/// connection: on a clean session they would refer to nothing, or to the wrong packet.
+fn carry_over(
+    carry: &mut Vec<rumqttc::Request>,
+    pending: &mut std::collections::VecDeque<rumqttc::Request>,
+) {
+    use rumqttc::Request as R;
+    carry.extend(pending.drain(..).filter(|r| {
+        matches!(
+            r,
+            R::Publish(_) | R::Subscribe(_) | R::Unsubscribe(_) | R::Disconnect(_)
+        )
+    }));
+    if carry.len() > MAX_CARRY {
+        let dropped = carry.len() - MAX_CARRY;
+        tracing::warn!(
+            dropped,
+            "MQTT requests dropped while disconnected (queue full)"
+        );
+        carry.drain(..dropped);
+    }
+}
+
+/// What the driver task needs besides the event loop.
+struct DriverContext {
+    client: AsyncClient,
+    roots: RootCertStore,
+    identity: watch::Receiver<Identity>,
+    subscriptions: Subscriptions,
+    events: mpsc::Sender<SessionEvent>,
+    cancel: CancellationToken,
 }
 
 /// Checks the certificate at start and every `check_every`; renews when due.
@@ -398,14 +482,20 @@ mod tests {
     #[test]
     fn mqtt_urls() {
         let roots = RootCertStore::empty();
-        let c = SessionConfig::from_url("mqtts://hub.example:8884", "d", roots.clone())
-            .expect("url");
+        let c =
+            SessionConfig::from_url("mqtts://hub.example:8884", "d", roots.clone()).expect("url");
         assert_eq!((c.host.as_str(), c.port), ("hub.example", 8884));
         let c = SessionConfig::from_url("mqtts://hub", "d", roots.clone()).expect("url");
         assert_eq!(c.port, 8883);
         let c = SessionConfig::from_url("mqtts://[::1]:9000", "d", roots.clone()).expect("url");
         assert_eq!((c.host.as_str(), c.port), ("::1", 9000));
-        for bad in ["mqtt://hub:1883", "mqtts://", "mqtts://hub:x", "mqtts://hub:0", "hub"] {
+        for bad in [
+            "mqtt://hub:1883",
+            "mqtts://",
+            "mqtts://hub:x",
+            "mqtts://hub:0",
+            "hub",
+        ] {
             let e = SessionConfig::from_url(bad, "d", roots.clone()).expect_err(bad);
             assert!(e.to_string().contains("mqtts://"), "{bad}: {e}");
         }

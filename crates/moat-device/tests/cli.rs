@@ -7,7 +7,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_moat-device");
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("MOAT_DEVICE_PASSPHRASE").env_remove("MOAT_DEVICE_PIN");
+    c.args(args)
+        .env_remove("MOAT_DEVICE_PASSPHRASE")
+        .env_remove("MOAT_DEVICE_PIN");
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -30,30 +32,52 @@ fn key_generate_and_show_with_a_file_store() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = format!("file:{}", tmp.path().join("ks").display());
     let pw = [("MOAT_DEVICE_PASSPHRASE", "s3cret passphrase")];
-    let out = run(&["key", "generate", "--store", &store, "--label", "dev"], &pw);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &["key", "generate", "--store", &store, "--label", "dev"],
+        &pw,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(made["backend"], "software");
-    assert!(made["public_key_pem"]
-        .as_str()
-        .expect("pem")
-        .starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert!(
+        made["public_key_pem"]
+            .as_str()
+            .expect("pem")
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
 
     let out = run(&["key", "show", "--store", &store, "--label", "dev"], &pw);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(shown["public_key_pem"], made["public_key_pem"]);
 
-    let e = error_line(&run(&["key", "generate", "--store", &store, "--label", "dev"], &pw));
+    let e = error_line(&run(
+        &["key", "generate", "--store", &store, "--label", "dev"],
+        &pw,
+    ));
     assert!(e.contains("never overwritten"), "{e}");
     let e = error_line(&run(
         &["key", "show", "--store", &store, "--label", "dev"],
         &[("MOAT_DEVICE_PASSPHRASE", "wrong")],
     ));
     assert!(e.contains("wrong passphrase"), "{e}");
-    let e = error_line(&run(&["key", "show", "--store", &store, "--label", "dev"], &[]));
+    let e = error_line(&run(
+        &["key", "show", "--store", &store, "--label", "dev"],
+        &[],
+    ));
     assert!(e.contains("MOAT_DEVICE_PASSPHRASE"), "{e}");
-    let e = error_line(&run(&["key", "show", "--store", &store, "--label", "nope"], &pw));
+    let e = error_line(&run(
+        &["key", "show", "--store", &store, "--label", "nope"],
+        &pw,
+    ));
     assert!(e.contains("key generate"), "{e}");
 }
 
@@ -63,7 +87,12 @@ fn bad_input_gets_one_line_that_names_the_fix() {
     let e = error_line(&run(&["key", "generate", "--store", "/tmp/x"], &[]));
     assert!(e.contains("file:DIR") && e.contains("pkcs11:"), "{e}");
     let e = error_line(&run(
-        &["key", "generate", "--store", "pkcs11:token=t?pin-value=1234"],
+        &[
+            "key",
+            "generate",
+            "--store",
+            "pkcs11:token=t?pin-value=1234",
+        ],
         &[],
     ));
     assert!(e.contains("module-path") && !e.contains("1234"), "{e}");
@@ -81,7 +110,13 @@ fn bad_input_gets_one_line_that_names_the_fix() {
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, "not a certificate").expect("write");
     let e = error_line(&run(
-        &["cacerts", "--est", "https://127.0.0.1:1", "--ca", ca.to_str().expect("p")],
+        &[
+            "cacerts",
+            "--est",
+            "https://127.0.0.1:1",
+            "--ca",
+            ca.to_str().expect("p"),
+        ],
         &[],
     ));
     assert!(e.contains("--ca") && e.contains("CERTIFICATE"), "{e}");

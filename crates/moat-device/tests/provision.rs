@@ -28,7 +28,9 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let mut params = CertificateParams::new(vec![]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "Stub CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Stub CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().expect("key");
         let ca = params.self_signed(&key).expect("ca");

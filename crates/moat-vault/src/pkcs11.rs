@@ -214,8 +214,12 @@ impl Token {
     /// CKA_EXTRACTABLE: it never leaves the token. Refuses with [`Error::KeyExists`] when the
     /// token already holds a key with that label.
     pub fn generate_named_key(&self, label: &str) -> Result<HubKey, Error> {
-        if !self.find_by_label(ObjectClass::PRIVATE_KEY, label)?.is_empty()
-            || !self.find_by_label(ObjectClass::PUBLIC_KEY, label)?.is_empty()
+        if !self
+            .find_by_label(ObjectClass::PRIVATE_KEY, label)?
+            .is_empty()
+            || !self
+                .find_by_label(ObjectClass::PUBLIC_KEY, label)?
+                .is_empty()
         {
             return Err(Error::KeyExists(label.to_owned()));
         }

@@ -156,7 +156,11 @@ fn inspect_private_key(module: &Path) -> (Vec<Attribute>, AttributeInfo, Result<
             Attribute::Label(KEY_LABEL.as_bytes().to_vec()),
         ])
         .expect("find");
-    assert_eq!(handles.len(), 1, "exactly one private key labelled {KEY_LABEL}");
+    assert_eq!(
+        handles.len(),
+        1,
+        "exactly one private key labelled {KEY_LABEL}"
+    );
     let key = handles[0];
     let attrs = session
         .get_attributes(
@@ -238,7 +242,15 @@ fn child_factory_flow() {
     let creds = work.join("creds");
     let c = creds.to_str().expect("p");
     hub.ok(&["station", "create", "line-1", "--out", c]);
-    hub.ok(&["app", "create", "backend", "--out", c, "--subscribe", "devices/+/up"]);
+    hub.ok(&[
+        "app",
+        "create",
+        "backend",
+        "--out",
+        c,
+        "--subscribe",
+        "devices/+/up",
+    ]);
     let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
     let port: u16 = port.parse().expect("port");
 
@@ -278,7 +290,9 @@ fn child_factory_flow() {
     // EST: cacerts, then simpleenroll through the station (mutual TLS with its certificate).
     let roots = roots_from_file(&hub.bundle()).expect("hub bundle");
     let est = EstClient::new(&hub.admin_url, roots.clone()).expect("EST client");
-    let cas = rt.block_on(within("cacerts", 30, est.cacerts())).expect("cacerts");
+    let cas = rt
+        .block_on(within("cacerts", 30, est.cacerts()))
+        .expect("cacerts");
     assert_eq!(cas.len(), 2, "root and device CA");
     let station = StationAuth::from_pem_files(
         roots.clone(),
@@ -287,12 +301,19 @@ fn child_factory_flow() {
     )
     .expect("station credential");
     let cert = rt
-        .block_on(within("simpleenroll", 30, est.enroll(&key, SERIAL, &station)))
+        .block_on(within(
+            "simpleenroll",
+            30,
+            est.enroll(&key, SERIAL, &station),
+        ))
         .expect("enrolled through the station");
     let factory = Identity::new(vec![cert], key.clone()).expect("identity");
     let enrolled = factory.info().expect("info");
     assert_eq!(enrolled.common_name.as_deref(), Some(SERIAL));
-    assert_eq!(hub.json(&["device", "show", SERIAL])["device"]["state"], "active");
+    assert_eq!(
+        hub.json(&["device", "show", SERIAL])["device"]["state"],
+        "active"
+    );
     // Enrolling the same serial twice is refused, with the hub's reason.
     let again = rt.block_on(est.enroll(&key, SERIAL, &station));
     assert!(
@@ -322,7 +343,16 @@ fn child_factory_flow() {
     // A subscriber with its own certificate.
     let sub = Command::new("mosquitto_sub")
         .args(["-h", host, "-p", &port.to_string(), "-i", "backend"])
-        .args(["-t", &format!("devices/{SERIAL}/up"), "-q", "1", "-C", "2", "-W", "60"])
+        .args([
+            "-t",
+            &format!("devices/{SERIAL}/up"),
+            "-q",
+            "1",
+            "-C",
+            "2",
+            "-W",
+            "60",
+        ])
         .arg("--cafile")
         .arg(hub.bundle())
         .arg("--cert")
@@ -340,14 +370,21 @@ fn child_factory_flow() {
         .as_array()
         .is_some_and(|a| a.iter().any(|s| s["client_id"] == "backend"))
     {
-        assert!(Instant::now() < deadline, "subscriber never connected: {}", hub.log());
+        assert!(
+            Instant::now() < deadline,
+            "subscriber never connected: {}",
+            hub.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
     let mqtt_config = || {
-        let mut c =
-            SessionConfig::from_url(&assignment.mqtt.url, &assignment.device_id, mqtt_roots.clone())
-                .expect("mqtt url");
+        let mut c = SessionConfig::from_url(
+            &assignment.mqtt.url,
+            &assignment.device_id,
+            mqtt_roots.clone(),
+        )
+        .expect("mqtt url");
         c.keep_alive = Duration::from_secs(30);
         c
     };
@@ -362,11 +399,17 @@ fn child_factory_flow() {
         .await;
         assert_eq!(serial, op.serial);
         session
-            .publish(&format!("devices/{SERIAL}/up"), "from-the-token", moat_device::session::QoS::AtLeastOnce)
+            .publish(
+                &format!("devices/{SERIAL}/up"),
+                "from-the-token",
+                moat_device::session::QoS::AtLeastOnce,
+            )
             .await
             .expect("publish");
-        wait_for(&mut session, "PUBACK", |e| matches!(e, SessionEvent::Acked { .. }).then_some(()))
-            .await;
+        wait_for(&mut session, "PUBACK", |e| {
+            matches!(e, SessionEvent::Acked { .. }).then_some(())
+        })
+        .await;
         session.close(Duration::from_secs(2)).await;
 
         // Re-enrollment through the SDK with the token key: same key, new certificate.
@@ -400,10 +443,14 @@ fn child_factory_flow() {
         })
         .await;
         assert_ne!(new_serial, r.serial);
-        wait_for(&mut session, "CONNACK with the renewed certificate", |e| match e {
-            SessionEvent::Connected { serial } if *serial == new_serial => Some(()),
-            _ => None,
-        })
+        wait_for(
+            &mut session,
+            "CONNACK with the renewed certificate",
+            |e| match e {
+                SessionEvent::Connected { serial } if *serial == new_serial => Some(()),
+                _ => None,
+            },
+        )
         .await;
         let stored = moat_device::files::read_certs(&cert_file).expect("stored chain");
         assert_eq!(
@@ -413,11 +460,17 @@ fn child_factory_flow() {
         );
         assert_eq!(session.identity().info().expect("info").serial, new_serial);
         session
-            .publish(&format!("devices/{SERIAL}/up"), "after-renewal", moat_device::session::QoS::AtLeastOnce)
+            .publish(
+                &format!("devices/{SERIAL}/up"),
+                "after-renewal",
+                moat_device::session::QoS::AtLeastOnce,
+            )
             .await
             .expect("publish");
-        wait_for(&mut session, "PUBACK", |e| matches!(e, SessionEvent::Acked { .. }).then_some(()))
-            .await;
+        wait_for(&mut session, "PUBACK", |e| {
+            matches!(e, SessionEvent::Acked { .. }).then_some(())
+        })
+        .await;
         session.close(Duration::from_secs(2)).await;
     });
 
@@ -454,8 +507,202 @@ fn child_factory_flow() {
     assert!(
         matches!(
             wrapped,
-            Err(CkError::Pkcs11(RvError::KeyUnextractable | RvError::KeyNotWrappable, _))
+            Err(CkError::Pkcs11(
+                RvError::KeyUnextractable | RvError::KeyNotWrappable,
+                _
+            ))
         ),
         "wrapping the key out: {wrapped:?}"
     );
+}
+
+/// Runs the `moat-device` binary (built beside `moat` by `cargo test --workspace`) with
+/// `SOFTHSM2_CONF`; requires success and returns its JSON report.
+fn device_cli(conf: &Path, args: &[&str]) -> serde_json::Value {
+    let bin = Path::new(MOAT).with_file_name("moat-device");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build -p moat-device ({})",
+        bin.display()
+    );
+    let out = Command::new(&bin)
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .env("MOAT_DEVICE_PIN", PIN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run moat-device");
+    assert!(
+        out.status.success(),
+        "moat-device {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+/// The same flow from the command line, as a factory station and a device would run it:
+/// `key generate` in the token, `cacerts`, `est-enroll` with a station token (HTTP Basic),
+/// `provision`, and `run` (publish, automatic renewal stored in the certificate file).
+#[test]
+fn factory_flow_from_the_command_line() {
+    let Some(module) = module_path().filter(|_| tool_ok("softhsm2-util", "--version")) else {
+        let msg = "softhsm2-util or libsofthsm2.so not found (apt-get install -y softhsm2)";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg}; CI is set, so this is a failure, not a skip"
+        );
+        eprintln!("SKIPPED: {msg}");
+        return;
+    };
+    let hub = TestHub::start();
+    let work = hub.path("cli");
+    std::fs::create_dir_all(work.join("tokens")).expect("dir");
+    let conf = work.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            work.join("tokens").display()
+        ),
+    )
+    .expect("conf");
+    let (ok, out) = run(
+        "env",
+        &[
+            &format!("SOFTHSM2_CONF={}", conf.display()),
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--pin",
+            PIN,
+            "--so-pin",
+            SO_PIN,
+        ],
+    );
+    assert!(ok, "{out}");
+    let serial = "CLI-0001";
+    std::fs::write(work.join("serials.csv"), format!("serial\n{serial}\n")).expect("csv");
+    hub.ok(&[
+        "allowlist",
+        "add",
+        "--file",
+        work.join("serials.csv").to_str().expect("p"),
+    ]);
+    let printed = hub.ok(&["station", "create", "line-2", "--token"]);
+    let token = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("moat_stn_"))
+        .expect("token printed");
+
+    let store = format!(
+        "pkcs11:token={TOKEN};object=cli-key?module-path={}",
+        module.display()
+    );
+    let bundle = hub.bundle();
+    let bundle = bundle.to_str().expect("p");
+    let s = |p: &Path| p.to_str().expect("p").to_owned();
+
+    let key = device_cli(&conf, &["key", "generate", "--store", &store]);
+    assert_eq!(key["backend"], "pkcs11");
+    assert_eq!(key["label"], "cli-key");
+    let cas = device_cli(&conf, &["cacerts", "--est", &hub.admin_url, "--ca", bundle]);
+    assert_eq!(cas["subjects"].as_array().expect("subjects").len(), 2);
+    let factory_pem = work.join("factory.pem");
+    let enrolled = device_cli(
+        &conf,
+        &[
+            "est-enroll",
+            "--est",
+            &hub.admin_url,
+            "--ca",
+            bundle,
+            "--store",
+            &store,
+            "--serial",
+            serial,
+            "--station-token",
+            &format!("line-2:{token}"),
+            "--out",
+            &s(&factory_pem),
+        ],
+    );
+    assert!(
+        enrolled["subject"]
+            .as_str()
+            .expect("subject")
+            .contains(serial),
+        "{enrolled}"
+    );
+    let dir = work.join("device");
+    let prov = device_cli(
+        &conf,
+        &[
+            "provision",
+            "--url",
+            &hub.admin_url,
+            "--ca",
+            bundle,
+            "--store",
+            &store,
+            "--cert",
+            &s(&factory_pem),
+            "--out",
+            &s(&dir),
+        ],
+    );
+    assert_eq!(prov["device_id"], serial);
+    let provisioned_serial = moat_pki::cert_info(
+        &moat_device::files::read_certs(&dir.join("device.pem")).expect("pem")[0],
+    )
+    .expect("info")
+    .serial;
+
+    // Two messages two seconds apart; the renewal (due at once under --renew-fraction 1)
+    // happens meanwhile and is written to device.pem.
+    let ran = device_cli(
+        &conf,
+        &[
+            "run",
+            "--store",
+            &store,
+            "--cert",
+            &s(&dir.join("device.pem")),
+            "--assignment",
+            &s(&dir.join("assignment.json")),
+            "--count",
+            "2",
+            "--interval",
+            "2",
+            "--connect-timeout",
+            "20",
+            "--est",
+            &hub.admin_url,
+            "--ca",
+            bundle,
+            "--renew-fraction",
+            "1",
+            "--renew-before",
+            "0",
+        ],
+    );
+    assert_eq!(ran["acked"], 2, "{ran}");
+    assert_eq!(ran["topic"], format!("devices/{serial}/up"));
+    let renewed = ran["renewed"].as_array().expect("renewed");
+    assert_eq!(renewed.len(), 1, "{ran}");
+    let stored = moat_pki::cert_info(
+        &moat_device::files::read_certs(&dir.join("device.pem")).expect("pem")[0],
+    )
+    .expect("info")
+    .serial;
+    assert_eq!(
+        renewed[0],
+        stored.as_str(),
+        "the renewed certificate is stored"
+    );
+    assert_ne!(stored, provisioned_serial);
+    assert_eq!(ran["serial"], stored.as_str());
+    let certs = hub.json(&["cert", "list", "--device", serial]);
+    assert_eq!(certs.as_array().expect("certs").len(), 3, "{certs}");
 }

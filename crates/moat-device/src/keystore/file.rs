@@ -126,7 +126,10 @@ mod tests {
             store.generate("device"),
             Err(Error::KeyExists { .. })
         ));
-        assert!(matches!(store.load("other"), Err(Error::KeyNotFound { .. })));
+        assert!(matches!(
+            store.load("other"),
+            Err(Error::KeyNotFound { .. })
+        ));
         drop(store);
 
         let again = FileKeyStore::open(&dir, Secret::new("correct horse")).expect("reopen");

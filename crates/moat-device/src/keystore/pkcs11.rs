@@ -91,9 +91,17 @@ impl Pkcs11Spec {
                 "token" => token = Some(v),
                 "object" => object = Some(v),
                 // Attributes that narrow the search further are accepted and not needed.
-                "type" | "id" | "manufacturer" | "model" | "serial" | "library-description"
-                | "library-manufacturer" | "library-version" | "slot-description"
-                | "slot-id" | "slot-manufacturer" => {}
+                "type"
+                | "id"
+                | "manufacturer"
+                | "model"
+                | "serial"
+                | "library-description"
+                | "library-manufacturer"
+                | "library-version"
+                | "slot-description"
+                | "slot-id"
+                | "slot-manufacturer" => {}
                 other => return Err(err(format!("unknown path attribute {other:?}"))),
             }
         }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use moat_device::est::{EstClient, StationAuth};
+use moat_device::files;
 use moat_device::identity::{Identity, RenewPolicy, roots_from_file};
 use moat_device::keystore::{DeviceKey, KeyStore, StoreSpec};
 use moat_device::provision::{AssignmentFile, ProvisioningClient};
 use moat_device::session::{Renewal, Session, SessionConfig, SessionEvent};
-use moat_device::files;
 use moat_vault::Secret;
 use serde_json::{Value, json};
 
@@ -84,7 +84,10 @@ pub fn key(cmd: KeyCmd) -> anyhow::Result<Value> {
         KeyCmd::Generate(a) => {
             let (store, label) = a.open()?;
             let key = store.generate(&label)?;
-            eprintln!("moat-device: generated P-256 key {label:?} in {}", store.describe());
+            eprintln!(
+                "moat-device: generated P-256 key {label:?} in {}",
+                store.describe()
+            );
             Ok(key_json(&key))
         }
         KeyCmd::Show(a) => Ok(key_json(&a.load()?)),
@@ -160,7 +163,9 @@ pub async fn est_enroll(a: EnrollArgs) -> anyhow::Result<Value> {
         (Some(c), Some(k), None) => StationAuth::from_pem_files(client.roots().clone(), c, k)?,
         (None, None, Some(t)) => {
             let Some((name, token)) = t.split_once(':') else {
-                bail!("--station-token must be NAME:TOKEN (as `moat station create NAME --token` printed)");
+                bail!(
+                    "--station-token must be NAME:TOKEN (as `moat station create NAME --token` printed)"
+                );
             };
             StationAuth::Basic {
                 name: name.to_owned(),
@@ -327,7 +332,8 @@ pub struct RunArgs {
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{what} must be a number of seconds ≥ 0"))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("--{what} must be a number of seconds ≥ 0"))
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<Value> {
@@ -348,7 +354,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<Value> {
         (None, Some(url), Some(ca), Some(id)) => {
             SessionConfig::from_url(url, id, roots_from_file(ca).context("--mqtt-ca")?)?
         }
-        _ => bail!("give --assignment FILE (from provision), or --mqtt URL --mqtt-ca FILE --client-id ID"),
+        _ => bail!(
+            "give --assignment FILE (from provision), or --mqtt URL --mqtt-ca FILE --client-id ID"
+        ),
     };
     if let Some(est) = &a.est {
         let Some(ca) = &a.ca else {
@@ -390,7 +398,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<Value> {
                     eprintln!("moat-device: connection failed: {reason} (retrying)");
                 }
                 SessionEvent::Renewed { serial, not_after } => {
-                    eprintln!("moat-device: certificate renewed: serial {serial}, until {not_after}");
+                    eprintln!(
+                        "moat-device: certificate renewed: serial {serial}, until {not_after}"
+                    );
                     renewed.push(serial);
                 }
                 other => eprintln!("moat-device: {other:?}"),
@@ -408,11 +418,24 @@ pub async fn run(a: RunArgs) -> anyhow::Result<Value> {
     }
     connected += 1;
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    // After the last publication, how long to wait for the outstanding acknowledgements.
+    let ack_wait = Duration::from_secs(30);
+    let mut ack_deadline = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         tokio::select! {
             _ = ticker.tick(), if a.count == 0 || published < a.count => {
                 session.publish(&topic, a.message.clone(), rumqttc::QoS::AtLeastOnce).await?;
                 published += 1;
+                if a.count != 0 && published == a.count {
+                    ack_deadline = tokio::time::Instant::now() + ack_wait;
+                }
+            }
+            () = tokio::time::sleep_until(ack_deadline), if a.count != 0 && published >= a.count => {
+                bail!(
+                    "{} of {published} publications not acknowledged within {}s of the last one",
+                    published - acked.min(published),
+                    ack_wait.as_secs()
+                );
             }
             ev = session.next_event() => match ev {
                 Some(SessionEvent::Acked { .. }) => {
