@@ -43,6 +43,9 @@ pub enum Error {
     /// The key object referenced is not in the token.
     #[error("PKCS#11 key {0:?} not found in the token")]
     KeyNotFound(String),
+    /// A key with this label is already in the token (a named key is never overwritten).
+    #[error("PKCS#11 token already holds a key labelled {0:?}")]
+    KeyExists(String),
     /// Reading or writing vault files failed.
     #[error("{path}: {source}")]
     Io {

@@ -27,6 +27,7 @@ mod store;
 
 pub use error::Error;
 pub use master::{MasterKeySource, Pkcs11Config, Secret};
+pub use pkcs11::Token;
 pub use signer::HubKey;
 
 use std::path::Path;
@@ -35,7 +36,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
-use crate::pkcs11::{Token, WrapKey};
+use crate::pkcs11::WrapKey;
 use crate::sealed::{KeyWrapper, MasterKey};
 use crate::store::{Argon2Record, FORMAT_VERSION, VaultFile, invalid};
 

@@ -63,8 +63,10 @@ fn random<const N: usize>() -> Result<[u8; N], Error> {
     Ok(b)
 }
 
-/// A logged-in session on the configured token.
-pub(crate) struct Token {
+/// A logged-in session on a PKCS#11 token. The vault's PKCS#11 backend uses it; so can any
+/// program that keeps its own P-256 keys in a token (the device SDK), through
+/// [`Token::open`], [`Token::generate_named_key`] and [`Token::find_named_key`].
+pub struct Token {
     session: SharedSession,
     label: String,
 }
@@ -80,7 +82,7 @@ impl fmt::Debug for Token {
 impl Token {
     /// Loads the module, finds the token by label and logs in as the user.
     /// A wrong PIN is [`Error::WrongMasterKey`].
-    pub(crate) fn open(cfg: &Pkcs11Config) -> Result<Token, Error> {
+    pub fn open(cfg: &Pkcs11Config) -> Result<Token, Error> {
         let mut modules = modules().lock().unwrap_or_else(PoisonError::into_inner);
         let module = match modules.get_mut(&cfg.module) {
             Some(m) => m,
@@ -200,6 +202,70 @@ impl Token {
     pub(crate) fn generate_key(&self, label: &str) -> Result<(KeyRef, HubKey), Error> {
         let id = random::<16>()?;
         let label = format!("{label}-{}", hex::encode(&id[..4]));
+        let (priv_handle, point) = self.generate_pair(&label, &id)?;
+        let key_ref = KeyRef(format!("{KEYREF_PREFIX}{label}:{}", hex::encode(id)));
+        let key = HubKey::pkcs11(self.session.clone(), priv_handle, point, key_ref.0.clone());
+        Ok((key_ref, key))
+    }
+
+    /// Generates a P-256 key pair inside the token under exactly `label` (CKA_LABEL of both
+    /// halves; CKA_ID random), for callers that name their keys themselves (a device's key
+    /// store). The private half is CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE and not
+    /// CKA_EXTRACTABLE: it never leaves the token. Refuses with [`Error::KeyExists`] when the
+    /// token already holds a key with that label.
+    pub fn generate_named_key(&self, label: &str) -> Result<HubKey, Error> {
+        if !self
+            .find_by_label(ObjectClass::PRIVATE_KEY, label)?
+            .is_empty()
+            || !self
+                .find_by_label(ObjectClass::PUBLIC_KEY, label)?
+                .is_empty()
+        {
+            return Err(Error::KeyExists(label.to_owned()));
+        }
+        let id = random::<16>()?;
+        let (priv_handle, point) = self.generate_pair(label, &id)?;
+        Ok(HubKey::pkcs11(
+            self.session.clone(),
+            priv_handle,
+            point,
+            format!("pkcs11 label {label:?}"),
+        ))
+    }
+
+    /// Finds the P-256 key pair labelled `label` ([`Error::KeyNotFound`] when there is none,
+    /// or more than one).
+    pub fn find_named_key(&self, label: &str) -> Result<HubKey, Error> {
+        let private = self.find_by_label(ObjectClass::PRIVATE_KEY, label)?;
+        let public = self.find_by_label(ObjectClass::PUBLIC_KEY, label)?;
+        let (&[priv_handle], &[pub_handle]) = (private.as_slice(), public.as_slice()) else {
+            return Err(Error::KeyNotFound(label.to_owned()));
+        };
+        let point = self.ec_point(pub_handle, label)?;
+        Ok(HubKey::pkcs11(
+            self.session.clone(),
+            priv_handle,
+            point,
+            format!("pkcs11 label {label:?}"),
+        ))
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn find_by_label(&self, class: ObjectClass, label: &str) -> Result<Vec<ObjectHandle>, Error> {
+        lock(&self.session)
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(ck(format!("finding key {label:?}")))
+    }
+
+    /// Generates the pair; returns the private handle and the public point.
+    fn generate_pair(&self, label: &str, id: &[u8]) -> Result<(ObjectHandle, Vec<u8>), Error> {
         let public = [
             Attribute::Token(true),
             Attribute::Private(false),
@@ -222,10 +288,8 @@ impl Token {
         let (pub_handle, priv_handle) = lock(&self.session)
             .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
             .map_err(ck(format!("generating P-256 key {label:?}")))?;
-        let point = self.ec_point(pub_handle, &label)?;
-        let key_ref = KeyRef(format!("{KEYREF_PREFIX}{label}:{}", hex::encode(id)));
-        let key = HubKey::pkcs11(self.session.clone(), priv_handle, point, key_ref.0.clone());
-        Ok((key_ref, key))
+        let point = self.ec_point(pub_handle, label)?;
+        Ok((priv_handle, point))
     }
 
     /// Finds a key by its `pkcs11:v1:<label>:<hex id>` reference.

@@ -1,8 +1,12 @@
-//! `moat-device`: the fleet simulator and MQTT load generator for the Moat hub (the load
-//! subcommands also work against any MQTT broker that accepts the same device certificates,
-//! such as Mosquitto).
+//! `moat-device`: the device SDK on the command line, and the fleet simulator and MQTT load
+//! generator for the Moat hub (the load subcommands also work against any MQTT broker that
+//! accepts the same device certificates, such as Mosquitto).
 //!
-//! Subcommands: `fleet` (N simulated devices taking firmware updates), `enroll` (bulk device
+//! Device subcommands (device.rs): `key generate|show` (file or PKCS#11 key store),
+//! `cacerts`, `est-enroll` (factory enrollment through a station), `reenroll`, `provision`,
+//! `run` (MQTT over mutual TLS, publishing, renewing the certificate when due).
+//!
+//! Load subcommands: `fleet` (N simulated devices taking firmware updates), `enroll` (bulk device
 //! creation through the admin API), `connect` (full mTLS
 //! handshakes + CONNECT/CONNACK per second), `hold` (idle connections, broker RSS per
 //! connection), `pubsub` (message rate and latency), `revoke` (revocation → disconnect
@@ -11,6 +15,7 @@
 mod admin;
 mod common;
 mod connect;
+mod device;
 mod est;
 mod fleet;
 mod hold;
@@ -24,7 +29,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "moat-device",
     version,
-    about = "Fleet simulator and MQTT load generator for the Moat hub"
+    about = "Moat device SDK: key store, EST enrollment, provisioning, MQTT with renewal; fleet simulator and load generator"
 )]
 struct Cli {
     /// Tokio worker threads (the generator shares the machine with the broker).
@@ -36,6 +41,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Device key: generate (in the token for PKCS#11) or show its public key.
+    #[command(subcommand)]
+    Key(device::KeyCmd),
+    /// EST cacerts: the hub's CA certificates.
+    Cacerts(device::CacertsArgs),
+    /// EST simpleenroll of this device's key through a factory station.
+    EstEnroll(device::EnrollArgs),
+    /// EST simplereenroll over mutual TLS with the current certificate (renewal).
+    Reenroll(device::ReenrollArgs),
+    /// Field provisioning with the factory certificate: operational certificate + MQTT endpoint.
+    Provision(device::ProvisionArgs),
+    /// Connect to MQTT with the device certificate, publish, renew when due.
+    Run(device::RunArgs),
     /// Simulated devices (own certificates) that take firmware updates and report.
     Fleet(fleet::FleetArgs),
     /// Create devices through the hub's admin API and write DIR/ID.crt + DIR/ID.key.
@@ -52,7 +70,7 @@ enum Cmd {
     Est(est::EstArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -60,17 +78,57 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    match moat_device::load::sys::raise_nofile_limit() {
-        Ok(n) => eprintln!("moat-device: RLIMIT_NOFILE soft limit {n}"),
-        Err(e) => eprintln!("moat-device: cannot raise RLIMIT_NOFILE: {e}"),
+    match run(cli) {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = String::new();
+            for c in chain {
+                if !line.contains(&c) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&c);
+                }
+            }
+            eprintln!("error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
+    let device_cmd = matches!(
+        cli.cmd,
+        Cmd::Key(_)
+            | Cmd::Cacerts(_)
+            | Cmd::EstEnroll(_)
+            | Cmd::Reenroll(_)
+            | Cmd::Provision(_)
+            | Cmd::Run(_)
+    );
+    if !device_cmd {
+        match moat_device::load::sys::raise_nofile_limit() {
+            Ok(n) => eprintln!("moat-device: RLIMIT_NOFILE soft limit {n}"),
+            Err(e) => eprintln!("moat-device: cannot raise RLIMIT_NOFILE: {e}"),
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let report = rt.block_on(async {
+    rt.block_on(async {
         match cli.cmd {
+            Cmd::Key(c) => device::key(c),
+            Cmd::Cacerts(a) => device::cacerts(a).await,
+            Cmd::EstEnroll(a) => device::est_enroll(a).await,
+            Cmd::Reenroll(a) => device::reenroll(a).await,
+            Cmd::Provision(a) => device::provision(a).await,
+            Cmd::Run(a) => device::run(a).await,
             Cmd::Fleet(a) => fleet::run(a).await,
             Cmd::Enroll(a) => admin::enroll(a).await,
             Cmd::Connect(a) => connect::run(a).await,
@@ -79,7 +137,5 @@ fn main() -> anyhow::Result<()> {
             Cmd::Revoke(a) => revoke::run(a).await,
             Cmd::Est(a) => est::run(a).await,
         }
-    })?;
-    println!("{report}");
-    Ok(())
+    })
 }
