@@ -33,7 +33,7 @@ pub(crate) struct PostureQuery {
 pub struct FindingView {
     /// The check (insecure_policy, insecure_connection, certificate_expiring, ca_expiring,
     /// revoked_certificate_presented, possible_clone, firmware_below_minimum, weak_ca_key,
-    /// shared_key_pair).
+    /// shared_key_pair, never_seen).
     pub check: String,
     /// low, medium, high or critical.
     pub severity: String,

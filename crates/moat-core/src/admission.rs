@@ -171,6 +171,24 @@ impl Hub {
             .await
     }
 
+    /// The client CA that issued `chain` (verified by a TLS handshake): the first of
+    /// [`Self::client_cas`] whose subject is an issuer in the chain.
+    pub(crate) async fn issuing_client_ca(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<Option<CaRecord>, Error> {
+        let cas = self.cached_client_cas().await?;
+        let issuers: Vec<String> = chain
+            .iter()
+            .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
+            .collect();
+        Ok(cas
+            .subjects
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
+            .and_then(|i| cas.cas.get(i).cloned()))
+    }
+
     /// Admits a device by a certificate chain **that the TLS handshake already verified**
     /// (signature chain, validity, clientAuth usage, proof of possession). Finds the issuing
     /// CA by name and runs steps 2–6.
@@ -179,16 +197,9 @@ impl Hub {
         chain: &[CertificateDer<'_>],
     ) -> Result<Admission, Denial> {
         let leaf = chain.first().ok_or(Denial::UntrustedIssuer)?;
-        let cas = self.cached_client_cas().await?;
-        let issuers: Vec<String> = chain
-            .iter()
-            .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
-            .collect();
-        let ca = cas
-            .subjects
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
-            .and_then(|i| cas.cas.get(i).cloned())
+        let ca = self
+            .issuing_client_ca(chain)
+            .await?
             .ok_or(Denial::UntrustedIssuer)?;
         let checked = self.check_leaf(leaf, &ca).await?;
         let (device, auto_registered) = match checked.device {

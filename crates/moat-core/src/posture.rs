@@ -1,4 +1,5 @@
 //! The security posture audit: the checks a cloud IoT security audit runs, on this fleet.
+//! See [`CHECKS`] for their names.
 //! Each finding names its check, a severity, the subject (device, certificate, CA), what was
 //! seen and what to do. `moat audit posture`, `GET /api/v1/posture` and the
 //! `moat_posture_findings` metric all come from [`Hub::posture`].
@@ -40,7 +41,7 @@ impl Severity {
 }
 
 /// The checks, by name (stable: metrics and scripts use them).
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 10] = [
     "insecure_policy",
     "insecure_connection",
     "certificate_expiring",
@@ -50,6 +51,7 @@ pub const CHECKS: [&str; 9] = [
     "firmware_below_minimum",
     "weak_ca_key",
     "shared_key_pair",
+    "never_seen",
 ];
 
 /// One finding.
@@ -109,6 +111,8 @@ pub struct PostureOptions {
     pub clone_window: Duration,
     /// Lowest acceptable firmware security counter per model.
     pub min_security_counter: BTreeMap<String, u32>,
+    /// Devices enrolled longer ago than this that never connected are findings.
+    pub never_seen_after: Duration,
     /// At most this many findings per check.
     pub limit: u32,
 }
@@ -119,6 +123,7 @@ impl Default for PostureOptions {
             expiring_within: Duration::days(30),
             clone_window: Duration::days(30),
             min_security_counter: BTreeMap::new(),
+            never_seen_after: Duration::days(7),
             limit: 1000,
         }
     }
@@ -340,6 +345,25 @@ impl Hub {
                     k.device_ids.join(", ")
                 ),
                 "whoever holds the key can be any of them: revoke these certificates and give each device its own key",
+            ));
+        }
+
+        // Enrolled (or provisioned) but never connected: a credential nobody uses yet.
+        for d in self
+            .store()
+            .never_connected(now - opts.never_seen_after, limit)
+            .await?
+        {
+            out.push(finding(
+                "never_seen",
+                Severity::Low,
+                &d.id,
+                format!(
+                    "{} since {} and never connected",
+                    d.stage.as_str(),
+                    date(d.created_at)
+                ),
+                "check it was installed; a credential issued but never used is one nobody watches: decommission devices that will not ship",
             ));
         }
 

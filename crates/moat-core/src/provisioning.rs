@@ -336,16 +336,9 @@ impl Hub {
             return Err(not(format!("certificate {} has expired", info.serial)));
         }
         // The issuing CA among the client CAs (the handshake verified the chain to one).
-        let cas = self.cached_client_cas().await?;
-        let issuers: Vec<String> = chain
-            .iter()
-            .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
-            .collect();
-        let ca = cas
-            .subjects
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
-            .and_then(|i| cas.cas.get(i).cloned())
+        let ca = self
+            .issuing_client_ca(chain)
+            .await?
             .ok_or_else(|| not("its issuer is not a CA this hub trusts".into()))?;
         let record = self
             .store()

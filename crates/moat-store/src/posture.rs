@@ -30,6 +30,13 @@ pub trait PostureStore: Send + Sync {
         min: u32,
         limit: u32,
     ) -> Result<Vec<Inventory>, Error>;
+    /// Devices (not revoked, not applications) that never completed an MQTT CONNECT (stage
+    /// enrolled or provisioned) and were created before `before`, oldest first.
+    async fn never_connected(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Device>, Error>;
     /// Audit entries of `action` at or after `since`, newest first.
     async fn audit_by_action(
         &self,
@@ -46,6 +53,13 @@ pub(crate) mod sql {
         "SELECT ",
         device_cols!(),
         " FROM devices WHERE policy = 'allow_insecure' AND state <> 'revoked' ORDER BY id LIMIT $1"
+    );
+    pub(crate) const NEVER_CONNECTED: &str = concat!(
+        "SELECT ",
+        device_cols!(),
+        " FROM devices WHERE stage <> 'active' AND state <> 'revoked' AND created_at < $1 \
+         AND id NOT IN (SELECT device_id FROM identity_access WHERE kind = 'app') \
+         ORDER BY created_at, id LIMIT $2"
     );
     pub(crate) const SHARED_KEYS: &str = "SELECT spki_sha256 FROM certificates \
          WHERE revoked_at IS NULL AND device_id IS NOT NULL GROUP BY spki_sha256 \
@@ -125,6 +139,22 @@ macro_rules! impl_posture_store {
                     .map_err(Error::Database)?
                     .iter()
                     .map(fw::inventory)
+                    .collect()
+            }
+
+            async fn never_connected(
+                &self,
+                before: OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<Device>, Error> {
+                sqlx::query(posture::sql::NEVER_CONNECTED)
+                    .bind(micros(before))
+                    .bind(codec::limit(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(codec::device)
                     .collect()
             }
 

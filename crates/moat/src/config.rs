@@ -71,6 +71,8 @@ expiring_within = "30d"
 clone_window = "30d"
 # Lowest acceptable firmware security counter per model, e.g. { "Sensor v2" = 3 }.
 min_security_counter = {}
+# Devices enrolled longer ago than this that never connected are findings.
+never_seen_after = "7d"
 
 [ca]
 organization = "Moat"
@@ -248,6 +250,9 @@ pub struct PostureConfig {
     pub clone_window: Duration,
     /// Minimum firmware security counter per model.
     pub min_security_counter: std::collections::BTreeMap<String, u32>,
+    /// Never-connected window.
+    #[serde(with = "humantime_serde")]
+    pub never_seen_after: Duration,
 }
 
 /// `[crl]`.

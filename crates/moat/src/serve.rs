@@ -263,6 +263,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             expiring_within: d(cfg.posture.expiring_within)?,
             clone_window: d(cfg.posture.clone_window)?,
             min_security_counter: cfg.posture.min_security_counter.clone(),
+            never_seen_after: d(cfg.posture.never_seen_after)?,
             ..moat_core::PostureOptions::default()
         },
     });

@@ -106,23 +106,6 @@ fn seq() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Runs a shell pipeline in `dir`; requires success; returns stdout.
-fn sh(dir: &Path, script: &str) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("sh");
-    assert!(
-        o.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 /// A CSR made by openssl, written base64 to `{name}.b64` (wrapped at 76 columns, or on one
 /// line), DER to `{name}.der`. A new P-256 key goes to `{name}.key` unless `key` is given.
 fn csr(dir: &Path, name: &str, subj: &str, key: Option<&str>, extra: &str, wrap: bool) -> PathBuf {

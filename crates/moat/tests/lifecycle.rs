@@ -11,23 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs a shell pipeline in `dir`; requires success; returns stdout.
-fn sh(dir: &Path, script: &str) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("sh");
-    assert!(
-        o.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 /// An EST call with curl: (HTTP status, body); status 0 when TLS failed.
 fn est(hub: &TestHub, op: &str, auth: &[&str], body: &Path) -> (u16, String) {
     let out = hub.path(&format!("est-{}", rand_u64()));

@@ -60,7 +60,8 @@ fn every_posture_check_finds_its_condition() {
     std::fs::write(
         &cfg,
         "[ca]\ndevice_cert_validity = \"5d\"\n\
-         [posture]\ninterval = \"1s\"\nmin_security_counter = { \"Sensor v2\" = 3 }\n",
+         [posture]\ninterval = \"1s\"\nmin_security_counter = { \"Sensor v2\" = 3 }\n\
+         never_seen_after = \"0s\"\n",
     )
     .expect("config");
     let hub = TestHub::start_with(&["--config", cfg.to_str().expect("p")], &[]);
@@ -243,6 +244,13 @@ fn every_posture_check_finds_its_condition() {
         "{detail}"
     );
     assert_eq!(shared[0]["severity"], "critical");
+    // never_seen: the two key-sharing devices never connected; those that did are not listed,
+    // nor is the revoked one.
+    let never: Vec<&str> = findings(&report, "never_seen")
+        .iter()
+        .filter_map(|f| f["subject"].as_str())
+        .collect();
+    assert_eq!(never, vec!["copy-a", "copy-b"], "{report}");
     // Only the revoked device's certificate: strict's is not "presented revoked".
     assert_eq!(
         findings(&report, "revoked_certificate_presented").len(),

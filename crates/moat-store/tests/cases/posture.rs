@@ -87,6 +87,17 @@ pub async fn posture_reads(db: &TestDb) {
         .await
         .unwrap();
     }
+    // Never connected (stage not active), not revoked, created before the cut-off.
+    let never: Vec<String> = s
+        .never_connected(at(1), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(never, vec!["a", "b", "c", "d", "loose"]);
+    assert!(s.never_connected(at(-1), 100).await.unwrap().is_empty());
+
     let recent = s
         .audit_by_action("mqtt.possible_clone", at(25), 10)
         .await

@@ -10,6 +10,23 @@ use std::time::{Duration, Instant};
 
 pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
+/// Runs a shell pipeline in `dir`; requires success; returns stdout.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 /// A running hub; killed on drop.
 pub struct TestHub {
     pub dir: tempfile::TempDir,
