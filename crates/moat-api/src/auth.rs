@@ -1,13 +1,22 @@
-//! Admin authentication: a bearer token checked against its stored hash, with failed
-//! attempts rate limited per client address.
+//! Admin API authentication and authorisation: a bearer token — the bootstrap admin token
+//! (`admin.token`) or an operator's — checked against its stored hash, failed attempts rate
+//! limited per client address; then the caller's role decides ([`permitted`]). Handlers get
+//! the caller's audit identity as an `Extension<Actor>`.
+//!
+//! | role | may |
+//! |---|---|
+//! | `read-only` | GET anything, and explain a certificate |
+//! | `operator` | also run the fleet: devices, certificates, revocation, sessions, access of one device, firmware, campaigns, allow-list, enrollment groups |
+//! | `admin` | also the hub's trust and accounts: CAs, registration codes, stations, ACL policies and group policies, applications, firmware keys, operators, the server certificate |
 
 use crate::AppState;
 use crate::problem::Problem;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use moat_core::FailureLimiter;
+use moat_core::{FailureLimiter, Principal, Role};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -56,9 +65,49 @@ pub(crate) async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match presented {
-        Some(token) if moat_core::token_matches(token, &auth.token_hash) => next.run(req).await,
-        _ => {
+    let principal = match presented {
+        Some(token) if moat_core::token_matches(token, &auth.token_hash) => {
+            Some(Principal::bootstrap_admin())
+        }
+        Some(token) => match state.hub.operator_by_token(token).await {
+            Ok(p) => p,
+            Err(e) => return crate::problem::ApiError::Core(e).into_response(),
+        },
+        None => None,
+    };
+    match principal {
+        Some(p) => {
+            let path = req.uri().path();
+            let path = path.strip_prefix("/api/v1").unwrap_or(path);
+            if !permitted(p.role, req.method(), path) {
+                state
+                    .hub
+                    .record_security_event(
+                        &p.actor.0,
+                        "admin.forbidden",
+                        &format!("{} {}", req.method(), req.uri().path()),
+                    )
+                    .await;
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Forbidden",
+                    format!(
+                        "{} has the {} role, which may not {} {}; ask an admin",
+                        p.name,
+                        p.role.as_str(),
+                        req.method(),
+                        req.uri().path()
+                    ),
+                )
+                .into_response();
+            }
+            let mut req = req;
+            req.extensions_mut().insert(p.actor.clone());
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => {
             auth.failures.record_failure(&ip);
             tracing::warn!(%ip, "admin authentication failed");
             state
@@ -73,7 +122,7 @@ pub(crate) async fn require_admin(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
-                "missing or wrong admin token (send `Authorization: Bearer <token>`; the token is in the hub's data dir, admin.token)",
+                "missing or wrong token (send `Authorization: Bearer <token>`: the admin token in the hub's data dir, admin.token, or an operator's)",
             )
             .into_response();
             resp.headers_mut().insert(
@@ -81,6 +130,66 @@ pub(crate) async fn require_admin(
                 HeaderValue::from_static("Bearer realm=\"moat\""),
             );
             resp
+        }
+    }
+}
+
+/// Whether `role` may call `method path` (path relative to `/api/v1`).
+pub(crate) fn permitted(role: Role, method: &Method, path: &str) -> bool {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    if read && !path.starts_with("/operators") {
+        return true;
+    }
+    match role {
+        Role::Admin => true,
+        Role::ReadOnly => *method == Method::POST && path == "/certificates/explain",
+        Role::Operator => !admin_only(method, path),
+    }
+}
+
+/// The calls that change the hub's trust or its accounts.
+fn admin_only(method: &Method, path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "operators" | "stations" | "acl-policies" | "groups" | "apps" | "server" => true,
+        "cas" => *method != Method::GET,
+        "firmware-keys" => !path.ends_with("/sign"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles() {
+        let (get, post, del) = (Method::GET, Method::POST, Method::DELETE);
+        for p in ["/devices", "/audit", "/posture", "/cas"] {
+            assert!(permitted(Role::ReadOnly, &get, p), "{p}");
+        }
+        assert!(!permitted(Role::ReadOnly, &get, "/operators"));
+        assert!(permitted(Role::ReadOnly, &post, "/certificates/explain"));
+        assert!(!permitted(Role::ReadOnly, &post, "/devices/d1/revoke"));
+        assert!(permitted(Role::Operator, &post, "/devices/d1/revoke"));
+        assert!(permitted(Role::Operator, &post, "/campaigns"));
+        assert!(permitted(
+            Role::Operator,
+            &post,
+            "/firmware-keys/release/sign"
+        ));
+        for (m, p) in [
+            (&post, "/cas"),
+            (&del, "/cas/acme"),
+            (&post, "/cas/registration-code"),
+            (&post, "/operators"),
+            (&post, "/server/rotate"),
+            (&post, "/firmware-keys/generate"),
+            (&post, "/stations"),
+            (&post, "/apps"),
+        ] {
+            assert!(!permitted(Role::Operator, m, p), "{m} {p}");
+            assert!(permitted(Role::Admin, m, p), "{m} {p}");
         }
     }
 }

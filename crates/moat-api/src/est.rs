@@ -46,7 +46,7 @@ const MAX_FAILURES: u32 = 20;
 /// per claimed station name (HTTP Basic).
 #[derive(Debug)]
 pub struct EstAuth {
-    by_addr: FailureLimiter<IpAddr>,
+    pub(crate) by_addr: FailureLimiter<IpAddr>,
     by_station: FailureLimiter<String>,
 }
 

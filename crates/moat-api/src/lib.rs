@@ -26,6 +26,7 @@ pub mod dto_lifecycle;
 pub mod dto_ota;
 mod est;
 mod openapi;
+pub mod operators;
 mod posture;
 mod problem;
 pub mod provisioning;

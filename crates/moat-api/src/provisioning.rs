@@ -6,11 +6,13 @@
 //! Refusals are problem documents: 401 without a client certificate, 403 for a certificate
 //! that cannot provision (station, revoked, expired, unknown device of a CA that does not
 //! auto-register, device not active), 400 for a bad CSR. A certificate from a CA the hub
-//! does not trust never gets this far: the TLS handshake refuses it.
+//! does not trust never gets this far: the TLS handshake refuses it. Refused calls count
+//! against the client address with failed EST station logins (429 past the limit).
 
 use crate::problem::{ApiError, Problem};
 use crate::routes::ApiJson;
 use crate::{AppState, TlsPeer};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
@@ -82,8 +84,26 @@ pub(crate) async fn register(
             format!("csr: {e}; send a PEM \"CERTIFICATE REQUEST\""),
         ))
     })?;
-    let ip = peer.addr.ip().to_string();
-    let p = s.hub.provision(&peer.chain, &csr, &ip).await?;
+    // Failed provisioning calls count with failed EST station logins, per address.
+    let addr = peer.addr.ip();
+    if s.est.by_addr.is_limited(&addr) {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too Many Requests",
+            "too many refused enrollment or provisioning calls from this address; wait a minute",
+        )
+        .into());
+    }
+    let p = match s.hub.provision(&peer.chain, &csr, &addr.to_string()).await {
+        Ok(p) => p,
+        Err(e) => {
+            if e.is_client_error() {
+                s.est.by_addr.record_failure(&addr);
+            }
+            return Err(e.into());
+        }
+    };
     Ok(Json(ProvisionResponse {
         certificate: moat_pki::pem_of_cert(&p.cert),
         chain: moat_pki::pem_of_cert(s.hub.device_ca_cert()),
@@ -181,6 +201,7 @@ impl From<&EnrollmentGroup> for EnrollmentGroupView {
     responses((status = 201, body = EnrollmentGroupView), (status = 400, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn create_enrollment_group(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateEnrollmentGroupRequest>,
 ) -> Result<(StatusCode, Json<EnrollmentGroupView>), ApiError> {
@@ -197,7 +218,7 @@ pub(crate) async fn create_enrollment_group(
                 mqtt_group: req.group,
                 acl_policy: req.acl_policy,
             },
-            &Actor::admin(),
+            &actor,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(EnrollmentGroupView::from(&g))))
@@ -218,11 +239,10 @@ pub(crate) async fn list_enrollment_groups(
     params(("name" = String, Path, description = "Group name")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn delete_enrollment_group(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.hub
-        .delete_enrollment_group(&name, &Actor::admin())
-        .await?;
+    s.hub.delete_enrollment_group(&name, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,6 +31,7 @@ mod explain;
 mod hub;
 mod lifecycle;
 mod limiter;
+mod operators;
 mod posture;
 mod provisioning;
 mod secret;
@@ -50,6 +51,7 @@ pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
 pub use lifecycle::{MAX_OWNER_LEN, MAX_REASON_LEN, RotatedDevice};
 pub use limiter::FailureLimiter;
+pub use operators::Principal;
 pub use posture::{
     CHECKS as POSTURE_CHECKS, Finding, InsecureUse, Observations, PostureOptions, RevokedAttempt,
     Severity,
@@ -64,5 +66,5 @@ pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
     AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
     ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
-    RetiredCert, Stage, Station,
+    Operator, RetiredCert, Role, Stage, Station,
 };

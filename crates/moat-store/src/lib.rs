@@ -41,6 +41,7 @@ mod firmware;
 mod firmware_model;
 mod lifecycle;
 mod model;
+mod operators;
 mod postgres;
 mod posture;
 mod provisioning;
@@ -55,6 +56,7 @@ pub use firmware::FirmwareStore;
 pub use firmware_model::*;
 pub use lifecycle::LifecycleStore;
 pub use model::*;
+pub use operators::{Operator, OperatorStore, Role};
 pub use postgres::PgStore;
 pub use posture::{PostureStore, SharedKey};
 pub use provisioning::{Allocation, Assignment, EnrollmentGroup, Provisioning, ProvisioningStore};
@@ -83,10 +85,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
 /// enrollment groups and hub assignments in [`ProvisioningStore`]; the posture audit's
 /// reads in [`PostureStore`]; device lifecycle, ownership and certificate rotation in
-/// [`LifecycleStore`].
+/// [`LifecycleStore`]; operator accounts in [`OperatorStore`].
 #[async_trait]
 pub trait Store:
-    FirmwareStore + ProvisioningStore + PostureStore + LifecycleStore + Send + Sync + std::fmt::Debug
+    FirmwareStore
+    + ProvisioningStore
+    + PostureStore
+    + LifecycleStore
+    + OperatorStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

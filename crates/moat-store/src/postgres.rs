@@ -13,6 +13,7 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::operators::{self, impl_operator_store};
 use crate::posture::{self, impl_posture_store};
 use crate::provisioning::{
     self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
@@ -97,4 +98,5 @@ impl_store!(PgStore);
 impl_firmware_store!(PgStore);
 impl_provisioning_store!(PgStore);
 impl_posture_store!(PgStore);
+impl_operator_store!(PgStore);
 impl_lifecycle_store!(PgStore, PgConnection);

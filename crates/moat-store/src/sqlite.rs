@@ -21,6 +21,7 @@ use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
     Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
+use crate::operators::{self, impl_operator_store};
 use crate::posture::{self, impl_posture_store};
 use crate::provisioning::{
     self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
@@ -146,4 +147,5 @@ impl_store!(SqliteStore);
 impl_firmware_store!(SqliteStore);
 impl_provisioning_store!(SqliteStore);
 impl_posture_store!(SqliteStore);
+impl_operator_store!(SqliteStore);
 impl_lifecycle_store!(SqliteStore, SqliteConnection);

@@ -64,6 +64,7 @@ suite!(
     inventory_and_group_members,
     enrollment_groups_and_provisioning,
     posture_reads,
+    operator_accounts,
     stage_status_and_owner,
     retired_serial_never_enrolls,
     superseded_certs_retire_once,

@@ -14,7 +14,7 @@ pub struct Cli {
     /// Admin API URL (default: read from DATA_DIR/hub.json).
     #[arg(long, global = true, env = "MOAT_HUB")]
     pub hub: Option<String>,
-    /// File holding the admin token (default: DATA_DIR/admin.token).
+    /// File holding the admin token, or an operator's (default: DATA_DIR/admin.token).
     #[arg(long, global = true, env = "MOAT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM bundle to trust for the hub's TLS certificate (default: DATA_DIR/ca-bundle.pem).
@@ -69,6 +69,9 @@ pub enum Command {
     /// Factory stations: the credentials that enroll allow-listed serials over EST.
     #[command(subcommand)]
     Station(StationCmd),
+    /// Operator accounts of the API, console and CLI, each with a role (admin only).
+    #[command(subcommand)]
+    Operator(OperatorCmd),
     /// Enrollment groups: what field provisioning gives a device (hub, policy, group, ACL).
     #[command(subcommand, name = "enrollment-group")]
     EnrollmentGroup(EnrollmentGroupCmd),
@@ -605,6 +608,27 @@ pub enum StationCmd {
     /// Delete a station (its certificate is revoked; it can no longer enroll).
     Delete {
         /// Station name.
+        name: String,
+    },
+}
+
+/// `moat operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCmd {
+    /// Create an account; its token is printed once (use it with --token-file).
+    Create {
+        /// Login name.
+        name: String,
+        /// read-only (look), operator (run the fleet) or admin (also CAs, stations, keys,
+        /// accounts, the server certificate).
+        #[arg(long, value_parser = ["read-only", "operator", "admin"])]
+        role: String,
+    },
+    /// List accounts.
+    List,
+    /// Delete an account (its token stops working at once).
+    Delete {
+        /// Login name.
         name: String,
     },
 }

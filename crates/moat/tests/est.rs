@@ -1256,6 +1256,9 @@ fn field_provisioning_gives_the_operational_certificate_and_the_hub() {
     hub.ok(&["device", "revoke", "SN-1"]);
     let a = provision(hub, Auth::Cert(&sn1, &d.join("sn1.key")), &op_csr);
     assert!(a.status == 0 || a.status == 403, "{a:?}");
+    // Refused calls are limited per address: 429 before long.
+    let limited = (0..30).any(|_| provision(hub, Auth::None, &op_csr).status == 429);
+    assert!(limited, "refused provisioning calls must be rate limited");
 }
 
 #[test]

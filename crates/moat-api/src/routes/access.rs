@@ -8,6 +8,7 @@ use crate::dto::{
     GroupPolicyRequest, PutAclPolicyRequest,
 };
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -36,13 +37,14 @@ pub(crate) async fn list_acl_policies(
     params(("name" = String, Path, description = "Policy name")),
     responses((status = 200, body = AclPolicyView), (status = 400, body = Problem)))]
 pub(crate) async fn put_acl_policy(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<PutAclPolicyRequest>,
 ) -> Result<Json<AclPolicyView>, ApiError> {
     Ok(Json(view(
         s.hub
-            .put_acl_policy(&name, req.publish, req.subscribe, &Actor::admin())
+            .put_acl_policy(&name, req.publish, req.subscribe, &actor)
             .await?,
     )))
 }
@@ -52,10 +54,11 @@ pub(crate) async fn put_acl_policy(
     params(("name" = String, Path, description = "Policy name")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn delete_acl_policy(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.hub.delete_acl_policy(&name, &Actor::admin()).await?;
+    s.hub.delete_acl_policy(&name, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -64,12 +67,13 @@ pub(crate) async fn delete_acl_policy(
     params(("group" = String, Path, description = "Group name")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn set_group_policy(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(group): Path<String>,
     ApiJson(req): ApiJson<GroupPolicyRequest>,
 ) -> Result<StatusCode, ApiError> {
     s.hub
-        .set_group_policy(&group, req.policy.as_deref(), &Actor::admin())
+        .set_group_policy(&group, req.policy.as_deref(), &actor)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -79,18 +83,14 @@ pub(crate) async fn set_group_policy(
     params(("id" = String, Path, description = "Device or application id")),
     responses((status = 200, body = AccessView), (status = 404, body = Problem)))]
 pub(crate) async fn set_access(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AccessRequest>,
 ) -> Result<Json<AccessView>, ApiError> {
     let a = s
         .hub
-        .set_identity_access(
-            &id,
-            req.group.as_deref(),
-            req.policy.as_deref(),
-            &Actor::admin(),
-        )
+        .set_identity_access(&id, req.group.as_deref(), req.policy.as_deref(), &actor)
         .await?;
     Ok(Json(AccessView {
         device_id: a.device_id,
@@ -104,6 +104,7 @@ pub(crate) async fn set_access(
 #[utoipa::path(post, path = "/api/v1/apps", tag = "access", request_body = CreateAppRequest,
     responses((status = 201, body = CreateDeviceResponse), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn create_app(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateAppRequest>,
 ) -> Result<(StatusCode, Json<CreateDeviceResponse>), ApiError> {
@@ -116,7 +117,7 @@ pub(crate) async fn create_app(
                 publish: req.publish,
                 subscribe: req.subscribe,
             },
-            &Actor::admin(),
+            &actor,
         )
         .await?;
     Ok((

@@ -4,6 +4,7 @@ use super::ApiJson;
 use crate::AppState;
 use crate::dto::{CaView, RegisterCaRequest, RegistrationCodeResponse};
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -32,9 +33,10 @@ pub(crate) async fn ca_bundle(State(s): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(post, path = "/api/v1/cas/registration-code", tag = "cas",
     responses((status = 201, body = RegistrationCodeResponse)))]
 pub(crate) async fn registration_code(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
 ) -> Result<(StatusCode, Json<RegistrationCodeResponse>), ApiError> {
-    let code = s.hub.registration_code(&Actor::admin()).await?;
+    let code = s.hub.registration_code(&actor).await?;
     let expires = time::OffsetDateTime::now_utc() + s.hub.config().registration_code_ttl;
     Ok((
         StatusCode::CREATED,
@@ -52,6 +54,7 @@ pub(crate) async fn registration_code(
     responses((status = 201, body = CaView), (status = 400, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn register_ca(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<RegisterCaRequest>,
 ) -> Result<(StatusCode, Json<CaView>), ApiError> {
@@ -76,7 +79,7 @@ pub(crate) async fn register_ca(
                 identity,
                 auto_register: req.auto_register,
             },
-            &Actor::admin(),
+            &actor,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(CaView::from(&ca))))
@@ -87,9 +90,10 @@ pub(crate) async fn register_ca(
     params(("name" = String, Path, description = "CA name")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn remove_ca(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.hub.remove_ca(&name, &Actor::admin()).await?;
+    s.hub.remove_ca(&name, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@ use super::ApiJson;
 use crate::AppState;
 use crate::dto::{CertView, CrlView, ExplainRequest, ExplainResponse, RevokeRequest, StepView};
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use moat_core::{Actor, StepOutcome};
@@ -55,9 +56,10 @@ pub(crate) async fn show_cert(
 #[utoipa::path(post, path = "/api/v1/server/rotate", tag = "certificates",
     responses((status = 200, body = CertView)))]
 pub(crate) async fn rotate_server_cert(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
 ) -> Result<Json<CertView>, ApiError> {
-    let identity = s.hub.rotate_server_identity(&Actor::admin()).await?;
+    let identity = s.hub.rotate_server_identity(&actor).await?;
     let serial = identity.serial()?;
     Ok(Json(CertView::from(&s.hub.cert(&serial).await?)))
 }
@@ -68,6 +70,7 @@ pub(crate) async fn rotate_server_cert(
     params(("serial" = String, Path, description = "Serial, hex")),
     responses((status = 200, body = CertView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn revoke_cert(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(serial): Path<String>,
     body: axum::body::Bytes,
@@ -75,7 +78,7 @@ pub(crate) async fn revoke_cert(
     let req: RevokeRequest = super::optional_json(&body)?;
     let reason = super::parse_reason(req.reason.as_deref())?;
     Ok(Json(CertView::from(
-        &s.hub.revoke_cert(&serial, reason, &Actor::admin()).await?,
+        &s.hub.revoke_cert(&serial, reason, &actor).await?,
     )))
 }
 

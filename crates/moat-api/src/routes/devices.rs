@@ -6,6 +6,7 @@ use crate::dto::{
     CreateDeviceRequest, CreateDeviceResponse, DeviceView, RevokeDeviceResponse, RevokeRequest,
 };
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -43,6 +44,7 @@ pub(crate) async fn list_devices(
     responses((status = 201, body = CreateDeviceResponse), (status = 400, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn create_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateDeviceRequest>,
 ) -> Result<(StatusCode, Json<CreateDeviceResponse>), ApiError> {
@@ -68,7 +70,7 @@ pub(crate) async fn create_device(
                 credential,
                 allow_insecure: req.allow_insecure,
             },
-            &Actor::admin(),
+            &actor,
         )
         .await?;
     Ok((
@@ -93,11 +95,12 @@ pub(crate) async fn show_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn disable_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     Ok(Json(DeviceView::from(
-        &s.hub.disable_device(&id, &Actor::admin()).await?,
+        &s.hub.disable_device(&id, &actor).await?,
     )))
 }
 
@@ -106,11 +109,12 @@ pub(crate) async fn disable_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn enable_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     Ok(Json(DeviceView::from(
-        &s.hub.enable_device(&id, &Actor::admin()).await?,
+        &s.hub.enable_device(&id, &actor).await?,
     )))
 }
 
@@ -119,13 +123,14 @@ pub(crate) async fn enable_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = RevokeDeviceResponse), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn revoke_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RevokeDeviceResponse>, ApiError> {
     let req: RevokeRequest = super::optional_json(&body)?;
     let reason = super::parse_reason(req.reason.as_deref())?;
-    let serials = s.hub.revoke_device(&id, reason, &Actor::admin()).await?;
+    let serials = s.hub.revoke_device(&id, reason, &actor).await?;
     Ok(Json(RevokeDeviceResponse {
         device_id: id,
         revoked_serials: serials,
@@ -137,9 +142,10 @@ pub(crate) async fn revoke_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn delete_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.hub.delete_device(&id, &Actor::admin()).await?;
+    s.hub.delete_device(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

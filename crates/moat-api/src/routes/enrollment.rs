@@ -8,6 +8,7 @@ use crate::dto::{
     StationView,
 };
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -30,10 +31,11 @@ pub(crate) struct AllowlistPage {
 #[utoipa::path(post, path = "/api/v1/allowlist", request_body = AllowlistUpload, tag = "enrollment",
     responses((status = 201, body = AllowlistAdded), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn add_allowlist(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<AllowlistUpload>,
 ) -> Result<(StatusCode, Json<AllowlistAdded>), ApiError> {
-    let added = s.hub.add_allowlist(&req.csv, &Actor::admin()).await?;
+    let added = s.hub.add_allowlist(&req.csv, &actor).await?;
     Ok((StatusCode::CREATED, Json(AllowlistAdded { added })))
 }
 
@@ -56,10 +58,11 @@ pub(crate) async fn list_allowlist(
     params(("serial" = String, Path, description = "Serial")),
     responses((status = 200, body = AllowlistView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn reset_allowlist(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(serial): Path<String>,
 ) -> Result<Json<AllowlistView>, ApiError> {
-    let entry = s.hub.reset_allowlist(&serial, &Actor::admin()).await?;
+    let entry = s.hub.reset_allowlist(&serial, &actor).await?;
     Ok(Json(AllowlistView::from(&entry)))
 }
 
@@ -67,6 +70,7 @@ pub(crate) async fn reset_allowlist(
 #[utoipa::path(post, path = "/api/v1/stations", request_body = CreateStationRequest, tag = "enrollment",
     responses((status = 201, body = CreateStationResponse), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn create_station(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateStationRequest>,
 ) -> Result<(StatusCode, Json<CreateStationResponse>), ApiError> {
@@ -77,7 +81,7 @@ pub(crate) async fn create_station(
                 name: req.name,
                 token: req.token,
             },
-            &Actor::admin(),
+            &actor,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(created.into())))
@@ -104,9 +108,10 @@ pub(crate) async fn list_stations(
     params(("name" = String, Path, description = "Station name")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn delete_station(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.hub.delete_station(&name, &Actor::admin()).await?;
+    s.hub.delete_station(&name, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,7 @@ use crate::dto_lifecycle::{
     ClaimRequest, DecommissionResponse, RotateResponse, StatusRequest, TransferRequest,
 };
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use moat_core::Actor;
@@ -23,11 +24,12 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
     responses((status = 200, body = DeviceView), (status = 400, body = Problem),
               (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn claim_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Json<DeviceView>, ApiError> {
-    let d = s.hub.claim_device(&id, &req.owner, &Actor::admin()).await?;
+    let d = s.hub.claim_device(&id, &req.owner, &actor).await?;
     Ok(Json(DeviceView::from(&d)))
 }
 
@@ -37,13 +39,14 @@ pub(crate) async fn claim_device(
     responses((status = 200, body = DeviceView), (status = 400, body = Problem),
               (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn transfer_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TransferRequest>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let d = s
         .hub
-        .transfer_device(&id, &req.to, req.from.as_deref(), &Actor::admin())
+        .transfer_device(&id, &req.to, req.from.as_deref(), &actor)
         .await?;
     Ok(Json(DeviceView::from(&d)))
 }
@@ -53,6 +56,7 @@ pub(crate) async fn transfer_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn suspend_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -60,7 +64,7 @@ pub(crate) async fn suspend_device(
     let req: StatusRequest = super::optional_json(&body)?;
     let d = s
         .hub
-        .suspend_device(&id, req.reason.as_deref(), &Actor::admin())
+        .suspend_device(&id, req.reason.as_deref(), &actor)
         .await?;
     Ok(Json(DeviceView::from(&d)))
 }
@@ -70,6 +74,7 @@ pub(crate) async fn suspend_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn resume_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -77,7 +82,7 @@ pub(crate) async fn resume_device(
     let req: StatusRequest = super::optional_json(&body)?;
     let d = s
         .hub
-        .resume_device(&id, req.reason.as_deref(), &Actor::admin())
+        .resume_device(&id, req.reason.as_deref(), &actor)
         .await?;
     Ok(Json(DeviceView::from(&d)))
 }
@@ -88,6 +93,7 @@ pub(crate) async fn resume_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DecommissionResponse), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn decommission_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -95,7 +101,7 @@ pub(crate) async fn decommission_device(
     let req: StatusRequest = super::optional_json(&body)?;
     let (d, serials) = s
         .hub
-        .decommission_device(&id, req.reason.as_deref(), &Actor::admin())
+        .decommission_device(&id, req.reason.as_deref(), &actor)
         .await?;
     Ok(Json(DecommissionResponse {
         device: DeviceView::from(&d),
@@ -110,10 +116,11 @@ pub(crate) async fn decommission_device(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = RotateResponse), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn rotate_device(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RotateResponse>, ApiError> {
-    let r = s.hub.rotate_device(&id, &Actor::admin()).await?;
+    let r = s.hub.rotate_device(&id, &actor).await?;
     let key = r.created.private_key_pem.as_ref().ok_or_else(|| {
         Problem::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,

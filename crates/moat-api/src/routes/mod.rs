@@ -98,6 +98,14 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/campaigns/{id}/resume", post(resume_campaign))
         .route("/campaigns/{id}/cancel", post(cancel_campaign))
         .route("/posture", get(crate::posture::posture))
+        .route(
+            "/operators",
+            get(crate::operators::list_operators).post(crate::operators::create_operator),
+        )
+        .route(
+            "/operators/{name}",
+            delete(crate::operators::delete_operator),
+        )
         .route("/devices/{id}/model", axum::routing::put(set_device_model))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))

@@ -4,6 +4,7 @@ use super::ApiJson;
 use crate::AppState;
 use crate::dto_ota::*;
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -41,11 +42,12 @@ pub(crate) async fn list_firmware_keys(
 #[utoipa::path(post, path = "/api/v1/firmware-keys", tag = "firmware", request_body = AddFirmwareKeyRequest,
     responses((status = 201, body = FirmwareKeyView), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn add_firmware_key(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<AddFirmwareKeyRequest>,
 ) -> Result<(StatusCode, Json<FirmwareKeyView>), ApiError> {
     let key = ota(&s)?
-        .add_key(&req.name, req.public_key_pem.as_bytes(), &Actor::admin())
+        .add_key(&req.name, req.public_key_pem.as_bytes(), &actor)
         .await?;
     Ok((StatusCode::CREATED, Json(FirmwareKeyView::from(&key))))
 }
@@ -54,10 +56,11 @@ pub(crate) async fn add_firmware_key(
 #[utoipa::path(post, path = "/api/v1/firmware-keys/generate", tag = "firmware", request_body = GenerateFirmwareKeyRequest,
     responses((status = 201, body = FirmwareKeyView), (status = 400, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn generate_firmware_key(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<GenerateFirmwareKeyRequest>,
 ) -> Result<(StatusCode, Json<FirmwareKeyView>), ApiError> {
-    let key = ota(&s)?.generate_key(&req.name, &Actor::admin()).await?;
+    let key = ota(&s)?.generate_key(&req.name, &actor).await?;
     Ok((StatusCode::CREATED, Json(FirmwareKeyView::from(&key))))
 }
 
@@ -79,6 +82,7 @@ pub(crate) struct SignParams {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn sign_firmware(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(name): Path<String>,
     Query(p): Query<SignParams>,
@@ -90,7 +94,7 @@ pub(crate) async fn sign_firmware(
         security_counter: p.security_counter.unwrap_or(0),
         header_size: p.header_size.unwrap_or(0x200),
     };
-    let image = ota(&s)?.sign(&req, &body, &Actor::admin()).await?;
+    let image = ota(&s)?.sign(&req, &body, &actor).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], image))
 }
 
@@ -119,11 +123,12 @@ pub(crate) struct UploadParams {
     responses((status = 201, body = FirmwareView), (status = 409, body = Problem),
               (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn upload_firmware(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Query(p): Query<UploadParams>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<FirmwareView>), ApiError> {
-    let fw = ota(&s)?.upload(&p.model, &body, &Actor::admin()).await?;
+    let fw = ota(&s)?.upload(&p.model, &body, &actor).await?;
     Ok((StatusCode::CREATED, Json(FirmwareView::from(&fw))))
 }
 
@@ -161,6 +166,7 @@ pub(crate) async fn list_campaigns(
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", request_body = CreateCampaignRequest,
     responses((status = 201, body = CampaignInfo), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn create_campaign(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateCampaignRequest>,
 ) -> Result<(StatusCode, Json<CampaignInfo>), ApiError> {
@@ -174,7 +180,7 @@ pub(crate) async fn create_campaign(
         success_threshold: req.success_threshold.unwrap_or(100),
         abort_threshold: req.abort_threshold.unwrap_or(10),
     };
-    let view = ota(&s)?.create_campaign(create, &Actor::admin()).await?;
+    let view = ota(&s)?.create_campaign(create, &actor).await?;
     Ok((StatusCode::CREATED, Json(CampaignInfo::from(&view))))
 }
 
@@ -207,13 +213,13 @@ pub(crate) async fn campaign_devices(
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceModelView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn set_device_model(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<DeviceModelRequest>,
 ) -> Result<Json<DeviceModelView>, ApiError> {
     let ota = ota(&s)?;
-    ota.set_device_model(&id, &req.model, &Actor::admin())
-        .await?;
+    ota.set_device_model(&id, &req.model, &actor).await?;
     Ok(Json(DeviceModelView {
         model: ota.device_model(&id).await?,
         device_id: id,
@@ -225,10 +231,11 @@ pub(crate) async fn set_device_model(
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignInfo), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn pause_campaign(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignInfo>, ApiError> {
-    let view = ota(&s)?.pause(&id, &Actor::admin()).await?;
+    let view = ota(&s)?.pause(&id, &actor).await?;
     Ok(Json(CampaignInfo::from(&view)))
 }
 
@@ -237,10 +244,11 @@ pub(crate) async fn pause_campaign(
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignInfo), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn resume_campaign(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignInfo>, ApiError> {
-    let view = ota(&s)?.resume(&id, &Actor::admin()).await?;
+    let view = ota(&s)?.resume(&id, &actor).await?;
     Ok(Json(CampaignInfo::from(&view)))
 }
 
@@ -249,9 +257,10 @@ pub(crate) async fn resume_campaign(
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignInfo), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(crate) async fn cancel_campaign(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignInfo>, ApiError> {
-    let view = ota(&s)?.cancel(&id, &Actor::admin()).await?;
+    let view = ota(&s)?.cancel(&id, &actor).await?;
     Ok(Json(CampaignInfo::from(&view)))
 }

@@ -3,9 +3,11 @@
 use crate::AppState;
 use crate::dto::SessionView;
 use crate::problem::{ApiError, Problem};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use moat_core::Actor;
 
 /// Live sessions, as the MQTT hub reports them.
 pub trait SessionControl: Send + Sync + std::fmt::Debug {
@@ -42,6 +44,7 @@ pub(crate) async fn list_sessions(
     params(("client_id" = String, Path, description = "MQTT client id")),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(crate) async fn kick_session(
+    Extension(actor): Extension<Actor>,
     State(s): State<AppState>,
     Path(client_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -55,12 +58,7 @@ pub(crate) async fn kick_session(
         })
     };
     s.hub
-        .audited(
-            &moat_core::Actor::admin(),
-            "session.kick",
-            Some(&client_id),
-            result,
-        )
+        .audited(&actor, "session.kick", Some(&client_id), result)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

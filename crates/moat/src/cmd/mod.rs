@@ -8,6 +8,7 @@ mod device;
 mod enrollment;
 mod fw;
 mod lifecycle;
+mod operators;
 
 use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Allowlist(ref c) => enrollment::allowlist(&cli, c).await,
         Command::Station(ref c) => enrollment::station(&cli, c).await,
         Command::EnrollmentGroup(ref c) => enrollment::enrollment_group(&cli, c).await,
+        Command::Operator(ref c) => operators::run(&cli, c).await,
         Command::Session(SessionCmd::List) => {
             let api = ApiClient::from_cli(&cli)?;
             let sessions: Vec<SessionView> = api.get("/api/v1/sessions").await?;
