@@ -71,6 +71,8 @@ pub struct Hub {
     pub(crate) policy_cache: crate::cache::Cached<Vec<moat_store::AclPolicy>>,
     /// Device certificates signed by this node since it started (metrics).
     pub(crate) signed: std::sync::atomic::AtomicU64,
+    /// When this node last recorded each device's presence (at most once per interval).
+    pub(crate) presence: crate::console::PresenceThrottle,
 }
 
 impl Hub {
@@ -146,6 +148,7 @@ impl Hub {
             client_ca_cache: Default::default(),
             policy_cache: Default::default(),
             signed: Default::default(),
+            presence: Default::default(),
         };
         hub.refresh_crls().await?;
         Ok(hub)

@@ -23,6 +23,7 @@ mod cache;
 mod cas;
 mod certs;
 mod config;
+mod console;
 mod devices;
 mod error;
 mod est;
@@ -43,6 +44,7 @@ pub use allowlist::{AllowlistLine, MAX_ALLOWLIST_ENTRIES, MAX_MODEL_LEN, parse_a
 pub use audit::Actor;
 pub use cas::RegisterCa;
 pub use config::{CaNames, CoreConfig};
+pub use console::{MAX_SEARCH_LEN, PRESENCE_INTERVAL};
 pub use devices::{CreateDevice, CreatedDevice, Credential, validate_device_id};
 pub use error::Error;
 pub use est::{EstIssued, EstRefusal, StationCredential};
@@ -64,7 +66,7 @@ pub use stations::{CreateStation, CreatedStation};
 
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
-    AclPolicy, AllowlistEntry, AuditEntry, CaKind, CaRecord, CertRecord, CertSource,
-    ConnectionPolicy, Device, DeviceState, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
-    Operator, RetiredCert, Role, Stage, Station,
+    AclPolicy, AllowlistEntry, AuditEntry, AuditFilter, CaKind, CaRecord, CertRecord, CertSource,
+    ConnectionPolicy, Device, DevicePage, DeviceQuery, DeviceRow, DeviceState, FactoryInfo,
+    IdentityAccess, IdentityKind, Lifecycle, Operator, RetiredCert, Role, Stage, Station,
 };

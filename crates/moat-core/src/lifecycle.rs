@@ -456,10 +456,21 @@ impl Hub {
         Ok(device)
     }
 
-    /// Called by the MQTT hub after it admitted `device`: the first accepted CONNECT makes
-    /// it active (audited as `device.activate` by the device). One `UPDATE` that happens
-    /// once per device; nothing at all when it is active already.
+    /// Called by the MQTT hub after it admitted `device`. The first accepted CONNECT makes
+    /// it active (audited as `device.activate` by the device): one `UPDATE` that happens
+    /// once per device, nothing at all when it is active already. Every CONNECT records the
+    /// device's presence (last seen), at most once per device per
+    /// [`PRESENCE_INTERVAL`](crate::PRESENCE_INTERVAL) on this node, so a device that
+    /// reconnects within it costs no registry round trip. Both are attempted; the first
+    /// error is returned.
     pub async fn note_connected(&self, device: &Device) -> Result<(), Error> {
+        let activated = self.activate_on_first_connect(device).await;
+        let seen = self.note_presence(&device.id).await;
+        activated.and(seen)
+    }
+
+    /// The first-CONNECT half of [`Hub::note_connected`].
+    async fn activate_on_first_connect(&self, device: &Device) -> Result<(), Error> {
         if device.stage == Stage::Active || device.state != DeviceState::Active {
             return Ok(());
         }

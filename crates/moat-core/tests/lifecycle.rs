@@ -3,11 +3,12 @@
 //! time on, before the retirement sweep has run.
 
 use moat_core::{
-    Actor, CoreConfig, CreateDevice, CreateStation, Credential, Denial, DeviceState, Error,
-    EstRefusal, Event, Hub, Lifecycle, Stage,
+    Actor, AuditFilter, CoreConfig, CreateDevice, CreateStation, Credential, Denial, DeviceQuery,
+    DeviceState, Error, EstRefusal, Event, Hub, Lifecycle, Stage,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 async fn hub_with(dir: &std::path::Path, cfg: CoreConfig) -> Arc<Hub> {
     let store = moat_store::open("sqlite::memory:").await.expect("store");
@@ -263,4 +264,100 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
     let live = hub.live_certs("SN-1").await.expect("live");
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].serial, second.record.serial);
+}
+
+/// Presence: the first accepted CONNECT records when the device was seen; a reconnection
+/// within the interval writes nothing (a write would have replaced the time with a later
+/// one, as the store does below). Activation and its audit entry happen as before. The
+/// console's reads clamp their limits and treat empty audit fields as "any".
+#[tokio::test]
+async fn connections_record_presence_once_per_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = hub_with(dir.path(), CoreConfig::default()).await;
+    hub.create_device(
+        CreateDevice {
+            id: "p".into(),
+            credential: Credential::GenerateKey,
+            allow_insecure: false,
+        },
+        &Actor::admin(),
+    )
+    .await
+    .expect("create");
+    let query = DeviceQuery {
+        text: Some("p".into()),
+        state: None,
+    };
+    let last_seen = || async {
+        let page = hub.device_page(&query, 0, 10).await.expect("page");
+        assert_eq!(page.total, 1);
+        page.rows[0].last_seen
+    };
+    assert_eq!(last_seen().await, None);
+
+    let before = OffsetDateTime::now_utc() - time::Duration::milliseconds(1);
+    let d = hub.device("p").await.expect("p");
+    hub.note_connected(&d).await.expect("connected");
+    let first = last_seen().await.expect("recorded");
+    assert!(
+        first >= before && first <= OffsetDateTime::now_utc(),
+        "{first}"
+    );
+    let d = hub.device("p").await.expect("p");
+    assert_eq!(d.stage, Stage::Active);
+    hub.note_connected(&d).await.expect("reconnected");
+    assert_eq!(last_seen().await, Some(first), "throttled: nothing written");
+
+    let later = first + time::Duration::seconds(1);
+    hub.store().touch_presence("p", later).await.expect("touch");
+    assert_eq!(last_seen().await, Some(later));
+
+    let filter = AuditFilter {
+        actor: Some(String::new()),
+        action: Some("device.".into()),
+        target: Some("p".into()),
+        outcome: None,
+    };
+    let actions: Vec<_> = hub
+        .audit_search(&filter, None, 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| (e.actor, e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("device:p".to_string(), "device.activate".to_string()),
+            ("admin".to_string(), "device.create".to_string()),
+        ],
+        "activated once, audited as before"
+    );
+    assert_eq!(
+        hub.audit_search(&filter, None, 0)
+            .await
+            .expect("audit")
+            .len(),
+        1
+    );
+    assert_eq!(
+        hub.device_page(&DeviceQuery::default(), 0, 0)
+            .await
+            .expect("page")
+            .rows
+            .len(),
+        1
+    );
+    assert!(matches!(
+        hub.device_page(
+            &DeviceQuery {
+                text: Some("x".repeat(moat_core::MAX_SEARCH_LEN + 1)),
+                state: None
+            },
+            0,
+            10
+        )
+        .await,
+        Err(Error::Invalid(_))
+    ));
 }

@@ -2,7 +2,8 @@
 //! settings, the audit log, the factory allow-list and EST stations, the MQTT broker's durable
 //! state (retained messages and persistent sessions, as values the broker encodes), and
 //! firmware updates (signing keys, images, campaigns, device inventory: [`FirmwareStore`]),
-//! and field provisioning (enrollment groups, hub assignments: [`ProvisioningStore`]).
+//! field provisioning (enrollment groups, hub assignments: [`ProvisioningStore`]), and the
+//! web console's device list, device presence and audit search ([`ConsoleStore`]).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
 //! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
@@ -33,9 +34,12 @@
 //!   `sqlite::memory:`, which has one connection and no fsync), and open the store once
 //!   outside the timed loop: [`open`] connects and runs the migrations.
 //!   `cargo test -p moat-store --test suite insert_cert_throughput -- --ignored --nocapture`
-//!   prints sequential `insert_cert` rates for both back ends.
+//!   prints sequential `insert_cert` rates for both back ends;
+//!   `… --test suite console_reads_at_10k_devices -- --ignored --nocapture` times the
+//!   console's device pages and audit searches on 10,000 devices.
 
 mod codec;
+mod console;
 mod error;
 mod firmware;
 mod firmware_model;
@@ -51,6 +55,7 @@ mod sqlite_writer;
 mod store_impl;
 mod writes;
 
+pub use console::{AuditFilter, ConsoleStore, DevicePage, DeviceQuery, DeviceRow};
 pub use error::Error;
 pub use firmware::FirmwareStore;
 pub use firmware_model::*;
@@ -85,7 +90,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// Firmware keys, images, campaigns and inventory are in the supertrait [`FirmwareStore`];
 /// enrollment groups and hub assignments in [`ProvisioningStore`]; the posture audit's
 /// reads in [`PostureStore`]; device lifecycle, ownership and certificate rotation in
-/// [`LifecycleStore`]; operator accounts in [`OperatorStore`].
+/// [`LifecycleStore`]; operator accounts in [`OperatorStore`]; the web console's reads and
+/// device presence in [`ConsoleStore`].
 #[async_trait]
 pub trait Store:
     FirmwareStore
@@ -93,6 +99,7 @@ pub trait Store:
     + PostureStore
     + LifecycleStore
     + OperatorStore
+    + ConsoleStore
     + Send
     + Sync
     + std::fmt::Debug

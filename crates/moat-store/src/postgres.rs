@@ -3,6 +3,7 @@
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
+use crate::console::impl_console_store;
 use crate::firmware::{self as fw, impl_firmware_store};
 use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
@@ -100,3 +101,4 @@ impl_provisioning_store!(PgStore);
 impl_posture_store!(PgStore);
 impl_operator_store!(PgStore);
 impl_lifecycle_store!(PgStore, PgConnection);
+impl_console_store!(PgStore);

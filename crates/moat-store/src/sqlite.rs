@@ -11,6 +11,7 @@
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
+use crate::console::impl_console_store;
 use crate::firmware::{self as fw, impl_firmware_store};
 use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
@@ -149,3 +150,4 @@ impl_provisioning_store!(SqliteStore);
 impl_posture_store!(SqliteStore);
 impl_operator_store!(SqliteStore);
 impl_lifecycle_store!(SqliteStore, SqliteConnection);
+impl_console_store!(SqliteStore);

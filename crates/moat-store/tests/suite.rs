@@ -68,6 +68,9 @@ suite!(
     stage_status_and_owner,
     retired_serial_never_enrolls,
     superseded_certs_retire_once,
+    console_device_page,
+    console_presence,
+    console_audit_search,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is
@@ -167,6 +170,143 @@ async fn insert_cert_throughput() {
             n as f64 / secs,
             secs * 1e6 / n as f64
         );
+    }
+    let db = TestDb::sqlite().await;
+    measure(&db).await;
+    db.finish().await;
+    if let Some(db) = TestDb::postgres().await {
+        measure(&db).await;
+        db.finish().await;
+    }
+}
+
+/// Cost of the console's reads on a fleet of 10,000 devices (two certificates, inventory and
+/// presence each) and 50,000 audit entries (run with `--ignored --nocapture`); not a
+/// pass/fail check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn console_reads_at_10k_devices() {
+    use moat_store::{AuditFilter, DeviceQuery, DeviceState, Inventory, NewAuditEntry};
+    use std::sync::Arc;
+
+    async fn fill(db: &TestDb) {
+        let tasks: Vec<_> = (0..10_000)
+            .map(|i| {
+                let s = Arc::clone(&db.store);
+                tokio::spawn(async move {
+                    let id = format!("dev{i:05}");
+                    let mut d = device(&id);
+                    if i % 10 == 0 {
+                        d.state = DeviceState::Disabled;
+                    }
+                    d.owner = Some(format!("owner{}", i % 97));
+                    s.create_device(&d, Some(&cert(&format!("a{i:05}"), Some(&id))))
+                        .await
+                        .unwrap();
+                    s.insert_cert(&cert(&format!("b{i:05}"), Some(&id)))
+                        .await
+                        .unwrap();
+                    s.put_inventory(&Inventory {
+                        device_id: id.clone(),
+                        model: "M1".into(),
+                        version: "1.0".into(),
+                        security_counter: 1,
+                        updated_at: common::t0(),
+                    })
+                    .await
+                    .unwrap();
+                    s.touch_presence(&id, common::t0()).await.unwrap();
+                    for n in 0..5 {
+                        s.append_audit(&NewAuditEntry {
+                            at: common::t0(),
+                            actor: format!("operator:op{}", (i + n) % 20),
+                            action: ["device.create", "cert.revoke", "mqtt.connect"][n % 3].into(),
+                            target: Some(id.clone()),
+                            outcome: "ok".into(),
+                            detail: None,
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    async fn measure(db: &TestDb) {
+        fill(db).await;
+        let s = &db.store;
+        let cases: [(&str, DeviceQuery, u64); 4] = [
+            ("first page", DeviceQuery::default(), 0),
+            ("last page", DeviceQuery::default(), 9_950),
+            (
+                "state, deep page",
+                DeviceQuery {
+                    text: None,
+                    state: Some(DeviceState::Disabled),
+                },
+                900,
+            ),
+            (
+                "text",
+                DeviceQuery {
+                    text: Some("OWNER42".into()),
+                    state: None,
+                },
+                0,
+            ),
+        ];
+        for (name, q, offset) in cases {
+            // The first run also prepares the statement.
+            s.device_page(&q, offset, 50).await.unwrap();
+            let start = std::time::Instant::now();
+            let page = s.device_page(&q, offset, 50).await.unwrap();
+            eprintln!(
+                "{}: device_page {name}: {} rows of {} in {:.1} ms",
+                s.backend(),
+                page.rows.len(),
+                page.total,
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let filters = [
+            ("any", AuditFilter::default()),
+            (
+                "target",
+                AuditFilter {
+                    target: Some("dev04242".into()),
+                    ..AuditFilter::default()
+                },
+            ),
+            (
+                "actor",
+                AuditFilter {
+                    actor: Some("operator:op7".into()),
+                    ..AuditFilter::default()
+                },
+            ),
+            (
+                "rare action",
+                AuditFilter {
+                    action: Some("ca.".into()),
+                    ..AuditFilter::default()
+                },
+            ),
+        ];
+        for (name, f) in filters {
+            s.audit_search(&f, None, 100).await.unwrap();
+            let start = std::time::Instant::now();
+            let found = s.audit_search(&f, None, 100).await.unwrap();
+            eprintln!(
+                "{}: audit_search {name}: {} in {:.1} ms",
+                s.backend(),
+                found.len(),
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
     }
     let db = TestDb::sqlite().await;
     measure(&db).await;

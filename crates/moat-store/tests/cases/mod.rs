@@ -3,6 +3,7 @@
 mod access;
 mod authority;
 mod certs;
+mod console;
 mod devices;
 mod enrollment;
 mod firmware;
@@ -16,6 +17,7 @@ mod records;
 pub use access::*;
 pub use authority::*;
 pub use certs::*;
+pub use console::*;
 pub use devices::*;
 pub use enrollment::*;
 pub use firmware::*;
