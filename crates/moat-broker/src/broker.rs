@@ -227,6 +227,9 @@ impl Broker {
         self.router.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A connection id, taken at accept: unique for the broker's life and never 0 (the
+    /// generation of a session restored from storage), so it also tells a session's
+    /// connections apart. Logged as `conn_id` in the connection's span.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -73,8 +73,14 @@ impl Broker {
             let tls_cfg = tls.as_ref().map(|t| t.load_full());
             let broker = self.clone();
             let shutdown = shutdown.clone();
-            let span = tracing::info_span!(
+            // The connection id goes into every line logged for this connection, from the
+            // handshake on (a refused connection has one too). ERROR level, so the span and
+            // its fields exist whatever level the log is filtered at: a warning about a
+            // connection has to say which one.
+            let conn_id = self.next_conn_id();
+            let span = tracing::error_span!(
                 "mqtt",
+                conn_id,
                 %peer,
                 mode = tracing::field::Empty,
                 identity = tracing::field::Empty
@@ -87,7 +93,15 @@ impl Broker {
                     tracker.spawn(
                         async move {
                             let _permit = permit;
-                            connection::run(broker, sock, Transport::Plain, peer, shutdown).await;
+                            connection::run(
+                                broker,
+                                sock,
+                                Transport::Plain,
+                                peer,
+                                conn_id,
+                                shutdown,
+                            )
+                            .await;
                         }
                         .instrument(span),
                     );
@@ -98,7 +112,7 @@ impl Broker {
                             let _permit = permit;
                             // Boxed, so the handshake's state is freed when it ends.
                             let handshake =
-                                Box::pin(tls_handshake(broker, sock, cfg, peer, shutdown));
+                                Box::pin(tls_handshake(broker, sock, cfg, peer, conn_id, shutdown));
                             if let Some(connection) = handshake.await {
                                 connection.await;
                             }
@@ -132,6 +146,7 @@ async fn tls_handshake(
     sock: TcpStream,
     cfg: Arc<rustls::ServerConfig>,
     peer: SocketAddr,
+    conn_id: u64,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
     let acceptor = TlsAcceptor::from(cfg);
@@ -168,6 +183,6 @@ async fn tls_handshake(
     };
     tracing::Span::current().record("mode", transport.mode());
     Some(Box::pin(connection::run(
-        broker, stream, transport, peer, shutdown,
+        broker, stream, transport, peer, conn_id, shutdown,
     )))
 }

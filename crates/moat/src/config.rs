@@ -60,6 +60,9 @@ refresh_interval = "1h"
 # Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz: the registry
 # answers). Loopback by default: the figures describe the fleet; expose them deliberately.
 listen = "127.0.0.1:9464"
+# How often moat_campaign_devices (devices of running and paused campaigns, by state) is
+# read from the registry.
+campaign_refresh = "10s"
 
 [posture]
 # The security posture audit (moat audit posture, GET /api/v1/posture, and the
@@ -133,7 +136,9 @@ token_label = "moat"
 pin_env = "MOAT_PKCS11_PIN"
 
 [log]
-# "text" or "json"; the level filter also reads RUST_LOG.
+# "text" or "json" (one object per line; the ids of the request or MQTT connection a line
+# belongs to, request_id or conn_id, and the peer are top-level keys). RUST_LOG, when set,
+# replaces `level`.
 format = "text"
 level = "info"
 "#;
@@ -233,6 +238,9 @@ pub struct MqttConfig {
 pub struct MetricsConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Period of the campaign progress refresh (a registry query per active campaign).
+    #[serde(with = "humantime_serde")]
+    pub campaign_refresh: Duration,
 }
 
 /// `[posture]`.
@@ -439,6 +447,9 @@ impl Config {
             bail!(
                 "enrollment.rotation_overlap must be at least 1s (a renewed device needs time to switch to its new certificate)"
             );
+        }
+        if self.metrics.campaign_refresh < Duration::from_secs(1) {
+            bail!("metrics.campaign_refresh must be at least 1s");
         }
         if self.server.renew_check_interval < Duration::from_secs(1) {
             bail!("server.renew_check_interval must be at least 1s");

@@ -5,6 +5,7 @@ mod client;
 mod cmd;
 mod config;
 mod files;
+mod logging;
 mod metrics;
 mod mqtt;
 mod posture;

@@ -78,7 +78,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     if let Some(v) = args.vault {
         cfg.vault.source = v;
     }
-    init_logging(&cfg);
+    crate::logging::init(&cfg.log);
     // Both aws-lc-rs and ring can end up in the tree; pick one provider for the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
@@ -343,7 +343,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     mqtt_tasks.push(tokio::spawn(crate::metrics::follow_campaigns(
         hub.clone(),
         campaigns.clone(),
-        std::time::Duration::from_secs(10),
+        cfg.metrics.campaign_refresh,
         shutdown.clone(),
     )));
     let registry = Arc::new(crate::metrics::registry(crate::metrics::Sources {
@@ -628,20 +628,6 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if cfg.log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// The TLS configurations the hub serves, swapped when its server certificate changes.

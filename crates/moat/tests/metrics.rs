@@ -1,12 +1,19 @@
 //! `/metrics`, `/healthz`, `/readyz` on the metrics listener: the exposition parses with the
 //! Prometheus project's own parser (Python `prometheus_client`, OpenMetrics) and the figures
-//! move when devices connect, are created and are revoked.
+//! move when devices connect, are created and are revoked, and as a firmware campaign's
+//! devices update.
 
 mod common;
 
 use common::*;
+use moat_device::fleet::{FleetConfig, FleetStats};
+use moat_device::load::client::Target;
+use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Every sample of `/metrics`, keyed `name{label="value",…}` (labels sorted), parsed by
@@ -176,4 +183,157 @@ fn metrics_parse_and_follow_connections_and_revocations() {
         let _ = s.kill();
         let _ = s.wait();
     }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Polls `/metrics` until `done` holds (bounded); returns the last scrape.
+fn wait_until(
+    hub: &TestHub,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let m = scrape(hub);
+        if done(&m) {
+            return m;
+        }
+        let progress: Vec<_> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("moat_campaign_devices"))
+            .collect();
+        assert!(Instant::now() < deadline, "{what}: {progress:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `moat_campaign_devices` follows a campaign: its first wave notified and its second pending
+/// while no device is connected; then, once two simulated devices update, two confirmed and
+/// the second wave's device (never connected) notified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_progress_follows_a_fleet_update() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let file = conf.path().join("moat.toml");
+    std::fs::write(&file, "[metrics]\ncampaign_refresh = \"1s\"\n").expect("config");
+    let hub = tokio::task::block_in_place(|| TestHub::start_with(&["--config", s(&file)], &[]));
+    let dir = hub.path("fleet");
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).expect("dir");
+    let ids = ["c-0", "c-1", "c-2"];
+    let (fw_pub, update_pem, fw_id) = tokio::task::block_in_place(|| {
+        for id in ids {
+            hub.ok(&["device", "create", id, "--out", s(&creds)]);
+        }
+        let fw_pub = hub.ok(&["fw", "key", "generate", "--name", "release"]);
+        let update_pem = hub.ok(&["fw", "update-key"]);
+        let app = dir.join("app.bin");
+        std::fs::write(
+            &app,
+            (0..65_536u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+        )
+        .expect("payload");
+        let image = dir.join("app.signed");
+        hub.ok(&[
+            "fw",
+            "sign",
+            "--key",
+            "release",
+            "--version",
+            "1.1.0",
+            "--security-counter",
+            "2",
+            s(&app),
+            s(&image),
+        ]);
+        let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
+        (
+            fw_pub,
+            update_pem,
+            fw["id"].as_str().expect("id").to_owned(),
+        )
+    });
+
+    // Waves in id order: c-0 and c-1, then c-2. Nobody is connected yet.
+    let campaign = tokio::task::block_in_place(|| {
+        hub.json(&[
+            "campaign",
+            "create",
+            "--firmware",
+            &fw_id,
+            "--target",
+            &format!("devices:{}", ids.join(",")),
+            "--waves",
+            "2",
+            "--success-threshold",
+            "100%",
+        ])
+    });
+    let id = campaign["id"].as_str().expect("id").to_owned();
+    let key = |state: &str| format!("moat_campaign_devices{{campaign=\"{id}\",state=\"{state}\"}}");
+    let m = tokio::task::block_in_place(|| {
+        wait_until(&hub, Duration::from_secs(10), "wave 1 notified", |m| {
+            m.get(&key("notified")) == Some(&2.0)
+        })
+    });
+    assert_eq!(value(&m, &key("pending")), 1.0, "wave 2 waits");
+    assert!(!m.contains_key(&key("confirmed")), "{m:?}");
+
+    // Two devices come online, download, install, boot and confirm.
+    let provider = provider(KeyExchange::X25519);
+    let verifier =
+        Arc::new(PinningVerifier::from_ca_file(&hub.bundle(), provider.clone()).expect("verifier"));
+    let online: Vec<String> = ids[..2].iter().map(|s| s.to_string()).collect();
+    let devices =
+        moat_device::fleet::load_devices(&creds, &online, &provider, &verifier).expect("devices");
+    let cfg = Arc::new(FleetConfig {
+        target: Target {
+            addr: hub.mqtt_tls.parse().expect("addr"),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            version: moat_broker::codec::Version::V311,
+            keep_alive: 0,
+            timeout: Duration::from_secs(30),
+        },
+        download_roots_pem: std::fs::read(hub.bundle()).expect("bundle"),
+        model: "sensor".into(),
+        update_key: moat_ota_proto::UpdateKey::from_pem(&update_pem).expect("update key"),
+        firmware_keys: vec![moat_image::TrustedKey::from_pem(fw_pub.as_bytes()).expect("fw key")],
+        factory_counter: 1,
+        slot_len: 256 * 1024,
+        download_attempts: 3,
+        stop_after_updates: 0,
+    });
+    let stats = Arc::new(FleetStats::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fleet = tokio::spawn(moat_device::fleet::run(
+        cfg,
+        devices,
+        stats.clone(),
+        stop.clone(),
+    ));
+    let m = tokio::task::block_in_place(|| {
+        wait_until(&hub, Duration::from_secs(60), "the fleet confirms", |m| {
+            m.get(&key("confirmed")) == Some(&2.0) && m.get(&key("notified")) == Some(&1.0)
+        })
+    });
+    assert!(
+        !m.contains_key(&key("pending")),
+        "wave 2 started, nobody pending: {m:?}"
+    );
+    assert_eq!(
+        stats.confirmed.load(Ordering::Relaxed),
+        2,
+        "{}",
+        stats.to_json()
+    );
+    let shown = tokio::task::block_in_place(|| hub.json(&["campaign", "show", &id]));
+    assert_eq!(
+        shown["campaign"]["state"], "running",
+        "c-2 has not confirmed: {shown}"
+    );
+    stop.cancel();
+    let _ = fleet.await;
 }

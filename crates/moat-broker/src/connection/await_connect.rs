@@ -19,6 +19,8 @@ pub(crate) struct AwaitConnect<S> {
     stream: S,
     transport: Transport,
     peer: SocketAddr,
+    /// Broker-wide id given at accept; the session's link and generation once admitted.
+    conn_id: u64,
     buf: BytesMut,
 }
 
@@ -31,12 +33,14 @@ where
         stream: S,
         transport: Transport,
         peer: SocketAddr,
+        conn_id: u64,
     ) -> Self {
         AwaitConnect {
             broker,
             stream,
             transport,
             peer,
+            conn_id,
             buf: BytesMut::with_capacity(512),
         }
     }
@@ -209,7 +213,7 @@ where
             props.topic_alias_max = Some(cfg.topic_alias_maximum);
         }
 
-        let conn_id = self.broker.next_conn_id();
+        let conn_id = self.conn_id;
         let kick = Arc::new(KickSignal::default());
         let link = Link {
             conn_id,

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use await_connect::AwaitConnect;
 
 /// Runs a connection from its first byte to close. Never panics on peer input; logs why it
-/// ended.
+/// ended. `conn_id` is the broker-wide id the listener gave the connection at accept (from
+/// [`Broker::next_conn_id`]; it is in the connection's tracing span).
 ///
 /// Memory per idle connection is what a hub with many devices pays for, so the phases are
 /// boxed one inside the other and a task holds only the phase it is in: the first phase's
@@ -33,6 +34,7 @@ pub(crate) fn run<S>(
     stream: S,
     transport: Transport,
     peer: SocketAddr,
+    conn_id: u64,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send
 where
@@ -41,7 +43,7 @@ where
     let limit = broker.cfg.connect_timeout;
     let stop = shutdown.clone();
     let first = Box::pin(async move {
-        let phase = AwaitConnect::new(broker, stream, transport, peer).run();
+        let phase = AwaitConnect::new(broker, stream, transport, peer, conn_id).run();
         match tokio::time::timeout(limit, phase).await {
             Ok(Ok(c)) => Some(Box::pin(c.run(stop))),
             Ok(Err(e)) => {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Admits devices for the broker.
 #[derive(Debug)]
@@ -80,7 +81,11 @@ impl HubAuthority {
 
     fn audit(&self, actor: String, action: &'static str, target: String) {
         let hub = self.hub.clone();
-        tokio::spawn(async move { hub.record_security_event(&actor, action, &target).await });
+        // In the connection's span, so a failure to record it names the connection.
+        tokio::spawn(
+            async move { hub.record_security_event(&actor, action, &target).await }
+                .in_current_span(),
+        );
     }
 }
 
