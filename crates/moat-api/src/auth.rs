@@ -47,33 +47,27 @@ pub(crate) async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.auth;
     let ip = peer.ip();
-    if auth.failures.is_limited(&ip) {
-        tracing::warn!(%ip, "admin authentication rate limited");
-        return Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too Many Requests",
-            "too many failed authentication attempts from this address; wait a minute",
-        )
-        .into_response();
-    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let principal = match presented {
-        Some(token) if moat_core::token_matches(token, &auth.token_hash) => {
-            Some(Principal::bootstrap_admin())
+    let principal = match authenticate(&state, ip, presented.unwrap_or("")).await {
+        Ok(p) => Some(p),
+        Err(AuthFailure::Limited) => {
+            tracing::warn!(%ip, "admin authentication rate limited");
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too Many Requests",
+                "too many failed authentication attempts from this address; wait a minute",
+            )
+            .into_response();
         }
-        Some(token) => match state.hub.operator_by_token(token).await {
-            Ok(p) => p,
-            Err(e) => return crate::problem::ApiError::Core(e).into_response(),
-        },
-        None => None,
+        Err(AuthFailure::Wrong) => None,
+        Err(AuthFailure::Internal(e)) => return e.into_response(),
     };
     match principal {
         Some(p) => {
@@ -108,8 +102,6 @@ pub(crate) async fn require_admin(
             next.run(req).await
         }
         None => {
-            auth.failures.record_failure(&ip);
-            tracing::warn!(%ip, "admin authentication failed");
             state
                 .hub
                 .record_security_event(
@@ -130,6 +122,51 @@ pub(crate) async fn require_admin(
                 HeaderValue::from_static("Bearer realm=\"moat\""),
             );
             resp
+        }
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug)]
+pub(crate) enum AuthFailure {
+    /// Too many failures from this address lately; the token was not even checked.
+    Limited,
+    /// Not the admin token nor an operator's (counted against the address).
+    Wrong,
+    /// The registry could not be read.
+    Internal(crate::problem::ApiError),
+}
+
+/// Checks a token (the bootstrap admin token or an operator's) for a caller at `ip`, with
+/// the per-address failure limit. Shared by the API (bearer tokens) and the console's
+/// sign-in form.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    ip: IpAddr,
+    token: &str,
+) -> Result<Principal, AuthFailure> {
+    let auth = &state.auth;
+    if auth.failures.is_limited(&ip) {
+        return Err(AuthFailure::Limited);
+    }
+    if !token.is_empty() && moat_core::token_matches(token, &auth.token_hash) {
+        return Ok(Principal::bootstrap_admin());
+    }
+    let found = if token.is_empty() {
+        None
+    } else {
+        state
+            .hub
+            .operator_by_token(token)
+            .await
+            .map_err(|e| AuthFailure::Internal(crate::problem::ApiError::Core(e)))?
+    };
+    match found {
+        Some(p) => Ok(p),
+        None => {
+            auth.failures.record_failure(&ip);
+            tracing::warn!(%ip, "authentication failed");
+            Err(AuthFailure::Wrong)
         }
     }
 }

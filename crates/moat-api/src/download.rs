@@ -128,7 +128,10 @@ pub fn download_router(downloads: Arc<Downloads>) -> Router {
 /// the [`PeerIdentity`]. Re-checked per request, so a resumed TLS session or a kept-alive
 /// connection of a device revoked or disabled since gets nothing more.
 pub fn device_download_router(hub: Arc<Hub>, downloads: Arc<Downloads>) -> Router {
-    download_router(downloads).layer(axum::middleware::from_fn_with_state(hub, identify))
+    download_router(downloads)
+        .layer(axum::middleware::from_fn_with_state(hub, identify))
+        // Outermost: the refusal lines of `identify` carry the request id too.
+        .layer(axum::middleware::from_fn(crate::serve::request_id))
 }
 
 async fn identify(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {

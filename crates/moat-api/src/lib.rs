@@ -12,6 +12,8 @@
 //! - The **firmware download** router ([`download_router`]): `GET /fw/{digest}` with range
 //!   requests, for devices identified by the mutual-TLS listener that mounts it
 //!   ([`PeerIdentity`]).
+//! - The **web console** (`console`): server-rendered pages under `/console` on the admin
+//!   API's listener, signed in with the same tokens, roles applied by the same table.
 //! - [`serve_tls`]: the HTTPS accept loop. It never awaits a handshake: each connection is
 //!   handshaken and served in its own task under a timeout, within a connection cap. Client
 //!   certificates are optional and checked by the shared [`LiveClientVerifier`] (also the
@@ -20,6 +22,7 @@
 //! Not here: business rules (they live in `moat-core`; handlers translate and delegate).
 
 mod auth;
+mod console;
 mod download;
 pub mod dto;
 pub mod dto_lifecycle;

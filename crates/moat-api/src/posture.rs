@@ -75,13 +75,22 @@ pub(crate) async fn posture(
     State(s): State<AppState>,
     Query(q): Query<PostureQuery>,
 ) -> Result<Json<PostureReport>, ApiError> {
+    Ok(Json(report(&s, q.within_days, q.clone_window_days).await?))
+}
+
+/// Runs the audit with the hub's options, windows overridden when given (days).
+pub(crate) async fn report(
+    s: &AppState,
+    within_days: Option<u32>,
+    clone_window_days: Option<u32>,
+) -> Result<PostureReport, ApiError> {
     let (obs, mut opts) = match &s.posture {
         Some(p) => (p.observations(), p.options()),
         None => (Observations::default(), PostureOptions::default()),
     };
     for (days, field) in [
-        (q.within_days, &mut opts.expiring_within),
-        (q.clone_window_days, &mut opts.clone_window),
+        (within_days, &mut opts.expiring_within),
+        (clone_window_days, &mut opts.clone_window),
     ] {
         if let Some(d) = days {
             if d > 3650 {
@@ -101,9 +110,9 @@ pub(crate) async fn posture(
     for f in &findings {
         *counts.entry(f.severity.as_str().to_string()).or_default() += 1;
     }
-    Ok(Json(PostureReport {
+    Ok(PostureReport {
         generated_at: crate::dto::rfc3339(time::OffsetDateTime::now_utc()),
         counts,
         findings: findings.iter().map(FindingView::from).collect(),
-    }))
+    })
 }

@@ -129,21 +129,22 @@ pub fn status_of(e: &Error) -> StatusCode {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document this error is answered with (server faults logged, their detail
+    /// kept out of the answer). The console renders the same problem as a page.
+    pub fn into_problem(self) -> Problem {
         match self {
-            ApiError::Problem(p) => p.into_response(),
+            ApiError::Problem(p) => p,
             ApiError::Ota(e) => {
                 let status = status_of_ota(&e);
                 let detail = if e.is_client_error() {
                     e.to_string()
                 } else {
                     tracing::error!(error = ?e, "request failed");
-                    "the hub failed to complete the request; the cause is in the hub's log"
-                        .to_string()
+                    SERVER_FAULT.to_string()
                 };
                 let title = status.canonical_reason().unwrap_or("Error");
-                Problem::new(status, e.kind(), title, detail).into_response()
+                Problem::new(status, e.kind(), title, detail)
             }
             ApiError::Core(e) => {
                 let status = status_of(&e);
@@ -151,12 +152,19 @@ impl IntoResponse for ApiError {
                     e.to_string()
                 } else {
                     tracing::error!(error = ?e, "request failed");
-                    "the hub failed to complete the request; the cause is in the hub's log"
-                        .to_string()
+                    SERVER_FAULT.to_string()
                 };
                 let title = status.canonical_reason().unwrap_or("Error");
-                Problem::new(status, e.kind(), title, detail).into_response()
+                Problem::new(status, e.kind(), title, detail)
             }
         }
+    }
+}
+
+const SERVER_FAULT: &str = "the hub failed to complete the request; the cause is in the hub's log";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_problem().into_response()
     }
 }

@@ -85,7 +85,8 @@ pub async fn serve_tls(
         let config = tls.load_full();
         let app = app.clone();
         let shutdown = shutdown.clone();
-        let span = tracing::info_span!("https", %peer);
+        // ERROR level so the span (and its peer) survives `level = "warn"`.
+        let span = tracing::error_span!("https", %peer);
         tracker.spawn(
             async move {
                 let _permit = permit;
@@ -107,10 +108,12 @@ pub async fn serve_tls(
                     addr: peer,
                     chain: stream.get_ref().1.peer_certificates().unwrap_or_default().into(),
                 };
+                // HTTP/2 streams run in tasks hyper spawns outside this span: carry it.
+                let conn_span = tracing::Span::current();
                 let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req.extensions_mut().insert(ConnectInfo(tls_peer.clone()));
-                    app.clone().oneshot(req)
+                    app.clone().oneshot(req).instrument(conn_span.clone())
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -180,7 +183,7 @@ pub(crate) async fn request_id(req: Request, next: Next) -> Response {
     let mut id = [0u8; 8];
     rand::rng().fill_bytes(&mut id);
     let id = hex::encode(id);
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::error_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request done"));
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -165,7 +165,7 @@ fn json_lines_carry_the_request_id_and_the_connection_id() {
     assert!(
         refused
             .iter()
-            .any(|l| l["message"] == "admin authentication failed"),
+            .any(|l| l["message"] == "authentication failed"),
         "the refusal is logged under the request's id: {refused:?}"
     );
     for (id, status, path) in [

@@ -131,8 +131,14 @@ pub fn admin_router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_admin,
         ));
+    let console = crate::console::router(state.clone());
     Router::new()
         .nest("/api/v1", v1)
+        .nest("/console", console)
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console") }),
+        )
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::est::routes())
         .route(
