@@ -366,7 +366,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         shutdown.clone(),
     ));
     let mqtt_plain = hub_file.mqtt_plain.as_deref().unwrap_or("off");
-    tracing::info!(admin = %hub_file.admin_url, crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, ota_download = %hub_file.ota_download, data_dir = %data_dir.display(), "moat hub running");
+    tracing::info!(admin = %hub_file.admin_url, console = %format!("{}/console", hub_file.admin_url), crl = %hub_file.crl_url, mqtt_tls = %hub_file.mqtt_tls, mqtt_plain, ota_download = %hub_file.ota_download, data_dir = %data_dir.display(), "moat hub running");
     println!(
         "moat hub running: admin API {} , CRLs {} , MQTT TLS {} , MQTT plain {} , firmware downloads {} , data dir {}",
         hub_file.admin_url,

@@ -127,6 +127,8 @@ fn console_in_headless_chromium() {
         .trim()
         .to_string();
 
+    // A secure-element vendor's CA, registered through the console's proof-of-possession flow.
+    let vendor = Vendor::new(&dir, "acme-se");
     let shots = artifacts();
     let downloads = dir.join("downloads");
     std::fs::create_dir_all(&downloads).expect("dir");
@@ -162,6 +164,9 @@ fn console_in_headless_chromium() {
         "shots": shots,
         "downloads": downloads,
         "victim": "fleet-000001",
+        "vendor_cert": vendor.cert_s(),
+        "vendor_key": vendor.key_path(),
+        "work": dir,
     });
     let cfg_file = dir.join("browser.json");
     std::fs::write(&cfg_file, cfg.to_string()).expect("w");
@@ -236,6 +241,14 @@ fn console_in_headless_chromium() {
     ] {
         assert!(audit.contains(needle), "audit has {needle}:\n{audit}");
     }
+    let cas = hub.json(&["ca", "list"]);
+    assert!(
+        cas.as_array()
+            .expect("list")
+            .iter()
+            .any(|c| c["name"] == "acme-se" && c["kind"] == "registered"),
+        "{cas}"
+    );
     // The read-only operator's attempt changed nothing.
     let victim = hub.json(&["device", "show", "fleet-000001"]);
     assert_eq!(victim["device"]["state"], "active", "{victim}");

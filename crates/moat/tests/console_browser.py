@@ -197,8 +197,36 @@ with sync_playwright() as p:
     bundle = page.request.get(f"{BASE}/console/cas/bundle.pem")
     assert bundle.status == 200 and "BEGIN CERTIFICATE" in bundle.text()
     page.click("button:has-text('Get a code')")
-    expect(page.locator(".flash.ok")).to_contain_text("Registration code")
+    flash = page.locator(".flash.ok")
+    expect(flash).to_contain_text("Registration code")
+    code = re.search(r"Registration code: (\S+)", flash.inner_text()).group(1)
+    # Proof of possession: a certificate with CN = the code, signed by the vendor CA's key.
+    work = cfg["work"]
+    vkey, vcsr, vcert = (os.path.join(work, n) for n in ("v.key", "v.csr", "v.pem"))
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", vkey, "-subj", f"/CN={code}", "-out", vcsr],
+        check=True, capture_output=True,
+    )
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", vcsr, "-CA", cfg["vendor_cert"], "-CAkey",
+         cfg["vendor_key"], "-set_serial", "0x1234", "-days", "1", "-out", vcert],
+        check=True, capture_output=True,
+    )
+    page.fill("#ca-name", "acme-se")
+    page.fill("#ca-cert", open(cfg["vendor_cert"]).read())
+    page.fill("#ca-verification", open(vcert).read())
+    page.select_option("#ca-identity", "cn")
+    page.click("button:has-text('Register')")
+    expect(page.locator(".flash.ok")).to_contain_text("CA acme-se is registered")
+    expect(page.locator("main")).to_contain_text("acme-se Root")
     shot(page, "08-cas.png")
+    # The same code cannot be used twice.
+    page.fill("#ca-name", "acme-se-2")
+    page.fill("#ca-cert", open(cfg["vendor_cert"]).read())
+    page.fill("#ca-verification", open(vcert).read())
+    page.click("button:has-text('Register')")
+    expect(page.locator("[role=alert]")).to_be_visible()
     page.goto(f"{BASE}/console/posture")
     expect(page.get_by_test_id("findings")).to_be_visible()
     shot(page, "09-posture.png")

@@ -359,6 +359,12 @@ impl Vendor {
         &self.cert_str
     }
 
+    /// The CA's private key (PEM file).
+    #[allow(dead_code)]
+    pub fn key_path(&self) -> &std::path::Path {
+        &self.key
+    }
+
     /// Issues a certificate with CN = `cn`; `-extfile_client` adds clientAuth EKU.
     pub fn issue(&self, dir: &std::path::Path, cn: &str, opts: &[&str]) -> std::path::PathBuf {
         let stem = format!(
