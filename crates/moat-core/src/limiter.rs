@@ -42,13 +42,17 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
         if map.len() >= self.capacity && !map.contains_key(key) {
             map.retain(|_, (_, since)| since.elapsed() < self.window);
             if map.len() >= self.capacity {
-                // Still full of live windows: forget the oldest one rather than grow.
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (_, t))| *t)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
+                // Still full of live windows: forget the oldest tenth at once rather than
+                // grow. Evicting one key per new key would make a flood of fresh keys (any
+                // client can claim a new MQTT identity per attempt) pay a full scan of the
+                // map under this lock on every failure; this way it is one scan per
+                // capacity/10 new keys.
+                let evict = (self.capacity / 10).max(1);
+                let mut ages: Vec<(Instant, K)> =
+                    map.iter().map(|(k, (_, t))| (*t, k.clone())).collect();
+                ages.select_nth_unstable_by_key(evict - 1, |(t, _)| *t);
+                for (_, k) in ages.into_iter().take(evict) {
+                    map.remove(&k);
                 }
             }
         }
@@ -86,5 +90,31 @@ mod tests {
             l.record_failure(&k);
         }
         assert!(l.failures.lock().expect("lock").len() <= 2);
+    }
+
+    #[test]
+    fn a_full_map_evicts_the_oldest_tenth_at_once() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60), 100);
+        for k in 0..10u32 {
+            l.record_failure(&k);
+        }
+        // Strictly older than the rest, whatever the clock's resolution.
+        std::thread::sleep(Duration::from_millis(2));
+        for k in 10..100u32 {
+            l.record_failure(&k);
+        }
+        // Full of live windows: the next new key evicts the 10 oldest (0..10) …
+        l.record_failure(&100);
+        {
+            let map = l.failures.lock().expect("lock");
+            assert_eq!(map.len(), 91);
+            assert!((0..10).all(|k| !map.contains_key(&k)));
+            assert!((10..=100).all(|k| map.contains_key(&k)));
+        }
+        // … and the next nine fit without another eviction.
+        for k in 101..110u32 {
+            l.record_failure(&k);
+        }
+        assert_eq!(l.failures.lock().expect("lock").len(), 100);
     }
 }
