@@ -43,7 +43,7 @@ pub use auth::AdminAuth;
 pub use download::{ByteRange, PeerIdentity, device_download_router, download_router, parse_range};
 pub use est::{EstAuth, MAX_EST_BODY_BYTES};
 pub use openapi::ApiDoc;
-pub use posture::{FindingView, PostureReport, PostureSource};
+pub use posture::{FindingView, PostureReport, PostureSource, PostureSummary};
 pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};

@@ -17,6 +17,19 @@ pub trait PostureSource: Send + Sync + std::fmt::Debug {
     fn observations(&self) -> Observations;
     /// The configured options (minimum firmware counters, windows).
     fn options(&self) -> PostureOptions;
+    /// Findings per severity of the hub's last periodic audit, if one has run.
+    fn last_run(&self) -> Option<PostureSummary> {
+        None
+    }
+}
+
+/// Findings per severity of a posture audit run.
+#[derive(Clone, Debug)]
+pub struct PostureSummary {
+    /// When the run finished.
+    pub at: time::OffsetDateTime,
+    /// Findings per severity (`low` … `critical`).
+    pub by_severity: BTreeMap<String, u64>,
 }
 
 /// Overrides of the configured windows.

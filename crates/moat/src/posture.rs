@@ -16,6 +16,8 @@ pub struct HubPosture {
     pub authority: Arc<HubAuthority>,
     pub verifier: Arc<LiveClientVerifier>,
     pub options: PostureOptions,
+    /// What the periodic run found last.
+    pub counts: Arc<PostureCounts>,
 }
 
 impl moat_api::PostureSource for HubPosture {
@@ -29,11 +31,24 @@ impl moat_api::PostureSource for HubPosture {
     fn options(&self) -> PostureOptions {
         self.options.clone()
     }
+
+    fn last_run(&self) -> Option<moat_api::PostureSummary> {
+        let at = (*self.counts.1.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let mut by_severity = BTreeMap::new();
+        for (_, sev, n) in self.counts.snapshot() {
+            *by_severity.entry(sev.to_string()).or_default() += n;
+        }
+        Some(moat_api::PostureSummary { at, by_severity })
+    }
 }
 
 /// Findings of the last periodic run, per (check, severity).
 #[derive(Debug, Default)]
-pub struct PostureCounts(Mutex<BTreeMap<(&'static str, &'static str), u64>>);
+pub struct PostureCounts(
+    Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// When that run finished (None before the first).
+    Mutex<Option<time::OffsetDateTime>>,
+);
 
 impl PostureCounts {
     /// (check, severity, findings); every check × severity, zeros included, once a run is done.
@@ -65,6 +80,8 @@ pub async fn follow(
                     *m.entry((f.check, f.severity.as_str())).or_default() += 1;
                 }
                 *counts.0.lock().unwrap_or_else(PoisonError::into_inner) = m;
+                *counts.1.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(time::OffsetDateTime::now_utc());
             }
             Err(e) => tracing::warn!(error = %e, "posture audit failed"),
         }

@@ -256,7 +256,9 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         shutdown.clone(),
     )));
     let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
+    let posture_counts = Arc::new(crate::posture::PostureCounts::default());
     let posture = Arc::new(crate::posture::HubPosture {
+        counts: posture_counts.clone(),
         authority: authority.clone(),
         verifier: verifier.clone(),
         options: moat_core::PostureOptions {
@@ -267,7 +269,6 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
             ..moat_core::PostureOptions::default()
         },
     });
-    let posture_counts = Arc::new(crate::posture::PostureCounts::default());
     mqtt_tasks.push(tokio::spawn(crate::posture::follow(
         hub.clone(),
         posture.clone(),

@@ -255,6 +255,7 @@ with sync_playwright() as p:
     )
     dp = dark.new_page()
     dp.goto(f"{BASE}/console")
+    expect(dp.get_by_test_id("posture-findings")).to_be_visible()
     bg = dp.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg == "rgb(13, 17, 23)", bg
     shot(dp, "12-overview-dark.png")
