@@ -21,6 +21,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What a session shows of itself while it has a connection.
+fn session_info(client_id: &str, st: &crate::session::SessionState) -> Option<SessionInfo> {
+    st.link.as_ref().map(|l| SessionInfo {
+        client_id: client_id.to_string(),
+        identity: l.identity.clone(),
+        mode: l.mode,
+        peer: l.peer,
+        protocol_version: l.version.level(),
+        connected_at: l.connected_at,
+    })
+}
+
 /// One live session, for `moat session list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -280,20 +292,17 @@ impl Broker {
         let sessions = lock(&self.sessions);
         let mut v: Vec<SessionInfo> = sessions
             .iter()
-            .filter_map(|(id, s)| {
-                let st = s.lock();
-                st.link.as_ref().map(|l| SessionInfo {
-                    client_id: id.clone(),
-                    identity: l.identity.clone(),
-                    mode: l.mode,
-                    peer: l.peer,
-                    protocol_version: l.version.level(),
-                    connected_at: l.connected_at,
-                })
-            })
+            .filter_map(|(id, s)| session_info(id, &s.lock()))
             .collect();
         v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         v
+    }
+
+    /// The live session of `client_id`, if it is connected (one map lookup).
+    pub fn session(&self, client_id: &str) -> Option<SessionInfo> {
+        let sessions = lock(&self.sessions);
+        let s = sessions.get(client_id)?;
+        session_info(client_id, &s.lock())
     }
 
     /// Counters.

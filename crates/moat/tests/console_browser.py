@@ -179,6 +179,12 @@ with sync_playwright() as p:
         except subprocess.TimeoutExpired:
             fleet.kill()
 
+    step("the devices that updated show as connected or recently seen")
+    page.goto(f"{BASE}/console/devices?q=fleet-000000")
+    row = page.locator("table.list tbody tr").first
+    expect(row).to_contain_text(re.compile(r"connected|just now|min ago"))
+    expect(row).to_contain_text("1.2.0")  # the firmware it reported
+
     step("audit log: filter by target, and the security events")
     page.goto(f"{BASE}/console/audit")
     page.fill("input[name=target]", "web-1")

@@ -14,7 +14,6 @@ use maud::{Markup, html};
 use moat_core::{CreateDevice, Credential};
 use moat_store::{DeviceQuery, DeviceState};
 use serde::Deserialize;
-use std::collections::HashMap;
 use time::OffsetDateTime;
 
 /// Devices per page of the list.
@@ -32,15 +31,9 @@ pub(crate) struct ListParams {
     page: Option<u64>,
 }
 
-/// Live MQTT sessions by device identity.
-fn live_sessions(c: &Console) -> HashMap<String, Vec<crate::dto::SessionView>> {
-    let mut by_id: HashMap<String, Vec<crate::dto::SessionView>> = HashMap::new();
-    if let Some(ctl) = &c.app.sessions {
-        for s in ctl.list() {
-            by_id.entry(s.identity.clone()).or_default().push(s);
-        }
-    }
-    by_id
+/// The live MQTT session of a device (its client id is its identity), if connected.
+fn live_session(c: &Console, id: &str) -> Option<crate::dto::SessionView> {
+    c.app.sessions.as_ref().and_then(|ctl| ctl.get(id))
 }
 
 pub(crate) async fn list(
@@ -76,7 +69,6 @@ pub(crate) async fn list(
         Ok(r) => r,
         Err(e) => return ui::api_error(&s, ApiError::Core(e)),
     };
-    let live = live_sessions(&c);
     let now = OffsetDateTime::now_utc();
     let pages = result.total.div_ceil(u64::from(PAGE)).max(1);
     let link = |n: u64| {
@@ -120,7 +112,7 @@ pub(crate) async fn list(
                             td { (badge(tone(lifecycle), lifecycle)) }
                             td { (policy_label(d.policy.as_str())) }
                             td {
-                                @if live.contains_key(&d.id) { (badge("good", "connected")) }
+                                @if live_session(&c, &d.id).is_some() { (badge("good", "connected")) }
                                 @else if let Some(t) = row.last_seen { span title=(when(t)) { (ui::ago(t, now)) } }
                                 @else { span.muted { "never" } }
                             }
@@ -189,7 +181,7 @@ pub(crate) async fn show(
         Ok(v) => v,
         Err(e) => return ui::api_error(&s, ApiError::Core(e)),
     };
-    let sessions = live_sessions(&c).remove(&id).unwrap_or_default();
+    let sessions: Vec<_> = live_session(&c, &id).into_iter().collect();
     let now = OffsetDateTime::now_utc();
     let lifecycle = device.lifecycle().as_str();
     let act = |action: &str| may(&s, &Method::POST, &format!("/devices/{id}/{action}"));

@@ -15,6 +15,10 @@ pub trait SessionControl: Send + Sync + std::fmt::Debug {
     fn list(&self) -> Vec<SessionView>;
     /// Closes the session with this client id; false if none.
     fn kick(&self, client_id: &str) -> bool;
+    /// The live session of `client_id`, if connected (implementations should not list all).
+    fn get(&self, client_id: &str) -> Option<SessionView> {
+        self.list().into_iter().find(|s| s.client_id == client_id)
+    }
 }
 
 fn control(s: &AppState) -> Result<&dyn SessionControl, ApiError> {

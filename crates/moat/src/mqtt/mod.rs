@@ -120,27 +120,32 @@ pub type TlsCell = Arc<ArcSwap<rustls::ServerConfig>>;
 #[derive(Debug)]
 pub struct BrokerSessions(pub Arc<Broker>);
 
+/// A broker session as the API shows it.
+fn session_view(s: moat_broker::SessionInfo) -> moat_api::dto::SessionView {
+    moat_api::dto::SessionView {
+        client_id: s.client_id,
+        identity: s.identity,
+        mode: s.mode.to_string(),
+        peer: s.peer.to_string(),
+        protocol: if s.protocol_version == 5 {
+            "5.0"
+        } else {
+            "3.1.1"
+        }
+        .to_string(),
+        connected_at: time::OffsetDateTime::from(s.connected_at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
 impl moat_api::SessionControl for BrokerSessions {
     fn list(&self) -> Vec<moat_api::dto::SessionView> {
-        self.0
-            .sessions()
-            .into_iter()
-            .map(|s| moat_api::dto::SessionView {
-                client_id: s.client_id,
-                identity: s.identity,
-                mode: s.mode.to_string(),
-                peer: s.peer.to_string(),
-                protocol: if s.protocol_version == 5 {
-                    "5.0"
-                } else {
-                    "3.1.1"
-                }
-                .to_string(),
-                connected_at: time::OffsetDateTime::from(s.connected_at)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            })
-            .collect()
+        self.0.sessions().into_iter().map(session_view).collect()
+    }
+
+    fn get(&self, client_id: &str) -> Option<moat_api::dto::SessionView> {
+        self.0.session(client_id).map(session_view)
     }
 
     fn kick(&self, client_id: &str) -> bool {

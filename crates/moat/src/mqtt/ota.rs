@@ -6,12 +6,12 @@ use moat_broker::codec::Properties;
 use moat_broker::{Broker, Message};
 use moat_ota::{Notifier, Ota};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Reports queued for the OTA service before new ones are dropped (and counted).
 const REPORT_QUEUE: usize = 65_536;
-/// Reports applied at once (each is a few registry writes; SQLite commits them together).
+/// Report workers (each applies its devices' reports one at a time; a report is a few
+/// registry writes, and SQLite commits the workers' writes together).
 const REPORT_CONCURRENCY: usize = 32;
 
 /// Publishes manifests through the broker.
@@ -45,6 +45,11 @@ impl Notifier for BrokerNotifier {
 }
 
 /// Feeds device reports from the broker to the OTA service until `shutdown`.
+///
+/// Reports are applied by [`REPORT_CONCURRENCY`] workers, each device's always by the same
+/// one, in the order the broker received them: a device's reports must not overtake each
+/// other, or an earlier report (still running the old image) applied after the
+/// confirmation would put the old version back in the inventory.
 pub async fn follow_reports(ota: Arc<Ota>, broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut reports = match broker.tap(moat_ota_proto::REPORT_FILTER, REPORT_QUEUE) {
         Ok(rx) => rx,
@@ -53,20 +58,37 @@ pub async fn follow_reports(ota: Arc<Ota>, broker: Arc<Broker>, shutdown: Cancel
             return;
         }
     };
-    let permits = Arc::new(Semaphore::new(REPORT_CONCURRENCY));
+    let workers: Vec<tokio::sync::mpsc::Sender<Arc<Message>>> = (0..REPORT_CONCURRENCY)
+        .map(|_| {
+            let (tx, mut rx) =
+                tokio::sync::mpsc::channel::<Arc<Message>>(REPORT_QUEUE / REPORT_CONCURRENCY);
+            let ota = ota.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    ota.handle_report_message(&msg.topic, msg.publisher.as_deref(), &msg.payload)
+                        .await;
+                }
+            });
+            tx
+        })
+        .collect();
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return,
             m = reports.recv() => match m { Some(m) => m, None => return },
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        // The topic names the device (`devices/{id}/ota/report`).
+        let shard = worker_of(&msg.topic, workers.len());
+        if workers[shard].send(msg).await.is_err() {
             return;
-        };
-        let ota = ota.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            ota.handle_report_message(&msg.topic, msg.publisher.as_deref(), &msg.payload)
-                .await;
-        });
+        }
     }
+}
+
+/// The worker that applies the reports published on `topic`.
+fn worker_of(topic: &str, workers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    (h.finish() % workers as u64) as usize
 }
