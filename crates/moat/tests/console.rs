@@ -81,35 +81,16 @@ fn console_in_headless_chromium() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let release = publish_release(&hub, &dir, "1.2.0", 2, 64 * 1024);
     let fw_pub = dir.join("fw.pub.pem");
-    std::fs::write(
-        &fw_pub,
-        hub.ok(&["fw", "key", "generate", "--name", "release"]),
-    )
-    .expect("w");
+    std::fs::write(&fw_pub, &release.fw_pub).expect("w");
     let update = dir.join("update.pem");
-    std::fs::write(&update, hub.ok(&["fw", "update-key"])).expect("w");
-    let app = dir.join("app.bin");
-    std::fs::write(&app, vec![0x5a; 64 * 1024]).expect("w");
-    let image = dir.join("app.signed");
-    hub.ok(&[
-        "fw",
-        "sign",
-        "--key",
-        "release",
-        "--version",
-        "1.2.0",
-        "--security-counter",
-        "2",
-        s(&app),
-        s(&image),
-    ]);
-    let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
+    std::fs::write(&update, &release.update_pem).expect("w");
     let campaign = hub.json(&[
         "campaign",
         "create",
         "--firmware",
-        fw["id"].as_str().expect("id"),
+        &release.fw_id,
         "--target",
         "devices:fleet-000000,fleet-000001,fleet-000002,fleet-000003",
         "--waves",

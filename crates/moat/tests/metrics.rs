@@ -228,33 +228,8 @@ async fn campaign_progress_follows_a_fleet_update() {
         for id in ids {
             hub.ok(&["device", "create", id, "--out", s(&creds)]);
         }
-        let fw_pub = hub.ok(&["fw", "key", "generate", "--name", "release"]);
-        let update_pem = hub.ok(&["fw", "update-key"]);
-        let app = dir.join("app.bin");
-        std::fs::write(
-            &app,
-            (0..65_536u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
-        )
-        .expect("payload");
-        let image = dir.join("app.signed");
-        hub.ok(&[
-            "fw",
-            "sign",
-            "--key",
-            "release",
-            "--version",
-            "1.1.0",
-            "--security-counter",
-            "2",
-            s(&app),
-            s(&image),
-        ]);
-        let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
-        (
-            fw_pub,
-            update_pem,
-            fw["id"].as_str().expect("id").to_owned(),
-        )
+        let r = publish_release(&hub, &dir, "1.1.0", 2, 65_536);
+        (r.fw_pub, r.update_pem, r.fw_id)
     });
 
     // Waves in id order: c-0 and c-1, then c-2. Nobody is connected yet.

@@ -431,31 +431,13 @@ pub(crate) async fn kick(
     Extension(s): Extension<Signed>,
     Path(client_id): Path<String>,
 ) -> Response {
-    let kicked = c
-        .app
-        .sessions
-        .as_ref()
-        .is_some_and(|ctl| ctl.kick(&client_id));
-    let result = if kicked {
-        Ok(())
-    } else {
-        Err(moat_core::Error::NotFound {
-            kind: "session",
-            id: client_id.clone(),
-        })
-    };
-    match c
-        .app
-        .hub
-        .audited(&s.principal.actor, "session.kick", Some(&client_id), result)
-        .await
-    {
+    match crate::routes::kick_audited(&c.app, &s.principal.actor, &client_id).await {
         Ok(()) => {
             c.sessions
                 .set_flash(&s.key, "ok", format!("{client_id}'s session was closed."));
             Redirect::to(&format!("/console/devices/{client_id}")).into_response()
         }
-        Err(e) => ui::api_error(&s, ApiError::Core(e)),
+        Err(e) => ui::api_error(&s, e),
     }
 }
 

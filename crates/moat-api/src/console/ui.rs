@@ -66,16 +66,7 @@ impl<'a> Page<'a> {
         let markup = html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    meta name="color-scheme" content="light dark";
-                    @if let Some(secs) = self.refresh {
-                        meta http-equiv="refresh" content=(secs);
-                    }
-                    title { (self.title) " · Moat" }
-                    link rel="stylesheet" href="/console/static/app.css";
-                }
+                (head(&self.title, self.refresh))
                 body {
                     header.top {
                         a.brand href="/console" { "Moat" }
@@ -107,6 +98,22 @@ impl<'a> Page<'a> {
             }
         };
         (status, Html(markup.into_string())).into_response()
+    }
+}
+
+/// Every page's `<head>`: `refresh` reloads the page every so many seconds.
+fn head(title: &str, refresh: Option<u32>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="color-scheme" content="light dark";
+            @if let Some(secs) = refresh {
+                meta http-equiv="refresh" content=(secs);
+            }
+            title { (title) " · Moat" }
+            link rel="stylesheet" href="/console/static/app.css";
+        }
     }
 }
 
@@ -144,12 +151,7 @@ pub(crate) fn bare_error(status: StatusCode, title: &str, detail: &str) -> Respo
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Moat" }
-                link rel="stylesheet" href="/console/static/app.css";
-            }
+            (head(title, None))
             body.bare {
                 main.narrow {
                     h1 { (title) }
@@ -167,13 +169,7 @@ pub(crate) fn login_page(error: Option<&str>, status: StatusCode) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { "Sign in · Moat" }
-                link rel="stylesheet" href="/console/static/app.css";
-            }
+            (head("Sign in", None))
             body.bare {
                 main.narrow {
                     h1 { "Moat" }

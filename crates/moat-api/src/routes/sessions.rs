@@ -52,17 +52,27 @@ pub(crate) async fn kick_session(
     State(s): State<AppState>,
     Path(client_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let kicked = control(&s)?.kick(&client_id);
+    kick_audited(&s, &actor, &client_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Closes `client_id`'s live session, audited (the API and the console).
+pub(crate) async fn kick_audited(
+    s: &AppState,
+    actor: &Actor,
+    client_id: &str,
+) -> Result<(), ApiError> {
+    let kicked = control(s)?.kick(client_id);
     let result = if kicked {
         Ok(())
     } else {
         Err(moat_core::Error::NotFound {
             kind: "session",
-            id: client_id.clone(),
+            id: client_id.to_string(),
         })
     };
     s.hub
-        .audited(&actor, "session.kick", Some(&client_id), result)
+        .audited(actor, "session.kick", Some(client_id), result)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -360,7 +360,6 @@ impl Vendor {
     }
 
     /// The CA's private key (PEM file).
-    #[allow(dead_code)]
     pub fn key_path(&self) -> &std::path::Path {
         &self.key
     }
@@ -404,6 +403,57 @@ impl Vendor {
             out.to_str().expect("p"),
         ]);
         out
+    }
+}
+
+/// A firmware release published on a hub for model `sensor`: a hub-held signing key
+/// (`release`), an image of `payload_len` bytes signed with it, uploaded.
+pub struct Release {
+    /// The firmware key's public key (PEM), which devices trust.
+    pub fw_pub: String,
+    /// The hub's update key (PEM), which signs manifests.
+    pub update_pem: String,
+    /// The image's catalogue id.
+    pub fw_id: String,
+}
+
+/// Generates the key, signs `version` with `counter` and uploads it (files under `dir`).
+pub fn publish_release(
+    hub: &TestHub,
+    dir: &Path,
+    version: &str,
+    counter: u32,
+    payload_len: usize,
+) -> Release {
+    let fw_pub = hub.ok(&["fw", "key", "generate", "--name", "release"]);
+    let update_pem = hub.ok(&["fw", "update-key"]);
+    let app = dir.join("app.bin");
+    std::fs::write(
+        &app,
+        (0..payload_len)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .expect("payload");
+    let image = dir.join("app.signed");
+    let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    hub.ok(&[
+        "fw",
+        "sign",
+        "--key",
+        "release",
+        "--version",
+        version,
+        "--security-counter",
+        &counter.to_string(),
+        &p(&app),
+        &p(&image),
+    ]);
+    let fw = hub.json(&["fw", "upload", &p(&image), "--model", "sensor"]);
+    Release {
+        fw_pub,
+        update_pem,
+        fw_id: fw["id"].as_str().expect("id").to_owned(),
     }
 }
 
