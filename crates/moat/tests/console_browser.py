@@ -92,6 +92,18 @@ with sync_playwright() as p:
     page.click("form.search button")
     expect(page.get_by_test_id("device-count")).to_contain_text("1 devices")
     expect(page.locator("table.list tbody tr")).to_have_count(1)
+    # Out-of-range and odd input gets a page, not an error or a crash.
+    r = page.goto(f"{BASE}/console/devices?page=18446744073709551615")
+    assert r.status == 200, r.status
+    expect(page.locator("table.list")).to_contain_text("No device matches")
+    r = page.goto(f"{BASE}/console/devices?q=%25_%5C%27%22%3Cscript%3E")
+    assert r.status == 200, r.status
+    expect(page.get_by_test_id("device-count")).to_contain_text("0 devices")
+    r = page.goto(f"{BASE}/console/devices?state=bogus")
+    assert r.status == 400, r.status
+    expect(page.locator("[role=alert]")).to_contain_text("active, disabled, revoked")
+    r = page.goto(f"{BASE}/console/devices/no-such-device")
+    assert r.status == 404, r.status
     page.goto(f"{BASE}/console/devices")
     shot(page, "02-devices.png")
 

@@ -63,7 +63,7 @@ pub(crate) async fn list(
     let result = match c
         .app
         .hub
-        .device_page(&query, (page_no - 1) * u64::from(PAGE), PAGE)
+        .device_page(&query, (page_no - 1).saturating_mul(u64::from(PAGE)), PAGE)
         .await
     {
         Ok(r) => r,
@@ -74,8 +74,8 @@ pub(crate) async fn list(
     let link = |n: u64| {
         format!(
             "/console/devices?q={}&state={}&page={n}",
-            urlencode(&p.q),
-            urlencode(&p.state)
+            ui::urlencode(&p.q),
+            ui::urlencode(&p.state)
         )
     };
     let mut page = Page::new(&s, Section::Devices, "Devices");
@@ -144,13 +144,6 @@ fn policy_label(policy: &str) -> Markup {
         "deny_insecure" => html! { span title="mutual TLS only" { "mTLS only" } },
         _ => badge("warn", "insecure allowed"),
     }
-}
-
-/// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("v", s)])
-        .map(|e| e.trim_start_matches("v=").to_string())
-        .unwrap_or_default()
 }
 
 pub(crate) async fn show(

@@ -527,7 +527,7 @@ pub(crate) async fn audit(
         }
         (audit_table(&entries))
         @if let Some(before) = older {
-            nav.pager { a rel="next" href={ "/console/audit?actor=" (p.actor) "&action=" (p.action) "&target=" (p.target) "&outcome=" (p.outcome) "&before=" (before) } { "Older →" } }
+            nav.pager { a rel="next" href={ "/console/audit?actor=" (ui::urlencode(&p.actor)) "&action=" (ui::urlencode(&p.action)) "&target=" (ui::urlencode(&p.target)) "&outcome=" (ui::urlencode(&p.outcome)) "&before=" (before) } { "Older →" } }
         }
     })
 }

@@ -221,6 +221,13 @@ pub(crate) fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
+/// Percent-encodes a value for a query string.
+pub(crate) fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)])
+        .map(|e| e.trim_start_matches("v=").to_string())
+        .unwrap_or_default()
+}
+
 /// A small coloured label.
 pub(crate) fn badge(kind: &str, text: &str) -> Markup {
     html! { span class={ "badge " (kind) } { (text) } }
