@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 DEVICES=${DEVICES:-10000}
 ROUNDS=${ROUNDS:-200}
@@ -22,16 +24,9 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
 fi
 WORK=$(mktemp -d /tmp/moat-console-bench.XXXXXX)
-"$BIN/moat" --data-dir "$WORK/data" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 \
-  --metrics-listen 127.0.0.1:0 --ota-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-mqtt-plain \
-  >"$WORK/hub.log" 2>&1 &
-HUB=$!
-trap 'kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 200); do
-  [ -f "$WORK/data/hub.json" ] && break
-  kill -0 $HUB 2>/dev/null || { cat "$WORK/hub.log" >&2; exit 1; }
-  sleep 0.1
-done
+HUB=
+trap 'if [ -n "$HUB" ]; then kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; fi; rm -rf "$WORK"' EXIT
+start_hub "$WORK" "$BIN"
 API=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_url"])' "$WORK/data/hub.json")
 mkdir -p "$WORK/creds"
 t0=$(date +%s%N)
@@ -49,7 +44,7 @@ last=$(( (DEVICES + 49) / 50 ))
 printf '%-44s %8s %8s %8s %10s\n' page p50_ms p99_ms max_ms bytes
 for path in "/console/devices" "/console/devices?page=$((last / 2))" "/console/devices?page=$last" \
             "/console/devices?q=dev-00042" "/console/devices?q=zzz-no-match" \
-            "/console/devices?state=revoked" "/console/devices/dev-004242" "/console"; do
+            "/console/devices?state=revoked" "/console/devices/dev-$(printf %06d $((DEVICES / 2)))" "/console"; do
   urls=()
   for _ in $(seq "$ROUNDS"); do urls+=(-o /dev/null "$API$path"); done
   # One curl process, one kept-alive connection, ROUNDS requests.

@@ -15,21 +15,17 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "bench/est.sh: building (release)" >&2
   (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
 fi
 WORK=$(mktemp -d /tmp/moat-est-bench.XXXXXX)
-"$BIN/moat" --data-dir "$WORK/data" serve --api-listen 127.0.0.1:0 --crl-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ota-listen 127.0.0.1:0 \
-  --mqtt-listen 127.0.0.1:0 --no-mqtt-plain >"$WORK/hub.log" 2>&1 &
-HUB=$!
-trap 'kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 200); do
-  [ -f "$WORK/data/hub.json" ] && break
-  kill -0 $HUB 2>/dev/null || { cat "$WORK/hub.log" >&2; exit 1; }
-  sleep 0.1
-done
+HUB=
+trap 'if [ -n "$HUB" ]; then kill $HUB 2>/dev/null; wait $HUB 2>/dev/null; fi; rm -rf "$WORK"' EXIT
+start_hub "$WORK" "$BIN"
 echo "bench/est.sh: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--count 20000 --concurrency 32)

@@ -82,6 +82,10 @@ pub async fn serve_tls(
                 }
             },
         };
+        // Small responses go out at once: without this, a response written in two pieces
+        // (headers, then body; or a TLS record after a handshake flight) waits for the
+        // client's delayed ACK, ~40 ms, behind Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
         let config = tls.load_full();
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -169,6 +173,11 @@ pub async fn serve_plain(
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // TCP_NODELAY for the same reason as [`serve_tls`].
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

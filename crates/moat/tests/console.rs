@@ -66,22 +66,9 @@ fn console_in_headless_chromium() {
     std::fs::create_dir_all(&creds).expect("dir");
 
     // A fleet of four simulated devices for the campaign (connected later, by the script).
+    enroll_fleet(&hub, &creds, 4, "fleet-");
     let device_bin = Path::new(MOAT).with_file_name("moat-device");
-    assert!(
-        device_bin.exists(),
-        "build it first: cargo build -p moat-device"
-    );
-    let out = Command::new(&device_bin)
-        .args(["enroll", "--hub-data-dir", s(&hub.data), "--count", "4"])
-        .args(["--prefix", "fleet-", "--out", s(&creds)])
-        .output()
-        .expect("moat-device enroll");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let release = publish_release(&hub, &dir, "1.2.0", 2, 64 * 1024);
+    let release = publish_release(&hub, &dir, "sensor", "1.2.0", 2, 64 * 1024);
     let fw_pub = dir.join("fw.pub.pem");
     std::fs::write(&fw_pub, &release.fw_pub).expect("w");
     let update = dir.join("update.pem");

@@ -228,7 +228,7 @@ async fn campaign_progress_follows_a_fleet_update() {
         for id in ids {
             hub.ok(&["device", "create", id, "--out", s(&creds)]);
         }
-        let r = publish_release(&hub, &dir, "1.1.0", 2, 65_536);
+        let r = publish_release(&hub, &dir, "sensor", "1.1.0", 2, 65_536);
         (r.fw_pub, r.update_pem, r.fw_id)
     });
 

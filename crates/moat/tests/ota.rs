@@ -342,38 +342,19 @@ fn download_listener_admits_devices_by_certificate_and_follows_the_registry() {
     hub.ok(&["device", "set-model", "bell-1", "doorbell"]);
     let err = hub.fails(&["device", "set-model", "ghost", "camera"]);
     assert!(err.contains("ghost"), "{err}");
-    hub.ok(&["fw", "key", "generate", "--name", "release"]);
-    let app = payload(&dir, "app.bin", 20_000, b"");
-    let image = dir.join("app.signed");
-    hub.ok(&[
-        "fw",
-        "sign",
-        "--key",
-        "release",
-        "--version",
-        "1.1.0",
-        "--security-counter",
-        "2",
-        s(&app),
-        s(&image),
-    ]);
-    let bytes = std::fs::read(&image).expect("image");
-    let fw = hub.json(&["fw", "upload", s(&image), "--model", "camera"]);
+    let release = publish_release(&hub, &dir, "camera", "1.1.0", 2, 20_000);
+    let bytes = std::fs::read(&release.image).expect("image");
     let c = hub.json(&[
         "campaign",
         "create",
         "--firmware",
-        fw["id"].as_str().expect("id"),
+        &release.fw_id,
         "--target",
         "model:camera",
     ]);
     let campaign = c["id"].as_str().expect("id").to_owned();
     assert_eq!(c["progress"][0]["devices"], 3, "the three cameras: {c}");
-    let url = format!(
-        "https://{}/fw/{}",
-        hub.ota_download,
-        fw["digest"].as_str().expect("digest")
-    );
+    let url = format!("https://{}/fw/{}", hub.ota_download, release.digest);
 
     // A notified device: the whole image, and one range of it.
     let (code, status, _, body) = curl(&hub, &url, Some(&c1), &[]);
@@ -813,50 +794,16 @@ async fn ota_distribution_benchmark() {
     let creds = dir.join("creds");
     std::fs::create_dir_all(&creds).expect("dir");
     let t = Instant::now();
-    let out = Command::new(&fleet_bin)
-        .args([
-            "enroll",
-            "--hub-data-dir",
-            s(&hub.data),
-            "--count",
-            &n.to_string(),
-            "--prefix",
-            "bench-",
-            "--out",
-            s(&creds),
-        ])
-        .output()
-        .expect("moat-device enroll");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tokio::task::block_in_place(|| enroll_fleet(&hub, &creds, n, "bench-"));
     eprintln!("enrolled {n} devices in {:.1?}", t.elapsed());
+    let release = tokio::task::block_in_place(|| {
+        publish_release(&hub, &dir, "sensor", "1.1.0", 2, (1 << 20) - 0x200 - 256)
+    });
     let fw_pub = dir.join("fw.pub.pem");
-    std::fs::write(
-        &fw_pub,
-        hub.ok(&["fw", "key", "generate", "--name", "release"]),
-    )
-    .expect("w");
+    std::fs::write(&fw_pub, &release.fw_pub).expect("w");
     let update = dir.join("update.pem");
-    std::fs::write(&update, hub.ok(&["fw", "update-key"])).expect("w");
-    let app = payload(&dir, "app.bin", (1 << 20) - 0x200 - 256, b"");
-    let image = dir.join("app.signed");
-    hub.ok(&[
-        "fw",
-        "sign",
-        "--key",
-        "release",
-        "--version",
-        "1.1.0",
-        "--security-counter",
-        "2",
-        s(&app),
-        s(&image),
-    ]);
-    let size = std::fs::metadata(&image).expect("image").len();
-    let fw = hub.json(&["fw", "upload", s(&image), "--model", "sensor"]);
+    std::fs::write(&update, &release.update_pem).expect("w");
+    let size = std::fs::metadata(&release.image).expect("image").len();
 
     let fleet = Command::new(&fleet_bin)
         .args(["fleet", "--addr", &hub.mqtt_tls, "--ca", s(&hub.bundle())])
@@ -905,7 +852,7 @@ async fn ota_distribution_benchmark() {
         "campaign",
         "create",
         "--firmware",
-        fw["id"].as_str().expect("id"),
+        &release.fw_id,
         "--target",
         &target,
     ]);

@@ -406,8 +406,8 @@ impl Vendor {
     }
 }
 
-/// A firmware release published on a hub for model `sensor`: a hub-held signing key
-/// (`release`), an image of `payload_len` bytes signed with it, uploaded.
+/// A firmware release published on a hub: a hub-held signing key (`release`), an image of
+/// `payload_len` bytes signed with it, uploaded for a model.
 pub struct Release {
     /// The firmware key's public key (PEM), which devices trust.
     pub fw_pub: String,
@@ -415,12 +415,18 @@ pub struct Release {
     pub update_pem: String,
     /// The image's catalogue id.
     pub fw_id: String,
+    /// Its SHA-256 (hex), as the download URL names it.
+    pub digest: String,
+    /// The signed image (MCUboot format).
+    pub image: PathBuf,
 }
 
-/// Generates the key, signs `version` with `counter` and uploads it (files under `dir`).
+/// Generates the key, signs `version` with `counter` and uploads it for `model` (files
+/// under `dir`).
 pub fn publish_release(
     hub: &TestHub,
     dir: &Path,
+    model: &str,
     version: &str,
     counter: u32,
     payload_len: usize,
@@ -449,12 +455,37 @@ pub fn publish_release(
         &p(&app),
         &p(&image),
     ]);
-    let fw = hub.json(&["fw", "upload", &p(&image), "--model", "sensor"]);
+    let fw = hub.json(&["fw", "upload", &p(&image), "--model", model]);
     Release {
         fw_pub,
         update_pem,
         fw_id: fw["id"].as_str().expect("id").to_owned(),
+        digest: fw["digest"].as_str().expect("digest").to_owned(),
+        image,
     }
+}
+
+/// Creates `count` devices `{prefix}000000…` through the hub's admin API with hub-made keys,
+/// their credentials written to `out` as `moat-device fleet` reads them.
+pub fn enroll_fleet(hub: &TestHub, out: &Path, count: usize, prefix: &str) {
+    let bin = Path::new(MOAT).with_file_name("moat-device");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build -p moat-device ({})",
+        bin.display()
+    );
+    let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let done = Command::new(&bin)
+        .args(["enroll", "--hub-data-dir", &p(&hub.data), "--count"])
+        .arg(count.to_string())
+        .args(["--prefix", prefix, "--out", &p(out)])
+        .output()
+        .expect("moat-device enroll");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
 }
 
 pub fn rand_u64() -> u64 {
