@@ -318,13 +318,20 @@ async fn login(
         )
         .await;
     let cookie = c.sessions.create(principal);
-    let mut resp = Redirect::to("/console/devices").into_response();
+    with_session_cookie(
+        Redirect::to("/console/devices").into_response(),
+        &cookie,
+        "",
+    )
+}
+
+/// `resp` setting the session cookie to `value` (hex, or empty to clear it with `extra` =
+/// `; Max-Age=0`).
+fn with_session_cookie(mut resp: Response, value: &str, extra: &str) -> Response {
+    let cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Strict{extra}");
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{COOKIE}={cookie}; Path=/; HttpOnly; Secure; SameSite=Strict"
-        ))
-        .expect("cookie is hex"),
+        HeaderValue::from_str(&cookie).expect("cookie is hex"),
     );
     resp
 }
@@ -334,15 +341,11 @@ async fn logout(
     axum::Extension(signed): axum::Extension<Signed>,
 ) -> Response {
     c.sessions.end(&signed.key);
-    let mut resp = Redirect::to("/console/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"
-        ))
-        .expect("static cookie"),
-    );
-    resp
+    with_session_cookie(
+        Redirect::to("/console/login").into_response(),
+        "",
+        "; Max-Age=0",
+    )
 }
 
 #[cfg(test)]
