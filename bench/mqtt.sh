@@ -5,7 +5,9 @@
 #   bench/mqtt.sh                 # everything, ~6-8 minutes on 2 cores
 #   KEEP=1 bench/mqtt.sh          # keep the work directory (certificates, logs, JSON)
 #   SKIP_BUILD=1 bench/mqtt.sh    # use the release binaries already in target/release
-#   ONLY=handshake bench/mqtt.sh  # just the handshake runs (both brokers), ~2 minutes
+#   MOAT_BIN=/tmp/moat-old SKIP_BUILD=1 ONLY=handshake bench/mqtt.sh   # another hub binary
+#   ONLY=handshake bench/mqtt.sh  # just the handshake runs (both brokers + the bare rustls
+#                                 # baseline server), ~3 minutes
 #
 # Tunables (environment): CONN (idle connections for the memory slope, default 15000),
 # STAGE1 (first memory stage, 5000), DUR (seconds measured per run, 8), WARM (2),
@@ -28,16 +30,18 @@ REVOKED=${REVOKED:-1000000}
 NREV=100
 MOAT_PORT=${MOAT_PORT:-18884}
 MOSQ_PORT=${MOSQ_PORT:-18883}
+BASE_PORT=${BASE_PORT:-18885}
 SRC=127.0.0.1-32
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
 
 ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d /tmp/moat-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
-MOAT_PID= MOSQ_PID=
+MOAT_PID= MOSQ_PID= BASE_PID=
 cleanup() {
   [ -n "$MOAT_PID" ] && kill "$MOAT_PID" 2>/dev/null || true
   [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null || true
+  [ -n "$BASE_PID" ] && kill "$BASE_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK" >&2; fi
 }
@@ -48,7 +52,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   log "building (release)"
   (cd "$ROOT" && cargo build --release -q -p moat -p moat-device)
 fi
-MOAT=$ROOT/target/release/moat
+# MOAT_BIN: another hub binary (e.g. one built from an earlier commit, for a before/after run).
+MOAT=${MOAT_BIN:-$ROOT/target/release/moat}
 LOAD=$ROOT/target/release/moat-device
 HUB=$WORK/hub
 DEV=$WORK/devices
@@ -127,11 +132,22 @@ sleep 0.5
 kill -0 "$MOSQ_PID" || { cat "$WORK/mosquitto.log" >&2; exit 1; }
 "$MOSQUITTO" -h 2>&1 | head -1 >&2 || true
 
+# The handshake baseline: a bare rustls mutual-TLS server (moat-device baseline-server: same
+# provider, protocol versions, ALPN and webpki client verification over the same device CA
+# bundle as the hub, a task per connection, a fixed CONNACK, no MQTT or registry), with
+# Mosquitto's server certificate. Two worker threads, like the hub's runtime on 2 cores.
+"$LOAD" --threads 2 baseline-server --listen 127.0.0.1:$BASE_PORT --cert "$M/server.pem" \
+  --key "$M/server.key" --client-ca "$HUB/ca-bundle.pem" >>"$WORK/baseline.log" 2>&1 &
+BASE_PID=$!
+sleep 0.3
+kill -0 "$BASE_PID" || { cat "$WORK/baseline.log" >&2; exit 1; }
+
 # target NAME → generator flags
 target() {
   case $1 in
     moat) echo "--label moat --addr 127.0.0.1:$MOAT_PORT --ca $HUB/ca-bundle.pem --watch-pid $MOAT_PID" ;;
     mosquitto) echo "--label mosquitto --addr 127.0.0.1:$MOSQ_PORT --ca $M/ca.pem --watch-pid $MOSQ_PID" ;;
+    baseline) echo "--label baseline --addr 127.0.0.1:$BASE_PORT --ca $M/ca.pem --watch-pid $BASE_PID" ;;
   esac
 }
 common="--devices $DEV --src $SRC"
@@ -148,7 +164,7 @@ run() { # label-of-run broker args...
   tail -n 3 "$WORK/load.log" | grep -v "^moat-device:" >&2 || true
 }
 
-for b in moat mosquitto; do
+for b in moat baseline mosquitto; do
   run handshake "$b" connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
   run handshake-c4 "$b" connect --count "$CONN" --concurrency 4 --duration "$DUR" --warmup "$WARM"
 done

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use moat_broker::codec::{self, Framed, Packet, Version};
+use moat_mqtt::{self as codec, Framed, Packet, Version};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Framed::Header(f)) = codec::frame(data, 1 << 20) else {

@@ -123,9 +123,9 @@ pub fn download_router(downloads: Arc<Downloads>) -> Router {
 /// The device download service as `moat serve` runs it on its mutual-TLS listener:
 /// [`download_router`] behind the device's identity. Each request's client certificate
 /// chain (from [`crate::TlsPeer`], verified at the handshake) goes through the MQTT hub's
-/// admission, [`Hub::admit_verified_certificate`] (issuing CA, revocation from the
-/// registry, identity rule, registration, device state), and the admitted device id becomes
-/// the [`PeerIdentity`]. Re-checked per request, so a resumed TLS session or a kept-alive
+/// admission, [`Hub::admit_certificate`] ([`moat_core::CertificateCheck`]: validity now,
+/// chain, revocation and retire time from the registry, identity, registration, device
+/// state), and the admitted device id becomes the [`PeerIdentity`]. Re-checked per request, so a resumed TLS session or a kept-alive
 /// connection of a device revoked or disabled since gets nothing more.
 pub fn device_download_router(hub: Arc<Hub>, downloads: Arc<Downloads>) -> Router {
     download_router(downloads)
@@ -135,35 +135,23 @@ pub fn device_download_router(hub: Arc<Hub>, downloads: Arc<Downloads>) -> Route
 }
 
 async fn identify(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
-    let chain = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<TlsPeer>>()
-        .map(|ConnectInfo(peer)| (peer.addr, peer.chain.clone()));
-    if let Some((addr, chain)) = chain.filter(|(_, c)| !c.is_empty()) {
-        match hub.admit_verified_certificate(&chain).await {
+        .map(|ConnectInfo(peer)| peer.clone());
+    if let Some(peer) = peer.filter(|p| !p.chain.is_empty()) {
+        match hub.admit_certificate(peer.certificate_check()).await {
             Ok(admission) => {
                 req.extensions_mut()
                     .insert(PeerIdentity(admission.device.id));
             }
-            Err(Denial::Unavailable(e)) => {
-                tracing::error!(error = ?e, "registry unavailable while identifying a download client");
-                return Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service Unavailable",
-                    "try again later",
-                )
-                .into_response();
-            }
             Err(denial) => {
-                tracing::info!(%addr, %denial, step = denial.step(), "firmware download refused");
-                return Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "device-not-admitted",
-                    "Forbidden",
-                    "this certificate does not admit an active device",
-                )
-                .into_response();
+                if let Denial::Unavailable(e) = &denial {
+                    tracing::error!(error = ?e, "registry unavailable while identifying a download client");
+                } else {
+                    tracing::info!(addr = %peer.addr, %denial, step = denial.step(), "firmware download refused");
+                }
+                return crate::problem::denial_problem(&denial).into_response();
             }
         }
     }

@@ -43,11 +43,16 @@ const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 const MAX_FAILURES: u32 = 20;
 
 /// The EST protocol's own state: failed station authentications per client address and
-/// per claimed station name (HTTP Basic).
+/// per claimed station name (HTTP Basic), and refused provisioning calls per client
+/// certificate.
 #[derive(Debug)]
 pub struct EstAuth {
     pub(crate) by_addr: FailureLimiter<IpAddr>,
     by_station: FailureLimiter<String>,
+    /// Refused provisioning calls per client certificate (SHA-256 of the leaf): a device is
+    /// only ever slowed by its own failures, never by those of the devices sharing its
+    /// address.
+    pub(crate) by_certificate: FailureLimiter<[u8; 32]>,
 }
 
 impl Default for EstAuth {
@@ -56,6 +61,7 @@ impl Default for EstAuth {
         EstAuth {
             by_addr: FailureLimiter::new(MAX_FAILURES, window, 10_000),
             by_station: FailureLimiter::new(MAX_FAILURES, window, 10_000),
+            by_certificate: FailureLimiter::new(MAX_FAILURES, window, 10_000),
         }
     }
 }
@@ -129,7 +135,11 @@ pub(crate) async fn simplereenroll(
         Err(p) => return p.into_response(),
     };
     let ip = peer.addr.ip().to_string();
-    match s.hub.est_reenroll(&peer.chain, &csr, &ip).await {
+    match s
+        .hub
+        .est_reenroll(peer.certificate_check(), &csr, &ip)
+        .await
+    {
         Ok(issued) => certs_only_response(&issued.cert),
         Err(e) => est_error(e),
     }

@@ -48,7 +48,7 @@ pub use problem::Problem;
 pub use public::public_router;
 pub use routes::{SessionControl, admin_router};
 pub use serve::{ServeLimits, TlsPeer, serve_plain, serve_tls};
-pub use tls::{download_server_config, hub_server_config, tls_signing_key};
+pub use tls::{ServerCredentials, download_server_config, hub_server_config, tls_signing_key};
 pub use verifier::{LiveClientVerifier, REFUSAL_REASONS, RequireClientCert, VerifierError};
 
 use moat_core::Hub;

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use moat_core::{Error, EstRefusal, ProvisionRefusal};
+use moat_core::{Denial, Error, EstRefusal, ProvisionRefusal};
 use serde::Serialize;
 
 /// A problem document (`application/problem+json`).
@@ -107,25 +107,45 @@ pub fn status_of(e: &Error) -> StatusCode {
             EstRefusal::NoCredentials | EstRefusal::BadStationToken(_) => StatusCode::UNAUTHORIZED,
             EstRefusal::BadCsr(_) | EstRefusal::NoSerial => StatusCode::BAD_REQUEST,
             EstRefusal::AlreadyEnrolled(_) | EstRefusal::DeviceExists(_) => StatusCode::CONFLICT,
+            EstRefusal::Certificate(d) => status_of_denial(d),
             EstRefusal::NotAStation(_)
             | EstRefusal::NotAllowListed(_)
             | EstRefusal::NoClientCertificate
             | EstRefusal::NotADeviceCertificate(_)
-            | EstRefusal::CertificateRevoked(_)
-            | EstRefusal::CertificateExpired(_)
             | EstRefusal::DeviceNotActive(..)
-            | EstRefusal::SerialRetired(_)
-            | EstRefusal::CertificateRetired(_) => StatusCode::FORBIDDEN,
+            | EstRefusal::SerialRetired(_) => StatusCode::FORBIDDEN,
         },
         Error::Provision(r) => match r {
             ProvisionRefusal::NoClientCertificate => StatusCode::UNAUTHORIZED,
             ProvisionRefusal::BadCsr(_) => StatusCode::BAD_REQUEST,
-            ProvisionRefusal::NotADeviceCertificate(_)
-            | ProvisionRefusal::CertificateRevoked(_)
-            | ProvisionRefusal::UnknownDevice(_)
-            | ProvisionRefusal::DeviceNotActive(..) => StatusCode::FORBIDDEN,
+            ProvisionRefusal::Certificate(d) => status_of_denial(d),
         },
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The HTTP status of a client-certificate refusal ([`moat_core::CertificateCheck`]),
+/// whichever HTTP entry point refused it (EST re-enrollment, provisioning, downloads).
+pub fn status_of_denial(d: &Denial) -> StatusCode {
+    match d {
+        Denial::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+/// The problem document of a refused client certificate on a listener with no refusal enum
+/// of its own (firmware downloads): the public reason and the step that refused.
+pub fn denial_problem(d: &Denial) -> Problem {
+    let status = status_of_denial(d);
+    let title = status.canonical_reason().unwrap_or("Error");
+    match d {
+        Denial::Unavailable(_) => Problem::new(status, "unavailable", title, "try again later"),
+        d => Problem::new(
+            status,
+            "device-not-admitted",
+            title,
+            format!("{} refuses: {d}", d.step()),
+        ),
     }
 }
 

@@ -7,7 +7,7 @@
 //! that cannot provision (station, revoked, expired, unknown device of a CA that does not
 //! auto-register, device not active), 400 for a bad CSR. A certificate from a CA the hub
 //! does not trust never gets this far: the TLS handshake refuses it. Refused calls count
-//! against the client address with failed EST station logins (429 past the limit).
+//! per client certificate, calls without one per address (429 past the limit).
 
 use crate::problem::{ApiError, Problem};
 use crate::routes::ApiJson;
@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use moat_core::{Actor, CreateEnrollmentGroup};
 use moat_store::{Allocation, ConnectionPolicy, EnrollmentGroup};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 /// A provisioning request.
@@ -84,22 +85,36 @@ pub(crate) async fn register(
             format!("csr: {e}; send a PEM \"CERTIFICATE REQUEST\""),
         ))
     })?;
-    // Failed provisioning calls count with failed EST station logins, per address.
+    // Refused calls are limited per client certificate (its own failures only: devices
+    // behind one address do not lock each other out); calls without one, which no device
+    // makes, per address with failed EST station logins.
     let addr = peer.addr.ip();
-    if s.est.by_addr.is_limited(&addr) {
+    let key: Option<[u8; 32]> = peer.chain.first().map(|c| Sha256::digest(c).into());
+    let limited = match &key {
+        Some(k) => s.est.by_certificate.is_limited(k),
+        None => s.est.by_addr.is_limited(&addr),
+    };
+    if limited {
         return Err(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "Too Many Requests",
-            "too many refused enrollment or provisioning calls from this address; wait a minute",
+            "too many refused provisioning calls with this certificate or, without one, from this address; wait a minute",
         )
         .into());
     }
-    let p = match s.hub.provision(&peer.chain, &csr, &addr.to_string()).await {
+    let p = match s
+        .hub
+        .provision(peer.certificate_check(), &csr, &addr.to_string())
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             if e.is_client_error() {
-                s.est.by_addr.record_failure(&addr);
+                match &key {
+                    Some(k) => s.est.by_certificate.record_failure(k),
+                    None => s.est.by_addr.record_failure(&addr),
+                }
             }
             return Err(e.into());
         }

@@ -30,6 +30,16 @@ pub struct TlsPeer {
     pub addr: SocketAddr,
     /// Leaf first; empty when the client sent no certificate.
     pub chain: Arc<[CertificateDer<'static>]>,
+    /// The handshake resumed an earlier TLS session: the client-certificate verifier did not
+    /// run on this connection, the chain is the one restored from the session.
+    pub resumed: bool,
+}
+
+impl TlsPeer {
+    /// The chain for [`moat_core::CertificateCheck`], saying how it arrived.
+    pub fn certificate_check(&self) -> moat_core::CertificateCheck<'_> {
+        moat_core::CertificateCheck::tls(&self.chain, self.resumed)
+    }
 }
 
 /// Bounds of an HTTP listener.
@@ -111,6 +121,8 @@ pub async fn serve_tls(
                 let tls_peer = TlsPeer {
                     addr: peer,
                     chain: stream.get_ref().1.peer_certificates().unwrap_or_default().into(),
+                    resumed: stream.get_ref().1.handshake_kind()
+                        == Some(rustls::HandshakeKind::Resumed),
                 };
                 // HTTP/2 streams run in tasks hyper spawns outside this span: carry it.
                 let conn_span = tracing::Span::current();

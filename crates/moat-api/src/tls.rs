@@ -1,6 +1,7 @@
 //! rustls glue: the hub's key (in memory or in a PKCS#11 token) as a rustls signing key,
 //! and the HTTPS server configuration.
 
+use arc_swap::ArcSwap;
 use moat_core::ServerIdentity;
 use moat_vault::HubKey;
 use rustls::crypto::aws_lc_rs;
@@ -48,33 +49,52 @@ pub fn tls_signing_key(key: Arc<HubKey>) -> Arc<dyn SigningKey> {
     Arc::new(HubTlsKey(key))
 }
 
+/// The hub's server certificate and key, for every TLS listener (HTTPS, MQTT, firmware
+/// downloads): one resolver, its certificate swapped atomically when it is renewed or rotated.
+/// The listeners' `ServerConfig`s are built once; a new handshake gets the certificate of the
+/// moment, established connections keep theirs.
 #[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
+pub struct ServerCredentials(ArcSwap<CertifiedKey>);
 
-impl ResolvesServerCert for FixedCert {
+impl ServerCredentials {
+    /// Credentials serving `identity`.
+    pub fn new(identity: &ServerIdentity) -> Self {
+        ServerCredentials(ArcSwap::from_pointee(certified(identity)))
+    }
+
+    /// Serves `identity` from the next handshake on.
+    pub fn set(&self, identity: &ServerIdentity) {
+        self.0.store(Arc::new(certified(identity)));
+    }
+}
+
+fn certified(identity: &ServerIdentity) -> CertifiedKey {
+    CertifiedKey::new(
+        identity.chain.clone(),
+        tls_signing_key(identity.key.clone()),
+    )
+}
+
+impl ResolvesServerCert for ServerCredentials {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.load_full())
     }
 }
 
 /// TLS 1.2 + 1.3 server configuration of the HTTPS listener (admin API and EST): the hub's
-/// server identity, ALPN h2 and http/1.1, and an *optional* client certificate checked by
+/// server credentials, ALPN h2 and http/1.1, and an *optional* client certificate checked by
 /// `client_auth` (the shared [`crate::LiveClientVerifier`]: device CA and registered CAs,
 /// revoked serials refused). Admin clients send none and use their bearer token; EST
 /// stations and re-enrolling devices present theirs, which handlers read from
 /// [`crate::TlsPeer`].
 pub fn hub_server_config(
-    identity: &ServerIdentity,
+    credentials: Arc<ServerCredentials>,
     client_auth: Arc<dyn ClientCertVerifier>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let certified = CertifiedKey::new(
-        identity.chain.clone(),
-        tls_signing_key(identity.key.clone()),
-    );
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client_auth)
-        .with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
+        .with_cert_resolver(credentials);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -87,10 +107,10 @@ pub fn hub_server_config(
 ///
 /// [`RequireClientCert`]: crate::RequireClientCert
 pub fn download_server_config(
-    identity: &ServerIdentity,
+    credentials: Arc<ServerCredentials>,
     verifier: Arc<crate::LiveClientVerifier>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut cfg = hub_server_config(identity, Arc::new(crate::RequireClientCert(verifier)))?;
+    let mut cfg = hub_server_config(credentials, Arc::new(crate::RequireClientCert(verifier)))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

@@ -24,7 +24,8 @@
 //! `connection::{await_connect, connected}` (the two connection phases).
 
 mod broker;
-pub mod codec;
+/// The MQTT packet codec ([`moat_mqtt`]), under its historical path.
+pub use moat_mqtt as codec;
 mod config;
 mod connection;
 mod error;
@@ -49,10 +50,14 @@ use std::sync::Arc;
 /// How the client reached us, decided before CONNECT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// TLS with a client certificate the handshake verified (leaf first).
+    /// TLS with a client certificate (leaf first).
     MutualTls {
-        /// The client's chain as presented (leaf first), already verified by rustls.
+        /// The client's chain as presented (leaf first): verified by rustls on a full
+        /// handshake, restored from the earlier session on a resumed one.
         chain: Vec<CertificateDer<'static>>,
+        /// The handshake resumed an earlier TLS session, so the client-certificate verifier
+        /// did not run on this connection: the [`Authority`] must check the chain itself.
+        resumed: bool,
     },
     /// TLS without a client certificate.
     ServerTls,

@@ -170,6 +170,7 @@ async fn tls_handshake(
         },
         _ = shutdown.cancelled() => return None,
     };
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chain: Vec<_> = stream
         .get_ref()
         .1
@@ -179,7 +180,7 @@ async fn tls_handshake(
     let transport = if chain.is_empty() {
         Transport::ServerTls
     } else {
-        Transport::MutualTls { chain }
+        Transport::MutualTls { chain, resumed }
     };
     tracing::Span::current().record("mode", transport.mode());
     Some(Box::pin(connection::run(

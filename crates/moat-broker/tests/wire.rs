@@ -72,6 +72,62 @@ async fn empty_client_id_is_assigned_the_identity() {
     assert_eq!((s.mode, s.protocol_version), ("plain", 5));
 }
 
+/// MQTT 3.1.1 §3.1.3.1 (MQTT-3.1.3-8): a zero-length client id needs CleanSession=1; with
+/// CleanSession=0 the server answers CONNACK 0x02 (identifier rejected) and closes, and no
+/// session exists. With CleanSession=1 the identity is assigned; MQTT 5 assigns it either way.
+#[tokio::test]
+async fn v311_zero_length_client_id_needs_clean_session() {
+    let hub = Hub::start().await;
+    devices(&hub);
+    let mut p = connect_packet(Version::V311, "", Some(("d1", "t1")));
+    p.clean_start = false;
+    let (mut c, code) = RawClient::connect(hub.plain, p).await;
+    assert_eq!(code, 0x02);
+    assert!(c.recv().await.is_none(), "the connection must be closed");
+    assert!(hub.broker.sessions().is_empty());
+    let (_c, code) = RawClient::connect(
+        hub.plain,
+        connect_packet(Version::V311, "", Some(("d1", "t1"))),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let mut p = connect_packet(Version::V5, "", Some(("d2", "t2")));
+    p.clean_start = false;
+    let (_c, code) = RawClient::connect(hub.plain, p).await;
+    assert_eq!(code, 0);
+    wait_for(|| hub.broker.sessions().len() == 2).await;
+}
+
+/// MQTT 5 §3.1.2.11: a CONNECT carrying a property that is not a CONNECT property (here a
+/// topic alias), a will carrying a non-will property, or authentication data without an
+/// authentication method is malformed: the connection closes without a session.
+#[tokio::test]
+async fn v5_connect_with_a_foreign_property_is_refused() {
+    let hub = Hub::start().await;
+    devices(&hub);
+    let mut bad = Vec::new();
+    let mut p = connect_packet(Version::V5, "d1", Some(("d1", "t1")));
+    p.properties.topic_alias = Some(1);
+    bad.push(p);
+    let mut p = connect_packet(Version::V5, "d1", Some(("d1", "t1")));
+    let mut w = will("devices/d1/will", "gone", None);
+    w.properties.session_expiry = Some(10);
+    p.will = Some(w);
+    bad.push(p);
+    let mut p = connect_packet(Version::V5, "d1", Some(("d1", "t1")));
+    p.properties.auth_data = Some(b"x".to_vec().into());
+    bad.push(p);
+    for p in bad {
+        let mut c = RawClient::tcp(hub.plain, Version::V5).await;
+        c.send(&moat_broker::codec::encode_connect(&p)).await;
+        if let Some(ack) = c.recv().await {
+            assert!(ack.kind() == 2 && ack.body[1] >= 0x80, "accepted: {ack:?}");
+            assert!(c.recv().await.is_none());
+        }
+    }
+    assert!(hub.broker.sessions().is_empty());
+}
+
 #[tokio::test]
 async fn qos_0_1_2_flow_between_devices_v5_and_v311() {
     let hub = Hub::start().await;

@@ -1,9 +1,10 @@
-//! Admission of a connecting device, in DESIGN.md's validation order: (1) chain and proof of
-//! possession — done by the TLS handshake for [`Hub::admit_verified_certificate`], by
-//! webpki for [`Hub::explain`]; (2) revocation; (3) identity by the CA's rule;
-//! (4) registration (or auto-registration); (5) device state; (6) policy for the mode.
-//! `explain` and the MQTT hub share [`Hub::check_leaf`], so what `moat cert explain` says is
-//! what the hub does.
+//! Admission of a connecting device. [`CertificateCheck`] is the one decision whether a
+//! client certificate may act as a device right now (DESIGN.md's steps 1–5); every entry point
+//! that accepts a device certificate runs it at every use: MQTT CONNECT and firmware downloads
+//! (through [`Hub::admit_certificate`]), EST re-enrollment, field provisioning and
+//! `moat cert explain`. Token devices go through [`Hub::admit_token`], which shares the
+//! device-state step. [`Denial`] is the one refusal enum; its [`Denial::step`] names the
+//! failed step.
 
 use crate::hub::cert_record;
 use crate::{Actor, Error, Event, Hub, token_matches};
@@ -43,29 +44,70 @@ impl ConnectMode {
     }
 }
 
-/// Why a connection is refused. The broker tells the client only "not authorized"; the
-/// detail goes to the audit log.
+/// Why a client is refused, whichever entry point it came through (MQTT CONNECT, firmware
+/// download, EST re-enrollment, field provisioning, `moat cert explain`). MQTT clients only
+/// learn "not authorized"; the HTTP entry points send the text as the public reason. Every
+/// variant names its validation step ([`Denial::step`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Denial {
-    /// No trusted CA issued the certificate.
+    /// The certificate's validity period has not started.
+    #[error("certificate {serial} is not valid before {not_before}")]
+    NotYetValid {
+        /// Its serial (hex).
+        serial: String,
+        /// Start of its validity.
+        not_before: OffsetDateTime,
+    },
+    /// The certificate's validity period has ended (also after a TLS session established
+    /// while it was valid is resumed).
+    #[error("certificate {serial} expired at {not_after}")]
+    Expired {
+        /// Its serial (hex).
+        serial: String,
+        /// End of its validity.
+        not_after: OffsetDateTime,
+    },
+    /// No CA the hub trusts now issued the certificate.
     #[error("certificate does not chain to a trusted CA")]
     UntrustedIssuer,
+    /// The chain does not verify for client authentication (bad signature, wrong usage, an
+    /// expired CA…).
+    #[error("certificate chain refused: {0}")]
+    Chain(#[source] moat_pki::ChainError),
     /// The certificate is revoked.
     #[error("certificate {0} is revoked")]
     CertRevoked(String),
     /// A newer certificate superseded this one and its overlap has ended (the retirement
     /// sweep revokes it; this refuses it before the sweep runs).
-    #[error("certificate {0} was superseded and its overlap has ended")]
+    #[error(
+        "certificate {0} was superseded by a newer certificate and its overlap has ended; use the newer one"
+    )]
     CertRetired(String),
     /// A certificate of the hub's that identifies no device (a factory station's EST
     /// credential, the hub's own server certificate).
-    #[error("certificate {0} is not a device certificate")]
-    NotADeviceCertificate(String),
+    #[error("certificate {serial} is not a device certificate: {why}")]
+    NotADeviceCertificate {
+        /// Its serial (hex).
+        serial: String,
+        /// What it is instead.
+        why: &'static str,
+    },
     /// The certificate carries no identity under its CA's rule.
     #[error("certificate has no identity: {0}")]
     NoIdentity(String),
+    /// The registry records the certificate for another device than the one its subject
+    /// names under its CA's rule.
+    #[error("certificate names device {identity:?} but was issued to device {recorded:?}")]
+    IdentityMismatch {
+        /// The identity by the CA's rule.
+        identity: String,
+        /// The device the registry recorded it for.
+        recorded: String,
+    },
     /// No such device, and its CA does not auto-register.
-    #[error("no device {0:?} is registered")]
+    #[error(
+        "device {0:?} is not registered and its CA does not auto-register devices; create it first (moat device create {0} --cert …)"
+    )]
     UnknownDevice(String),
     /// The device exists under another CA than the one that issued this certificate.
     #[error("device {0:?} is registered under another CA")]
@@ -82,18 +124,33 @@ pub enum Denial {
     /// The token is wrong or the device has none.
     #[error("wrong device token for {0:?}")]
     BadToken(String),
-    /// The registry failed; the device may be fine.
+    /// The registry failed; the device may be fine. (Boxed: `Error` can carry a `Denial`.)
     #[error("registry unavailable")]
-    Unavailable(#[source] Error),
+    Unavailable(#[source] Box<Error>),
 }
 
+/// The validation steps, in the order they run (DESIGN.md): what `moat cert explain` lists
+/// and [`Denial::step`] returns (or `registry`, when the registry could not be read).
+pub const STEPS: [&str; 7] = [
+    "validity",
+    "chain",
+    "revocation",
+    "identity",
+    "registration",
+    "device_state",
+    "policy",
+];
+
 impl Denial {
-    /// The validation step that refused (as `explain` names them).
+    /// The validation step that refused (one of [`STEPS`], or `registry`).
     pub fn step(&self) -> &'static str {
         match self {
-            Denial::UntrustedIssuer => "chain",
+            Denial::NotYetValid { .. } | Denial::Expired { .. } => "validity",
+            Denial::UntrustedIssuer | Denial::Chain(_) => "chain",
             Denial::CertRevoked(_) | Denial::CertRetired(_) => "revocation",
-            Denial::NoIdentity(_) | Denial::NotADeviceCertificate(_) => "identity",
+            Denial::NoIdentity(_)
+            | Denial::NotADeviceCertificate { .. }
+            | Denial::IdentityMismatch { .. } => "identity",
             Denial::UnknownDevice(_) | Denial::WrongCa(_) => "registration",
             Denial::Disabled(_) | Denial::DeviceRevoked(_) => "device_state",
             Denial::InsecureDenied(_) | Denial::BadToken(_) => "policy",
@@ -104,13 +161,13 @@ impl Denial {
 
 impl From<Error> for Denial {
     fn from(e: Error) -> Self {
-        Denial::Unavailable(e)
+        Denial::Unavailable(Box::new(e))
     }
 }
 
 impl From<moat_store::Error> for Denial {
     fn from(e: moat_store::Error) -> Self {
-        Denial::Unavailable(e.into())
+        Denial::Unavailable(Box::new(e.into()))
     }
 }
 
@@ -125,12 +182,225 @@ pub struct Admission {
     pub auto_registered: bool,
 }
 
-/// What [`Hub::check_leaf`] found before the policy step.
-pub(crate) struct LeafCheck {
-    pub(crate) identity: String,
-    pub(crate) device: Option<Device>,
-    pub(crate) record: Option<CertRecord>,
-    pub(crate) serial: String,
+/// A client certificate chain as it reached the hub, for [`CertificateCheck`].
+#[derive(Clone, Copy, Debug)]
+enum Presented {
+    /// Verified by a full TLS handshake of the connection it arrived on (chain to a client
+    /// CA, validity then, clientAuth usage, proof of possession, the revoked set): the
+    /// signature chain is not verified again, the CA is found by name.
+    FullHandshake,
+    /// Restored by TLS session resumption, or read from a file: the chain is verified again
+    /// against the CAs trusted now.
+    Unverified,
+}
+
+/// **The** decision whether a presented client certificate may act as a device right now:
+/// DESIGN.md's validation steps 1–5 in order — validity period at the time of use, chain to
+/// a CA trusted now, revocation and retire time, identity (station or server certificates are
+/// not devices; the CA's identity rule; the registry's record of whom it was issued to),
+/// registration, device state. MQTT CONNECT, firmware downloads, EST re-enrollment, field
+/// provisioning and `moat cert explain` all run it at every use, so they cannot disagree.
+///
+/// ```text
+///   let checked = CertificateCheck::tls(&chain, resumed).run(&hub).await?;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct CertificateCheck<'a> {
+    chain: &'a [CertificateDer<'a>],
+    presented: Presented,
+}
+
+/// A certificate that passed [`CertificateCheck`].
+#[derive(Clone, Debug)]
+pub struct CheckedCertificate {
+    /// The device identity, by the issuing CA's rule.
+    pub identity: String,
+    /// The registered device; None when its CA auto-registers and it is new.
+    pub device: Option<Device>,
+    /// The client CA that issued it.
+    pub ca: CaRecord,
+    /// The registry's row for this certificate, if it has one.
+    pub record: Option<CertRecord>,
+    /// What the certificate says.
+    pub info: moat_pki::CertInfo,
+}
+
+impl<'a> CertificateCheck<'a> {
+    /// A chain from a TLS connection (leaf first). `resumed`: the handshake resumed an
+    /// earlier session, so the verifier did not run on this connection.
+    pub fn tls(chain: &'a [CertificateDer<'a>], resumed: bool) -> Self {
+        CertificateCheck {
+            chain,
+            presented: if resumed {
+                Presented::Unverified
+            } else {
+                Presented::FullHandshake
+            },
+        }
+    }
+
+    /// A chain nobody has verified (leaf first), e.g. a file given to `moat cert explain`.
+    /// The possession of its key is not proven.
+    pub fn unverified(chain: &'a [CertificateDer<'a>]) -> Self {
+        CertificateCheck {
+            chain,
+            presented: Presented::Unverified,
+        }
+    }
+
+    /// The chain, leaf first (empty when the client presented none).
+    pub fn chain(&self) -> &'a [CertificateDer<'a>] {
+        self.chain
+    }
+
+    /// Runs the steps; the first that fails refuses.
+    pub async fn run(self, hub: &Hub) -> Result<CheckedCertificate, Denial> {
+        let now = OffsetDateTime::now_utc();
+        let leaf = self.chain.first().ok_or(Denial::UntrustedIssuer)?;
+        // 1. Validity at the time of use: a resumed TLS session, a kept-alive HTTP
+        //    connection or a file may carry a certificate that has expired since.
+        let info = moat_pki::cert_info(leaf).map_err(|e| Denial::NoIdentity(e.to_string()))?;
+        if now < info.not_before {
+            return Err(Denial::NotYetValid {
+                serial: info.serial,
+                not_before: info.not_before,
+            });
+        }
+        if now >= info.not_after {
+            return Err(Denial::Expired {
+                serial: info.serial,
+                not_after: info.not_after,
+            });
+        }
+        // 2. Chain to a CA trusted now.
+        let cas = hub.cached_client_cas().await?;
+        let ca = match self.presented {
+            Presented::FullHandshake => {
+                let issuers: Vec<String> = self
+                    .chain
+                    .iter()
+                    .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
+                    .collect();
+                cas.subjects
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
+                    .and_then(|i| cas.cas.get(i).cloned())
+                    .ok_or(Denial::UntrustedIssuer)?
+            }
+            Presented::Unverified => {
+                let rest = self.chain.get(1..).unwrap_or_default();
+                match moat_pki::verify_client_chain(leaf, rest, &trust_anchors(&cas.cas), now) {
+                    Ok(i) => cas.cas.get(i).cloned().ok_or(Denial::UntrustedIssuer)?,
+                    Err(moat_pki::ChainError::UnknownIssuer) => {
+                        return Err(Denial::UntrustedIssuer);
+                    }
+                    Err(e) => return Err(Denial::Chain(e)),
+                }
+            }
+        };
+        // 3. Revocation and retire time, from the registry (the handshake's revoked set may
+        //    not have run: resumption).
+        let record = hub
+            .store()
+            .cert_by_fingerprint(&info.fingerprint_sha256)
+            .await?;
+        if let Some(r) = &record {
+            if r.revoked_at.is_some() {
+                return Err(Denial::CertRevoked(r.serial.clone()));
+            }
+            if r.retire_at.is_some_and(|at| at <= now) {
+                return Err(Denial::CertRetired(r.serial.clone()));
+            }
+        }
+        // 4. Identity. The registry says what a certificate it knows is: a station's EST
+        //    credential carries a name the hub might also know as a device id.
+        let recorded_for = match &record {
+            Some(r) => match (&r.device_id, r.source) {
+                (Some(d), _) => Some(d.as_str()),
+                (None, CertSource::Station) => {
+                    return Err(Denial::NotADeviceCertificate {
+                        serial: r.serial.clone(),
+                        why: "it is a station certificate",
+                    });
+                }
+                (None, _) => {
+                    return Err(Denial::NotADeviceCertificate {
+                        serial: r.serial.clone(),
+                        why: "it identifies no device",
+                    });
+                }
+            },
+            // Every certificate the hub issues is recorded before it is returned: one the
+            // registry does not know was not issued by this hub's registry.
+            None if ca.kind == CaKind::DeviceIssuing => return Err(Denial::UntrustedIssuer),
+            None => None,
+        };
+        let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
+        let identity =
+            moat_pki::identity_of(leaf, rule).map_err(|e| Denial::NoIdentity(e.to_string()))?;
+        if let Some(recorded) = recorded_for.filter(|r| *r != identity) {
+            return Err(Denial::IdentityMismatch {
+                identity,
+                recorded: recorded.to_string(),
+            });
+        }
+        // 5. Registration and device state.
+        let device = hub.store().device(&identity).await?;
+        match &device {
+            // A device registered through a vendor CA may also hold hub-issued operational
+            // certificates (field provisioning): the registry records each one for it.
+            Some(d)
+                if d.ca_name != ca.name
+                    && !(ca.kind == CaKind::DeviceIssuing
+                        && recorded_for == Some(d.id.as_str())) =>
+            {
+                return Err(Denial::WrongCa(identity));
+            }
+            Some(d) => check_state(d)?,
+            None if ca.auto_register && ca.kind == CaKind::Registered => {}
+            None => return Err(Denial::UnknownDevice(identity)),
+        }
+        Ok(CheckedCertificate {
+            identity,
+            device,
+            ca,
+            record,
+            info,
+        })
+    }
+}
+
+/// The record of a device an auto-registering CA's certificate creates (at CONNECT, or with
+/// its field provisioning): active, mutual TLS only, under that CA, at `stage`.
+pub(crate) fn auto_registered_device(
+    id: &str,
+    ca: &CaRecord,
+    stage: moat_store::Stage,
+    now: OffsetDateTime,
+) -> Result<Device, Denial> {
+    crate::validate_device_id(id).map_err(|e| Denial::NoIdentity(e.to_string()))?;
+    Ok(Device {
+        id: id.to_string(),
+        state: DeviceState::Active,
+        policy: ConnectionPolicy::DenyInsecure,
+        token_hash: None,
+        ca_name: ca.name.clone(),
+        created_at: now,
+        updated_at: now,
+        factory: None,
+        stage,
+        owner: None,
+        status_reason: None,
+    })
+}
+
+/// The device-state step, for certificates and tokens alike.
+fn check_state(device: &Device) -> Result<(), Denial> {
+    match device.state {
+        DeviceState::Active => Ok(()),
+        DeviceState::Disabled => Err(Denial::Disabled(device.id.clone())),
+        DeviceState::Revoked => Err(Denial::DeviceRevoked(device.id.clone())),
+    }
 }
 
 /// The trust anchors of `cas`, in the same order (so a chain's CA index maps back).
@@ -171,37 +441,17 @@ impl Hub {
             .await
     }
 
-    /// The client CA that issued `chain` (verified by a TLS handshake): the first of
-    /// [`Self::client_cas`] whose subject is an issuer in the chain.
-    pub(crate) async fn issuing_client_ca(
+    /// Admits a device by a client certificate over MQTT or the firmware download listener:
+    /// [`CertificateCheck`], then auto-registration of a new device of an auto-registering
+    /// CA, and a newer vendor certificate of a known device recorded so that it can be
+    /// revoked by serial.
+    pub async fn admit_certificate(
         &self,
-        chain: &[CertificateDer<'_>],
-    ) -> Result<Option<CaRecord>, Error> {
-        let cas = self.cached_client_cas().await?;
-        let issuers: Vec<String> = chain
-            .iter()
-            .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
-            .collect();
-        Ok(cas
-            .subjects
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| issuers.contains(s)))
-            .and_then(|i| cas.cas.get(i).cloned()))
-    }
-
-    /// Admits a device by a certificate chain **that the TLS handshake already verified**
-    /// (signature chain, validity, clientAuth usage, proof of possession). Finds the issuing
-    /// CA by name and runs steps 2–6.
-    pub async fn admit_verified_certificate(
-        &self,
-        chain: &[CertificateDer<'_>],
+        check: CertificateCheck<'_>,
     ) -> Result<Admission, Denial> {
-        let leaf = chain.first().ok_or(Denial::UntrustedIssuer)?;
-        let ca = self
-            .issuing_client_ca(chain)
-            .await?
-            .ok_or(Denial::UntrustedIssuer)?;
-        let checked = self.check_leaf(leaf, &ca).await?;
+        let leaf = check.chain.first().ok_or(Denial::UntrustedIssuer)?;
+        let checked = check.run(self).await?;
+        let ca = checked.ca;
         let (device, auto_registered) = match checked.device {
             Some(d) => (d, false),
             None => (
@@ -222,7 +472,7 @@ impl Hub {
             if let Err(e) = self.store().insert_cert(&rec).await
                 && !matches!(e, moat_store::Error::Conflict(_))
             {
-                return Err(Denial::Unavailable(e.into()));
+                return Err(Denial::Unavailable(Box::new(e.into())));
             }
         }
         Ok(Admission {
@@ -232,80 +482,9 @@ impl Hub {
         })
     }
 
-    /// Steps 2–5 for a leaf issued by `ca`: revocation, identity, registration, state.
-    pub(crate) async fn check_leaf(&self, leaf: &[u8], ca: &CaRecord) -> Result<LeafCheck, Denial> {
-        let info = moat_pki::cert_info(leaf).map_err(|e| Denial::NoIdentity(e.to_string()))?;
-        let record = self
-            .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
-            .await?;
-        if let Some(r) = record.as_ref().filter(|r| r.revoked_at.is_some()) {
-            return Err(Denial::CertRevoked(r.serial.clone()));
-        }
-        if let Some(r) = record.as_ref().filter(|r| {
-            r.retire_at
-                .is_some_and(|at| at <= OffsetDateTime::now_utc())
-        }) {
-            return Err(Denial::CertRetired(r.serial.clone()));
-        }
-        if let Some(r) = record.as_ref().filter(|r| r.device_id.is_none()) {
-            // A station certificate carries a name the hub might also know as a device id;
-            // the registry says what it is.
-            return Err(Denial::NotADeviceCertificate(r.serial.clone()));
-        }
-        if record.is_none() && ca.kind == CaKind::DeviceIssuing {
-            // Every certificate the hub issues is recorded before it is returned: one the
-            // registry does not know was not issued by this hub's registry.
-            return Err(Denial::UntrustedIssuer);
-        }
-        let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
-        let identity =
-            moat_pki::identity_of(leaf, rule).map_err(|e| Denial::NoIdentity(e.to_string()))?;
-        let device = self.store().device(&identity).await?;
-        match &device {
-            // A device registered through a vendor CA may also hold hub-issued operational
-            // certificates (field provisioning): the registry records each one for it.
-            Some(d)
-                if d.ca_name != ca.name
-                    && !(ca.kind == CaKind::DeviceIssuing
-                        && record
-                            .as_ref()
-                            .is_some_and(|r| r.device_id.as_deref() == Some(d.id.as_str()))) =>
-            {
-                return Err(Denial::WrongCa(identity));
-            }
-            Some(d) if d.state == DeviceState::Disabled => return Err(Denial::Disabled(identity)),
-            Some(d) if d.state == DeviceState::Revoked => {
-                return Err(Denial::DeviceRevoked(identity));
-            }
-            Some(_) => {}
-            None if ca.auto_register => {}
-            None => return Err(Denial::UnknownDevice(identity)),
-        }
-        Ok(LeafCheck {
-            identity,
-            device,
-            record,
-            serial: info.serial,
-        })
-    }
-
     async fn auto_register(&self, leaf: &[u8], ca: &CaRecord, id: &str) -> Result<Device, Denial> {
-        crate::validate_device_id(id).map_err(|e| Denial::NoIdentity(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
-        let device = Device {
-            id: id.to_string(),
-            state: DeviceState::Active,
-            policy: ConnectionPolicy::DenyInsecure,
-            token_hash: None,
-            ca_name: ca.name.clone(),
-            created_at: now,
-            updated_at: now,
-            factory: None,
-            stage: moat_store::Stage::Enrolled,
-            owner: None,
-            status_reason: None,
-        };
+        let device = auto_registered_device(id, ca, moat_store::Stage::Enrolled, now)?;
         let rec = cert_record(leaf, &ca.name, Some(id), CertSource::Bound, now)?;
         match self.store().create_device(&device, Some(&rec)).await {
             Ok(()) => {
@@ -357,11 +536,7 @@ impl Hub {
         if !token_ok {
             return Err(Denial::BadToken(device_id.to_string()));
         }
-        match device.state {
-            DeviceState::Disabled => return Err(Denial::Disabled(device.id)),
-            DeviceState::Revoked => return Err(Denial::DeviceRevoked(device.id)),
-            DeviceState::Active => {}
-        }
+        check_state(&device)?;
         Ok(Admission {
             device,
             ca_name: None,

@@ -14,7 +14,7 @@
 //! Every refusal is audited with its reason and stores nothing else.
 
 use crate::hub::cert_record;
-use crate::{Actor, Error, Event, Hub, token_matches};
+use crate::{Actor, CertificateCheck, Denial, Error, Event, Hub, token_matches};
 use moat_pki::{CheckedCsr, Renewal};
 use moat_store::{
     CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Enrollment, NewAuditEntry,
@@ -62,16 +62,14 @@ pub enum EstRefusal {
     /// simplereenroll without a client certificate.
     #[error("re-enrollment needs the certificate being renewed, presented over mutual TLS")]
     NoClientCertificate,
+    /// The certificate being renewed may not act as a device now ([`CertificateCheck`]'s
+    /// refusal: expired, revoked, retired, its device suspended…).
+    #[error("{0}")]
+    Certificate(#[source] Denial),
     /// The client certificate is not a device certificate this hub issued.
     #[error("the client certificate is not a device certificate issued by this hub: {0}")]
     NotADeviceCertificate(String),
-    /// The certificate being renewed is revoked.
-    #[error("certificate {0} is revoked")]
-    CertificateRevoked(String),
-    /// The certificate being renewed has expired.
-    #[error("certificate {0} has expired")]
-    CertificateExpired(String),
-    /// The device is disabled or revoked.
+    /// The device an allow-listed serial enrolled as before is disabled, revoked or gone.
     #[error("device {0:?} is {1}")]
     DeviceNotActive(String, &'static str),
     /// The serial's device was decommissioned: it can never enroll again.
@@ -79,11 +77,6 @@ pub enum EstRefusal {
         "serial {0:?} was decommissioned and can never enroll again (an allow-list reset does not change that)"
     )]
     SerialRetired(String),
-    /// The certificate being renewed was superseded and its overlap has ended.
-    #[error(
-        "certificate {0} was superseded by a newer certificate and its overlap has ended; re-enroll with the newer one"
-    )]
-    CertificateRetired(String),
 }
 
 /// What a client presented to authenticate as a station.
@@ -357,21 +350,21 @@ impl Hub {
             .map(|e| e.enrolled_at.is_some()))
     }
 
-    /// `simplereenroll`: `chain` is the client's certificate chain from mutual TLS (verified
-    /// by the handshake, or restored by session resumption — so revocation and expiry are
-    /// checked here again). The certificate must be a live device certificate of the hub's
-    /// device CA whose device is active; the CSR must keep its subject and SAN (RFC 7030
+    /// `simplereenroll`: `client` is the client's certificate chain from mutual TLS (verified
+    /// by the handshake, or restored by session resumption). The certificate
+    /// must pass [`CertificateCheck`] (valid now, trusted, not revoked or retired, its device
+    /// registered and active) and be one the hub's device CA issued; the CSR must keep its subject and SAN (RFC 7030
     /// §4.2.2). Same key: renewal; new key: re-key. The new certificate binds to the same
     /// device; the old one stays valid until it expires or the rotation overlap
     /// (`CoreConfig::rotation_overlap`) ends, when it is revoked with reason superseded.
     pub async fn est_reenroll(
         &self,
-        chain: &[CertificateDer<'_>],
+        client: CertificateCheck<'_>,
         csr: &[u8],
         peer: &str,
     ) -> Result<EstIssued, Error> {
         let mut actor = Actor(format!("unauthenticated@{peer}"));
-        let result = self.est_reenroll_inner(chain, csr, &mut actor).await;
+        let result = self.est_reenroll_inner(client, csr, &mut actor).await;
         match result {
             Ok(issued) => Ok(issued),
             Err(e) => {
@@ -384,52 +377,43 @@ impl Hub {
 
     async fn est_reenroll_inner(
         &self,
-        chain: &[CertificateDer<'_>],
+        client: CertificateCheck<'_>,
         csr: &[u8],
         actor: &mut Actor,
     ) -> Result<EstIssued, Error> {
-        let leaf = chain.first().ok_or(EstRefusal::NoClientCertificate)?;
-        let not = |why: String| Error::from(EstRefusal::NotADeviceCertificate(why));
-        let info = moat_pki::cert_info(leaf).map_err(|e| not(e.to_string()))?;
-        let current = self
-            .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
-            .await?
-            .ok_or_else(|| not("this hub has no record of it".into()))?;
-        let device_id = match (&current.device_id, current.source) {
-            (Some(d), CertSource::HubKey | CertSource::Csr) => d.clone(),
-            (_, CertSource::Station) => return Err(not("it is a station certificate".into())),
-            (_, CertSource::Bound) => {
-                return Err(not(
-                    "it was issued by a registered CA; renew it with that CA".into(),
-                ));
+        let leaf = client
+            .chain()
+            .first()
+            .ok_or(EstRefusal::NoClientCertificate)?;
+        let checked = client.run(self).await.map_err(|d| match d {
+            Denial::Unavailable(e) => *e,
+            d => EstRefusal::Certificate(d).into(),
+        })?;
+        *actor = Actor(format!("device:{}", checked.identity));
+        // Renewal is for certificates this hub's device CA issued (recorded with the device):
+        // a vendor's certificate is renewed by its vendor.
+        let current = match checked.record {
+            Some(r)
+                if matches!(r.source, CertSource::HubKey | CertSource::Csr)
+                    && r.ca_name == self.device_ca.name =>
+            {
+                r
             }
-            _ => return Err(not("it identifies no device".into())),
+            Some(_) => {
+                return Err(EstRefusal::NotADeviceCertificate(
+                    "it was issued by a registered CA; renew it with that CA".into(),
+                )
+                .into());
+            }
+            None => {
+                return Err(EstRefusal::NotADeviceCertificate(
+                    "this hub has no record of it".into(),
+                )
+                .into());
+            }
         };
-        *actor = Actor(format!("device:{device_id}"));
-        if current.revoked_at.is_some() {
-            return Err(EstRefusal::CertificateRevoked(current.serial).into());
-        }
+        let device_id = checked.identity;
         let now = OffsetDateTime::now_utc();
-        if current.not_after <= now {
-            return Err(EstRefusal::CertificateExpired(current.serial).into());
-        }
-        if current.retire_at.is_some_and(|at| at <= now) {
-            return Err(EstRefusal::CertificateRetired(current.serial).into());
-        }
-        let device = self
-            .store()
-            .device(&device_id)
-            .await?
-            .ok_or_else(|| not(format!("device {device_id:?} no longer exists")))?;
-        if device.state != DeviceState::Active {
-            return Err(EstRefusal::DeviceNotActive(device_id, device.state.as_str()).into());
-        }
-        // (The device may be registered through a vendor CA and hold hub-issued operational
-        // certificates from field provisioning: what matters is who issued this one.)
-        if current.ca_name != self.device_ca.name {
-            return Err(not("it was not issued by the hub's device CA".into()));
-        }
         let checked = moat_pki::check_csr(csr).map_err(EstRefusal::BadCsr)?;
         let renewal = moat_pki::check_renewal(&checked, leaf).map_err(EstRefusal::BadCsr)?;
         let cert = self.issue_device(&device_id, &checked.public_key, now)?;

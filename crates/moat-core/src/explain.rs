@@ -1,11 +1,10 @@
 //! `moat cert explain`: would the hub accept this certificate over mutual TLS, and if not,
-//! which step of DESIGN.md's validation order refuses it. Steps 2–5 are the MQTT hub's own
-//! ([`Hub::check_leaf`]).
+//! which step of DESIGN.md's validation order refuses it. The steps are the hub's own
+//! ([`CertificateCheck`]), so explain says what every entry point does.
 
-use crate::admission::Denial;
+use crate::{CertificateCheck, Denial, STEPS};
 use crate::{Error, Hub};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 /// How one step went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -22,7 +21,8 @@ pub enum StepOutcome {
 /// One validation step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
-    /// `chain`, `revocation`, `identity`, `registration`, `device_state`, `policy`.
+    /// `validity`, `chain`, `revocation`, `identity`, `registration`, `device_state`,
+    /// `policy`.
     pub name: &'static str,
     /// Its outcome.
     pub outcome: StepOutcome,
@@ -41,53 +41,47 @@ pub struct Explanation {
     pub steps: Vec<Step>,
 }
 
-const STEPS: [&str; 6] = [
-    "chain",
-    "revocation",
-    "identity",
-    "registration",
-    "device_state",
-    "policy",
-];
-
 impl Hub {
     /// Runs the acceptance checks on a certificate (PEM or DER, optionally with its chain)
-    /// without connecting anything.
+    /// without connecting anything: the hub's own [`CertificateCheck`], on a chain nobody
+    /// verified (so the chain is verified against the CAs trusted now).
     pub async fn explain(&self, input: &[u8]) -> Result<Explanation, Error> {
-        let mut chain = moat_pki::parse_cert_chain_pem(input)?;
-        let leaf = chain.remove(0);
-        let now = OffsetDateTime::now_utc();
-        let mut cas = self.client_cas().await?;
-        let trusted = crate::admission::trust_anchors(&cas);
-        let ca = match moat_pki::verify_client_chain(&leaf, &chain, &trusted, now) {
-            Ok(i) => cas.swap_remove(i),
-            Err(e) => return Ok(refused(Vec::new(), "chain", e.to_string(), None)),
-        };
-        let mut steps = vec![pass("chain", format!("chains to CA {:?}", ca.name))];
-        let check = match self.check_leaf(&leaf, &ca).await {
+        let chain = moat_pki::parse_cert_chain_pem(input)?;
+        let checked = match CertificateCheck::unverified(&chain).run(self).await {
             Ok(c) => c,
-            Err(Denial::Unavailable(e)) => return Err(e),
+            Err(Denial::Unavailable(e)) => return Err(*e),
             Err(d) => {
                 let step = d.step();
                 // Report the steps before the failing one as passed.
-                for name in STEPS.iter().skip(1).take_while(|s| **s != step) {
-                    steps.push(pass(name, String::new()));
-                }
+                let steps = STEPS
+                    .iter()
+                    .take_while(|s| **s != step)
+                    .map(|name| pass(name, String::new()))
+                    .collect();
                 return Ok(refused(steps, step, d.to_string(), None));
             }
         };
-        steps.push(pass(
-            "revocation",
-            format!("serial {} is not revoked", check.serial),
-        ));
-        steps.push(pass(
-            "identity",
-            format!(
-                "{:?} by the {} rule of CA {:?}",
-                check.identity, ca.identity_rule, ca.name
+        let ca = &checked.ca;
+        let info = &checked.info;
+        let mut steps = vec![
+            pass(
+                "validity",
+                format!("valid from {} to {}", info.not_before, info.not_after),
             ),
-        ));
-        let (registration, policy) = match &check.device {
+            pass("chain", format!("chains to CA {:?}", ca.name)),
+            pass(
+                "revocation",
+                format!("serial {} is not revoked", info.serial),
+            ),
+            pass(
+                "identity",
+                format!(
+                    "{:?} by the {} rule of CA {:?}",
+                    checked.identity, ca.identity_rule, ca.name
+                ),
+            ),
+        ];
+        let (registration, policy) = match &checked.device {
             Some(d) => (
                 format!("device {:?} is registered", d.id),
                 d.policy.as_str(),
@@ -95,7 +89,7 @@ impl Hub {
             None => (
                 format!(
                     "device {:?} would be auto-registered by CA {:?}",
-                    check.identity, ca.name
+                    checked.identity, ca.name
                 ),
                 "deny_insecure",
             ),
@@ -108,7 +102,7 @@ impl Hub {
         ));
         Ok(Explanation {
             accepted: true,
-            identity: Some(check.identity),
+            identity: Some(checked.identity),
             steps,
         })
     }

@@ -39,7 +39,7 @@ mod secret;
 mod stations;
 
 pub use access::{CreateApp, DEFAULT_FILTER, DEFAULT_POLICY, TopicAcl, expand, validate_filter};
-pub use admission::{Admission, ConnectMode, Denial};
+pub use admission::{Admission, CertificateCheck, CheckedCertificate, ConnectMode, Denial, STEPS};
 pub use allowlist::{AllowlistLine, MAX_ALLOWLIST_ENTRIES, MAX_MODEL_LEN, parse_allowlist_csv};
 pub use audit::Actor;
 pub use cas::RegisterCa;

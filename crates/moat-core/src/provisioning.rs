@@ -4,11 +4,10 @@
 //! trip. Enrollment groups decide what it gets.
 //!
 //! ```text
-//!   client chain (verified by the TLS handshake; resumption re-checked here)
-//!     ─▶ issuing CA: the hub's device CA (a recorded, live device certificate), or a
-//!        registered CA (identity by its rule; unknown device → created when the CA
-//!        auto-registers, else refused)
-//!     ─▶ device active ─▶ enrollment group: most specific match of (CA, factory model)
+//!   client chain ─▶ CertificateCheck (valid now, trusted CA, not revoked or retired, a
+//!        device's certificate, identity by the CA's rule, registered — or new under an
+//!        auto-registering CA, then created here — and active)
+//!     ─▶ enrollment group: most specific match of (CA, factory model)
 //!     ─▶ hub: fixed (the group's, else the first configured) or hashed (SHA-256 of the id
 //!        over the configured hubs: stable while the list is)
 //!     ─▶ CSR checked (signature = possession of the key) ─▶ operational certificate (hub
@@ -22,11 +21,10 @@
 //! the registry records them for it (see `admission.rs`).
 
 use crate::hub::cert_record;
-use crate::{Actor, Error, Event, Hub, validate_device_id};
-use moat_pki::IdentityRule;
+use crate::{Actor, CertificateCheck, Denial, Error, Event, Hub, validate_device_id};
 use moat_store::{
-    Allocation, Assignment, CaKind, CertSource, ConnectionPolicy, Device, DeviceState,
-    EnrollmentGroup, IdentityAccess, IdentityKind, NewAuditEntry, Provisioning,
+    Allocation, Assignment, CaKind, CertSource, ConnectionPolicy, EnrollmentGroup, IdentityAccess,
+    IdentityKind, NewAuditEntry, Provisioning,
 };
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -41,20 +39,9 @@ pub enum ProvisionRefusal {
         "provisioning needs the device's factory or vendor certificate, presented over mutual TLS"
     )]
     NoClientCertificate,
-    /// The certificate is not one a device may provision with.
+    /// The certificate may not act as a device now ([`CertificateCheck`]'s refusal).
     #[error("the client certificate cannot provision: {0}")]
-    NotADeviceCertificate(String),
-    /// The certificate is revoked.
-    #[error("certificate {0} is revoked")]
-    CertificateRevoked(String),
-    /// The device is unknown and its CA does not auto-register.
-    #[error(
-        "device {0:?} is not registered and its CA does not auto-register devices; create it first (moat device create {0} --cert …)"
-    )]
-    UnknownDevice(String),
-    /// The device may not provision in its state.
-    #[error("device {0:?} is {1}")]
-    DeviceNotActive(String, &'static str),
+    Certificate(#[source] Denial),
     /// The CSR is not acceptable.
     #[error("bad CSR: {0}")]
     BadCsr(#[source] moat_pki::Error),
@@ -306,12 +293,12 @@ impl Hub {
     /// key of `csr`. Every outcome is audited; a refusal stores nothing else.
     pub async fn provision(
         &self,
-        chain: &[CertificateDer<'_>],
+        client: CertificateCheck<'_>,
         csr: &[u8],
         peer: &str,
     ) -> Result<Provisioned, Error> {
         let mut actor = Actor(format!("unauthenticated@{peer}"));
-        let result = self.provision_inner(chain, csr, &mut actor).await;
+        let result = self.provision_inner(client, csr, &mut actor).await;
         match result {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -324,79 +311,35 @@ impl Hub {
 
     async fn provision_inner(
         &self,
-        chain: &[CertificateDer<'_>],
+        client: CertificateCheck<'_>,
         csr: &[u8],
         actor: &mut Actor,
     ) -> Result<Provisioned, Error> {
-        let leaf = chain.first().ok_or(ProvisionRefusal::NoClientCertificate)?;
-        let not = |why: String| Error::from(ProvisionRefusal::NotADeviceCertificate(why));
-        let info = moat_pki::cert_info(leaf).map_err(|e| not(e.to_string()))?;
+        let leaf = client
+            .chain()
+            .first()
+            .ok_or(ProvisionRefusal::NoClientCertificate)?;
+        let checked = client.run(self).await.map_err(|d| match d {
+            Denial::Unavailable(e) => *e,
+            d => ProvisionRefusal::Certificate(d).into(),
+        })?;
         let now = OffsetDateTime::now_utc();
-        if info.not_after <= now {
-            return Err(not(format!("certificate {} has expired", info.serial)));
-        }
-        // The issuing CA among the client CAs (the handshake verified the chain to one).
-        let ca = self
-            .issuing_client_ca(chain)
-            .await?
-            .ok_or_else(|| not("its issuer is not a CA this hub trusts".into()))?;
-        let record = self
-            .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
-            .await?;
-        if let Some(r) = record.as_ref().filter(|r| r.revoked_at.is_some()) {
-            return Err(ProvisionRefusal::CertificateRevoked(r.serial.clone()).into());
-        }
-        let (device_id, existing) = if ca.kind == CaKind::DeviceIssuing {
-            let r = record
-                .as_ref()
-                .ok_or_else(|| not("this hub has no record of it".into()))?;
-            match (&r.device_id, r.source) {
-                (Some(d), CertSource::HubKey | CertSource::Csr) => {
-                    (d.clone(), self.store().device(d).await?)
-                }
-                (_, CertSource::Station) => return Err(not("it is a station certificate".into())),
-                _ => return Err(not("it identifies no device".into())),
-            }
-        } else {
-            let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
-            let id = moat_pki::identity_of(leaf, rule).map_err(|e| not(e.to_string()))?;
-            validate_device_id(&id).map_err(|e| not(e.to_string()))?;
-            let d = self.store().device(&id).await?;
-            (id, d)
-        };
+        let (ca, info, device_id) = (checked.ca, checked.info, checked.identity);
         *actor = Actor(format!("device:{device_id}"));
-        let (device, create) = match existing {
-            Some(d) => {
-                if d.ca_name != ca.name && ca.kind != CaKind::DeviceIssuing {
-                    return Err(not(format!(
-                        "device {device_id:?} is registered with CA {:?}, not {:?}",
-                        d.ca_name, ca.name
-                    )));
-                }
-                (d, false)
-            }
-            None if ca.kind == CaKind::Registered && ca.auto_register => (
-                Device {
-                    id: device_id.clone(),
-                    state: DeviceState::Active,
-                    policy: ConnectionPolicy::DenyInsecure,
-                    token_hash: None,
-                    ca_name: ca.name.clone(),
-                    created_at: now,
-                    updated_at: now,
-                    factory: None,
-                    stage: moat_store::Stage::Provisioned,
-                    owner: None,
-                    status_reason: None,
-                },
+        // A new device of an auto-registering vendor CA is created with its provisioning.
+        let (device, create) = match checked.device {
+            Some(d) => (d, false),
+            None => (
+                crate::admission::auto_registered_device(
+                    &device_id,
+                    &ca,
+                    moat_store::Stage::Provisioned,
+                    now,
+                )
+                .map_err(ProvisionRefusal::Certificate)?,
                 true,
             ),
-            None => return Err(ProvisionRefusal::UnknownDevice(device_id).into()),
         };
-        if device.state != DeviceState::Active {
-            return Err(ProvisionRefusal::DeviceNotActive(device_id, device.state.as_str()).into());
-        }
         let checked = moat_pki::check_csr(csr).map_err(ProvisionRefusal::BadCsr)?;
 
         let groups = self.store().enrollment_groups().await?;

@@ -3,8 +3,8 @@
 //! certificate being renewed, and station certificates refused as devices.
 
 use moat_core::{
-    Actor, CoreConfig, CreateDevice, CreateStation, Credential, Denial, Error, EstRefusal, Hub,
-    Renewal, RevocationReason, StationCredential,
+    Actor, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential, Denial, Error,
+    EstRefusal, Hub, Renewal, RevocationReason, StationCredential,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls_pki_types::CertificateDer;
@@ -383,8 +383,13 @@ async fn a_station_certificate_is_not_admitted_as_a_device_even_with_its_name() 
     .expect("device");
     let chain =
         moat_pki::parse_cert_chain_pem(created.chain_pem.expect("pem").as_bytes()).expect("chain");
-    let r = hub.admit_verified_certificate(&chain).await;
-    assert!(matches!(r, Err(Denial::NotADeviceCertificate(_))), "{r:?}");
+    let r = hub
+        .admit_certificate(CertificateCheck::tls(&chain, false))
+        .await;
+    assert!(
+        matches!(r, Err(Denial::NotADeviceCertificate { .. })),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
@@ -420,14 +425,22 @@ async fn reenrollment_renews_rekeys_and_refuses_what_it_must() {
     let chain = [first.cert.clone()];
 
     let renewed = hub
-        .est_reenroll(&chain, &renewal_csr(&key, "SN-1"), "10.0.0.1")
+        .est_reenroll(
+            CertificateCheck::tls(&chain, false),
+            &renewal_csr(&key, "SN-1"),
+            "10.0.0.1",
+        )
         .await
         .expect("renew");
     assert_eq!(renewed.renewal, Some(Renewal::SameKey));
     assert_eq!(renewed.device_id, "SN-1");
     let new_key = KeyPair::generate().expect("key");
     let rekeyed = hub
-        .est_reenroll(&chain, &renewal_csr(&new_key, "SN-1"), "10.0.0.1")
+        .est_reenroll(
+            CertificateCheck::tls(&chain, false),
+            &renewal_csr(&new_key, "SN-1"),
+            "10.0.0.1",
+        )
         .await
         .expect("rekey");
     assert_eq!(rekeyed.renewal, Some(Renewal::NewKey));
@@ -438,7 +451,11 @@ async fn reenrollment_renews_rekeys_and_refuses_what_it_must() {
 
     // Changed subject: refused, nothing stored.
     let r = hub
-        .est_reenroll(&chain, &renewal_csr(&key, "SN-2"), "10.0.0.1")
+        .est_reenroll(
+            CertificateCheck::tls(&chain, false),
+            &renewal_csr(&key, "SN-2"),
+            "10.0.0.1",
+        )
         .await;
     assert!(matches!(
         refusal(r),
@@ -449,7 +466,14 @@ async fn reenrollment_renews_rekeys_and_refuses_what_it_must() {
     ));
     // No certificate, a station's certificate.
     assert!(matches!(
-        refusal(hub.est_reenroll(&[], &renewal_csr(&key, "SN-1"), "x").await),
+        refusal(
+            hub.est_reenroll(
+                CertificateCheck::tls(&[], false),
+                &renewal_csr(&key, "SN-1"),
+                "x"
+            )
+            .await
+        ),
         EstRefusal::NoClientCertificate
     ));
     let st_pem = hub
@@ -467,10 +491,14 @@ async fn reenrollment_renews_rekeys_and_refuses_what_it_must() {
     let st_chain = moat_pki::parse_cert_chain_pem(st_pem.as_bytes()).expect("chain");
     assert!(matches!(
         refusal(
-            hub.est_reenroll(&st_chain, &renewal_csr(&key, "line-9"), "x")
-                .await
+            hub.est_reenroll(
+                CertificateCheck::tls(&st_chain, false),
+                &renewal_csr(&key, "line-9"),
+                "x"
+            )
+            .await
         ),
-        EstRefusal::NotADeviceCertificate(_)
+        EstRefusal::Certificate(Denial::NotADeviceCertificate { .. })
     ));
     // Revoked.
     hub.revoke_cert(
@@ -482,10 +510,14 @@ async fn reenrollment_renews_rekeys_and_refuses_what_it_must() {
     .expect("revoke");
     assert!(matches!(
         refusal(
-            hub.est_reenroll(&chain, &renewal_csr(&key, "SN-1"), "x")
-                .await
+            hub.est_reenroll(
+                CertificateCheck::tls(&chain, false),
+                &renewal_csr(&key, "SN-1"),
+                "x"
+            )
+            .await
         ),
-        EstRefusal::CertificateRevoked(_)
+        EstRefusal::Certificate(Denial::CertRevoked(_))
     ));
     assert_eq!(
         hub.list_certs(Some("SN-1"), 10).await.expect("certs").len(),
@@ -510,9 +542,13 @@ async fn an_expired_certificate_cannot_reenroll() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(matches!(
         refusal(
-            hub.est_reenroll(&[first.cert], &renewal_csr(&key, "SN-1"), "x")
-                .await
+            hub.est_reenroll(
+                CertificateCheck::tls(&[first.cert], false),
+                &renewal_csr(&key, "SN-1"),
+                "x"
+            )
+            .await
         ),
-        EstRefusal::CertificateExpired(_)
+        EstRefusal::Certificate(Denial::Expired { .. })
     ));
 }

@@ -3,8 +3,8 @@
 //! time on, before the retirement sweep has run.
 
 use moat_core::{
-    Actor, AuditFilter, CoreConfig, CreateDevice, CreateStation, Credential, Denial, DeviceQuery,
-    DeviceState, Error, EstRefusal, Event, Hub, Lifecycle, Stage,
+    Actor, AuditFilter, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential,
+    Denial, DeviceQuery, DeviceState, Error, EstRefusal, Event, Hub, Lifecycle, Stage,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use std::sync::Arc;
@@ -209,7 +209,11 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
         &["urn:moat:device:SN-1"],
     );
     let second = hub
-        .est_reenroll(std::slice::from_ref(&first.cert), &renewal, "peer")
+        .est_reenroll(
+            CertificateCheck::tls(std::slice::from_ref(&first.cert), false),
+            &renewal,
+            "peer",
+        )
         .await
         .expect("re-enroll");
     let old = hub.cert(&first.record.serial).await.expect("old");
@@ -217,13 +221,19 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
         old.retire_at.is_some() && old.revoked_at.is_none(),
         "{old:?}"
     );
-    hub.admit_verified_certificate(std::slice::from_ref(&first.cert))
-        .await
-        .expect("the old certificate works during the overlap");
+    hub.admit_certificate(CertificateCheck::tls(
+        std::slice::from_ref(&first.cert),
+        false,
+    ))
+    .await
+    .expect("the old certificate works during the overlap");
 
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let denial = hub
-        .admit_verified_certificate(std::slice::from_ref(&first.cert))
+        .admit_certificate(CertificateCheck::tls(
+            std::slice::from_ref(&first.cert),
+            false,
+        ))
         .await
         .expect_err("retired");
     assert!(
@@ -231,14 +241,23 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
         "{denial:?}"
     );
     assert_eq!(denial.step(), "revocation");
-    hub.admit_verified_certificate(std::slice::from_ref(&second.cert))
-        .await
-        .expect("the new one works");
+    hub.admit_certificate(CertificateCheck::tls(
+        std::slice::from_ref(&second.cert),
+        false,
+    ))
+    .await
+    .expect("the new one works");
     match hub
-        .est_reenroll(std::slice::from_ref(&first.cert), &renewal, "peer")
+        .est_reenroll(
+            CertificateCheck::tls(std::slice::from_ref(&first.cert), false),
+            &renewal,
+            "peer",
+        )
         .await
     {
-        Err(Error::Est(EstRefusal::CertificateRetired(s))) => assert_eq!(s, old.serial),
+        Err(Error::Est(EstRefusal::Certificate(Denial::CertRetired(s)))) => {
+            assert_eq!(s, old.serial)
+        }
         other => panic!("expected CertificateRetired, got {other:?}"),
     }
 
@@ -257,8 +276,11 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
             .is_empty()
     );
     assert!(matches!(
-        hub.admit_verified_certificate(std::slice::from_ref(&first.cert))
-            .await,
+        hub.admit_certificate(CertificateCheck::tls(
+            std::slice::from_ref(&first.cert),
+            false
+        ))
+        .await,
         Err(Denial::CertRevoked(_))
     ));
     let live = hub.live_certs("SN-1").await.expect("live");

@@ -26,7 +26,7 @@
 //! - [`fleet`]: N simulated devices, each with its own certificate, on the load generator's
 //!   MQTT client, each running an agent (`moat-device fleet`).
 //! - [`load`]: the MQTT load generator: an mTLS MQTT client that is cheap per connection
-//!   (it reuses [`moat_broker::codec`] for framing instead of a second codec), a latency
+//!   (it reuses [`moat_mqtt`] for framing instead of a second codec), a latency
 //!   histogram, and helpers for benchmarking on a shared machine.
 //!
 //! What it is not: a broker-independent MQTT library (the session uses rumqttc; the load

@@ -41,10 +41,19 @@ max_queued_messages = 1000
 # queue; a subscriber that does not catch up in time is treated as stalled and no longer
 # slows anyone. "0s" turns the pause off.
 publisher_backpressure = "250ms"
-# Failed CONNECTs allowed per source address, and per claimed identity, within the window;
-# past it further attempts are refused (v5 0x8A Banned, v3.1.1 5) until the window ends.
+# Failed token CONNECTs (server TLS or plain) allowed per (source address, claimed identity)
+# within the window; past it that identity is refused from that address (v5 0x8A Banned,
+# v3.1.1 5) until the window ends. Devices behind the same address are not affected.
 max_failed_connects = 20
+# The same, per claimed identity from all addresses together (a distributed guess).
+max_failed_connects_per_identity = 100
 failed_connect_window = "1m"
+# Past this many failed CONNECTs from one address within the window, token CONNECTs from it
+# are slowed down by `address_throttle_delay` each, never refused: thousands of devices may
+# share one address (carrier-grade NAT, a site router). Mutual TLS devices are never slowed
+# or refused for other clients' failures.
+address_throttle_after = 500
+address_throttle_delay = "1s"
 
 [crl]
 # Plain HTTP endpoint for CRLs (/crl/{ca}.crl) and the CA bundle (/ca/bundle.pem).
@@ -225,11 +234,18 @@ pub struct MqttConfig {
     /// Longest pause of a publisher for a congested subscriber.
     #[serde(with = "humantime_serde")]
     pub publisher_backpressure: Duration,
-    /// Failed CONNECTs per address and per identity per window.
+    /// Failed token CONNECTs per (address, identity) per window.
     pub max_failed_connects: u32,
-    /// Window of `max_failed_connects`.
+    /// Failed token CONNECTs per identity (all addresses) per window.
+    pub max_failed_connects_per_identity: u32,
+    /// Window of the failure limits.
     #[serde(with = "humantime_serde")]
     pub failed_connect_window: Duration,
+    /// Failed CONNECTs from one address per window past which its token CONNECTs are slowed.
+    pub address_throttle_after: u32,
+    /// The delay a throttled token CONNECT waits before it is decided.
+    #[serde(with = "humantime_serde")]
+    pub address_throttle_delay: Duration,
 }
 
 /// `[metrics]`.
@@ -454,8 +470,19 @@ impl Config {
         if self.server.renew_check_interval < Duration::from_secs(1) {
             bail!("server.renew_check_interval must be at least 1s");
         }
-        if self.mqtt.max_failed_connects == 0 || self.mqtt.failed_connect_window.is_zero() {
-            bail!("mqtt.max_failed_connects and mqtt.failed_connect_window must be above 0");
+        if self.mqtt.max_failed_connects == 0
+            || self.mqtt.max_failed_connects_per_identity == 0
+            || self.mqtt.address_throttle_after == 0
+            || self.mqtt.failed_connect_window.is_zero()
+        {
+            bail!(
+                "mqtt.max_failed_connects, mqtt.max_failed_connects_per_identity, mqtt.address_throttle_after and mqtt.failed_connect_window must be above 0"
+            );
+        }
+        if self.mqtt.address_throttle_delay >= self.mqtt.connect_timeout {
+            bail!(
+                "mqtt.address_throttle_delay must be shorter than mqtt.connect_timeout (a throttled device must still get its answer)"
+            );
         }
         if self.mqtt.max_queued_messages < 4 {
             bail!("mqtt.max_queued_messages must be at least 4");

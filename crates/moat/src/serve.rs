@@ -151,11 +151,14 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         .sync(&hub)
         .await
         .context("cannot load the client trust anchors")?;
-    let tls = moat_api::hub_server_config(&identity, verifier.clone())
+    // One server certificate resolver for every TLS listener, swapped by
+    // `follow_server_identity`; the listeners' configurations are built once.
+    let credentials = Arc::new(moat_api::ServerCredentials::new(&identity));
+    let tls = moat_api::hub_server_config(credentials.clone(), verifier.clone())
         .context("cannot build the TLS configuration")?;
     let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
     let download_tls = Arc::new(arc_swap::ArcSwap::from_pointee(
-        moat_api::download_server_config(&identity, verifier.clone())
+        moat_api::download_server_config(credentials.clone(), verifier.clone())
             .context("cannot build the firmware download TLS configuration")?,
     ));
 
@@ -167,12 +170,17 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     let shutdown = CancellationToken::new();
     // The MQTT hub.
     let mqtt_tls: crate::mqtt::TlsCell = Arc::new(arc_swap::ArcSwap::from_pointee(
-        crate::mqtt::tls_config(&identity, verifier.clone())?,
+        crate::mqtt::tls_config(credentials.clone(), verifier.clone())?,
     ));
     let authority = Arc::new(crate::mqtt::HubAuthority::new(
         hub.clone(),
-        cfg.mqtt.max_failed_connects,
-        cfg.mqtt.failed_connect_window,
+        crate::mqtt::ConnectLimits {
+            per_address_identity: cfg.mqtt.max_failed_connects,
+            per_identity: cfg.mqtt.max_failed_connects_per_identity,
+            window: cfg.mqtt.failed_connect_window,
+            address_throttle_after: cfg.mqtt.address_throttle_after,
+            address_throttle_delay: cfg.mqtt.address_throttle_delay,
+        },
     ));
     let broker = moat_broker::Broker::with_persistence(
         moat_broker::BrokerConfig {
@@ -279,7 +287,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
     // Firmware downloads: mutual TLS, the device admitted per request like at MQTT CONNECT.
     let downloads = tokio::spawn(moat_api::serve_tls(
         ota_listener,
-        download_tls.clone(),
+        download_tls,
         moat_api::device_download_router(
             hub.clone(),
             Arc::new(moat_ota::Downloads::new(store.clone(), &data_dir)),
@@ -313,12 +321,7 @@ pub async fn run(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<(
         hub.clone(),
         names,
         identity.serial()?,
-        ServedTls {
-            api: tls.clone(),
-            mqtt: mqtt_tls.clone(),
-            download: download_tls,
-            verifier: verifier.clone(),
-        },
+        credentials,
         cfg.server.renew_check_interval,
         shutdown.clone(),
     ));
@@ -631,14 +634,6 @@ async fn wait_for_signal() {
     }
 }
 
-/// The TLS configurations the hub serves, swapped when its server certificate changes.
-struct ServedTls {
-    api: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
-    mqtt: crate::mqtt::TlsCell,
-    download: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
-    verifier: Arc<moat_api::LiveClientVerifier>,
-}
-
 /// Keeps the listeners on the hub's current server certificate: after `moat server rotate`
 /// (event), and on a timer that renews it when a third of its validity is left (or picks up
 /// a rotation made by another node). New connections get the new certificate; established
@@ -647,7 +642,7 @@ async fn follow_server_identity(
     hub: Arc<Hub>,
     names: Vec<String>,
     mut serving: String,
-    tls: ServedTls,
+    credentials: Arc<moat_api::ServerCredentials>,
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
@@ -672,12 +667,7 @@ async fn follow_server_identity(
             if serial == serving {
                 return Ok::<_, anyhow::Error>(None);
             }
-            let api = moat_api::hub_server_config(&identity, tls.verifier.clone())?;
-            let mqtt = crate::mqtt::tls_config(&identity, tls.verifier.clone())?;
-            let download = moat_api::download_server_config(&identity, tls.verifier.clone())?;
-            tls.api.store(Arc::new(api));
-            tls.mqtt.store(Arc::new(mqtt));
-            tls.download.store(Arc::new(download));
+            credentials.set(&identity);
             Ok(Some(serial))
         }
         .await;

@@ -5,15 +5,12 @@
 
 mod common;
 
+use common::pki::TestCa;
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use time::OffsetDateTime;
 
 /// How a client tries to get in.
 #[derive(Clone, Debug)]
@@ -174,56 +171,6 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
     }
 }
 
-/// A test CA made with rcgen (a secure-element vendor).
-struct TestCa {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} Root"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let pem = params.self_signed(&key).expect("self-signed").pem();
-        TestCa { params, key, pem }
-    }
-
-    /// A leaf with CN = `cn`, valid from `from` to `to` (days from now), with `eku`.
-    fn leaf(
-        &self,
-        dir: &Path,
-        file: &str,
-        cn: &str,
-        from: i64,
-        to: i64,
-        eku: ExtendedKeyUsagePurpose,
-    ) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now + time::Duration::days(from);
-        p.not_after = now + time::Duration::days(to);
-        p.extended_key_usages = vec![eku];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer).expect("sign");
-        let (c, k) = (
-            dir.join(format!("{file}.crt")),
-            dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&c, cert.pem()).expect("w");
-        std::fs::write(&k, key.serialize_pem()).expect("w");
-        (c, k)
-    }
-}
-
 fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     let key = KeyPair::generate().expect("key");
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -234,32 +181,6 @@ fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&c, cert.pem()).expect("w");
     std::fs::write(&k, key.serialize_pem()).expect("w");
     (c, k)
-}
-
-/// Registers `ca` with the hub through the CLI (proof of possession).
-fn register(hub: &TestHub, ca: &TestCa, name: &str) {
-    let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
-    let dir = hub.dir.path();
-    let (proof, _) = ca.leaf(
-        dir,
-        &format!("{name}-proof"),
-        &code,
-        0,
-        1,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let ca_file = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&ca_file, &ca.pem).expect("w");
-    hub.ok(&[
-        "ca",
-        "register",
-        "--cert",
-        ca_file.to_str().expect("p"),
-        "--verification-cert",
-        proof.to_str().expect("p"),
-        "--name",
-        name,
-    ]);
 }
 
 #[test]
@@ -287,13 +208,13 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
     };
 
     let vendor = TestCa::new("vendor");
-    register(&hub, &vendor, "vendor");
+    vendor.register(&hub, "vendor");
     let (vc, vk) = vendor.leaf(
         &dir,
         "vend-1",
         "vend-1",
-        -1,
-        30,
+        time::Duration::days(-1),
+        time::Duration::days(30),
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     hub.ok(&[
@@ -307,24 +228,24 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
         &dir,
         "expired",
         "vend-1",
-        -30,
-        -1,
+        time::Duration::days(-30),
+        time::Duration::days(-1),
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     let (fc, fk) = vendor.leaf(
         &dir,
         "future",
         "vend-1",
-        1,
-        30,
+        time::Duration::days(1),
+        time::Duration::days(30),
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     let (sc, sk) = vendor.leaf(
         &dir,
         "server-eku",
         "vend-1",
-        -1,
-        30,
+        time::Duration::days(-1),
+        time::Duration::days(30),
         ExtendedKeyUsagePurpose::ServerAuth,
     );
     let foreign = TestCa::new("foreign");
@@ -332,8 +253,8 @@ fn connection_matrix_modes_policies_and_certificate_faults() {
         &dir,
         "foreign",
         "vend-1",
-        -1,
-        30,
+        time::Duration::days(-1),
+        time::Duration::days(30),
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     let (ssc, ssk) = self_signed(&dir, "strict");
@@ -564,6 +485,112 @@ fn failed_connects_are_limited_per_identity_and_address() {
     assert!(text.contains("Banned"), "{text}");
     let (_, text) = attempt(&hub, &right, "loose", "mqttv311");
     assert!(text.to_lowercase().contains("not authori"), "{text}");
+}
+
+/// Carrier-grade NAT: one address, many devices. While one identity behind 127.0.0.1 is being
+/// brute-forced with wrong tokens, the devices behind the same address keep getting in:
+/// certificate devices at once and unslowed, another token device after the address
+/// throttle's delay; only the guessed identity is banned, and only from that address.
+#[test]
+fn a_token_guesser_behind_a_shared_address_locks_out_nobody_else() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let hub = hub_with_mqtt_config(
+        &conf,
+        "max_failed_connects = 3\naddress_throttle_after = 6\naddress_throttle_delay = \"3s\"",
+    );
+    let out = hub.path("creds");
+    let o = out.to_str().expect("p");
+    hub.ok(&["device", "create", "victim", "--out", o, "--allow-insecure"]);
+    hub.ok(&[
+        "device",
+        "create",
+        "neighbour",
+        "--out",
+        o,
+        "--allow-insecure",
+    ]);
+    let token = |id: &str| {
+        std::fs::read_to_string(out.join(format!("{id}.token")))
+            .expect("token")
+            .trim()
+            .to_string()
+    };
+    let devices = 20;
+    for i in 0..devices {
+        hub.ok(&["device", "create", &format!("cert-{i:02}"), "--out", o]);
+    }
+
+    // The guesser: wrong tokens for "victim" from 127.0.0.1, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guesses = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let guesser = {
+        let (stop, guesses) = (stop.clone(), guesses.clone());
+        let hub_mqtt = hub.mqtt_plain.clone();
+        std::thread::spawn(move || {
+            let (host, port) = hub_mqtt.rsplit_once(':').expect("addr");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut cmd = Command::new("mosquitto_pub");
+                cmd.args(["-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-m", "x"])
+                    .args(["-t", "devices/victim/t", "-i", "victim"])
+                    .args(["-u", "victim", "-P", "moat_dev_wrong"]);
+                let out = run_bounded(cmd, Duration::from_secs(15));
+                assert!(!out.status.success(), "a wrong token got in");
+                guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    // Past the address throttle's threshold before the others try.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while guesses.load(std::sync::atomic::Ordering::Relaxed) < 8 {
+        assert!(Instant::now() < deadline, "the guesser is stuck");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    for i in 0..devices {
+        let id = format!("cert-{i:02}");
+        let mode = Mode::Mtls {
+            cert: out.join(format!("{id}.crt")),
+            key: out.join(format!("{id}.key")),
+        };
+        let started = Instant::now();
+        let (got, text) = attempt(&hub, &mode, &id, "mqttv5");
+        assert_eq!(
+            got,
+            Outcome::Accepted,
+            "{id} behind the guesser's address: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{id} (mutual TLS) was slowed by another client's failures: {:?}",
+            started.elapsed()
+        );
+    }
+    let neighbour = Mode::Plain {
+        user: "neighbour".into(),
+        pass: token("neighbour"),
+    };
+    let started = Instant::now();
+    let (got, text) = attempt(&hub, &neighbour, "neighbour", "mqttv5");
+    assert_eq!(
+        got,
+        Outcome::Accepted,
+        "token device behind the guesser's address: {text}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the address throttle did not apply to token CONNECTs: {:?}",
+        started.elapsed()
+    );
+    // The guessed identity is banned from this address, right token or not.
+    let victim = Mode::Plain {
+        user: "victim".into(),
+        pass: token("victim"),
+    };
+    let (_, text) = attempt(&hub, &victim, "victim", "mqttv5");
+    assert!(text.contains("Banned"), "{text}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    guesser.join().expect("guesser");
 }
 
 #[test]
@@ -966,7 +993,6 @@ fn server_certificate_rotation_applies_without_restart_or_dropping_connections()
 
 #[test]
 fn tls_session_resumption_does_not_bypass_revocation() {
-    use std::io::{BufRead, BufReader, Write};
     let hub = TestHub::start();
     let out = hub.path("creds");
     hub.ok(&[
@@ -976,41 +1002,25 @@ fn tls_session_resumption_does_not_bypass_revocation() {
         "--out",
         out.to_str().expect("p"),
     ]);
-    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/resume_client.py");
-    let mut py = Command::new("python3")
-        .arg(script)
-        .args([host, port])
-        .arg(hub.bundle())
-        .arg(out.join("resumer.crt"))
-        .arg(out.join("resumer.key"))
-        .arg("resumer")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdout = BufReader::new(py.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read");
-    assert_eq!(line.trim(), "ready", "first connection failed: {line}");
+    let mut peer = common::peer::TlsPeer::new(
+        &hub.mqtt_tls,
+        &hub.bundle(),
+        &out.join("resumer.crt"),
+        &out.join("resumer.key"),
+        common::peer::Proto::Mqtt {
+            client_id: "resumer",
+        },
+    );
+    let first = peer.full();
+    assert_eq!(first.connack, Some(0), "first connection failed: {first:?}");
     hub.ok(&["device", "revoke", "resumer"]);
-    py.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("write");
-    line.clear();
-    stdout.read_line(&mut line).expect("read");
-    let _ = py.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("client output: {line:?}"));
+    let v = peer.resume();
     // The hub resumed the TLS session (so the handshake's revocation check did not run) and
     // CONNECT still refused the revoked device: CONNACK 5, not authorised.
-    assert_eq!(v["resumed"], true, "the test must exercise resumption: {v}");
+    assert!(v.resumed, "the test must exercise resumption: {v:?}");
     assert_eq!(
-        v["connack"], 5,
-        "revoked device got in over a resumed session: {v}"
+        v.connack,
+        Some(5),
+        "revoked device got in over a resumed session: {v:?}"
     );
-    eprintln!("resumption attempt after revocation: {v}");
 }

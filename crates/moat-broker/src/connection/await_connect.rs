@@ -145,6 +145,23 @@ where
             .await;
             return Err(Error::Protocol("enhanced authentication is not supported"));
         }
+        if v == Version::V311 && connect.client_id.is_empty() && !connect.clean_start {
+            // MQTT-3.1.3-8: a zero-length client id needs CleanSession=1 in 3.1.1 (v5 lets
+            // the server assign one). Identifier rejected, then close; nothing was claimed.
+            bump_refused(&self.broker);
+            self.send_connack(
+                v,
+                ConnAck {
+                    code: Refusal::ClientIdNotValid.connack_code(v),
+                    ..ConnAck::default()
+                },
+            )
+            .await;
+            let _shutdown = self.stream.shutdown().await;
+            return Err(Error::Protocol(
+                "MQTT 3.1.1 zero-length client id with CleanSession=0",
+            ));
+        }
         let claimed = if connect.client_id.is_empty() {
             connect.username.clone()
         } else {

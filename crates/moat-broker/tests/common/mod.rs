@@ -59,8 +59,10 @@ impl Authority for TestAuthority {
     async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal> {
         let devices = self.devices.lock().unwrap();
         let identity = match req.transport {
-            Transport::MutualTls { chain } => leaf_cn(chain.first().ok_or(Refusal::NotAuthorized)?)
-                .ok_or(Refusal::NotAuthorized)?,
+            Transport::MutualTls { chain, .. } => {
+                leaf_cn(chain.first().ok_or(Refusal::NotAuthorized)?)
+                    .ok_or(Refusal::NotAuthorized)?
+            }
             Transport::ServerTls | Transport::Plain => {
                 let user = req.username.ok_or(Refusal::BadCredentials)?;
                 let pass = req.password.ok_or(Refusal::BadCredentials)?;

@@ -1,12 +1,12 @@
 //! A minimal MQTT client over TLS (or plain TCP) for load generation: CONNECT/CONNACK,
 //! SUBSCRIBE/SUBACK, PUBLISH at QoS 0/1 with PUBACK, DISCONNECT. Packet framing and the
-//! PUBLISH/PUBACK bodies come from [`moat_broker::codec`]; the three server → client
+//! PUBLISH/PUBACK bodies come from [`moat_mqtt`]; the three server → client
 //! packets that codec does not decode (CONNACK, SUBACK, PINGRESP) and the client → server
 //! SUBSCRIBE are a few bytes each and handled here.
 
 use super::Error;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use moat_broker::codec::{self, Ack, Connect, Framed, Packet, Properties, Publish, Version};
+use moat_mqtt::{self as codec, Ack, Connect, Framed, Packet, Properties, Publish, Version};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};

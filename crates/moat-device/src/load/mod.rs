@@ -41,7 +41,7 @@ pub enum Error {
     Verifier(#[source] rustls::server::VerifierBuilderError),
     /// The server sent bytes that are not MQTT.
     #[error("malformed packet from the server")]
-    Decode(#[source] moat_broker::codec::DecodeError),
+    Decode(#[source] moat_mqtt::DecodeError),
     /// The server sent a packet this client does not expect here.
     #[error("unexpected packet type {0} from the server")]
     Unexpected(u8),

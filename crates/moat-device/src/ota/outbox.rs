@@ -5,7 +5,7 @@
 //! campaign only moves forward, inventory is replaced), so a duplicate changes nothing.
 
 use bytes::{Bytes, BytesMut};
-use moat_broker::codec::{self, Packet, Properties, Publish, Version};
+use moat_mqtt::{self as codec, Packet, Properties, Publish, Version};
 use std::collections::VecDeque;
 
 /// Reports waiting for their PUBACK.

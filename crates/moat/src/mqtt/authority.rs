@@ -1,10 +1,15 @@
 //! The MQTT hub's [`Authority`] over the registry: admission by certificate or token
-//! (`moat-core` decides), the default topic ACL, failed-attempt limits per address and per
-//! claimed identity, and security events into the audit log.
+//! (`moat-core` decides), the default topic ACL, failed-attempt limits, and security events
+//! into the audit log.
+//!
+//! The limits are shaped for devices that share an address (carrier-grade NAT, a site
+//! router): a client with a valid certificate is never slowed or refused for anyone else's
+//! failures; token failures ban per (address, identity) and per identity; an address with
+//! many failures only gets its token CONNECTs slowed down, never refused.
 
 use async_trait::async_trait;
 use moat_broker::{Acl, Authority, ConnectRequest, Principal, Refusal, SecurityEvent, Transport};
-use moat_core::{ConnectMode, Denial, FailureLimiter, Hub};
+use moat_core::{CertificateCheck, ConnectMode, Denial, FailureLimiter, Hub};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,8 +20,14 @@ use tracing::Instrument;
 #[derive(Debug)]
 pub struct HubAuthority {
     hub: Arc<Hub>,
-    by_addr: FailureLimiter<IpAddr>,
+    /// Token failures per (address, claimed identity): the ban a guessing client meets.
+    by_pair: FailureLimiter<(IpAddr, String)>,
+    /// Token failures per claimed identity from every address (a distributed guess).
     by_identity: FailureLimiter<String>,
+    /// Failures per address, certificate or token: past the limit, token CONNECTs from the
+    /// address wait `throttle_delay` (a throttle, not a ban).
+    by_addr: FailureLimiter<IpAddr>,
+    throttle_delay: Duration,
     /// Admissions without mutual TLS since start, per (device, mode) (the posture audit).
     insecure: Mutex<HashMap<(String, &'static str), u64>>,
     /// Refused CONNECTs since start, per reason (the admission step, `credentials`, `banned`).
@@ -26,14 +37,34 @@ pub struct HubAuthority {
 /// Distinct (device, mode) pairs of insecure admissions remembered.
 const MAX_TRACKED_INSECURE: usize = 100_000;
 
+/// Failed-CONNECT limits (`[mqtt]` config).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectLimits {
+    /// Token failures per (address, identity) per window before that pair is banned.
+    pub per_address_identity: u32,
+    /// Token failures per identity per window before it is banned from everywhere.
+    pub per_identity: u32,
+    /// The window.
+    pub window: Duration,
+    /// Failures per address per window past which its token CONNECTs are slowed.
+    pub address_throttle_after: u32,
+    /// How much they are slowed.
+    pub address_throttle_delay: Duration,
+}
+
+/// Keys tracked per limiter at most (see [`FailureLimiter`]).
+const LIMITER_CAPACITY: usize = 100_000;
+
 impl HubAuthority {
-    /// Admission over `hub`, allowing `max_failures` failed CONNECTs per address and per
-    /// claimed identity per `window`.
-    pub fn new(hub: Arc<Hub>, max_failures: u32, window: Duration) -> Self {
+    /// Admission over `hub` with `limits`.
+    pub fn new(hub: Arc<Hub>, limits: ConnectLimits) -> Self {
+        let w = limits.window;
         HubAuthority {
             hub,
-            by_addr: FailureLimiter::new(max_failures, window, 100_000),
-            by_identity: FailureLimiter::new(max_failures, window, 100_000),
+            by_pair: FailureLimiter::new(limits.per_address_identity, w, LIMITER_CAPACITY),
+            by_identity: FailureLimiter::new(limits.per_identity, w, LIMITER_CAPACITY),
+            by_addr: FailureLimiter::new(limits.address_throttle_after, w, LIMITER_CAPACITY),
+            throttle_delay: limits.address_throttle_delay,
             insecure: Mutex::default(),
             refusals: Mutex::default(),
         }
@@ -93,14 +124,14 @@ impl HubAuthority {
 impl Authority for HubAuthority {
     async fn authenticate(&self, req: ConnectRequest<'_>) -> Result<Principal, Refusal> {
         let ip = req.peer.ip();
-        if self.by_addr.is_limited(&ip) {
-            self.count_refusal("banned");
-            return Err(Refusal::Banned);
-        }
         let (result, claimed) = match req.transport {
-            Transport::MutualTls { chain } => (
-                self.hub.admit_verified_certificate(chain).await,
-                req.client_id.to_string(),
+            // A certificate that passed the handshake (or a resumed session's, which the check
+            // verifies again) is decided on its own merits: no limit applies.
+            Transport::MutualTls { chain, resumed } => (
+                self.hub
+                    .admit_certificate(CertificateCheck::tls(chain, *resumed))
+                    .await,
+                None,
             ),
             Transport::ServerTls | Transport::Plain => {
                 let mode = if matches!(req.transport, Transport::Plain) {
@@ -108,6 +139,12 @@ impl Authority for HubAuthority {
                 } else {
                     ConnectMode::ServerTls
                 };
+                if self.by_addr.is_limited(&ip) {
+                    // Many failures from this address: slow its token CONNECTs down (devices
+                    // behind it still get in, guesses get expensive).
+                    tracing::debug!(%ip, "token CONNECT throttled: many failures from this address");
+                    tokio::time::sleep(self.throttle_delay).await;
+                }
                 let (Some(user), Some(pass)) = (req.username, req.password) else {
                     self.by_addr.record_failure(&ip);
                     self.count_refusal("credentials");
@@ -121,19 +158,22 @@ impl Authority for HubAuthority {
                     );
                     return Err(Refusal::BadCredentials);
                 };
-                if self.by_identity.is_limited(&user.to_string()) {
+                let pair = (ip, user.to_string());
+                if self.by_pair.is_limited(&pair) || self.by_identity.is_limited(&pair.1) {
+                    // Still a failure of this address: one that keeps hammering a banned
+                    // identity gets throttled.
+                    self.by_addr.record_failure(&ip);
                     self.count_refusal("banned");
                     return Err(Refusal::Banned);
                 }
-                (
-                    self.hub.admit_token(user, pass, mode).await,
-                    user.to_string(),
-                )
+                (self.hub.admit_token(user, pass, mode).await, Some(pair))
             }
         };
         match result {
             Ok(admission) => {
-                self.by_identity.clear(&claimed);
+                if let Some(pair) = &claimed {
+                    self.by_pair.clear(pair);
+                }
                 match req.transport {
                     Transport::MutualTls { .. } => {}
                     Transport::ServerTls => self.record_insecure(&admission.device.id, "tls"),
@@ -165,12 +205,16 @@ impl Authority for HubAuthority {
             Err(denial) => {
                 self.count_refusal(denial.step());
                 self.by_addr.record_failure(&ip);
-                self.by_identity.record_failure(&claimed);
+                if let Some(pair) = &claimed {
+                    self.by_pair.record_failure(pair);
+                    self.by_identity.record_failure(&pair.1);
+                }
+                let claimed = claimed.map_or_else(|| req.client_id.to_string(), |(_, id)| id);
                 tracing::info!(%ip, claimed = %claimed, mode = req.transport.mode(), %denial, "MQTT connection refused");
                 self.audit(
                     format!("{claimed}@{ip}"),
                     "mqtt.connect",
-                    format!("{}: {denial}", req.transport.mode()),
+                    format!("{}: {}: {denial}", req.transport.mode(), denial.step()),
                 );
                 Err(Refusal::NotAuthorized)
             }

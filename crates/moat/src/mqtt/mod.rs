@@ -7,33 +7,30 @@ mod authority;
 mod ota;
 mod persistence;
 
-pub use authority::HubAuthority;
+pub use authority::{ConnectLimits, HubAuthority};
 pub use ota::{BrokerNotifier, follow_reports};
 pub use persistence::RegistryPersistence;
 
 use arc_swap::ArcSwap;
-use moat_api::LiveClientVerifier;
+use moat_api::{LiveClientVerifier, ServerCredentials};
 use moat_broker::Broker;
-use moat_core::{Event, Hub, ServerIdentity};
+use moat_core::{Event, Hub};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-/// The MQTT TLS configuration: the hub's server identity, client certificates requested
-/// (optional) and checked by `verifier`. TLS 1.2 and 1.3.
+/// The MQTT TLS configuration: the hub's server credentials (shared with the other TLS
+/// listeners), client certificates requested (optional) and checked by `verifier`. TLS 1.2
+/// and 1.3.
 pub fn tls_config(
-    identity: &ServerIdentity,
+    credentials: Arc<ServerCredentials>,
     verifier: Arc<LiveClientVerifier>,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certified = rustls::sign::CertifiedKey::new(
-        identity.chain.clone(),
-        moat_api::tls_signing_key(identity.key.clone()),
-    );
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+        .with_cert_resolver(credentials);
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(cfg)
 }

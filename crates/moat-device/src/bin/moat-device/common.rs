@@ -2,12 +2,12 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use moat_broker::codec::Version;
 use moat_device::load::client::Target;
 use moat_device::load::fleet::{self, Device};
 use moat_device::load::hist::Histogram;
 use moat_device::load::sys;
 use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
+use moat_mqtt::Version;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

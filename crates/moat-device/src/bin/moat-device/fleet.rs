@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 use clap::Args;
-use moat_broker::codec::Version;
 use moat_device::fleet::{self, FleetConfig, FleetStats};
 use moat_device::load::client::Target;
 use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
 use moat_image::TrustedKey;
+use moat_mqtt::Version;
 use moat_ota_proto::UpdateKey;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};

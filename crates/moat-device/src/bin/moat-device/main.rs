@@ -10,9 +10,11 @@
 //! creation through the admin API), `connect` (full mTLS
 //! handshakes + CONNECT/CONNACK per second), `hold` (idle connections, broker RSS per
 //! connection), `pubsub` (message rate and latency), `revoke` (revocation → disconnect
-//! latency), `est` (EST enrollments per second through a station). Each prints a human summary on stderr and one JSON object on stdout.
+//! latency), `est` (EST enrollments per second through a station), `baseline-server` (a bare rustls
+//! mutual-TLS server, the handshake benchmark's baseline). Each prints a human summary on stderr and one JSON object on stdout.
 
 mod admin;
+mod baseline;
 mod common;
 mod connect;
 mod device;
@@ -68,6 +70,9 @@ enum Cmd {
     Revoke(revoke::RevokeArgs),
     /// EST simpleenroll rate through a station certificate (CSRs made beforehand).
     Est(est::EstArgs),
+    /// A bare rustls mutual-TLS server answering a fixed CONNACK: the handshake benchmark's
+    /// baseline (what TLS alone costs, without MQTT or admission).
+    BaselineServer(baseline::BaselineArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -136,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             Cmd::Pubsub(a) => pubsub::run(a).await,
             Cmd::Revoke(a) => revoke::run(a).await,
             Cmd::Est(a) => est::run(a).await,
+            Cmd::BaselineServer(a) => baseline::run(a).await,
         }
     })
 }

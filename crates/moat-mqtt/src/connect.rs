@@ -73,14 +73,18 @@ impl Connect {
         }
         let keep_alive = r.u16()?;
         let properties = if version == Version::V5 {
-            Properties::decode(&mut r)?
+            Properties::decode_for(&mut r, super::properties::CONNECT_PROPERTIES)?
         } else {
             Properties::default()
         };
+        if properties.auth_data.is_some() && properties.auth_method.is_none() {
+            // §3.1.2.11.10: authentication data without a method is a protocol error.
+            return Err(DecodeError::Property(0x16));
+        }
         let client_id = r.string()?.to_owned();
         let will = if will_flag {
             let properties = if version == Version::V5 {
-                Properties::decode(&mut r)?
+                Properties::decode_for(&mut r, super::properties::WILL_PROPERTIES)?
             } else {
                 Properties::default()
             };

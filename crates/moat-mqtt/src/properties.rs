@@ -74,9 +74,25 @@ fn byte01(v: u8, id: u8) -> Result<u8, DecodeError> {
     Ok(v)
 }
 
+/// The properties a CONNECT may carry (MQTT 5.0 §3.1.2.11).
+pub(crate) const CONNECT_PROPERTIES: &[u8] =
+    &[0x11, 0x21, 0x27, 0x22, 0x19, 0x17, 0x26, 0x15, 0x16];
+/// The properties a will may carry (§3.1.3.2).
+pub(crate) const WILL_PROPERTIES: &[u8] = &[0x18, 0x01, 0x02, 0x03, 0x08, 0x09, 0x26];
+
 impl Properties {
     /// Reads a property length and that many bytes of properties.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_only(r, None)
+    }
+
+    /// [`Self::decode`], refusing any property not in `allowed` (a property identifier not
+    /// valid for the packet makes it malformed, §2.2.2.2).
+    pub(crate) fn decode_for(r: &mut Reader<'_>, allowed: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_only(r, Some(allowed))
+    }
+
+    fn decode_only(r: &mut Reader<'_>, allowed: Option<&[u8]>) -> Result<Self, DecodeError> {
         let len = r.varint()? as usize;
         let mut r = Reader::new(r.take(len)?);
         let mut p = Properties::default();
@@ -85,6 +101,9 @@ impl Properties {
             let Ok(id) = u8::try_from(id) else {
                 return Err(DecodeError::Property(0xff));
             };
+            if allowed.is_some_and(|a| !a.contains(&id)) {
+                return Err(DecodeError::Property(id));
+            }
             match id {
                 0x01 => set(&mut p.payload_format, byte01(r.u8()?, id)?, id)?,
                 0x02 => set(&mut p.message_expiry, r.u32()?, id)?,
