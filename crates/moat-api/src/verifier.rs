@@ -199,18 +199,9 @@ impl LiveClientVerifier {
     /// change nothing here.
     pub async fn apply(&self, hub: &Hub, event: &Event) {
         match event {
-            Event::DeviceRevoked { device_id, serials } => {
-                // The event carries serials only: find each one's issuing CA.
-                match hub.store().list_certs(Some(device_id), u32::MAX).await {
-                    Ok(certs) => {
-                        for c in certs.iter().filter(|c| serials.contains(&c.serial)) {
-                            self.add_revoked(&c.ca_name, &c.serial);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(device = %device_id, error = %e, "cannot read the revoked certificates; resynchronising");
-                        self.resync(hub).await;
-                    }
+            Event::DeviceRevoked { certificates, .. } => {
+                for c in certificates {
+                    self.add_revoked(&c.ca_name, &c.serial);
                 }
             }
             Event::CertificateRevoked {

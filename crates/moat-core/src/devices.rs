@@ -347,22 +347,22 @@ impl Hub {
     /// that nothing issued to it stays usable; their registry rows stay.
     pub async fn delete_device(&self, id: &str, actor: &Actor) -> Result<(), Error> {
         let result = async {
-            let device = self.device(id).await?;
+            // NotFound for an unknown id, before anything is written.
+            self.device(id).await?;
             let now = OffsetDateTime::now_utc();
             let reason = RevocationReason::CessationOfOperation;
-            let serials = self
+            let revoked = self
                 .store()
                 .revoke_device_certs(id, reason.as_str(), now)
                 .await?;
             self.store().delete_device(id).await?;
-            if !serials.is_empty() {
+            if !revoked.is_empty() {
+                let certificates = crate::lifecycle::revoked_certificates(revoked);
                 self.emit(Event::DeviceRevoked {
                     device_id: id.to_string(),
-                    serials,
+                    certificates: certificates.clone(),
                 });
-                if self.is_hub_ca(&device.ca_name) {
-                    self.publish_crl(&device.ca_name, &Actor::system()).await?;
-                }
+                self.publish_crls_of(&certificates).await?;
             }
             self.emit(Event::DeviceDeleted {
                 device_id: id.to_string(),

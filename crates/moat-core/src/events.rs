@@ -1,11 +1,34 @@
-//! Domain events. In one process they travel on a tokio broadcast channel; subscribers (the
-//! MQTT broker, OTA, metrics) act on them. A subscriber that lags gets `Lagged` and must
-//! resynchronise from the registry, which stays the source of truth.
+//! Domain events and the bus that carries them. Subscribers (the MQTT broker's follower, OTA,
+//! metrics, the server-certificate follower) act on them; the registry stays the source of
+//! truth, so a subscriber that missed events ([`BusError::Lagged`]) resynchronises from it.
+//!
+//! [`EventBus`] is the seam: [`LocalBus`] carries events inside one process (a tokio
+//! broadcast channel and a bounded history, so a subscriber can start after a position it
+//! has seen); a cluster adds an implementation over an existing messaging system. Events are
+//! serialisable both ways and carry what consumers need to act without reading the registry
+//! again (a revoked certificate names its CA).
+//!
+//! ```text
+//!   Hub::emit ──▶ EventBus::publish ──▶ position n ──▶ every Subscription::recv
+//!                                  └──▶ history (the last HISTORY events, for subscribe(After))
+//! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::{broadcast, mpsc};
+
+/// A revoked certificate, as the client verifier's revoked set keys it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RevokedCertificate {
+    /// The issuing CA (registry name).
+    pub ca_name: String,
+    /// Serial, lowercase hex.
+    pub serial: String,
+}
 
 /// Something that changed in the registry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A device was created.
@@ -27,8 +50,8 @@ pub enum Event {
     DeviceRevoked {
         /// Its id.
         device_id: String,
-        /// The serials revoked with it.
-        serials: Vec<String>,
+        /// The certificates revoked with it, each with its issuing CA.
+        certificates: Vec<RevokedCertificate>,
     },
     /// A device was deleted (its certificates were revoked first).
     DeviceDeleted {
@@ -89,4 +112,215 @@ pub enum Event {
         /// Serial of the new certificate.
         serial: String,
     },
+}
+
+/// Where an event stands in its bus's order (increasing, gap-free per bus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position(pub u64);
+
+/// An event and its position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Its position on the bus.
+    pub position: Position,
+    /// The event.
+    pub event: Event,
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// With the next event published.
+    Now,
+    /// With the first event after this position (one the subscriber has seen).
+    After(Position),
+}
+
+/// Why a subscription yields no event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The subscriber fell behind (or asked for a position older than the bus keeps) and
+    /// missed this many events: resynchronise from the registry, then go on.
+    #[error("missed {0} events; resynchronise from the registry")]
+    Lagged(u64),
+    /// The bus is gone (the hub is shutting down).
+    #[error("the event bus is closed")]
+    Closed,
+}
+
+/// Carries domain events to every subscriber. Publishing never waits for subscribers.
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Publishes `event`; returns its position.
+    fn publish(&self, event: Event) -> Position;
+    /// Subscribes from `start`. Must be called within a tokio runtime.
+    fn subscribe(&self, start: Start) -> Subscription;
+}
+
+/// One subscriber's events, in bus order.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Result<Envelope, BusError>>,
+}
+
+impl Subscription {
+    /// A subscription fed by an [`EventBus`] implementation through `rx`.
+    pub fn new(rx: mpsc::Receiver<Result<Envelope, BusError>>) -> Self {
+        Subscription { rx }
+    }
+
+    /// The next event, [`BusError::Lagged`] after a gap, or [`BusError::Closed`].
+    pub async fn recv(&mut self) -> Result<Envelope, BusError> {
+        self.rx.recv().await.unwrap_or(Err(BusError::Closed))
+    }
+}
+
+/// Events kept for subscribers that start after a position.
+pub const HISTORY: usize = 1024;
+
+/// Per-subscriber buffer between the bus and the subscriber.
+const SUBSCRIBER_BUFFER: usize = 256;
+
+/// The in-process bus: a broadcast channel and the last [`HISTORY`] events.
+#[derive(Debug)]
+pub struct LocalBus {
+    state: Mutex<LocalState>,
+    live: broadcast::Sender<Envelope>,
+}
+
+#[derive(Debug, Default)]
+struct LocalState {
+    /// Position of the next event.
+    next: u64,
+    history: VecDeque<Envelope>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus {
+            state: Mutex::default(),
+            live: broadcast::channel(HISTORY).0,
+        }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: Event) -> Position {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = Position(state.next);
+        state.next += 1;
+        let env = Envelope { position, event };
+        if state.history.len() == HISTORY {
+            state.history.pop_front();
+        }
+        state.history.push_back(env.clone());
+        // Under the lock, so subscribers see the live stream in position order. No
+        // subscriber is not an error: the registry is the source of truth.
+        let _ = self.live.send(env);
+        position
+    }
+
+    fn subscribe(&self, start: Start) -> Subscription {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        // Backlog and live stream are taken under the publish lock: nothing falls between.
+        let (backlog, mut live, mut seen) = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let live = self.live.subscribe();
+            match start {
+                Start::Now => (Vec::new(), live, state.next.checked_sub(1)),
+                Start::After(Position(p)) => {
+                    let oldest = state.history.front().map_or(state.next, |e| e.position.0);
+                    let mut backlog: Vec<Result<Envelope, BusError>> = Vec::new();
+                    if p.saturating_add(1) < oldest {
+                        backlog.push(Err(BusError::Lagged(oldest - p - 1)));
+                    }
+                    backlog.extend(
+                        state
+                            .history
+                            .iter()
+                            .filter(|e| e.position.0 > p)
+                            .cloned()
+                            .map(Ok),
+                    );
+                    (backlog, live, state.next.checked_sub(1))
+                }
+            }
+        };
+        tokio::spawn(async move {
+            for item in backlog {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let item = match live.recv().await {
+                    Ok(env) if seen.is_some_and(|s| env.position.0 <= s) => continue,
+                    Ok(env) => {
+                        seen = Some(env.position.0);
+                        Ok(env)
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(BusError::Lagged(n)),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Subscription::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(id: &str) -> Event {
+        Event::DeviceCreated {
+            device_id: id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_events_in_order_and_can_start_after_a_position() {
+        let bus = LocalBus::default();
+        let p0 = bus.publish(created("a"));
+        let mut now = bus.subscribe(Start::Now);
+        let p1 = bus.publish(created("b"));
+        let p2 = bus.publish(created("c"));
+        assert_eq!((p0, p1, p2), (Position(0), Position(1), Position(2)));
+        assert_eq!(now.recv().await.map(|e| e.position), Ok(p1));
+        assert_eq!(now.recv().await.map(|e| e.position), Ok(p2));
+        // From after p0: the history's p1 and p2, then live events, no duplicate.
+        let mut after = bus.subscribe(Start::After(p0));
+        let p3 = bus.publish(created("d"));
+        for want in [p1, p2, p3] {
+            assert_eq!(after.recv().await.map(|e| e.position), Ok(want));
+        }
+        assert_eq!(now.recv().await.map(|e| e.event), Ok(created("d")));
+    }
+
+    #[tokio::test]
+    async fn a_position_older_than_the_history_reports_the_gap() {
+        let bus = LocalBus::default();
+        for i in 0..HISTORY + 10 {
+            bus.publish(created(&i.to_string()));
+        }
+        let mut sub = bus.subscribe(Start::After(Position(4)));
+        // Kept: positions 10..; missed: 5..=9.
+        assert_eq!(sub.recv().await, Err(BusError::Lagged(5)));
+        assert_eq!(sub.recv().await.map(|e| e.position), Ok(Position(10)));
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let e = Event::DeviceRevoked {
+            device_id: "d".into(),
+            certificates: vec![RevokedCertificate {
+                ca_name: "devices".into(),
+                serial: "0a".into(),
+            }],
+        };
+        let json = serde_json::to_string(&e).expect("json");
+        assert_eq!(serde_json::from_str::<Event>(&json).expect("back"), e);
+    }
 }

@@ -1,6 +1,7 @@
 //! The [`Hub`]: the hub's CAs loaded with their keys, the registry, the vault and the event
 //! bus, created or reopened at start-up.
 
+use crate::events::{EventBus, LocalBus, Start, Subscription};
 use crate::{CoreConfig, Error, Event};
 use moat_pki::{CaProfile, Serial, ServerCertRequest};
 use moat_store::{CaKind, CaRecord, CertRecord, CertSource, Store};
@@ -8,7 +9,7 @@ use moat_vault::{HubKey, KeyRef, Vault};
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::Mutex;
 
 /// Setting keys of the hub's server identity.
 const SERVER_KEY_REF: &str = "server.key_ref";
@@ -61,7 +62,8 @@ pub struct Hub {
     pub(crate) cfg: CoreConfig,
     pub(crate) root: LoadedCa,
     pub(crate) device_ca: LoadedCa,
-    events: broadcast::Sender<Event>,
+    /// Where domain events go ([`LocalBus`] unless the node was opened with another bus).
+    bus: Arc<dyn EventBus>,
     /// Serialises CRL publication on this node so CRL numbers are handed out in the order the
     /// CRLs are built (the store's `save_crl` also refuses a lower number).
     pub(crate) crl_lock: Mutex<()>,
@@ -82,6 +84,16 @@ impl Hub {
         store: Arc<dyn Store>,
         vault: Arc<Vault>,
         cfg: CoreConfig,
+    ) -> Result<Hub, Error> {
+        Self::open_with_bus(store, vault, cfg, Arc::new(LocalBus::default())).await
+    }
+
+    /// [`Self::open`], publishing events on `bus` (the seam where several nodes share one).
+    pub async fn open_with_bus(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        cfg: CoreConfig,
+        bus: Arc<dyn EventBus>,
     ) -> Result<Hub, Error> {
         let now = OffsetDateTime::now_utc();
         let root = match store.ca(&cfg.ca_names.root).await? {
@@ -136,14 +148,13 @@ impl Hub {
                 LoadedCa { name, cert, key }
             }
         };
-        let (events, _) = broadcast::channel(1024);
         let hub = Hub {
             store,
             vault,
             cfg,
             root,
             device_ca,
-            events,
+            bus,
             crl_lock: Mutex::new(()),
             client_ca_cache: Default::default(),
             policy_cache: Default::default(),
@@ -175,15 +186,19 @@ impl Hub {
         &self.cfg
     }
 
-    /// Subscribes to domain events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Subscribes to domain events from the next one on.
+    pub fn subscribe(&self) -> Subscription {
+        self.bus.subscribe(Start::Now)
+    }
+
+    /// Subscribes to domain events from `start` (after a position already seen).
+    pub fn subscribe_from(&self, start: Start) -> Subscription {
+        self.bus.subscribe(start)
     }
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
-        // No subscriber is not an error: the registry is the source of truth.
-        let _ = self.events.send(event);
+        self.bus.publish(event);
     }
 
     /// The root CA certificate.

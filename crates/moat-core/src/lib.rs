@@ -48,7 +48,10 @@ pub use console::{MAX_SEARCH_LEN, PRESENCE_INTERVAL};
 pub use devices::{CreateDevice, CreatedDevice, Credential, validate_device_id};
 pub use error::Error;
 pub use est::{EstIssued, EstRefusal, StationCredential};
-pub use events::Event;
+pub use events::{
+    BusError, Envelope, Event, EventBus, HISTORY, LocalBus, Position, RevokedCertificate, Start,
+    Subscription,
+};
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
 pub use lifecycle::{MAX_OWNER_LEN, MAX_REASON_LEN, RotatedDevice};

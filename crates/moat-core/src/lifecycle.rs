@@ -25,7 +25,7 @@
 //! from its retire time on, whether or not the sweep has run.
 
 use crate::hub::cert_record;
-use crate::{Actor, CreatedDevice, Error, Event, Hub, Secret};
+use crate::{Actor, CreatedDevice, Error, Event, Hub, RevokedCertificate, Secret};
 use moat_pki::RevocationReason;
 use moat_store::{CertRecord, CertSource, Device, DeviceState, NewAuditEntry, RetiredCert, Stage};
 use time::OffsetDateTime;
@@ -389,24 +389,25 @@ impl Hub {
     }
 
     /// Revokes every live certificate of a device whose state is revoked already, emits
-    /// [`Event::DeviceRevoked`], republishes its CA's CRL and retires its factory serial.
+    /// [`Event::DeviceRevoked`], republishes the CRLs of the hub CAs that issued them and
+    /// retires its factory serial.
     pub(crate) async fn revoke_device_certs(
         &self,
         device: &Device,
         reason: RevocationReason,
     ) -> Result<Vec<String>, Error> {
         let now = OffsetDateTime::now_utc();
-        let serials = self
+        let revoked = self
             .store()
             .revoke_device_certs(&device.id, reason.as_str(), now)
             .await?;
+        let certificates = revoked_certificates(revoked);
+        let serials = certificates.iter().map(|c| c.serial.clone()).collect();
         self.emit(Event::DeviceRevoked {
             device_id: device.id.clone(),
-            serials: serials.clone(),
+            certificates: certificates.clone(),
         });
-        if !serials.is_empty() && self.is_hub_ca(&device.ca_name) {
-            self.publish_crl(&device.ca_name, &Actor::system()).await?;
-        }
+        self.publish_crls_of(&certificates).await?;
         if let Some(f) = &device.factory {
             match self.store().retire_allowlist_serial(&f.serial, now).await {
                 // Not on the allow-list (any more): nothing can enroll it anyway.
@@ -415,6 +416,20 @@ impl Hub {
             }
         }
         Ok(serials)
+    }
+
+    /// Republishes the CRL of every hub CA that issued one of `revoked` (a device registered
+    /// through a vendor CA may hold the hub's operational certificates too).
+    pub(crate) async fn publish_crls_of(
+        &self,
+        revoked: &[RevokedCertificate],
+    ) -> Result<(), Error> {
+        let mut cas: Vec<&str> = revoked.iter().map(|c| c.ca_name.as_str()).collect();
+        cas.dedup();
+        for ca in cas.into_iter().filter(|ca| self.is_hub_ca(ca)) {
+            self.publish_crl(ca, &Actor::system()).await?;
+        }
+        Ok(())
     }
 
     /// Records that field provisioning assigned `id` (stage → provisioned, also for an
@@ -670,4 +685,12 @@ impl Hub {
         }
         Ok(retired)
     }
+}
+
+/// The store's (CA, serial) pairs as the event carries them, ordered by CA then serial.
+pub(crate) fn revoked_certificates(pairs: Vec<(String, String)>) -> Vec<RevokedCertificate> {
+    pairs
+        .into_iter()
+        .map(|(ca_name, serial)| RevokedCertificate { ca_name, serial })
+        .collect()
 }

@@ -35,7 +35,7 @@ async fn revocation_emits_an_event_and_lists_the_serial_in_a_newer_crl() {
         .await
         .expect("create");
     assert_eq!(
-        events.recv().await.expect("event"),
+        events.recv().await.expect("event").event,
         Event::DeviceCreated {
             device_id: "ev-1".into()
         }
@@ -50,13 +50,16 @@ async fn revocation_emits_an_event_and_lists_the_serial_in_a_newer_crl() {
         .expect("revoke");
     assert_eq!(serials, vec![created.certificate.serial.clone()]);
     assert_eq!(
-        events.recv().await.expect("event"),
+        events.recv().await.expect("event").event,
         Event::DeviceRevoked {
             device_id: "ev-1".into(),
-            serials: serials.clone()
+            certificates: vec![moat_core::RevokedCertificate {
+                ca_name: "devices".into(),
+                serial: serials[0].clone(),
+            }],
         }
     );
-    match events.recv().await.expect("event") {
+    match events.recv().await.expect("event").event {
         Event::CrlPublished { ca_name, number } => {
             assert_eq!(ca_name, "devices");
             assert!(number > before);

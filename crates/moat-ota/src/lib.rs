@@ -29,7 +29,7 @@ pub use error::Error;
 pub use keys::{KeyInfo, spki_pem};
 
 use keys::VaultSigner;
-use moat_core::{Actor, Event, Hub};
+use moat_core::{Actor, BusError, Event, Hub};
 use moat_ota_proto::{Report, device_of_report_topic};
 use moat_store::Store;
 use moat_vault::KeyRef;
@@ -37,7 +37,6 @@ use rand::RngCore;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 
 /// Setting key of the update key's vault reference.
 const UPDATE_KEY_REF: &str = "ota.update_key_ref";
@@ -186,7 +185,7 @@ impl Ota {
         loop {
             let ev = tokio::select! {
                 _ = &mut shutdown => return,
-                ev = rx.recv() => ev,
+                ev = rx.recv() => ev.map(|e| e.event),
             };
             let result = match ev {
                 Ok(Event::DeviceRevoked { device_id, .. }) => {
@@ -200,11 +199,11 @@ impl Ota {
                 }
                 Ok(Event::DeviceEnabled { device_id }) => self.device_back(&device_id).await,
                 Ok(_) => Ok(()),
-                Err(RecvError::Lagged(n)) => {
+                Err(BusError::Lagged(n)) => {
                     tracing::warn!(missed = n, "event bus lagged; rechecking campaign devices");
                     self.resync().await
                 }
-                Err(RecvError::Closed) => return,
+                Err(BusError::Closed) => return,
             };
             if let Err(e) = result {
                 tracing::error!(error = ?e, "OTA could not apply a device event");

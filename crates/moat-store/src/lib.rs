@@ -163,13 +163,15 @@ pub trait Store:
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<bool, Error>;
-    /// Marks every unrevoked certificate of a device revoked; returns the serials revoked now.
+    /// Marks every unrevoked certificate of a device revoked; returns those revoked now as
+    /// (issuing CA name, serial), ordered: a device may hold certificates of several CAs (a
+    /// vendor's and the hub's operational ones).
     async fn revoke_device_certs(
         &self,
         device_id: &str,
         reason: &str,
         at: OffsetDateTime,
-    ) -> Result<Vec<String>, Error>;
+    ) -> Result<Vec<(String, String)>, Error>;
     /// All revoked certificates issued by `ca_name` (serial, revoked_at, reason), by serial.
     async fn revoked_certs(&self, ca_name: &str) -> Result<Vec<RevokedCert>, Error>;
     /// Revoked certificates of every CA as (issuing CA name, serial), ordered by both, after

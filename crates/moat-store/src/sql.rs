@@ -132,7 +132,7 @@ pub(crate) const REVOKE_CERT: &str = "UPDATE certificates \
 pub(crate) const CERT_EXISTS: &str = "SELECT 1 FROM certificates WHERE serial = $1";
 pub(crate) const REVOKE_DEVICE_CERTS: &str = "UPDATE certificates \
      SET revoked_at = $1, revocation_reason = $2 \
-     WHERE device_id = $3 AND revoked_at IS NULL RETURNING serial";
+     WHERE device_id = $3 AND revoked_at IS NULL RETURNING ca_name, serial";
 pub(crate) const REVOKED_OF_CA: &str = "SELECT serial, revoked_at, revocation_reason \
      FROM certificates WHERE ca_name = $1 AND revoked_at IS NOT NULL ORDER BY serial";
 // Keyset paging over the partial index certificates_revoked (ca_name, serial).

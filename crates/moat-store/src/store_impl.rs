@@ -193,7 +193,7 @@ macro_rules! impl_store {
                 device_id: &str,
                 reason: &str,
                 at: OffsetDateTime,
-            ) -> Result<Vec<String>, Error> {
+            ) -> Result<Vec<(String, String)>, Error> {
                 let (device_id, reason) = (device_id.to_owned(), reason.to_owned());
                 write_op!(self, Tx::NotNeeded, |conn| Self::revoke_device_certs_on(
                     conn, &device_id, &reason, at

@@ -170,7 +170,7 @@ macro_rules! impl_writes {
                 device_id: &str,
                 reason: &str,
                 at: OffsetDateTime,
-            ) -> Result<Vec<String>, Error> {
+            ) -> Result<Vec<(String, String)>, Error> {
                 let rows = sqlx::query(sql::REVOKE_DEVICE_CERTS)
                     .bind(micros(at))
                     .bind(reason)
@@ -178,12 +178,12 @@ macro_rules! impl_writes {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(Error::Database)?;
-                let mut serials = rows
+                let mut revoked = rows
                     .iter()
-                    .map(|r| r.text("serial"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                serials.sort();
-                Ok(serials)
+                    .map(|r| Ok((r.text("ca_name")?, r.text("serial")?)))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                revoked.sort();
+                Ok(revoked)
             }
 
             pub(crate) async fn insert_ca_on(conn: &mut $conn, ca: &CaRecord) -> Result<(), Error> {

@@ -65,19 +65,19 @@ pub async fn count_events(hub: Arc<Hub>, counts: Arc<EventCounts>, shutdown: Can
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = rx.recv() => match e {
+            e = rx.recv() => match e.map(|e| e.event) {
                 Ok(e) => {
                     counts.bump(event_name(&e));
-                    if let Event::DeviceRevoked { serials, .. } = &e {
-                        for _ in serials {
+                    if let Event::DeviceRevoked { certificates, .. } = &e {
+                        for _ in certificates {
                             counts.bump("certificate_revoked");
                         }
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Err(moat_core::BusError::Lagged(n)) => {
                     counts.lagged.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(moat_core::BusError::Closed) => return,
             },
         }
     }

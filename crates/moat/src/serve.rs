@@ -653,11 +653,11 @@ async fn follow_server_identity(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = events.recv() => match ev {
+            ev = events.recv() => match ev.map(|e| e.event) {
                 Ok(moat_core::Event::ServerCertRotated { .. })
-                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                | Err(moat_core::BusError::Lagged(_)) => {}
                 Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(moat_core::BusError::Closed) => return,
             },
             _ = tick.tick() => {}
         }

@@ -101,7 +101,10 @@ pub async fn revocation(db: &TestDb) {
         s.revoke_device_certs("d1", "cessation_of_operation", at(7))
             .await
             .unwrap(),
-        ["01", "03"]
+        [
+            ("devices".into(), "01".into()),
+            ("devices".into(), "03".into())
+        ]
     );
     assert!(
         s.revoke_device_certs("d1", "cessation_of_operation", at(8))
@@ -120,7 +123,7 @@ pub async fn revocation(db: &TestDb) {
         s.revoke_device_certs("d3", "superseded", at(9))
             .await
             .unwrap(),
-        ["05"]
+        [("vendor".into(), "05".into())]
     );
 
     let rc = |serial: &str, secs, reason: &str| RevokedCert {

@@ -14,9 +14,8 @@ pub use persistence::RegistryPersistence;
 use arc_swap::ArcSwap;
 use moat_api::{LiveClientVerifier, ServerCredentials};
 use moat_broker::Broker;
-use moat_core::{Event, Hub};
+use moat_core::{BusError, Event, Hub};
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 /// The MQTT TLS configuration: the hub's server credentials (shared with the other TLS
@@ -51,7 +50,7 @@ pub async fn follow_events(
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = rx.recv() => ev,
+            ev = rx.recv() => ev.map(|e| e.event),
         };
         if let Ok(ev) = &ev {
             verifier.apply(&hub, ev).await;
@@ -78,14 +77,14 @@ pub async fn follow_events(
                 kick_devices_of_ca(&hub, &broker, &name).await;
             }
             Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
+            Err(BusError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
                     "event bus lagged; resynchronising the client verifier"
                 );
                 verifier.resync(&hub).await;
             }
-            Err(RecvError::Closed) => return,
+            Err(BusError::Closed) => return,
         }
     }
 }
