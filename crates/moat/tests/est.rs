@@ -1351,6 +1351,16 @@ fn vendor_certificates_provision_with_auto_register() {
     assert_eq!(v["provisions"], 2);
     assert_eq!(v["mqtt"]["url"], url, "hashing is stable");
 
+    // Revoking the vendor-registered device republishes the hub device CA's CRL with its
+    // hub-issued operational certificates (the device's own CA is the vendor's).
+    hub.ok(&["device", "revoke", "se-0001"]);
+    let crl = d.join("devices.crl.pem");
+    std::fs::write(&crl, hub.ok(&["crl"])).expect("write CRL");
+    for op in ["op.pem", "op-same.pem"] {
+        let (ok, text) = openssl_verify(&hub.bundle(), &d.join(op), Some(&crl));
+        assert!(!ok && text.contains("certificate revoked"), "{op}: {text}");
+    }
+
     // A CA that does not auto-register: its unknown devices are refused, nothing stored.
     let count = hub.device_count();
     let b = beta.issue(d, "be-0001", &["-extfile_client"]);
