@@ -7,22 +7,10 @@ mod common;
 use common::*;
 use moat_pki::*;
 use std::path::Path;
-use std::process::Command;
 use time::Duration;
 
 fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "openssl {args:?}: {text}");
-    text
+    moat_testkit::openssl::openssl_ok_in(dir, args)
 }
 
 #[test]

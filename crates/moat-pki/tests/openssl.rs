@@ -5,26 +5,14 @@ mod common;
 use common::*;
 use moat_pki::*;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use time::Duration;
 
-const OPENSSL: &str = "/usr/bin/openssl";
-
 fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(OPENSSL)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl")
+    moat_testkit::openssl::openssl_in(dir, args)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use moat_testkit::process::text;
 
 fn write(dir: &Path, name: &str, data: impl AsRef<[u8]>) {
     std::fs::write(dir.join(name), data).expect("write");

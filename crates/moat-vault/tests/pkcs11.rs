@@ -14,11 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use moat_vault::{Error, KeyRef, MasterKeySource, Pkcs11Config, Secret, Vault};
 use rcgen::PublicKeyData;
 
@@ -143,22 +139,7 @@ fn source(c: &Child, token: &str, pin: &str) -> MasterKeySource {
 
 /// Reads attributes of the private key `id` through a session of our own.
 fn private_key_attributes(module: &Path, id: &[u8]) -> Vec<Attribute> {
-    let ctx = Pkcs11::new(module).expect("load module");
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    let slot = ctx
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).expect("info").label().trim_end() == TOKEN)
-        .expect("token");
-    let session = ctx.open_ro_session(slot).expect("session");
-    match session.login(UserType::User, Some(&AuthPin::from(PIN.to_owned()))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("login: {e}"),
-    }
+    let session = moat_testkit::softhsm::token_session(module, TOKEN, PIN, false);
     let handles = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),

@@ -13,7 +13,7 @@
 mod common;
 
 use common::peer::{Answer, Proto, TlsPeer};
-use common::pki::TestCa;
+use common::pki::{Register, TestCa};
 use common::*;
 use rcgen::ExtendedKeyUsagePurpose;
 use std::path::{Path, PathBuf};

@@ -23,12 +23,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use moat_device::est::{EstClient, StationAuth};
 use moat_device::identity::{Identity, RenewPolicy, roots_from_file};
 use moat_device::keystore::{KeyStore, Pkcs11KeyStore, StoreSpec};
@@ -134,22 +131,7 @@ fn factory_flow_with_a_token_held_key() {
 /// (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_TOKEN), whether CKA_VALUE is
 /// reported sensitive, and the token's answer to wrapping the key out under an AES key.
 fn inspect_private_key(module: &Path) -> (Vec<Attribute>, AttributeInfo, Result<Vec<u8>, CkError>) {
-    let ctx = Pkcs11::new(module).expect("load module");
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    let slot = ctx
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).expect("info").label().trim_end() == TOKEN)
-        .expect("token");
-    let session = ctx.open_rw_session(slot).expect("session");
-    match session.login(UserType::User, Some(&AuthPin::from(PIN.to_owned()))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("login: {e}"),
-    }
+    let session = moat_testkit::softhsm::token_session(module, TOKEN, PIN, true);
     let handles = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::pki::TestCa;
+use common::pki::{Register, TestCa};
 use common::*;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use std::path::{Path, PathBuf};
@@ -149,26 +149,6 @@ fn paho_attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (
 
 fn paho_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho_hub.py")
-}
-
-fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .expect("mosquitto client runs (apt-get install mosquitto-clients)");
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {

@@ -47,22 +47,6 @@ fn client(hub: &TestHub, tool: &str, dev: &Device) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion, killing it after [`LIMIT`].
-fn run_bounded(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .spawn()
-        .expect("mosquitto client runs (apt-get install mosquitto-clients)");
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait_with_output().expect("client output")
-}
-
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -110,7 +94,7 @@ fn retained_message_survives_a_restart() {
     publish
         .args(["-q", "1", "-r", "-t", "devices/sensor/state", "-f"])
         .arg(&file);
-    let out = run_bounded(publish);
+    let out = run_bounded(publish, LIMIT);
     assert!(out.status.success(), "retained publish: {}", text(&out));
 
     restart(&mut hub);
@@ -128,7 +112,7 @@ fn retained_message_survives_a_restart() {
         "-F",
         "%r %q %t %x",
     ]);
-    let out = run_bounded(subscribe);
+    let out = run_bounded(subscribe, LIMIT);
     assert!(
         out.status.success(),
         "no retained message after the restart: {}\n{}",
@@ -155,7 +139,7 @@ fn queued_message_of_a_persistent_session_survives_a_restart() {
     // Subscribe (SUBACK awaited, clean DISCONNECT): the session stays, offline.
     let mut first = client(&hub, "mosquitto_sub", &inbox);
     first.args(persistent).arg("-E");
-    let out = run_bounded(first);
+    let out = run_bounded(first, LIMIT);
     assert!(out.status.success(), "persistent subscribe: {}", text(&out));
     // Resume it with a will, then die without DISCONNECT: the session goes offline, then
     // the hub publishes the will into it.
@@ -184,7 +168,7 @@ fn queued_message_of_a_persistent_session_survives_a_restart() {
     again
         .args(persistent)
         .args(["-C", "1", "-W", "10", "-F", "%q %r %t %p"]);
-    let out = run_bounded(again);
+    let out = run_bounded(again, LIMIT);
     assert!(
         out.status.success(),
         "queued message not delivered after the restart: {}\n{}",

@@ -1,10 +1,14 @@
 //! Test harness: runs the real `moat` binary (hub and CLI) in a temporary data dir, with
 //! loopback listeners on ephemeral ports, and real peers (openssl, curl).
-#![allow(dead_code)]
+// Each test binary uses a part of this module and of what it re-exports.
+#![allow(dead_code, unused_imports)]
 
 pub mod download;
-pub mod peer;
 pub mod pki;
+
+pub use moat_testkit::openssl::{make_csr, openssl, openssl_verify};
+pub use moat_testkit::peer;
+pub use moat_testkit::process::{run, run_bounded};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -234,68 +238,6 @@ pub fn one_line_error(out: &Output) -> String {
     assert_eq!(lines.len(), 1, "expected one error line, got: {err:?}");
     assert!(lines[0].starts_with("error:"), "error line: {err:?}");
     lines[0].to_string()
-}
-
-/// Runs a tool and returns (success, stdout + stderr).
-pub fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} not runnable: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-/// Runs openssl and requires success.
-pub fn openssl(args: &[&str]) -> String {
-    let (ok, text) = run("openssl", args);
-    assert!(ok, "openssl {args:?} failed: {text}");
-    text
-}
-
-/// Makes a key and CSR with openssl. `kind`: p256, p384, ed25519, rsa2048, rsa1024.
-pub fn make_csr(dir: &Path, name: &str, kind: &str, extra: &[&str]) -> PathBuf {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let key_s = key.to_str().expect("path");
-    let mut args: Vec<&str> = vec!["req", "-new", "-nodes", "-subj"];
-    let subj = format!("/CN={name}");
-    args.push(&subj);
-    let newkey: Vec<&str> = match kind {
-        "p256" => vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        "p384" => vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        "ed25519" => vec!["-newkey", "ed25519"],
-        "rsa2048" => vec!["-newkey", "rsa:2048"],
-        "rsa1024" => vec!["-newkey", "rsa:1024"],
-        other => panic!("unknown key kind {other}"),
-    };
-    args.extend(newkey);
-    args.extend(["-keyout", key_s, "-out", csr.to_str().expect("path")]);
-    args.extend_from_slice(extra);
-    openssl(&args);
-    csr
-}
-
-/// `openssl verify` of a leaf (first cert in `chain_file`) against the hub bundle, with
-/// the rest of the file as untrusted intermediates. Returns (ok, output).
-pub fn openssl_verify(bundle: &Path, chain_file: &Path, crl: Option<&Path>) -> (bool, String) {
-    let b = bundle.to_str().expect("path");
-    let c = chain_file.to_str().expect("path");
-    let mut args = vec![
-        "verify",
-        "-CAfile",
-        b,
-        "-untrusted",
-        c,
-        "-purpose",
-        "sslclient",
-    ];
-    if let Some(crl) = crl {
-        args.extend(["-crl_check", "-CRLfile", crl.to_str().expect("path")]);
-    }
-    args.push(c);
-    run("openssl", &args)
 }
 
 /// Whether any file under `dir` contains `needle`.

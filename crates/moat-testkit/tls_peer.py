@@ -1,5 +1,5 @@
 """A TLS client (Python's ssl, i.e. OpenSSL) that presents a client certificate and can
-resume its TLS session, for the hub's admission tests (driven by tests/common).
+resume its TLS session, for the hub's admission tests (driven by moat-testkit's peer.rs).
 
     tls_peer.py HOST PORT CA CERT KEY mqtt CLIENT_ID
     tls_peer.py HOST PORT CA CERT KEY http METHOD PATH CONTENT_TYPE BODY_FILE

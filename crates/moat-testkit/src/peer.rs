@@ -1,5 +1,5 @@
-//! A TLS client with a client certificate that can resume its session: `tls_peer.py`
-//! (Python's ssl module, i.e. OpenSSL), kept running between attempts so the test can change
+//! A TLS client with a client certificate that can resume its session: `tls_peer.py` (next
+//! to this crate's Cargo.toml; Python's ssl module, i.e. OpenSSL), kept running between attempts so the test can change
 //! the hub's state (revoke, suspend, let the certificate expire) between a full handshake and
 //! a resumed one.
 
@@ -34,19 +34,28 @@ impl Answer {
 }
 
 /// What the peer speaks once the TLS session is up.
+#[derive(Clone, Copy, Debug)]
 pub enum Proto<'a> {
     /// MQTT 3.1.1 CONNECT with this client id.
-    Mqtt { client_id: &'a str },
+    Mqtt {
+        /// The client id.
+        client_id: &'a str,
+    },
     /// One HTTP/1.1 request.
     Http {
+        /// GET, POST, …
         method: &'a str,
+        /// Path and query.
         path: &'a str,
+        /// Content-Type of the body.
         content_type: &'a str,
+        /// File holding the body.
         body: &'a Path,
     },
 }
 
 /// A running peer; killed on drop.
+#[derive(Debug)]
 pub struct TlsPeer {
     child: Child,
     stdin: ChildStdin,
@@ -64,7 +73,7 @@ impl TlsPeer {
     /// A peer for `addr` (`host:port`) trusting `ca`, presenting `cert` with `key`.
     pub fn new(addr: &str, ca: &Path, cert: &Path, key: &Path, proto: Proto<'_>) -> TlsPeer {
         let (host, port) = addr.rsplit_once(':').expect("host:port");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_peer.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tls_peer.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).args([host, port]).args([ca, cert, key]);
         match proto {

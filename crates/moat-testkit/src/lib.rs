@@ -1,0 +1,20 @@
+//! Test support shared by Moat's integration tests, so that no test file carries its own copy
+//! of a helper for a real peer:
+//!
+//! - [`pki`]: a test CA made with rcgen (a secure-element vendor's), leaves valid for seconds
+//!   or days, any EKU;
+//! - [`process`]: running a tool (openssl, the mosquitto clients) to completion, or bounded in
+//!   time;
+//! - [`openssl`]: openssl itself: keys and CSRs of every supported type, `verify` with CRLs;
+//! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
+//!   certificate and resumes its TLS session between attempts;
+//! - [`softhsm`]: a logged-in session on a SoftHSM2 token, to inspect what it holds.
+//!
+//! It depends on none of Moat's crates: what it tests against is always a real peer or a
+//! real listener. Not for production code.
+
+pub mod openssl;
+pub mod peer;
+pub mod pki;
+pub mod process;
+pub mod softhsm;
