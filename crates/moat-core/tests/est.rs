@@ -2,41 +2,16 @@
 //! authentication, enrollment once per serial, server key generation, re-enrollment by the
 //! certificate being renewed, and station certificates refused as devices.
 
+mod common;
+
+use common::{hub, hub_with};
 use moat_core::{
     Actor, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential, Denial, Error,
     EstRefusal, Hub, Renewal, RevocationReason, StationCredential,
 };
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use moat_testkit::pki::csr;
+use rcgen::{DnType, KeyPair};
 use rustls_pki_types::CertificateDer;
-use std::sync::Arc;
-
-async fn hub_with(dir: &std::path::Path, cfg: CoreConfig) -> Arc<Hub> {
-    let store = moat_store::open("sqlite::memory:").await.expect("store");
-    let vault = moat_vault::Vault::open(
-        dir,
-        moat_vault::MasterKeySource::File(dir.join("master.key")),
-    )
-    .expect("vault");
-    Arc::new(Hub::open(store, Arc::new(vault), cfg).await.expect("hub"))
-}
-
-async fn hub(dir: &std::path::Path) -> Arc<Hub> {
-    hub_with(dir, CoreConfig::default()).await
-}
-
-/// A CSR (DER) for `key` with the given subject attributes and SAN URIs.
-fn csr(key: &KeyPair, subject: &[(DnType, &str)], uris: &[&str]) -> Vec<u8> {
-    let mut params = CertificateParams::new(vec![]).expect("params");
-    params.distinguished_name = DistinguishedName::new();
-    for (t, v) in subject {
-        params.distinguished_name.push(t.clone(), *v);
-    }
-    params.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().expect("ia5")))
-        .collect();
-    params.serialize_request(key).expect("csr").der().to_vec()
-}
 
 /// A factory CSR naming `serial` in its CN.
 fn factory_csr(serial: &str) -> (KeyPair, Vec<u8>) {

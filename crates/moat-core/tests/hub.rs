@@ -1,20 +1,16 @@
 //! The core on an in-memory registry and a file vault: events, atomicity, CRL numbering.
 
+mod common;
+
 use moat_core::{Actor, CoreConfig, CreateDevice, Credential, Error, Event, Hub, RevocationReason};
 use std::sync::Arc;
 
 async fn hub(dir: &std::path::Path) -> Arc<Hub> {
-    let store = moat_store::open("sqlite::memory:").await.expect("store");
-    let vault = moat_vault::Vault::open(
-        dir,
-        moat_vault::MasterKeySource::File(dir.join("master.key")),
-    )
-    .expect("vault");
     let cfg = CoreConfig {
         crl_base_url: Some("http://hub.test:8080".into()),
         ..CoreConfig::default()
     };
-    Arc::new(Hub::open(store, Arc::new(vault), cfg).await.expect("hub"))
+    common::hub_with(dir, cfg).await
 }
 
 fn generated(id: &str) -> CreateDevice {

@@ -2,36 +2,16 @@
 //! the events that drive the broker, and a superseded certificate refused from its retire
 //! time on, before the retirement sweep has run.
 
+mod common;
+
+use common::hub_with;
 use moat_core::{
     Actor, AuditFilter, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential,
-    Denial, DeviceQuery, DeviceState, Error, EstRefusal, Event, Hub, Lifecycle, Stage,
+    Denial, DeviceQuery, DeviceState, Error, EstRefusal, Event, Lifecycle, Stage,
 };
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
-use std::sync::Arc;
+use moat_testkit::pki::csr;
+use rcgen::{DnType, KeyPair};
 use time::OffsetDateTime;
-
-async fn hub_with(dir: &std::path::Path, cfg: CoreConfig) -> Arc<Hub> {
-    let store = moat_store::open("sqlite::memory:").await.expect("store");
-    let vault = moat_vault::Vault::open(
-        dir,
-        moat_vault::MasterKeySource::File(dir.join("master.key")),
-    )
-    .expect("vault");
-    Arc::new(Hub::open(store, Arc::new(vault), cfg).await.expect("hub"))
-}
-
-fn csr(key: &KeyPair, subject: &[(DnType, &str)], uris: &[&str]) -> Vec<u8> {
-    let mut params = CertificateParams::new(vec![]).expect("params");
-    params.distinguished_name = DistinguishedName::new();
-    for (t, v) in subject {
-        params.distinguished_name.push(t.clone(), *v);
-    }
-    params.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().expect("ia5")))
-        .collect();
-    params.serialize_request(key).expect("csr").der().to_vec()
-}
 
 fn state_error<T: std::fmt::Debug>(r: Result<T, Error>, want: &str) {
     match r {

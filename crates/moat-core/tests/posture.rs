@@ -2,11 +2,12 @@
 //! a SHA-1 signature (registration verifies proofs with modern algorithms only, so such a CA
 //! arrives from an older deployment's registry). The CA certificates are made by openssl.
 
-use moat_core::{CoreConfig, Hub, Observations, PostureOptions};
+mod common;
+
+use moat_core::{Observations, PostureOptions};
 use moat_store::{CaKind, CaRecord};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 fn openssl(dir: &Path, args: &str) {
     let o = Command::new("sh")
@@ -76,14 +77,7 @@ async fn weak_ca_keys_and_sha1_signatures_are_findings() {
         "x509 -req -in sha1.csr -CA good.pem -CAkey good.key -set_serial 7 -days 3650 -sha1 -extfile ca.ext -out sha1.pem 2>/dev/null",
     );
 
-    let store = moat_store::open("sqlite::memory:").await.expect("store");
-    let vault = moat_vault::Vault::open(d, moat_vault::MasterKeySource::File(d.join("master.key")))
-        .expect("vault");
-    let hub = Arc::new(
-        Hub::open(store, Arc::new(vault), CoreConfig::default())
-            .await
-            .expect("hub"),
-    );
+    let hub = common::hub(d).await;
     for (name, pem) in [
         ("old-rsa", "rsa.pem"),
         ("good", "good.pem"),

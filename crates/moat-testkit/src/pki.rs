@@ -61,3 +61,17 @@ impl TestCa {
         (c, k)
     }
 }
+
+/// A PKCS#10 CSR (DER) for `key` with the given subject attributes and SAN URIs.
+pub fn csr(key: &KeyPair, subject: &[(DnType, &str)], uris: &[&str]) -> Vec<u8> {
+    let mut params = CertificateParams::new(vec![]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for (t, v) in subject {
+        params.distinguished_name.push(t.clone(), *v);
+    }
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| rcgen::SanType::URI((*u).try_into().expect("ia5")))
+        .collect();
+    params.serialize_request(key).expect("csr").der().to_vec()
+}

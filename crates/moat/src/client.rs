@@ -3,8 +3,8 @@
 //! documents into one-line errors.
 
 use crate::cli::Cli;
-use crate::serve::HubFile;
 use anyhow::{Context, anyhow, bail};
+use moat_node::HubFile;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

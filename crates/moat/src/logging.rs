@@ -25,7 +25,7 @@
 //! span's fields and `spans` an array of objects, which neither Loki's `json` stage nor an
 //! Elasticsearch mapping flattens into one key per id.)
 
-use crate::config::LogConfig;
+use moat_node::config::LogConfig;
 use serde::Serializer as _;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};

@@ -3,12 +3,7 @@
 mod cli;
 mod client;
 mod cmd;
-mod config;
-mod files;
 mod logging;
-mod metrics;
-mod mqtt;
-mod posture;
 mod serve;
 
 use clap::Parser;

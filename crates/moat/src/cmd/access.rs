@@ -3,12 +3,12 @@
 use super::{print_json, seg};
 use crate::cli::{AclCmd, AppCmd, Cli};
 use crate::client::ApiClient;
-use crate::files::{private_dir, write_new};
 use anyhow::bail;
 use moat_api::dto::{
     AccessRequest, AccessView, AclPolicyView, CreateAppRequest, CreateDeviceResponse,
     GroupPolicyRequest, PutAclPolicyRequest,
 };
+use moat_node::files::{private_dir, write_new};
 
 pub async fn acl(cli: &Cli, cmd: &AclCmd) -> anyhow::Result<()> {
     let api = ApiClient::from_cli(cli)?;

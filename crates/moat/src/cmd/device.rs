@@ -3,12 +3,12 @@
 use super::{print_json, read_input, seg};
 use crate::cli::{Cli, DeviceCmd};
 use crate::client::ApiClient;
-use crate::files::{private_dir, write_new};
 use anyhow::bail;
 use moat_api::dto::{
     AccessRequest, AccessView, CertView, CreateDeviceRequest, CreateDeviceResponse, DeviceView,
     RevokeDeviceResponse, RevokeRequest,
 };
+use moat_node::files::{private_dir, write_new};
 
 pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
     match cmd {

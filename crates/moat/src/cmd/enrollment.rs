@@ -4,13 +4,13 @@
 use super::{print_json, read_input, seg};
 use crate::cli::{AllowlistCmd, Cli, EnrollmentGroupCmd, StationCmd};
 use crate::client::ApiClient;
-use crate::files::{private_dir, write_new};
 use anyhow::{anyhow, bail};
 use moat_api::dto::{
     AllowlistAdded, AllowlistUpload, AllowlistView, CreateStationRequest, CreateStationResponse,
     StationView,
 };
 use moat_api::provisioning::{CreateEnrollmentGroupRequest, EnrollmentGroupView};
+use moat_node::files::{private_dir, write_new};
 use moat_store::{Allocation, ConnectionPolicy};
 
 pub async fn allowlist(cli: &Cli, cmd: &AllowlistCmd) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ pub async fn run(cli: &Cli, cmd: &FwCmd) -> anyhow::Result<()> {
                 seg(version)
             );
             let image = api.post_bytes_raw(&path, payload).await?;
-            crate::files::write_atomic(output, &image, 0o644)
+            moat_node::files::write_atomic(output, &image, 0o644)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             println!(
                 "signed {} ({} bytes) with key {key}: version {version}, security counter {security_counter}",

@@ -4,12 +4,12 @@
 use super::{print_json, seg};
 use crate::cli::{Cli, DeviceCmd};
 use crate::client::ApiClient;
-use crate::files::{private_dir, write_new};
 use anyhow::bail;
 use moat_api::dto::{CertView, DeviceView};
 use moat_api::dto_lifecycle::{
     ClaimRequest, DecommissionResponse, RotateResponse, StatusRequest, TransferRequest,
 };
+use moat_node::files::{private_dir, write_new};
 
 /// Prints the lifecycle lines of `moat device show`.
 pub fn print_lifecycle(d: &DeviceView) {

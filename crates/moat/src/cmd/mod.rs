@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => crate::serve::run(cli.data_dir, args).await,
         Command::Config(ConfigCmd::Default) => {
-            print!("{}", crate::config::DEFAULT_TOML);
+            print!("{}", moat_node::config::DEFAULT_TOML);
             Ok(())
         }
         Command::Ca(ref c) => ca::run(&cli, c).await,
