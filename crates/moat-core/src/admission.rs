@@ -7,7 +7,8 @@
 //! failed step.
 
 use crate::hub::cert_record;
-use crate::{Actor, Error, Event, Hub, token_matches};
+use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
+use crate::{Actor, Error, Hub, token_matches};
 use moat_pki::IdentityRule;
 use moat_store::{CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState};
 use rustls_pki_types::CertificateDer;
@@ -370,30 +371,6 @@ impl<'a> CertificateCheck<'a> {
     }
 }
 
-/// The record of a device an auto-registering CA's certificate creates (at CONNECT, or with
-/// its field provisioning): active, mutual TLS only, under that CA, at `stage`.
-pub(crate) fn auto_registered_device(
-    id: &str,
-    ca: &CaRecord,
-    stage: moat_store::Stage,
-    now: OffsetDateTime,
-) -> Result<Device, Denial> {
-    crate::validate_device_id(id).map_err(|e| Denial::NoIdentity(e.to_string()))?;
-    Ok(Device {
-        id: id.to_string(),
-        state: DeviceState::Active,
-        policy: ConnectionPolicy::DenyInsecure,
-        token_hash: None,
-        ca_name: ca.name.clone(),
-        created_at: now,
-        updated_at: now,
-        factory: None,
-        stage,
-        owner: None,
-        status_reason: None,
-    })
-}
-
 /// The device-state step, for certificates and tokens alike.
 fn check_state(device: &Device) -> Result<(), Denial> {
     match device.state {
@@ -482,32 +459,43 @@ impl Hub {
         })
     }
 
+    /// Creates the device a new certificate of an auto-registering CA identifies, bound to
+    /// that certificate, through the one issuance pipeline.
     async fn auto_register(&self, leaf: &[u8], ca: &CaRecord, id: &str) -> Result<Device, Denial> {
-        let now = OffsetDateTime::now_utc();
-        let device = auto_registered_device(id, ca, moat_store::Stage::Enrolled, now)?;
-        let rec = cert_record(leaf, &ca.name, Some(id), CertSource::Bound, now)?;
-        match self.store().create_device(&device, Some(&rec)).await {
-            Ok(()) => {
-                self.emit(Event::DeviceCreated {
-                    device_id: id.to_string(),
-                });
-                let _ = self
-                    .audited(
-                        &Actor::system(),
-                        "device.auto_register",
-                        Some(id),
-                        Ok::<(), Error>(()),
-                    )
-                    .await;
-                Ok(device)
-            }
+        crate::validate_device_id(id).map_err(|e| Denial::NoIdentity(e.to_string()))?;
+        let actor = Actor::system();
+        let grant = Grant {
+            device_id: id.to_string(),
+            key: Key::Bound {
+                cert: CertificateDer::from(leaf.to_vec()),
+                ca_name: ca.name.clone(),
+            },
+            holder: Holder::New(NewDevice {
+                policy: ConnectionPolicy::DenyInsecure,
+                token: false,
+                ca_name: ca.name.clone(),
+                factory: None,
+                stage: moat_store::Stage::Enrolled,
+            }),
+            presented: None,
+            claim_serial: None,
+            supersede: None,
+            provisioning: None,
+            actor: &actor,
+            action: "device.auto_register",
+            target: id.to_string(),
+            note: format!(" of auto-registering CA {}", ca.name),
+            now: OffsetDateTime::now_utc(),
+        };
+        match self.issue(grant).await {
+            Ok(issued) => Ok(issued.device),
             // Two first connections at once: the other one created it.
-            Err(moat_store::Error::Conflict(_)) => self
+            Err(IssueError::Registry(moat_store::Error::Conflict(_))) => self
                 .store()
                 .device(id)
                 .await?
                 .ok_or_else(|| Denial::UnknownDevice(id.to_string())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(Error::from(e).into()),
         }
     }
 

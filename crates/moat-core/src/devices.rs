@@ -1,7 +1,7 @@
 //! Devices: creation with one of three credentials, listing, state changes, deletion.
 
-use crate::hub::cert_record;
-use crate::{Actor, Error, Event, Hub, Secret, hash_token, new_token};
+use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
+use crate::{Actor, Error, Event, Hub, Secret};
 use moat_pki::{DeviceCertRequest, IdentityRule, RevocationReason, Serial, TrustedCa};
 use moat_store::{CaKind, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState};
 use rustls_pki_types::CertificateDer;
@@ -79,13 +79,8 @@ impl Hub {
     ) -> Result<CreatedDevice, Error> {
         let id = req.id.clone();
         match self.create_device_inner(req, actor).await {
-            Ok(created) => {
-                // Audited in the transaction that stored the device.
-                self.emit(Event::DeviceCreated {
-                    device_id: created.device.id.clone(),
-                });
-                Ok(created)
-            }
+            // Audited, and announced, by the issuance that stored the device.
+            Ok(created) => Ok(created),
             Err(e) => {
                 self.audited(actor, "device.create", Some(&id), Err(e))
                     .await
@@ -106,82 +101,63 @@ impl Hub {
             });
         }
         let now = OffsetDateTime::now_utc();
-        let (cert, chain_pem, private_key_pem, ca_name, source) = match &req.credential {
-            Credential::GenerateKey => {
-                let key = moat_pki::KeyPair::generate()
-                    .map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
-                let cert = self.issue_device(&req.id, &key, now)?;
-                let pem = Secret::new(key.serialize_pem());
-                let chain = self.device_chain_pem(&cert);
-                (
-                    cert,
-                    chain,
-                    Some(pem),
-                    self.device_ca.name.clone(),
-                    CertSource::HubKey,
-                )
-            }
+        let checked_csr;
+        let key = match &req.credential {
+            Credential::GenerateKey => Key::Generate,
             Credential::Csr(csr) => {
-                let checked = moat_pki::check_csr(csr)?;
-                let cert = self.issue_device(&req.id, &checked.public_key, now)?;
-                let chain = self.device_chain_pem(&cert);
-                (
-                    cert,
-                    chain,
-                    None,
-                    self.device_ca.name.clone(),
-                    CertSource::Csr,
-                )
+                checked_csr = moat_pki::check_csr(csr)?;
+                Key::Public(&checked_csr.public_key)
             }
             Credential::Cert(input) => {
                 let (cert, ca_name) = self.check_bound_cert(&req.id, input, now).await?;
-                let chain = moat_pki::pem_of_cert(&cert);
-                (cert, chain, None, ca_name, CertSource::Bound)
+                Key::Bound { cert, ca_name }
             }
         };
-        let certificate = cert_record(&cert, &ca_name, Some(&req.id), source, now)?;
-        let token = req.allow_insecure.then(|| new_token("moat_dev_"));
-        let device = Device {
-            id: req.id.clone(),
-            state: DeviceState::Active,
-            policy: if req.allow_insecure {
-                ConnectionPolicy::AllowInsecure
-            } else {
-                ConnectionPolicy::DenyInsecure
-            },
-            token_hash: token.as_ref().map(|t| hash_token(t.expose())),
-            ca_name,
-            created_at: now,
-            updated_at: now,
-            factory: None,
-            stage: moat_store::Stage::Enrolled,
-            owner: None,
-            status_reason: None,
+        let ca_name = match &key {
+            Key::Bound { ca_name, .. } => ca_name.clone(),
+            _ => self.device_ca.name.clone(),
         };
-        let audit = moat_store::NewAuditEntry {
-            at: now,
-            actor: actor.0.clone(),
-            action: "device.create".into(),
-            target: Some(req.id.clone()),
-            outcome: "ok".into(),
-            detail: None,
-        };
-        self.store()
-            .create_device_audited(&device, Some(&certificate), &audit)
-            .await
-            .map_err(|e| match e {
-                moat_store::Error::Conflict(_) => Error::Conflict {
-                    kind: "device",
-                    id: req.id.clone(),
+        let grant = Grant {
+            device_id: req.id.clone(),
+            key,
+            holder: Holder::New(NewDevice {
+                policy: if req.allow_insecure {
+                    ConnectionPolicy::AllowInsecure
+                } else {
+                    ConnectionPolicy::DenyInsecure
                 },
-                other => other.into(),
-            })?;
+                token: req.allow_insecure,
+                ca_name,
+                factory: None,
+                stage: moat_store::Stage::Enrolled,
+            }),
+            presented: None,
+            claim_serial: None,
+            supersede: None,
+            provisioning: None,
+            actor,
+            action: "device.create",
+            target: req.id.clone(),
+            note: String::new(),
+            now,
+        };
+        let issued = self.issue(grant).await.map_err(|e| match e {
+            IssueError::Registry(moat_store::Error::Conflict(_)) => Error::Conflict {
+                kind: "device",
+                id: req.id.clone(),
+            },
+            other => other.into(),
+        })?;
+        let chain_pem = match issued.record.source {
+            CertSource::Bound => moat_pki::pem_of_cert(&issued.cert),
+            _ => self.device_chain_pem(&issued.cert),
+        };
         Ok(CreatedDevice {
-            device,
-            certificate,
+            device: issued.device,
+            certificate: issued.record,
             chain_pem,
-            private_key_pem,
-            token,
+            private_key_pem: issued.private_key.map(|k| Secret::new(k.serialize_pem())),
+            token: issued.token,
         })
     }
 
@@ -210,7 +186,8 @@ impl Hub {
         )?)
     }
 
-    fn device_chain_pem(&self, leaf: &[u8]) -> String {
+    /// The certificate, then the device CA's (PEM).
+    pub(crate) fn device_chain_pem(&self, leaf: &[u8]) -> String {
         let mut pem = moat_pki::pem_of_cert(leaf);
         pem.push_str(&moat_pki::pem_of_cert(&self.device_ca.cert));
         pem

@@ -13,13 +13,10 @@
 //!
 //! Every refusal is audited with its reason and stores nothing else.
 
-use crate::hub::cert_record;
-use crate::{Actor, CertificateCheck, Denial, Error, Event, Hub, token_matches};
+use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
+use crate::{Actor, CertificateCheck, Denial, Error, Hub, token_matches};
 use moat_pki::{CheckedCsr, Renewal};
-use moat_store::{
-    CertRecord, CertSource, ConnectionPolicy, Device, DeviceState, Enrollment, NewAuditEntry,
-    Stage, Station,
-};
+use moat_store::{CertRecord, CertSource, ConnectionPolicy, DeviceState, Stage, Station};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -243,7 +240,7 @@ impl Hub {
         // rule (CN), like every hub-issued certificate. A serial that enrolled before (and was
         // reset) goes onto the device it became; a first enrollment creates it, and the
         // registry refuses it if a device of that id exists already (classified below).
-        let (device, device_exists) = match &entry.device_id {
+        let (holder, device_exists) = match &entry.device_id {
             Some(id) => {
                 let d = self
                     .store()
@@ -253,63 +250,47 @@ impl Hub {
                 if d.state != DeviceState::Active {
                     return Err(EstRefusal::DeviceNotActive(d.id, d.state.as_str()).into());
                 }
-                (d, true)
+                (Holder::Existing(d), true)
             }
             None => (
-                Device {
-                    id: serial.clone(),
-                    state: DeviceState::Active,
+                Holder::New(NewDevice {
                     policy: ConnectionPolicy::DenyInsecure,
-                    token_hash: None,
+                    token: false,
                     ca_name: self.device_ca.name.clone(),
-                    created_at: now,
-                    updated_at: now,
                     factory: Some(entry.factory.clone()),
                     stage: Stage::Enrolled,
-                    owner: None,
-                    status_reason: None,
-                },
+                }),
                 false,
             ),
         };
-        let device_id = device.id.clone();
-        let (cert, private_key_der, source) = if generate_key {
-            let key = moat_pki::KeyPair::generate()
-                .map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
-            let cert = self.issue_device(&device_id, &key, now)?;
-            (
-                cert,
-                Some(Zeroizing::new(key.serialize_der())),
-                CertSource::HubKey,
-            )
-        } else {
-            let cert = self.issue_device(&device_id, &checked.public_key, now)?;
-            (cert, None, CertSource::Csr)
-        };
-        let record = cert_record(&cert, &self.device_ca.name, Some(&device_id), source, now)?;
-        let enrollment = Enrollment {
-            serial: serial.clone(),
-            device,
-            device_exists,
-            cert: record.clone(),
-            audit: NewAuditEntry {
-                at: now,
-                actor: actor.0.clone(),
-                action: action.into(),
-                target: Some(serial.clone()),
-                outcome: "ok".into(),
-                detail: Some(format!("certificate {}", record.serial)),
+        let device_id = entry.device_id.clone().unwrap_or_else(|| serial.clone());
+        let grant = Grant {
+            device_id: device_id.clone(),
+            key: if generate_key {
+                Key::Generate
+            } else {
+                Key::Public(&checked.public_key)
             },
+            holder,
+            presented: None,
+            claim_serial: Some(serial.clone()),
+            supersede: None,
+            provisioning: None,
+            actor,
+            action,
+            target: serial.clone(),
+            note: String::new(),
+            now,
         };
-        match self.store().enroll(&enrollment).await {
-            Ok(()) => {}
-            Err(moat_store::Error::NotFound(_)) => {
+        let issued = match self.issue(grant).await {
+            Ok(issued) => issued,
+            Err(IssueError::Registry(moat_store::Error::NotFound(_))) => {
                 return Err(EstRefusal::NotAllowListed(serial).into());
             }
             // Another station enrolled it first, or a device of that id exists that did not
             // enroll from this serial (created by an admin, or from another CA), or it was
             // decommissioned meanwhile (the claim skips retired serials).
-            Err(moat_store::Error::Conflict(_)) => {
+            Err(IssueError::Registry(moat_store::Error::Conflict(_))) => {
                 if let Some(e) = self.store().allowlist_entry(&serial).await?
                     && e.retired_at.is_some()
                 {
@@ -326,17 +307,14 @@ impl Hub {
                 .into());
             }
             Err(e) => return Err(e.into()),
-        }
-        if !device_exists {
-            self.emit(Event::DeviceCreated {
-                device_id: device_id.clone(),
-            });
-        }
+        };
         Ok(EstIssued {
             device_id,
-            record,
-            cert,
-            private_key_der,
+            record: issued.record,
+            cert: issued.cert,
+            private_key_der: issued
+                .private_key
+                .map(|k| Zeroizing::new(k.serialize_der())),
             renewal: None,
         })
     }
@@ -413,51 +391,42 @@ impl Hub {
             }
         };
         let device_id = checked.identity;
+        let device = checked.device.ok_or_else(|| {
+            EstRefusal::NotADeviceCertificate("its device is not registered".into())
+        })?;
         let now = OffsetDateTime::now_utc();
         let checked = moat_pki::check_csr(csr).map_err(EstRefusal::BadCsr)?;
         let renewal = moat_pki::check_renewal(&checked, leaf).map_err(EstRefusal::BadCsr)?;
-        let cert = self.issue_device(&device_id, &checked.public_key, now)?;
-        let record = cert_record(
-            &cert,
-            &self.device_ca.name,
-            Some(&device_id),
-            CertSource::Csr,
-            now,
-        )?;
         // The renewed certificate stays valid for the overlap, then retires (revoked,
         // reason superseded), unless it expires first.
         let retire_at = self.retire_time(&current, now);
-        let audit = NewAuditEntry {
-            at: now,
-            actor: actor.0.clone(),
-            action: "est.reenroll".into(),
-            target: Some(device_id.clone()),
-            outcome: "ok".into(),
-            detail: Some(format!(
-                "{}: certificate {} replaces {}{}",
-                renewal.as_str(),
-                record.serial,
-                current.serial,
-                crate::lifecycle::retire_note(retire_at),
-            )),
-        };
-        match retire_at {
-            Some(at) => {
-                self.store()
-                    .insert_cert_superseding(
-                        &record,
-                        std::slice::from_ref(&current.serial),
-                        at,
-                        &audit,
-                    )
-                    .await?
-            }
-            None => self.store().insert_cert_audited(&record, &audit).await?,
-        }
+        let note = format!(
+            " replaces {} ({}){}",
+            current.serial,
+            renewal.as_str(),
+            crate::lifecycle::retire_note(retire_at),
+        );
+        let target = device_id.clone();
+        let issued = self
+            .issue(Grant {
+                device_id: device_id.clone(),
+                key: Key::Public(&checked.public_key),
+                holder: Holder::Existing(device),
+                presented: None,
+                claim_serial: None,
+                supersede: retire_at.map(|at| (vec![current.serial.clone()], at)),
+                provisioning: None,
+                actor: &*actor,
+                action: "est.reenroll",
+                target,
+                note,
+                now,
+            })
+            .await?;
         Ok(EstIssued {
             device_id,
-            record,
-            cert,
+            record: issued.record,
+            cert: issued.cert,
             private_key_der: None,
             renewal: Some(renewal),
         })

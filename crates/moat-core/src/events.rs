@@ -36,6 +36,16 @@ pub enum Event {
         /// Its id.
         device_id: String,
     },
+    /// A certificate was issued to (or, for a registered CA's certificate, bound to) a
+    /// device and recorded.
+    CertificateIssued {
+        /// Serial, lowercase hex.
+        serial: String,
+        /// The issuing CA.
+        ca_name: String,
+        /// The device it identifies.
+        device_id: String,
+    },
     /// A device was disabled: drop its sessions, refuse it until enabled.
     DeviceDisabled {
         /// Its id.

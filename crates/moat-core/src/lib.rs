@@ -30,6 +30,7 @@ mod est;
 mod events;
 mod explain;
 mod hub;
+mod issuance;
 mod lifecycle;
 mod limiter;
 mod operators;

@@ -24,10 +24,10 @@
 //! revocation path (registry, CRL, live verifier). Admission and re-enrollment refuse it
 //! from its retire time on, whether or not the sweep has run.
 
-use crate::hub::cert_record;
+use crate::issuance::{Grant, Holder, Key};
 use crate::{Actor, CreatedDevice, Error, Event, Hub, RevokedCertificate, Secret};
 use moat_pki::RevocationReason;
-use moat_store::{CertRecord, CertSource, Device, DeviceState, NewAuditEntry, RetiredCert, Stage};
+use moat_store::{CertRecord, CertSource, Device, DeviceState, RetiredCert, Stage};
 use time::OffsetDateTime;
 
 /// Longest owner (organisation) name.
@@ -59,7 +59,7 @@ pub(crate) fn retire_note(at: Option<OffsetDateTime>) -> String {
 }
 
 /// `t` at the registry's precision (microseconds), so what is returned is what is stored.
-fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
         .unwrap_or(t)
 }
@@ -544,12 +544,8 @@ impl Hub {
     pub async fn rotate_device(&self, id: &str, actor: &Actor) -> Result<RotatedDevice, Error> {
         let result = self.rotate_device_inner(id, actor).await;
         match result {
-            Ok(r) => {
-                self.emit(Event::DeviceUpdated {
-                    device_id: id.to_string(),
-                });
-                Ok(r)
-            }
+            // Audited, and announced, by the issuance.
+            Ok(r) => Ok(r),
             Err(e) => self.audited(actor, "device.rotate", Some(id), Err(e)).await,
         }
     }
@@ -591,17 +587,6 @@ impl Hub {
             }
         }
         let now = OffsetDateTime::now_utc();
-        let key =
-            moat_pki::KeyPair::generate().map_err(|e| Error::Pki(moat_pki::Error::Generate(e)))?;
-        let cert = self.issue_device(id, &key, now)?;
-        let private_key_pem = Secret::new(key.serialize_pem());
-        let record = cert_record(
-            &cert,
-            &self.device_ca.name,
-            Some(id),
-            CertSource::HubKey,
-            now,
-        )?;
         let retire_at = to_micros(now + self.cfg.rotation_overlap);
         // Certificates that expire before the overlap ends need no retiring.
         let superseded: Vec<String> = live
@@ -610,37 +595,38 @@ impl Hub {
             .map(|c| c.serial.clone())
             .collect();
         let retire_at = (!superseded.is_empty()).then_some(retire_at);
-        let audit = NewAuditEntry {
-            at: now,
-            actor: actor.0.clone(),
-            action: "device.rotate".into(),
-            target: Some(id.to_string()),
-            outcome: "ok".into(),
-            detail: Some(format!(
-                "certificate {} replaces {}{}",
-                record.serial,
-                if superseded.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    superseded.join(" ")
-                },
-                retire_note(retire_at)
-            )),
-        };
-        self.store()
-            .insert_cert_superseding(&record, &superseded, retire_at.unwrap_or(now), &audit)
+        let note = format!(
+            " replaces {}{}",
+            if superseded.is_empty() {
+                "nothing".to_string()
+            } else {
+                superseded.join(" ")
+            },
+            retire_note(retire_at)
+        );
+        let issued = self
+            .issue(Grant {
+                device_id: id.to_string(),
+                key: Key::Generate,
+                holder: Holder::Existing(device),
+                presented: None,
+                claim_serial: None,
+                supersede: retire_at.map(|at| (superseded.clone(), at)),
+                provisioning: None,
+                actor,
+                action: "device.rotate",
+                target: id.to_string(),
+                note,
+                now,
+            })
             .await?;
-        let chain_pem = {
-            let mut pem = moat_pki::pem_of_cert(&cert);
-            pem.push_str(&moat_pki::pem_of_cert(&self.device_ca.cert));
-            pem
-        };
+        let chain_pem = self.device_chain_pem(&issued.cert);
         Ok(RotatedDevice {
             created: CreatedDevice {
-                device,
-                certificate: record,
+                device: issued.device,
+                certificate: issued.record,
                 chain_pem,
-                private_key_pem: Some(private_key_pem),
+                private_key_pem: issued.private_key.map(|k| Secret::new(k.serialize_pem())),
                 token: None,
             },
             superseded,

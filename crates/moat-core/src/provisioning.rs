@@ -21,10 +21,11 @@
 //! the registry records them for it (see `admission.rs`).
 
 use crate::hub::cert_record;
-use crate::{Actor, CertificateCheck, Denial, Error, Event, Hub, validate_device_id};
+use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
+use crate::{Actor, CertificateCheck, Denial, Error, Hub, validate_device_id};
 use moat_store::{
     Allocation, Assignment, CaKind, CertSource, ConnectionPolicy, EnrollmentGroup, IdentityAccess,
-    IdentityKind, NewAuditEntry, Provisioning,
+    IdentityKind, ProvisioningWrite,
 };
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -327,23 +328,18 @@ impl Hub {
         let (ca, info, device_id) = (checked.ca, checked.info, checked.identity);
         *actor = Actor(format!("device:{device_id}"));
         // A new device of an auto-registering vendor CA is created with its provisioning.
-        let (device, create) = match checked.device {
-            Some(d) => (d, false),
-            None => (
-                crate::admission::auto_registered_device(
-                    &device_id,
-                    &ca,
-                    moat_store::Stage::Provisioned,
-                    now,
-                )
-                .map_err(ProvisionRefusal::Certificate)?,
-                true,
-            ),
-        };
+        if checked.device.is_none() {
+            validate_device_id(&device_id)
+                .map_err(|e| ProvisionRefusal::Certificate(Denial::NoIdentity(e.to_string())))?;
+        }
+        let device = checked.device;
         let checked = moat_pki::check_csr(csr).map_err(ProvisionRefusal::BadCsr)?;
 
         let groups = self.store().enrollment_groups().await?;
-        let model = device.factory.as_ref().and_then(|f| f.model.as_deref());
+        let model = device
+            .as_ref()
+            .and_then(|d| d.factory.as_ref())
+            .and_then(|f| f.model.as_deref());
         let group = matching_group(&groups, &ca.name, model).cloned();
         let hub = allocate(&device_id, group.as_ref(), &self.cfg.provisioning_hubs)
             .ok_or_else(|| Error::Internal("no hub endpoints configured".into()))?;
@@ -354,15 +350,8 @@ impl Hub {
             .filter(|a| a.hub != endpoint.url)
             .map(|a| a.hub.clone());
 
-        let cert = self.issue_device(&device_id, &checked.public_key, now)?;
-        let rec = cert_record(
-            &cert,
-            &self.device_ca.name,
-            Some(&device_id),
-            CertSource::Csr,
-            now,
-        )?;
-        let provisioning_cert = if create {
+        let create = device.is_none();
+        let presented = if create {
             Some(cert_record(
                 leaf,
                 &ca.name,
@@ -373,7 +362,10 @@ impl Hub {
         } else {
             None
         };
-        let policy = group.as_ref().map_or(device.policy, |g| g.policy);
+        let current_policy = device
+            .as_ref()
+            .map_or(ConnectionPolicy::DenyInsecure, |d| d.policy);
+        let policy = group.as_ref().map_or(current_policy, |g| g.policy);
         let access = group
             .as_ref()
             .filter(|g| g.mqtt_group.is_some() || g.acl_policy.is_some())
@@ -389,9 +381,8 @@ impl Hub {
             "device.provision"
         };
         let group_name = group.as_ref().map(|g| g.name.clone());
-        let detail = format!(
-            "certificate {} (provisioned with {} of CA {}); hub {}{}; enrollment group {}",
-            rec.serial,
+        let note = format!(
+            " (provisioned with {} of CA {}); hub {}{}; enrollment group {}",
             info.serial,
             ca.name,
             endpoint.url,
@@ -401,33 +392,44 @@ impl Hub {
                 .unwrap_or_default(),
             group_name.as_deref().unwrap_or("none"),
         );
-        let p = Provisioning {
-            device: device.clone(),
-            create_device: create,
-            provisioning_cert,
-            cert: rec,
-            policy,
-            access,
-            assignment: Assignment {
-                device_id: device_id.clone(),
-                hub: endpoint.url.clone(),
-                enrollment_group: group_name,
-                provisioned_at: now,
-                provisions: 0,
-            },
-            audit: NewAuditEntry {
-                at: now,
-                actor: actor.0.clone(),
-                action: action.into(),
-                target: Some(device_id.clone()),
-                outcome: "ok".into(),
-                detail: Some(detail),
-            },
+        let holder = match device {
+            Some(d) => Holder::Existing(d),
+            None => Holder::New(NewDevice {
+                policy: ConnectionPolicy::DenyInsecure,
+                token: false,
+                ca_name: ca.name.clone(),
+                factory: None,
+                stage: moat_store::Stage::Provisioned,
+            }),
         };
-        let assignment = match self.store().provision(&p).await {
-            Ok(a) => a,
+        let grant = Grant {
+            device_id: device_id.clone(),
+            key: Key::Public(&checked.public_key),
+            holder,
+            presented,
+            claim_serial: None,
+            supersede: None,
+            provisioning: Some(ProvisioningWrite {
+                policy,
+                access,
+                assignment: Assignment {
+                    device_id: device_id.clone(),
+                    hub: endpoint.url.clone(),
+                    enrollment_group: group_name,
+                    provisioned_at: now,
+                    provisions: 0,
+                },
+            }),
+            actor: &*actor,
+            action,
+            target: device_id.clone(),
+            note,
+            now,
+        };
+        let issued = match self.issue(grant).await {
+            Ok(issued) => issued,
             // Two first calls of an auto-registering device at once: the other one created it.
-            Err(moat_store::Error::Conflict(what)) if create => {
+            Err(IssueError::Registry(moat_store::Error::Conflict(what))) if create => {
                 return Err(Error::Conflict {
                     kind: "device",
                     id: format!("{device_id} ({what}); retry"),
@@ -435,16 +437,10 @@ impl Hub {
             }
             Err(e) => return Err(e.into()),
         };
-        if create {
-            self.emit(Event::DeviceCreated {
-                device_id: device_id.clone(),
-            });
-        }
-        if p.access.is_some() || policy != device.policy {
-            self.emit(Event::AccessChanged {
-                device_id: device_id.clone(),
-            });
-        }
+        let assignment = issued
+            .assignment
+            .ok_or_else(|| Error::Internal("a provisioning wrote no assignment".into()))?;
+        let cert = issued.cert;
         Ok(Provisioned {
             device_id,
             cert,

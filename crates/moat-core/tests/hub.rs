@@ -36,6 +36,14 @@ async fn revocation_emits_an_event_and_lists_the_serial_in_a_newer_crl() {
             device_id: "ev-1".into()
         }
     );
+    assert_eq!(
+        events.recv().await.expect("event").event,
+        Event::CertificateIssued {
+            serial: created.certificate.serial.clone(),
+            ca_name: "devices".into(),
+            device_id: "ev-1".into(),
+        }
+    );
     assert!(created.private_key_pem.is_some());
     assert!(created.token.is_none());
     let before = hub.crl("devices").await.expect("crl").number;

@@ -44,6 +44,7 @@ impl EventCounts {
 fn event_name(e: &Event) -> &'static str {
     match e {
         Event::DeviceCreated { .. } => "device_created",
+        Event::CertificateIssued { .. } => "certificate_issued",
         Event::DeviceDisabled { .. } => "device_disabled",
         Event::DeviceEnabled { .. } => "device_enabled",
         Event::DeviceRevoked { .. } => "device_revoked",

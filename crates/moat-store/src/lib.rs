@@ -43,6 +43,7 @@ mod console;
 mod error;
 mod firmware;
 mod firmware_model;
+mod issuance;
 mod lifecycle;
 mod model;
 mod operators;
@@ -59,12 +60,13 @@ pub use console::{AuditFilter, ConsoleStore, DevicePage, DeviceQuery, DeviceRow}
 pub use error::Error;
 pub use firmware::FirmwareStore;
 pub use firmware_model::*;
+pub use issuance::{Issuance, ProvisioningWrite, Supersede};
 pub use lifecycle::LifecycleStore;
 pub use model::*;
 pub use operators::{Operator, OperatorStore, Role};
 pub use postgres::PgStore;
 pub use posture::{PostureStore, SharedKey};
-pub use provisioning::{Allocation, Assignment, EnrollmentGroup, Provisioning, ProvisioningStore};
+pub use provisioning::{Allocation, Assignment, EnrollmentGroup, ProvisioningStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -111,14 +113,6 @@ pub trait Store:
     /// Inserts a device and, if given, its first certificate, atomically.
     /// [`Error::Conflict`] if the id (or the certificate serial) exists.
     async fn create_device(&self, device: &Device, cert: Option<&CertRecord>) -> Result<(), Error>;
-    /// [`Store::create_device`] and the audit entry recording it, in one transaction (one
-    /// commit instead of two on the issuance path).
-    async fn create_device_audited(
-        &self,
-        device: &Device,
-        cert: Option<&CertRecord>,
-        audit: &NewAuditEntry,
-    ) -> Result<(), Error>;
     /// The device with this id.
     async fn device(&self, id: &str) -> Result<Option<Device>, Error>;
     /// Devices ordered by id, after `after` (keyset paging), at most `limit`.
@@ -267,19 +261,9 @@ pub trait Store:
     /// Lets an enrolled serial enroll once more (its `device_id` stays: the device it enrolled
     /// as). False if it had not enrolled; [`Error::NotFound`] if it is not on the allow-list.
     async fn reset_allowlist(&self, serial: &str) -> Result<bool, Error>;
-    /// One EST enrollment, all or nothing: claims the serial's enrollment (only if it is on
-    /// the allow-list and not enrolled), creates the device (unless `device_exists`), records
-    /// the certificate and the audit entry. [`Error::NotFound`] if the serial is not on the
-    /// allow-list; [`Error::Conflict`] if it already enrolled, or the device or certificate
-    /// exists.
-    async fn enroll(&self, enrollment: &Enrollment) -> Result<(), Error>;
-    /// Records a certificate and the audit entry of its issuance in one transaction (EST
-    /// re-enrollment). [`Error::Conflict`] as [`Store::insert_cert`].
-    async fn insert_cert_audited(
-        &self,
-        cert: &CertRecord,
-        audit: &NewAuditEntry,
-    ) -> Result<(), Error>;
+    /// Writes one certificate issuance, all or nothing (see [`Issuance`] for what it writes
+    /// and refuses); returns the assignment of a provisioning.
+    async fn issue(&self, issuance: &Issuance) -> Result<Option<Assignment>, Error>;
     /// Creates a station, with its certificate if it has one, and the audit entry, atomically.
     /// [`Error::Conflict`] if the name (or the certificate) exists.
     async fn create_station(

@@ -10,7 +10,7 @@
 //! retired by exactly one caller.
 
 use crate::Error;
-use crate::model::{Device, DeviceState, NewAuditEntry, RetiredCert, Stage};
+use crate::model::{Device, DeviceState, RetiredCert, Stage};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -62,17 +62,6 @@ pub trait LifecycleStore: Send + Sync {
         serial: &str,
         at: OffsetDateTime,
     ) -> Result<bool, Error>;
-    /// Records `cert` (a renewal or rotation for its device), sets `retire_at` on the
-    /// certificates `superseded` (serials of `cert`'s CA; only those unrevoked, valid past
-    /// `retire_at` and not retiring sooner) and appends `audit`, in one transaction. [`Error::Conflict`] as
-    /// [`Store::insert_cert`](crate::Store::insert_cert).
-    async fn insert_cert_superseding(
-        &self,
-        cert: &crate::CertRecord,
-        superseded: &[String],
-        retire_at: OffsetDateTime,
-        audit: &NewAuditEntry,
-    ) -> Result<(), Error>;
     /// Revokes (reason `superseded`, at `now`) every unrevoked certificate whose `retire_at`
     /// is at or before `now`, and returns them, by CA and serial.
     async fn retire_due_certs(&self, now: OffsetDateTime) -> Result<Vec<RetiredCert>, Error>;
@@ -233,29 +222,6 @@ macro_rules! impl_lifecycle_store {
                         Some(_) => Ok(false),
                         None => Err(Error::NotFound(format!("allow-list serial {serial}"))),
                     }
-                })
-            }
-
-            async fn insert_cert_superseding(
-                &self,
-                cert: &CertRecord,
-                superseded: &[String],
-                retire_at: OffsetDateTime,
-                audit: &NewAuditEntry,
-            ) -> Result<(), Error> {
-                let (cert, superseded, audit) = (cert.clone(), superseded.to_vec(), audit.clone());
-                write_op!(self, Tx::Needed, |conn| async {
-                    Self::insert_cert_on(conn, &cert).await?;
-                    for serial in &superseded {
-                        sqlx::query($crate::lifecycle::sql::SET_RETIRE_AT)
-                            .bind(micros(retire_at))
-                            .bind(serial)
-                            .bind(&cert.ca_name)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(Error::Database)?;
-                    }
-                    Self::append_audit_on(conn, &audit).await.map(drop)
                 })
             }
 

@@ -222,21 +222,6 @@ pub struct Station {
     pub created_at: OffsetDateTime,
 }
 
-/// One EST enrollment, written in one transaction by [`crate::Store::enroll`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Enrollment {
-    /// The allow-listed serial that enrolls.
-    pub serial: String,
-    /// The device it becomes (created unless `device_exists`).
-    pub device: Device,
-    /// The device row exists already (a serial re-enrolling after an admin reset).
-    pub device_exists: bool,
-    /// The certificate issued.
-    pub cert: CertRecord,
-    /// The audit entry recording it.
-    pub audit: NewAuditEntry,
-}
-
 /// How a certificate came to the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

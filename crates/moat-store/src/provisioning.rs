@@ -6,9 +6,9 @@
 //! certificate, the device's connection policy and lifecycle stage (`provisioned`), its group
 //! / ACL policy, its assignment and the audit entry are written together or not at all.
 
+use crate::Error;
 use crate::codec::RowExt;
-use crate::model::{CertRecord, ConnectionPolicy, IdentityAccess, NewAuditEntry};
-use crate::{Device, Error};
+use crate::model::ConnectionPolicy;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -79,29 +79,6 @@ pub struct Assignment {
     pub provisions: u32,
 }
 
-/// Everything one provisioning writes.
-#[derive(Clone, Debug)]
-pub struct Provisioning {
-    /// The device, created in the same transaction when `create_device` (a registered CA
-    /// with auto-register on); otherwise it must exist.
-    pub device: Device,
-    /// Create `device` first.
-    pub create_device: bool,
-    /// The certificate the device authenticated with, recorded when the device is created
-    /// (so it can be revoked by serial).
-    pub provisioning_cert: Option<CertRecord>,
-    /// The new operational certificate.
-    pub cert: CertRecord,
-    /// The device's connection policy from now on.
-    pub policy: ConnectionPolicy,
-    /// Its access (group / own ACL policy), when the enrollment group sets one.
-    pub access: Option<IdentityAccess>,
-    /// Its assignment (`provisions` is computed by the store).
-    pub assignment: Assignment,
-    /// The audit entry.
-    pub audit: NewAuditEntry,
-}
-
 /// Enrollment groups and assignments. Every method is one transaction.
 #[async_trait]
 pub trait ProvisioningStore: Send + Sync {
@@ -113,10 +90,6 @@ pub trait ProvisioningStore: Send + Sync {
     async fn delete_enrollment_group(&self, name: &str) -> Result<(), Error>;
     /// A device's assignment.
     async fn assignment(&self, device_id: &str) -> Result<Option<Assignment>, Error>;
-    /// Writes a provisioning, all or nothing; returns the assignment as stored.
-    /// [`Error::Conflict`] if the certificate's serial or fingerprint is taken, or the
-    /// device to create exists; [`Error::NotFound`] if the device to update does not.
-    async fn provision(&self, p: &Provisioning) -> Result<Assignment, Error>;
 }
 
 pub(crate) mod sql {
@@ -223,45 +196,6 @@ macro_rules! impl_provisioning_store {
                     .map_err(Error::Database)?
                     .map(|r| prov::assignment(&r))
                     .transpose()
-            }
-
-            async fn provision(&self, p: &Provisioning) -> Result<Assignment, Error> {
-                let p = p.clone();
-                write_op!(self, Tx::Needed, |conn| async {
-                    if p.create_device {
-                        Self::create_device_on(conn, &p.device, p.provisioning_cert.as_ref())
-                            .await?;
-                    }
-                    let updated = sqlx::query(prov::sql::SET_POLICY)
-                        .bind(&p.device.id)
-                        .bind(p.policy.as_str())
-                        .bind(micros(p.assignment.provisioned_at))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(Error::Database)?;
-                    if updated.rows_affected() == 0 {
-                        return Err(Error::NotFound(format!("device {}", p.device.id)));
-                    }
-                    Self::insert_cert_on(conn, &p.cert).await?;
-                    if let Some(a) = &p.access {
-                        Self::put_identity_access_on(conn, a).await?;
-                    }
-                    sqlx::query(prov::sql::UPSERT_ASSIGNMENT)
-                        .bind(&p.assignment.device_id)
-                        .bind(&p.assignment.hub)
-                        .bind(&p.assignment.enrollment_group)
-                        .bind(micros(p.assignment.provisioned_at))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(Error::Database)?;
-                    Self::append_audit_on(conn, &p.audit).await?;
-                    sqlx::query(prov::sql::ASSIGNMENT)
-                        .bind(&p.assignment.device_id)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(Error::Database)
-                        .and_then(|r| prov::assignment(&r))
-                })
             }
         }
     };

@@ -20,13 +20,11 @@ use crate::firmware_model::{
 use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
-    Enrollment, IdentityAccess, NewAuditEntry, RevokedCert, Station,
+    IdentityAccess, NewAuditEntry, RevokedCert, Station,
 };
 use crate::operators::{self, impl_operator_store};
 use crate::posture::{self, impl_posture_store};
-use crate::provisioning::{
-    self as prov, Assignment, EnrollmentGroup, Provisioning, impl_provisioning_store,
-};
+use crate::provisioning::{self as prov, Assignment, EnrollmentGroup, impl_provisioning_store};
 use crate::sql;
 use crate::sqlite_writer::Writer;
 use crate::store_impl::impl_store;

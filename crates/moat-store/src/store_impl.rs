@@ -38,19 +38,6 @@ macro_rules! impl_store {
                 ))
             }
 
-            async fn create_device_audited(
-                &self,
-                d: &Device,
-                cert: Option<&CertRecord>,
-                audit: &NewAuditEntry,
-            ) -> Result<(), Error> {
-                let (d, cert, audit) = (d.clone(), cert.cloned(), audit.clone());
-                write_op!(self, Tx::Needed, |conn| async {
-                    Self::create_device_on(conn, &d, cert.as_ref()).await?;
-                    Self::append_audit_on(conn, &audit).await.map(drop)
-                })
-            }
-
             async fn device(&self, id: &str) -> Result<Option<Device>, Error> {
                 sqlx::query(sql::DEVICE)
                     .bind(id)
@@ -504,21 +491,9 @@ macro_rules! impl_store {
                 ))
             }
 
-            async fn enroll(&self, e: &Enrollment) -> Result<(), Error> {
-                let e = e.clone();
-                write_op!(self, Tx::Needed, |conn| Self::enroll_on(conn, &e))
-            }
-
-            async fn insert_cert_audited(
-                &self,
-                c: &CertRecord,
-                audit: &NewAuditEntry,
-            ) -> Result<(), Error> {
-                let (c, audit) = (c.clone(), audit.clone());
-                write_op!(self, Tx::Needed, |conn| async {
-                    Self::insert_cert_on(conn, &c).await?;
-                    Self::append_audit_on(conn, &audit).await.map(drop)
-                })
+            async fn issue(&self, i: &$crate::Issuance) -> Result<Option<Assignment>, Error> {
+                let i = i.clone();
+                write_op!(self, Tx::Needed, |conn| Self::issue_on(conn, &i))
             }
 
             async fn create_station(

@@ -480,29 +480,82 @@ macro_rules! impl_writes {
                 }
             }
 
-            /// Claims the serial's enrollment, then writes the device (unless it exists), the
-            /// certificate and the audit entry. The caller rolls back on error.
-            pub(crate) async fn enroll_on(conn: &mut $conn, e: &Enrollment) -> Result<(), Error> {
-                let claimed = sqlx::query(sql::CLAIM_ALLOWLIST)
-                    .bind(micros(e.cert.created_at))
-                    .bind(&e.device.id)
-                    .bind(&e.serial)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(Error::Database)?;
-                if claimed.rows_affected() == 0 {
-                    Self::allowlisted_on(conn, &e.serial).await?;
-                    return Err(Error::Conflict(format!(
-                        "enrollment of serial {} (already enrolled)",
-                        e.serial
-                    )));
+            /// Writes one [`Issuance`](crate::Issuance): claims the allow-listed serial (if
+            /// any), creates or updates the device, records the certificates, sets the retire
+            /// date of those superseded, applies a provisioning and appends the audit entry.
+            /// Returns the assignment of a provisioning. The caller rolls back on error.
+            pub(crate) async fn issue_on(
+                conn: &mut $conn,
+                i: &$crate::Issuance,
+            ) -> Result<Option<$crate::Assignment>, Error> {
+                let at = i.audit.at;
+                if let Some(serial) = &i.claim_serial {
+                    let claimed = sqlx::query(sql::CLAIM_ALLOWLIST)
+                        .bind(micros(at))
+                        .bind(&i.device.id)
+                        .bind(serial)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    if claimed.rows_affected() == 0 {
+                        Self::allowlisted_on(conn, serial).await?;
+                        return Err(Error::Conflict(format!(
+                            "enrollment of serial {serial} (already enrolled)"
+                        )));
+                    }
                 }
-                if e.device_exists {
-                    Self::insert_cert_on(conn, &e.cert).await?;
-                } else {
-                    Self::create_device_on(conn, &e.device, Some(&e.cert)).await?;
+                if i.create_device {
+                    Self::create_device_on(conn, &i.device, None).await?;
                 }
-                Self::append_audit_on(conn, &e.audit).await.map(drop)
+                if let Some(p) = &i.provisioning {
+                    let updated = sqlx::query($crate::provisioning::sql::SET_POLICY)
+                        .bind(&i.device.id)
+                        .bind(p.policy.as_str())
+                        .bind(micros(at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    if updated.rows_affected() == 0 {
+                        return Err(Error::NotFound(format!("device {}", i.device.id)));
+                    }
+                }
+                for cert in &i.certs {
+                    Self::insert_cert_on(conn, cert).await?;
+                }
+                if let (Some(s), Some(cert)) = (&i.supersede, i.certs.last()) {
+                    for serial in &s.serials {
+                        sqlx::query($crate::lifecycle::sql::SET_RETIRE_AT)
+                            .bind(micros(s.retire_at))
+                            .bind(serial)
+                            .bind(&cert.ca_name)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(Error::Database)?;
+                    }
+                }
+                let mut assignment = None;
+                if let Some(p) = &i.provisioning {
+                    if let Some(a) = &p.access {
+                        Self::put_identity_access_on(conn, a).await?;
+                    }
+                    let a = &p.assignment;
+                    sqlx::query($crate::provisioning::sql::UPSERT_ASSIGNMENT)
+                        .bind(&a.device_id)
+                        .bind(&a.hub)
+                        .bind(&a.enrollment_group)
+                        .bind(micros(a.provisioned_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    let row = sqlx::query($crate::provisioning::sql::ASSIGNMENT)
+                        .bind(&a.device_id)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    assignment = Some($crate::provisioning::assignment(&row)?);
+                }
+                Self::append_audit_on(conn, &i.audit).await?;
+                Ok(assignment)
             }
 
             pub(crate) async fn create_station_on(

@@ -3,7 +3,7 @@
 
 use crate::common::{TestDb, at, cert, device, t0};
 use moat_store::{
-    AllowlistEntry, CertSource, Enrollment, Error, FactoryInfo, NewAuditEntry, Station,
+    AllowlistEntry, CertSource, Error, FactoryInfo, Issuance, NewAuditEntry, Station,
 };
 
 fn entry(serial: &str, mac: Option<&str>, model: Option<&str>) -> AllowlistEntry {
@@ -32,7 +32,7 @@ fn audit(action: &str, target: &str) -> NewAuditEntry {
 }
 
 /// The enrollment of `serial` as device `serial` with certificate serial `cert_serial`.
-fn enrollment(serial: &str, cert_serial: &str) -> Enrollment {
+fn enrollment(serial: &str, cert_serial: &str) -> Issuance {
     let mut d = device(serial);
     d.factory = Some(FactoryInfo {
         serial: serial.into(),
@@ -41,11 +41,13 @@ fn enrollment(serial: &str, cert_serial: &str) -> Enrollment {
     });
     let mut c = cert(cert_serial, Some(serial));
     c.created_at = at(5);
-    Enrollment {
-        serial: serial.into(),
+    Issuance {
         device: d,
-        device_exists: false,
-        cert: c,
+        create_device: true,
+        claim_serial: Some(serial.into()),
+        certs: vec![c],
+        supersede: None,
+        provisioning: None,
         audit: audit("est.enroll", serial),
     }
 }
@@ -99,7 +101,7 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
         .unwrap();
 
     // Not on the allow-list: nothing is written.
-    let r = s.enroll(&enrollment("SN-9", "c9")).await;
+    let r = s.issue(&enrollment("SN-9", "c9")).await;
     assert!(
         matches!(r, Err(Error::NotFound(ref m)) if m.contains("SN-9")),
         "{r:?}"
@@ -108,14 +110,14 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
     assert_eq!(s.cert("c9").await.unwrap(), None);
 
     let e = enrollment("SN-1", "c1");
-    s.enroll(&e).await.unwrap();
+    s.issue(&e).await.unwrap();
     let d = s.device("SN-1").await.unwrap().unwrap();
     assert_eq!(d, e.device);
     assert_eq!(
         d.factory.as_ref().unwrap().mac.as_deref(),
         Some("aa:bb:cc:dd:ee:ff")
     );
-    assert_eq!(s.cert("c1").await.unwrap(), Some(e.cert.clone()));
+    assert_eq!(s.cert("c1").await.unwrap(), Some(e.certs[0].clone()));
     let listed = s.allowlist_entry("SN-1").await.unwrap().unwrap();
     assert_eq!(listed.enrolled_at, Some(at(5)));
     assert_eq!(listed.device_id.as_deref(), Some("SN-1"));
@@ -124,7 +126,7 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
     assert_eq!(log[0].action, "est.enroll");
 
     // Twice: refused, and the second certificate is not stored.
-    let r = s.enroll(&enrollment("SN-1", "c1b")).await;
+    let r = s.issue(&enrollment("SN-1", "c1b")).await;
     assert!(
         matches!(r, Err(Error::Conflict(ref m)) if m.contains("SN-1")),
         "{r:?}"
@@ -133,8 +135,8 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
 
     // A certificate conflict rolls the claim back: SN-2 may still enroll afterwards.
     let mut clash = enrollment("SN-2", "c2");
-    clash.cert.fingerprint = e.cert.fingerprint.clone();
-    assert!(matches!(s.enroll(&clash).await, Err(Error::Conflict(_))));
+    clash.certs[0].fingerprint = e.certs[0].fingerprint.clone();
+    assert!(matches!(s.issue(&clash).await, Err(Error::Conflict(_))));
     assert_eq!(
         s.allowlist_entry("SN-2")
             .await
@@ -144,7 +146,7 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
         None
     );
     assert_eq!(s.device("SN-2").await.unwrap(), None);
-    s.enroll(&enrollment("SN-2", "c2")).await.unwrap();
+    s.issue(&enrollment("SN-2", "c2")).await.unwrap();
 
     // Reset: SN-1 enrolls once more, onto the device it already is.
     assert!(s.reset_allowlist("SN-1").await.unwrap());
@@ -161,20 +163,25 @@ pub async fn enrollment_claims_a_serial_once(db: &TestDb) {
         "the device stays known"
     );
     let mut again = enrollment("SN-1", "c1c");
-    again.device_exists = true;
-    s.enroll(&again).await.unwrap();
+    again.create_device = false;
+    s.issue(&again).await.unwrap();
     assert_eq!(s.list_certs(Some("SN-1"), 10).await.unwrap().len(), 2);
 
     // Re-enrollment's certificate and its audit entry land together.
     let mut renewed = cert("c1d", Some("SN-1"));
     renewed.fingerprint = "fp-renewed".into();
-    s.insert_cert_audited(&renewed, &audit("est.reenroll", "SN-1"))
-        .await
-        .unwrap();
+    let reenroll = Issuance {
+        device: s.device("SN-1").await.unwrap().unwrap(),
+        create_device: false,
+        claim_serial: None,
+        certs: vec![renewed.clone()],
+        supersede: None,
+        provisioning: None,
+        audit: audit("est.reenroll", "SN-1"),
+    };
+    s.issue(&reenroll).await.unwrap();
     assert_eq!(s.cert("c1d").await.unwrap(), Some(renewed.clone()));
-    let r = s
-        .insert_cert_audited(&renewed, &audit("est.reenroll", "SN-1"))
-        .await;
+    let r = s.issue(&reenroll).await;
     assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
     let actions: Vec<_> = s
         .list_audit(None, 10)
@@ -199,15 +206,15 @@ pub async fn concurrent_enrollments_of_one_serial(db: &TestDb) {
             let s = db.store.clone();
             tokio::spawn(async move {
                 let mut e = enrollment("SN-X", &format!("cx{i}"));
-                e.cert.fingerprint = format!("fp-x{i}");
-                s.enroll(&e).await
+                e.certs[0].fingerprint = format!("fp-x{i}");
+                s.issue(&e).await
             })
         })
         .collect();
     let mut wins = 0;
     for t in tasks {
         match t.await.unwrap() {
-            Ok(()) => wins += 1,
+            Ok(_) => wins += 1,
             Err(Error::Conflict(_)) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }

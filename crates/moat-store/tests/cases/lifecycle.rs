@@ -3,7 +3,8 @@
 
 use crate::common::{TestDb, at, cert, device, t0};
 use moat_store::{
-    AllowlistEntry, DeviceState, Enrollment, Error, FactoryInfo, Lifecycle, NewAuditEntry, Stage,
+    AllowlistEntry, DeviceState, Error, FactoryInfo, Issuance, Lifecycle, NewAuditEntry, Stage,
+    Supersede,
 };
 
 fn audit(action: &str, target: &str) -> NewAuditEntry {
@@ -179,16 +180,18 @@ pub async fn retired_serial_never_enrolls(db: &TestDb) {
     .unwrap();
     let mut d = device("SN-1");
     d.factory = Some(factory);
-    let enrollment = |serial: &str| Enrollment {
-        serial: "SN-1".into(),
+    let enrollment = |serial: &str| Issuance {
         device: d.clone(),
-        device_exists: true,
-        cert: cert(serial, Some("SN-1")),
+        create_device: false,
+        claim_serial: Some("SN-1".into()),
+        certs: vec![cert(serial, Some("SN-1"))],
+        supersede: None,
+        provisioning: None,
         audit: audit("est.enroll", "SN-1"),
     };
     let mut first = enrollment("c1");
-    first.device_exists = false;
-    s.enroll(&first).await.unwrap();
+    first.create_device = true;
+    s.issue(&first).await.unwrap();
 
     assert!(s.retire_allowlist_serial("SN-1", at(50)).await.unwrap());
     assert!(!s.retire_allowlist_serial("SN-1", at(51)).await.unwrap());
@@ -209,7 +212,7 @@ pub async fn retired_serial_never_enrolls(db: &TestDb) {
             .enrolled_at
             .is_some()
     );
-    let r = s.enroll(&enrollment("c2")).await;
+    let r = s.issue(&enrollment("c2")).await;
     assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
     assert_eq!(s.cert("c2").await.unwrap(), None);
 
@@ -229,10 +232,10 @@ pub async fn retired_serial_never_enrolls(db: &TestDb) {
     .unwrap();
     assert!(s.retire_allowlist_serial("SN-2", at(60)).await.unwrap());
     let mut never = enrollment("c3");
-    never.serial = "SN-2".into();
+    never.claim_serial = Some("SN-2".into());
     never.device = device("SN-2");
-    never.device_exists = false;
-    let r = s.enroll(&never).await;
+    never.create_device = true;
+    let r = s.issue(&never).await;
     assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
     assert_eq!(s.device("SN-2").await.unwrap(), None);
     assert_eq!(
@@ -243,6 +246,27 @@ pub async fn retired_serial_never_enrolls(db: &TestDb) {
             .enrolled_at,
         None
     );
+}
+
+/// The issuance of `cert` for device d1, superseding `serials` at `retire_at`.
+fn superseding(
+    cert: &moat_store::CertRecord,
+    serials: &[String],
+    retire_at: time::OffsetDateTime,
+    action: &str,
+) -> Issuance {
+    Issuance {
+        device: device("d1"),
+        create_device: false,
+        claim_serial: None,
+        certs: vec![cert.clone()],
+        supersede: Some(Supersede {
+            serials: serials.to_vec(),
+            retire_at,
+        }),
+        provisioning: None,
+        audit: audit(action, "d1"),
+    }
 }
 
 pub async fn superseded_certs_retire_once(db: &TestDb) {
@@ -261,7 +285,7 @@ pub async fn superseded_certs_retire_once(db: &TestDb) {
 
     let new = cert("new", Some("d1"));
     let supersede = ["old1", "old2", "gone", "short"].map(String::from);
-    s.insert_cert_superseding(&new, &supersede, at(100), &audit("device.rotate", "d1"))
+    s.issue(&superseding(&new, &supersede, at(100), "device.rotate"))
         .await
         .unwrap();
     assert_eq!(s.cert("new").await.unwrap().unwrap().retire_at, None);
@@ -291,12 +315,12 @@ pub async fn superseded_certs_retire_once(db: &TestDb) {
     assert_eq!(expiring, ["short", "new"]);
 
     // A later supersession never postpones an earlier retire time.
-    s.insert_cert_superseding(
+    s.issue(&superseding(
         &cert("newer", Some("d1")),
         &["old1".to_string(), "new".to_string()],
         at(200),
-        &audit("est.reenroll", "d1"),
-    )
+        "est.reenroll",
+    ))
     .await
     .unwrap();
     assert_eq!(
@@ -310,7 +334,7 @@ pub async fn superseded_certs_retire_once(db: &TestDb) {
 
     // A taken serial refuses the whole write.
     let dup = s
-        .insert_cert_superseding(&cert("old2", Some("d1")), &[], at(300), &audit("x", "d1"))
+        .issue(&superseding(&cert("old2", Some("d1")), &[], at(300), "x"))
         .await;
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
 

@@ -4,7 +4,7 @@
 use crate::common::{TestDb, at, cert, device, t0};
 use moat_store::{
     Allocation, Assignment, ConnectionPolicy, EnrollmentGroup, Error, IdentityAccess, IdentityKind,
-    NewAuditEntry, Provisioning,
+    Issuance, NewAuditEntry, ProvisioningWrite,
 };
 
 fn group(name: &str) -> EnrollmentGroup {
@@ -21,26 +21,29 @@ fn group(name: &str) -> EnrollmentGroup {
     }
 }
 
-fn provisioning(device_id: &str, cert_serial: &str, hub: &str, create: bool) -> Provisioning {
-    Provisioning {
+fn provisioning(device_id: &str, cert_serial: &str, hub: &str, create: bool) -> Issuance {
+    Issuance {
         device: device(device_id),
         create_device: create,
-        provisioning_cert: None,
-        cert: cert(cert_serial, Some(device_id)),
-        policy: ConnectionPolicy::AllowInsecure,
-        access: Some(IdentityAccess {
-            device_id: device_id.into(),
-            kind: IdentityKind::Device,
-            group: Some("fleet".into()),
-            policy: None,
+        claim_serial: None,
+        certs: vec![cert(cert_serial, Some(device_id))],
+        supersede: None,
+        provisioning: Some(ProvisioningWrite {
+            policy: ConnectionPolicy::AllowInsecure,
+            access: Some(IdentityAccess {
+                device_id: device_id.into(),
+                kind: IdentityKind::Device,
+                group: Some("fleet".into()),
+                policy: None,
+            }),
+            assignment: Assignment {
+                device_id: device_id.into(),
+                hub: hub.into(),
+                enrollment_group: Some("g".into()),
+                provisioned_at: at(10),
+                provisions: 0,
+            },
         }),
-        assignment: Assignment {
-            device_id: device_id.into(),
-            hub: hub.into(),
-            enrollment_group: Some("g".into()),
-            provisioned_at: at(10),
-            provisions: 0,
-        },
         audit: NewAuditEntry {
             at: at(10),
             actor: format!("device:{device_id}"),
@@ -75,7 +78,7 @@ pub async fn enrollment_groups_and_provisioning(db: &TestDb) {
 
     // A device that does not exist cannot be provisioned (and nothing is written).
     assert!(matches!(
-        s.provision(&provisioning("d1", "01", "mqtts://a:8883", false))
+        s.issue(&provisioning("d1", "01", "mqtts://a:8883", false))
             .await,
         Err(Error::NotFound(_))
     ));
@@ -84,9 +87,10 @@ pub async fn enrollment_groups_and_provisioning(db: &TestDb) {
 
     // Created with it; then provisioned again to another hub.
     let first = s
-        .provision(&provisioning("d1", "01", "mqtts://a:8883", true))
+        .issue(&provisioning("d1", "01", "mqtts://a:8883", true))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a provisioning returns its assignment");
     assert_eq!(
         (first.hub.as_str(), first.provisions),
         ("mqtts://a:8883", 1)
@@ -96,9 +100,10 @@ pub async fn enrollment_groups_and_provisioning(db: &TestDb) {
     let access = s.identity_access("d1").await.unwrap().unwrap();
     assert_eq!(access.group.as_deref(), Some("fleet"));
     let again = s
-        .provision(&provisioning("d1", "02", "mqtts://b:8883", false))
+        .issue(&provisioning("d1", "02", "mqtts://b:8883", false))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a provisioning returns its assignment");
     assert_eq!(
         (again.hub.as_str(), again.provisions),
         ("mqtts://b:8883", 2)
@@ -108,7 +113,7 @@ pub async fn enrollment_groups_and_provisioning(db: &TestDb) {
     // A taken certificate serial rolls the whole provisioning back.
     let mut dup = provisioning("d1", "02", "mqtts://c:8883", false);
     dup.audit.action = "device.reprovision".into();
-    assert!(matches!(s.provision(&dup).await, Err(Error::Conflict(_))));
+    assert!(matches!(s.issue(&dup).await, Err(Error::Conflict(_))));
     assert_eq!(
         s.assignment("d1").await.unwrap().unwrap().hub,
         "mqtts://b:8883"
