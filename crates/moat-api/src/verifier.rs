@@ -266,10 +266,9 @@ impl LiveClientVerifier {
         let mut after: Option<(String, String)> = None;
         loop {
             let page = hub
-                .store()
                 .revoked_serials_page(after.as_ref().map(|(c, s)| (c.as_str(), s.as_str())), PAGE)
                 .await
-                .map_err(|e| VerifierError::Registry(e.into()))?;
+                .map_err(VerifierError::Registry)?;
             for (ca, serial) in &page {
                 next.insert(ca, serial);
             }

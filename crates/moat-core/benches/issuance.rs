@@ -26,23 +26,23 @@ fn main() {
             .unwrap_or(5000);
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        let hub = open_hub(&url, dir.path()).await;
+        let (hub, store) = open_hub(&url, dir.path()).await;
         for callers in CALLER_COUNTS {
             issue(&hub, "sqlite", n, callers).await;
         }
-        crl(&hub, "sqlite", 100_000).await;
+        crl(&hub, &store, "sqlite", 100_000).await;
         if let Ok(pg) = std::env::var("MOAT_TEST_DATABASE_URL") {
             let db = format!("moat_bench_{}", std::process::id());
             let admin = sqlx_free_psql(&pg, &format!("CREATE DATABASE {db}"));
             if admin {
                 let base = pg.rsplit_once('/').expect("db url").0;
                 let pg_dir = tempfile::tempdir().expect("tempdir");
-                let hub = open_hub(&format!("{base}/{db}"), pg_dir.path()).await;
+                let (hub, store) = open_hub(&format!("{base}/{db}"), pg_dir.path()).await;
                 for callers in CALLER_COUNTS {
                     issue(&hub, "postgres", n, callers).await;
                 }
-                crl(&hub, "postgres", 100_000).await;
-                drop(hub);
+                crl(&hub, &store, "postgres", 100_000).await;
+                drop((hub, store));
                 sqlx_free_psql(&pg, &format!("DROP DATABASE {db} WITH (FORCE)"));
             }
         }
@@ -57,18 +57,17 @@ fn sqlx_free_psql(url: &str, sql: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn open_hub(url: &str, dir: &std::path::Path) -> Arc<Hub> {
+async fn open_hub(url: &str, dir: &std::path::Path) -> (Arc<Hub>, Arc<dyn moat_store::Store>) {
     let store = moat_store::open(url).await.expect("store");
     let vault = moat_vault::Vault::open(
         dir,
         moat_vault::MasterKeySource::File(dir.join("master.key")),
     )
     .expect("vault");
-    Arc::new(
-        Hub::open(store, Arc::new(vault), CoreConfig::default())
-            .await
-            .expect("hub"),
-    )
+    let hub = Hub::open(store.clone(), Arc::new(vault), CoreConfig::default())
+        .await
+        .expect("hub");
+    (Arc::new(hub), store)
 }
 
 /// A pool of P-256 CSRs made up front (devices make their keys; the hub's cost starts at the CSR).
@@ -132,10 +131,9 @@ async fn create(hub: &Hub, id: &str, csr: Vec<u8>) {
     .expect("issue");
 }
 
-async fn crl(hub: &Arc<Hub>, backend: &str, entries: usize) {
+async fn crl(hub: &Arc<Hub>, store: &Arc<dyn moat_store::Store>, backend: &str, entries: usize) {
     // Revoke directly in the store (the revocation path is not what is measured here).
     let now = time::OffsetDateTime::now_utc();
-    let store = hub.store();
     let have = store
         .revoked_certs(hub.device_ca_name())
         .await

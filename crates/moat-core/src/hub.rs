@@ -165,13 +165,14 @@ impl Hub {
         Ok(hub)
     }
 
-    /// The registry.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The registry. Not public: the crates above reach it through the hub's services (see
+    /// `services.rs`), so no caller can skip a check, an audit entry or an event.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    /// The secret store.
-    pub fn vault(&self) -> &Arc<Vault> {
+    /// The secret store (not public, like [`Self::store`]).
+    pub(crate) fn vault(&self) -> &Arc<Vault> {
         &self.vault
     }
 

@@ -37,6 +37,7 @@ mod operators;
 mod posture;
 mod provisioning;
 mod secret;
+mod services;
 mod stations;
 
 pub use access::{CreateApp, DEFAULT_FILTER, DEFAULT_POLICY, TopicAcl, expand, validate_filter};

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::hub_with;
+use common::{hub_and_registry, hub_with};
 use moat_core::{
     Actor, AuditFilter, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential,
     Denial, DeviceQuery, DeviceState, Error, EstRefusal, Event, Lifecycle, Stage,
@@ -23,7 +23,7 @@ fn state_error<T: std::fmt::Debug>(r: Result<T, Error>, want: &str) {
 #[tokio::test]
 async fn stages_follow_the_lifecycle_and_invalid_transitions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hub = hub_with(dir.path(), CoreConfig::default()).await;
+    let (hub, store) = hub_and_registry(dir.path(), CoreConfig::default()).await;
     let admin = Actor::admin();
     let mut events = hub.subscribe();
     hub.create_device(
@@ -119,7 +119,6 @@ async fn stages_follow_the_lifecycle_and_invalid_transitions_are_refused() {
     .await
     .expect("create");
     let now = time::OffsetDateTime::now_utc();
-    let store = hub.store();
     assert!(
         store
             .set_device_status("e", DeviceState::Active, DeviceState::Revoked, None, now)
@@ -278,7 +277,7 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
 #[tokio::test]
 async fn connections_record_presence_once_per_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hub = hub_with(dir.path(), CoreConfig::default()).await;
+    let (hub, store) = hub_and_registry(dir.path(), CoreConfig::default()).await;
     hub.create_device(
         CreateDevice {
             id: "p".into(),
@@ -314,7 +313,7 @@ async fn connections_record_presence_once_per_interval() {
     assert_eq!(last_seen().await, Some(first), "throttled: nothing written");
 
     let later = first + time::Duration::seconds(1);
-    hub.store().touch_presence("p", later).await.expect("touch");
+    store.touch_presence("p", later).await.expect("touch");
     assert_eq!(last_seen().await, Some(later));
 
     let filter = AuditFilter {

@@ -77,13 +77,13 @@ async fn weak_ca_keys_and_sha1_signatures_are_findings() {
         "x509 -req -in sha1.csr -CA good.pem -CAkey good.key -set_serial 7 -days 3650 -sha1 -extfile ca.ext -out sha1.pem 2>/dev/null",
     );
 
-    let hub = common::hub(d).await;
+    let (hub, store) = common::hub_and_registry(d, moat_core::CoreConfig::default()).await;
     for (name, pem) in [
         ("old-rsa", "rsa.pem"),
         ("good", "good.pem"),
         ("sha1-sub", "sha1.pem"),
     ] {
-        hub.store()
+        store
             .insert_ca(&record(name, der(d, pem)))
             .await
             .expect("insert");

@@ -1,7 +1,7 @@
 //! The hub's configuration: one serde tree, `deny_unknown_fields`, real durations, a safe
 //! default for every key. `moat config default` prints [`DEFAULT_TOML`].
 
-use anyhow::{Context, bail};
+use crate::error::{Context, Error};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -405,25 +405,26 @@ pub struct LogConfig {
 
 impl Config {
     /// Loads `path` (or the defaults when None), then validates.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
         let cfg: Config = match path {
             None => Config::default(),
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
                 // Merge the file over the defaults, table by table, so partial files work.
-                let mut base: toml::Table = toml::from_str(DEFAULT_TOML)?;
+                let mut base: toml::Table = toml::from_str(DEFAULT_TOML)
+                    .context("the embedded default configuration is not valid TOML")?;
                 let over: toml::Table = toml::from_str(&text)
                     .with_context(|| format!("{} is not valid TOML", p.display()))?;
                 merge(&mut base, over);
                 toml::Value::Table(base)
                     .try_into()
                     .map_err(|e: toml::de::Error| {
-                        anyhow::anyhow!(
+                        Error::Config(format!(
                             "{}: {} (see `moat config default` for every key)",
                             p.display(),
                             e.message()
-                        )
+                        ))
                     })?
             }
         };
@@ -431,82 +432,100 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> Result<(), Error> {
         if !matches!(self.vault.source.as_str(), "file" | "passphrase" | "pkcs11") {
-            bail!(
+            return Err(Error::Config(format!(
                 "vault.source = {:?}: use \"file\", \"passphrase\" or \"pkcs11\"",
                 self.vault.source
-            );
+            )));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            bail!(
+            return Err(Error::Config(format!(
                 "log.format = {:?}: use \"text\" or \"json\"",
                 self.log.format
-            );
+            )));
         }
         if self.crl.validity < Duration::from_secs(3600) {
-            bail!("crl.validity must be at least 1h");
+            return Err(Error::Config(
+                "crl.validity must be at least 1h".to_string(),
+            ));
         }
         if self.ca.device_cert_validity > self.ca.device_ca_validity {
-            bail!("ca.device_cert_validity must not exceed ca.device_ca_validity");
+            return Err(Error::Config(
+                "ca.device_cert_validity must not exceed ca.device_ca_validity".to_string(),
+            ));
         }
         if self.mqtt.max_packet_size < 1024 {
-            bail!("mqtt.max_packet_size must be at least 1024 bytes");
+            return Err(Error::Config(
+                "mqtt.max_packet_size must be at least 1024 bytes".to_string(),
+            ));
         }
         if self.mqtt.max_connections == 0 {
-            bail!("mqtt.max_connections must be at least 1");
+            return Err(Error::Config(
+                "mqtt.max_connections must be at least 1".to_string(),
+            ));
         }
         if self.mqtt.receive_maximum == 0 {
-            bail!("mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)");
+            return Err(Error::Config(
+                "mqtt.receive_maximum must be at least 1 (MQTT 5 forbids 0)".to_string(),
+            ));
         }
         if self.enrollment.rotation_overlap < Duration::from_secs(1) {
-            bail!(
-                "enrollment.rotation_overlap must be at least 1s (a renewed device needs time to switch to its new certificate)"
-            );
+            return Err(Error::Config("enrollment.rotation_overlap must be at least 1s (a renewed device needs time to switch to its new certificate)".to_string()));
         }
         if self.metrics.campaign_refresh < Duration::from_secs(1) {
-            bail!("metrics.campaign_refresh must be at least 1s");
+            return Err(Error::Config(
+                "metrics.campaign_refresh must be at least 1s".to_string(),
+            ));
         }
         if self.server.renew_check_interval < Duration::from_secs(1) {
-            bail!("server.renew_check_interval must be at least 1s");
+            return Err(Error::Config(
+                "server.renew_check_interval must be at least 1s".to_string(),
+            ));
         }
         if self.mqtt.max_failed_connects == 0
             || self.mqtt.max_failed_connects_per_identity == 0
             || self.mqtt.address_throttle_after == 0
             || self.mqtt.failed_connect_window.is_zero()
         {
-            bail!(
-                "mqtt.max_failed_connects, mqtt.max_failed_connects_per_identity, mqtt.address_throttle_after and mqtt.failed_connect_window must be above 0"
-            );
+            return Err(Error::Config("mqtt.max_failed_connects, mqtt.max_failed_connects_per_identity, mqtt.address_throttle_after and mqtt.failed_connect_window must be above 0".to_string()));
         }
         if self.mqtt.address_throttle_delay >= self.mqtt.connect_timeout {
-            bail!(
-                "mqtt.address_throttle_delay must be shorter than mqtt.connect_timeout (a throttled device must still get its answer)"
-            );
+            return Err(Error::Config("mqtt.address_throttle_delay must be shorter than mqtt.connect_timeout (a throttled device must still get its answer)".to_string()));
         }
         if self.mqtt.max_queued_messages < 4 {
-            bail!("mqtt.max_queued_messages must be at least 4");
+            return Err(Error::Config(
+                "mqtt.max_queued_messages must be at least 4".to_string(),
+            ));
         }
         if self.api.max_connections == 0 {
-            bail!("api.max_connections must be at least 1");
+            return Err(Error::Config(
+                "api.max_connections must be at least 1".to_string(),
+            ));
         }
         if let Some(url) = &self.ota.download_url
             && !url.starts_with("https://")
         {
-            bail!(
+            return Err(Error::Config(format!(
                 "ota.download_url = {url:?}: must be an https:// URL (devices download with mutual TLS)"
-            );
+            )));
         }
         if self.ota.manifest_ttl < Duration::from_secs(60) {
-            bail!("ota.manifest_ttl must be at least 1m");
+            return Err(Error::Config(
+                "ota.manifest_ttl must be at least 1m".to_string(),
+            ));
         }
         if self.ota.max_image_size == 0 || self.ota.max_image_size > 64 * 1024 * 1024 {
-            bail!("ota.max_image_size must be between 1 byte and 64 MiB");
+            return Err(Error::Config(
+                "ota.max_image_size must be between 1 byte and 64 MiB".to_string(),
+            ));
         }
         if let Some(url) = &self.crl.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            bail!("crl.public_url = {url:?}: must be an http:// or https:// URL");
+            return Err(Error::Config(format!(
+                "crl.public_url = {url:?}: must be an http:// or https:// URL"
+            )));
         }
         Ok(())
     }

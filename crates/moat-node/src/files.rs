@@ -1,12 +1,12 @@
 //! Files the hub and CLI write: private ones 0600, written atomically (temp + rename) so a
 //! crash never leaves a half-written key, token or certificate.
 
-use anyhow::Context;
+use crate::error::{Context, Error};
 use std::io::Write;
 use std::path::Path;
 
 /// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -33,7 +33,7 @@ impl ModePrivate for std::fs::DirBuilder {
 }
 
 /// Writes `contents` to `path` atomically with `mode` (0600 for secrets, 0644 for public).
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -60,12 +60,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
 }
 
 /// Writes a new file that must not exist yet (refuses to overwrite a key or certificate).
-pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     if path.exists() {
-        anyhow::bail!(
-            "{} already exists; move it away or choose another --out directory",
-            path.display()
-        );
+        return Err(Error::Exists {
+            path: path.display().to_string(),
+        });
     }
     write_atomic(path, contents, mode)
 }

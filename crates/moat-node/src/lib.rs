@@ -15,6 +15,7 @@
 //! metrics listener and the periodic posture audit), `files` (private dirs, atomic writes).
 
 pub mod config;
+mod error;
 pub mod files;
 mod metrics;
 mod mqtt;
@@ -22,4 +23,8 @@ mod node;
 mod posture;
 
 pub use config::Config;
+pub use error::Error;
+
+/// A node's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub use node::{HubFile, Node};

@@ -129,12 +129,13 @@ async fn campaign_progress(
     hub: &Hub,
 ) -> Result<Vec<(String, &'static str, u64)>, moat_store::Error> {
     let mut out = Vec::new();
-    for c in hub.store().list_campaigns().await? {
+    let registry = hub.firmware_registry();
+    for c in registry.list_campaigns().await? {
         if !c.state.is_active() {
             continue;
         }
         let mut per_state: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for w in hub.store().wave_counts(&c.id).await? {
+        for w in registry.wave_counts(&c.id).await? {
             *per_state.entry(w.state.as_str()).or_default() += w.count;
         }
         out.extend(per_state.into_iter().map(|(s, n)| (c.id.clone(), s, n)));
@@ -401,7 +402,7 @@ pub fn router(registry: Arc<Registry>, hub: Arc<Hub>) -> axum::Router {
                     // Ready when the registry answers (the listeners run before this does).
                     match tokio::time::timeout(
                         std::time::Duration::from_secs(2),
-                        hub.store().setting("readyz"),
+                        hub.registry_ready(),
                     )
                     .await
                     {

@@ -5,8 +5,8 @@
 //! start several nodes in one process on port 0.
 
 use crate::config::Config;
+use crate::error::{Context, Error};
 use crate::files::{private_dir, write_atomic};
-use anyhow::{Context, bail};
 use moat_api::{AdminAuth, AppState, ServeLimits};
 use moat_core::{CoreConfig, Hub};
 use moat_vault::{MasterKeySource, Pkcs11Config, Secret, Vault};
@@ -84,7 +84,7 @@ impl Node {
 
     /// Starts a node as `cfg` says. The process's rustls crypto provider and logging are the
     /// caller's (see `moat serve`).
-    pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+    pub async fn start(cfg: Config) -> crate::Result<Node> {
         let data_dir = cfg.data_dir.clone();
         private_dir(&data_dir)?;
 
@@ -223,7 +223,7 @@ impl Node {
         };
         write_atomic(
             &data_dir.join("hub.json"),
-            &serde_json::to_vec_pretty(&hub_file)?,
+            &serde_json::to_vec_pretty(&hub_file).context("cannot encode hub.json")?,
             0o644,
         )?;
 
@@ -413,7 +413,7 @@ fn core_config(
     hostname: &str,
     crl_addr: SocketAddr,
     mqtt_addr: SocketAddr,
-) -> anyhow::Result<CoreConfig> {
+) -> crate::Result<CoreConfig> {
     let d = |x: std::time::Duration| time::Duration::try_from(x).context("duration out of range");
     let crl_base = cfg.crl.public_url.clone().unwrap_or_else(|| {
         let host = if crl_addr.ip().is_unspecified() {
@@ -446,11 +446,7 @@ fn core_config(
 
 /// `[provisioning] hubs`, checked; by default this hub's own mutual-TLS MQTT listener
 /// (`addr`, as bound).
-fn provisioning_hubs(
-    cfg: &Config,
-    hostname: &str,
-    addr: SocketAddr,
-) -> anyhow::Result<Vec<String>> {
+fn provisioning_hubs(cfg: &Config, hostname: &str, addr: SocketAddr) -> crate::Result<Vec<String>> {
     if cfg.provisioning.hubs.is_empty() {
         let url = if !addr.ip().is_unspecified() {
             format!("mqtts://{addr}")
@@ -496,7 +492,7 @@ fn ota_config(cfg: &Config, hostname: &str, listen: SocketAddr) -> moat_ota::Ota
     }
 }
 
-fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
+fn master_key_source(cfg: &Config) -> crate::Result<MasterKeySource> {
     Ok(match cfg.vault.source.as_str() {
         "file" => {
             let p = &cfg.vault.key_file;
@@ -514,42 +510,51 @@ fn master_key_source(cfg: &Config) -> anyhow::Result<MasterKeySource> {
                     rpassword::prompt_password("Moat master passphrase: ")
                         .context("cannot read the passphrase")?
                 }
-                _ => bail!(
-                    "vault.source is \"passphrase\": set {var} or run in a terminal to be prompted"
-                ),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "vault.source is \"passphrase\": set {var} or run in a terminal to be prompted"
+                    )));
+                }
             };
             MasterKeySource::Passphrase(Secret::new(pass))
         }
         "pkcs11" => {
             let p = &cfg.vault.pkcs11;
-            let pin = std::env::var(&p.pin_env).map_err(|_| {
-                anyhow::anyhow!(
-                    "vault.source is \"pkcs11\": set {} to the token's user PIN",
-                    p.pin_env
-                )
-            })?;
+            let pin = match std::env::var(&p.pin_env) {
+                Ok(pin) => pin,
+                Err(e) => {
+                    return Err(Error::Config(format!(
+                        "vault.source is \"pkcs11\": set {} to the token's user PIN ({e})",
+                        p.pin_env
+                    )));
+                }
+            };
             MasterKeySource::Pkcs11(Pkcs11Config {
                 module: p.module.clone(),
                 token_label: p.token_label.clone(),
                 pin: Secret::new(pin),
             })
         }
-        other => bail!("vault.source = {other:?}: use file, passphrase or pkcs11"),
+        other => {
+            return Err(Error::Config(format!(
+                "vault.source = {other:?}: use file, passphrase or pkcs11"
+            )));
+        }
     })
 }
 
 /// The admin token: made on the first start, written once to `admin.token` (0600), only
 /// its hash kept in the registry. Written before the hash is stored, so a crash between the
 /// two makes a fresh token on the next start instead of a hash nobody holds the token of.
-async fn admin_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(hash) = hub.store().setting(ADMIN_TOKEN_HASH).await? {
+async fn admin_token(hub: &Hub, data_dir: &Path) -> crate::Result<String> {
+    if let Some(hash) = hub.setting(ADMIN_TOKEN_HASH).await? {
         return Ok(hash);
     }
     let token = moat_core::new_token("moat_adm_");
     let path = data_dir.join("admin.token");
     write_atomic(&path, format!("{}\n", token.expose()).as_bytes(), 0o600)?;
     let hash = moat_core::hash_token(token.expose());
-    hub.store().put_setting(ADMIN_TOKEN_HASH, &hash).await?;
+    hub.put_setting(ADMIN_TOKEN_HASH, &hash).await?;
     tracing::info!(path = %path.display(), "admin token written (the hub keeps only its hash)");
     Ok(hash)
 }
@@ -642,7 +647,7 @@ async fn follow_server_identity(
             let identity = hub.server_identity(&names).await?;
             let serial = identity.serial()?;
             if serial == serving {
-                return Ok::<_, anyhow::Error>(None);
+                return Ok::<_, Error>(None);
             }
             credentials.set(&identity);
             Ok(Some(serial))

@@ -229,7 +229,7 @@ impl Ota {
             Target::Model(m) => self.store().devices_of_model(m).await?,
             Target::Devices(ids) => {
                 for id in ids {
-                    if self.store().device(id).await?.is_none() {
+                    if self.hub.find_device(id).await?.is_none() {
                         return Err(Error::NotFound {
                             kind: "device",
                             id: id.clone(),
@@ -241,7 +241,7 @@ impl Ota {
         };
         let mut devices = Vec::new();
         for id in candidates {
-            let Some(d) = self.store().device(&id).await? else {
+            let Some(d) = self.hub.find_device(&id).await? else {
                 continue;
             };
             if d.state != DeviceState::Active {
@@ -352,8 +352,8 @@ impl Ota {
         let mut notified = 0;
         for d in pending {
             let active = self
-                .store()
-                .device(&d.device_id)
+                .hub
+                .find_device(&d.device_id)
                 .await?
                 .is_some_and(|dev| dev.state == DeviceState::Active);
             if !active {
@@ -791,8 +791,8 @@ impl Ota {
     /// are. Nothing happens unless the registry says the device is active.
     pub(crate) async fn device_back(&self, device_id: &str) -> Result<(), Error> {
         let active = self
-            .store()
-            .device(device_id)
+            .hub
+            .find_device(device_id)
             .await?
             .is_some_and(|d| d.state == DeviceState::Active);
         if !active {
@@ -840,8 +840,8 @@ impl Ota {
                     continue;
                 }
                 let active = self
-                    .store()
-                    .device(&d.device_id)
+                    .hub
+                    .find_device(&d.device_id)
                     .await?
                     .is_some_and(|dev| dev.state == DeviceState::Active);
                 match (active, d.state) {

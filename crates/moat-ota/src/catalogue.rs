@@ -72,7 +72,7 @@ pub fn is_digest(s: &str) -> bool {
 /// a download listener can run without the vault.
 #[derive(Clone, Debug)]
 pub struct Downloads {
-    store: Arc<dyn moat_store::Store>,
+    store: Arc<dyn moat_store::FirmwareStore>,
     dir: PathBuf,
 }
 
@@ -89,7 +89,7 @@ pub struct Blob {
 
 impl Downloads {
     /// Blobs under `data_dir/firmware`, authorised by `store`.
-    pub fn new(store: Arc<dyn moat_store::Store>, data_dir: &Path) -> Self {
+    pub fn new(store: Arc<dyn moat_store::FirmwareStore>, data_dir: &Path) -> Self {
         Downloads {
             store,
             dir: data_dir.join("firmware"),
@@ -113,12 +113,7 @@ impl Downloads {
             device: device_id.to_owned(),
             digest: digest.to_owned(),
         };
-        let active = self
-            .store
-            .device(device_id)
-            .await?
-            .is_some_and(|d| d.state == moat_store::DeviceState::Active);
-        if !active || !self.store.download_allowed(device_id, digest).await? {
+        if !self.store.download_allowed(device_id, digest).await? {
             return Err(refused());
         }
         let path = self.dir.join(digest);

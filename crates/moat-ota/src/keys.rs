@@ -139,7 +139,7 @@ impl Ota {
                     id: name.to_owned(),
                 });
             }
-            let (key_ref, key) = self.hub.vault().generate_key("moat-firmware")?;
+            let (key_ref, key) = self.hub.generate_signing_key("moat-firmware")?;
             let spki = key.subject_public_key_info();
             self.insert_key(FirmwareKey {
                 name: name.to_owned(),
@@ -210,8 +210,6 @@ impl Ota {
                 "firmware key {name:?} is a registered public key; the hub cannot sign with it (sign offline with imgtool, or use a key made by `moat fw key generate`)"
             )));
         };
-        Ok(VaultSigner::new(
-            self.hub.vault().load_key(&KeyRef(key_ref))?,
-        ))
+        Ok(VaultSigner::new(self.hub.signing_key(&KeyRef(key_ref))?))
     }
 }

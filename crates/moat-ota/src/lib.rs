@@ -31,8 +31,7 @@ pub use keys::{KeyInfo, spki_pem};
 use keys::VaultSigner;
 use moat_core::{Actor, BusError, Event, Hub};
 use moat_ota_proto::{Report, device_of_report_topic};
-use moat_store::Store;
-use moat_vault::KeyRef;
+use moat_store::FirmwareStore;
 use rand::RngCore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +67,8 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Ota {
     hub: Arc<Hub>,
+    /// The firmware part of the registry (the rest goes through `hub`'s services).
+    registry: Arc<dyn FirmwareStore>,
     cfg: OtaConfig,
     downloads: Downloads,
     update_key: VaultSigner,
@@ -83,22 +84,16 @@ impl Ota {
         cfg: OtaConfig,
         notifier: Arc<dyn Notifier>,
     ) -> Result<Ota, Error> {
-        let key = match hub.store().setting(UPDATE_KEY_REF).await? {
-            Some(r) => hub.vault().load_key(&KeyRef(r))?,
-            None => {
-                let (key_ref, key) = hub.vault().generate_key("moat-update")?;
-                hub.store().put_setting(UPDATE_KEY_REF, &key_ref.0).await?;
-                tracing::info!("generated the hub's update (manifest signing) key");
-                key
-            }
-        };
-        let downloads = Downloads::new(hub.store().clone(), &cfg.data_dir);
+        let key = hub.named_signing_key(UPDATE_KEY_REF, "moat-update").await?;
+        let registry = hub.firmware_registry();
+        let downloads = Downloads::new(registry.clone(), &cfg.data_dir);
         std::fs::create_dir_all(downloads.dir()).map_err(error::Error::io(format!(
             "creating {}",
             downloads.dir().display()
         )))?;
         Ok(Ota {
             hub,
+            registry,
             cfg,
             downloads,
             update_key: VaultSigner::new(key),
@@ -107,8 +102,8 @@ impl Ota {
         })
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn Store> {
-        self.hub.store()
+    pub(crate) fn store(&self) -> &Arc<dyn FirmwareStore> {
+        &self.registry
     }
 
     /// Blob access and download authorisation.

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 /// Firmware keys, images, campaigns and inventory. Every method is one transaction.
 #[async_trait]
-pub trait FirmwareStore: Send + Sync {
+pub trait FirmwareStore: Send + Sync + std::fmt::Debug {
     /// Registers a key. [`Error::Conflict`] if the name exists.
     async fn insert_firmware_key(&self, key: &FirmwareKey) -> Result<(), Error>;
     /// The key with this name.
@@ -85,8 +85,8 @@ pub trait FirmwareStore: Send + Sync {
     -> Result<Vec<CampaignDevice>, Error>;
     /// Devices per (wave, state) of a campaign.
     async fn wave_counts(&self, campaign_id: &str) -> Result<Vec<WaveCount>, Error>;
-    /// Whether `device_id` was notified of an image with this digest by a running or paused
-    /// campaign and has not finished with it: the download authorisation.
+    /// Whether `device_id` is active and was notified of an image with this digest by a
+    /// running or paused campaign and has not finished with it: the download authorisation.
     async fn download_allowed(&self, device_id: &str, digest: &str) -> Result<bool, Error>;
 
     /// Stores (or replaces) what a device reported it runs.
@@ -191,7 +191,9 @@ pub(crate) mod sql {
          FROM campaign_devices WHERE campaign_id = $1 GROUP BY wave, state ORDER BY wave, state";
     pub(crate) const DOWNLOAD_ALLOWED: &str = "SELECT 1 FROM campaign_devices cd \
          JOIN campaigns c ON c.id = cd.campaign_id JOIN firmware f ON f.id = c.firmware_id \
+         JOIN devices d ON d.id = cd.device_id \
          WHERE cd.device_id = $1 AND f.digest = $2 AND c.state IN ('running', 'paused') \
+         AND d.state = 'active' \
          AND cd.state IN ('notified', 'downloading', 'installed') LIMIT 1";
     pub(crate) const PUT_INVENTORY: &str = "INSERT INTO ota_inventory \
          (device_id, model, version, security_counter, updated_at) VALUES ($1, $2, $3, $4, $5) \

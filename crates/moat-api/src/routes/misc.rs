@@ -13,8 +13,8 @@ use utoipa::OpenApi;
 pub(crate) async fn info(State(s): State<AppState>) -> Json<HubInfo> {
     Json(HubInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        store: s.hub.store().backend().to_string(),
-        vault: s.hub.vault().backend().to_string(),
+        store: s.hub.backends().0.to_string(),
+        vault: s.hub.backends().1.to_string(),
         ca_bundle_pem: s.hub.ca_bundle_pem(),
     })
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub fn tls_config(
     credentials: Arc<ServerCredentials>,
     verifier: Arc<LiveClientVerifier>,
-) -> anyhow::Result<rustls::ServerConfig> {
+) -> crate::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -11,7 +11,7 @@
 //! and skipped at load, so one bad row cannot keep the hub from starting; the row stays
 //! until the broker writes or removes that topic or session again.
 
-use anyhow::Context;
+use crate::error::{Context, Error};
 use async_trait::async_trait;
 use moat_broker::Error as BrokerError;
 use moat_broker::Message;
@@ -142,25 +142,27 @@ impl Persistence for RegistryPersistence {
 }
 
 /// The broker's error for a failure here, keeping the whole cause chain.
-fn broker_error(e: anyhow::Error) -> BrokerError {
-    BrokerError::Persistence(e.into())
+fn broker_error(e: Error) -> BrokerError {
+    BrokerError::Persistence(Box::new(e))
 }
 
 /// [`FORMAT`], then the postcard encoding of `value`.
-fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
-    Ok(postcard::to_extend(value, vec![FORMAT])?)
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, vec![FORMAT])
 }
 
 /// The value [`encode`] wrote; an unknown format byte or trailing bytes are errors.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => {
             let (value, trailing) = postcard::take_from_bytes::<T>(rest)?;
-            anyhow::ensure!(trailing.is_empty(), "{} trailing bytes", trailing.len());
+            if !trailing.is_empty() {
+                return Err(Error::Corrupt(format!("{} trailing bytes", trailing.len())));
+            }
             Ok(value)
         }
-        Some((other, _)) => anyhow::bail!("unknown format {other}"),
-        None => anyhow::bail!("empty value"),
+        Some((other, _)) => Err(Error::Corrupt(format!("unknown format {other}"))),
+        None => Err(Error::Corrupt("empty value".into())),
     }
 }
 

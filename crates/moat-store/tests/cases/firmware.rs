@@ -1,10 +1,10 @@
 //! Firmware: signing keys, publication with the security-counter rule, campaigns and their
 //! devices (compare-and-set moves), download authorisation, inventory and group members.
 
-use crate::common::{TestDb, at, t0};
+use crate::common::{TestDb, at, device, t0};
 use moat_store::{
-    Campaign, CampaignDevice, CampaignState, Error, FirmwareKey, FirmwareKeyKind, FirmwareRecord,
-    IdentityAccess, IdentityKind, Inventory, UpdateState, WaveCount,
+    Campaign, CampaignDevice, CampaignState, DeviceState, Error, FirmwareKey, FirmwareKeyKind,
+    FirmwareRecord, IdentityAccess, IdentityKind, Inventory, UpdateState, WaveCount,
 };
 
 fn key(name: &str) -> FirmwareKey {
@@ -137,6 +137,9 @@ pub async fn firmware_keys_and_publication(db: &TestDb) {
 
 pub async fn campaigns_and_device_states(db: &TestDb) {
     let s = &db.store;
+    for id in ["a", "b", "c"] {
+        s.create_device(&device(id), None).await.unwrap();
+    }
     s.insert_firmware_key(&key("release")).await.unwrap();
     assert!(
         s.publish_firmware(&fw("fw-1", "m1", 5, "aa"))
@@ -263,6 +266,18 @@ pub async fn campaigns_and_device_states(db: &TestDb) {
         !s.download_allowed("a", "aa").await.unwrap(),
         "already finished"
     );
+    // A suspended device downloads nothing, and may again once resumed.
+    s.set_device_state("b", DeviceState::Disabled, at(6))
+        .await
+        .unwrap();
+    assert!(
+        !s.download_allowed("b", "aa").await.unwrap(),
+        "suspended device"
+    );
+    s.set_device_state("b", DeviceState::Active, at(7))
+        .await
+        .unwrap();
+    assert!(s.download_allowed("b", "aa").await.unwrap());
     assert_eq!(s.active_updates_of_device("b").await.unwrap().len(), 1);
 
     // Campaign moves are compare-and-set too.

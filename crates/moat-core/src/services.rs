@@ -1,0 +1,76 @@
+//! What the crates above the core (moat-api, moat-ota, moat-node) may use of the registry
+//! and the vault, and nothing more: `Hub::store()` and `Hub::vault()` are private, so
+//! devices, certificates, CAs and audit entries change only through the hub's own services.
+
+use crate::{Device, Error, Hub};
+use moat_store::FirmwareStore;
+use moat_vault::{HubKey, KeyRef};
+use std::sync::Arc;
+
+impl Hub {
+    /// The firmware part of the registry, which moat-ota owns: firmware keys and images,
+    /// campaigns and their devices' updates, inventories, device models and MQTT groups.
+    pub fn firmware_registry(&self) -> Arc<dyn FirmwareStore> {
+        self.store().clone()
+    }
+
+    /// The device with this id, if there is one (see [`Hub::device`] for the refusal).
+    pub async fn find_device(&self, id: &str) -> Result<Option<Device>, Error> {
+        Ok(self.store().device(id).await?)
+    }
+
+    /// A hub setting (a small named value the hub keeps in its registry).
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.store().setting(name).await?)
+    }
+
+    /// Stores a hub setting.
+    pub async fn put_setting(&self, name: &str, value: &str) -> Result<(), Error> {
+        Ok(self.store().put_setting(name, value).await?)
+    }
+
+    /// Whether the registry answers (readiness probes).
+    pub async fn registry_ready(&self) -> Result<(), Error> {
+        self.store().setting("readyz").await?;
+        Ok(())
+    }
+
+    /// The registry's and the vault's back ends (`sqlite` / `postgres`; `file`, `env`,
+    /// `pkcs11`, …), for status pages.
+    pub fn backends(&self) -> (&'static str, &'static str) {
+        (self.store().backend(), self.vault().backend())
+    }
+
+    /// Revoked certificates as (CA, serial), ordered, after `after`, at most `limit`: the
+    /// client-certificate verifier's revoked set is loaded page by page from this.
+    pub async fn revoked_serials_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, Error> {
+        Ok(self.store().revoked_serials_page(after, limit).await?)
+    }
+
+    /// Generates a signing key in the vault (sealed, or inside the PKCS#11 token): its
+    /// reference, to be stored, and the key.
+    pub fn generate_signing_key(&self, label: &str) -> Result<(KeyRef, HubKey), Error> {
+        Ok(self.vault().generate_key(label)?)
+    }
+
+    /// The vault's signing key of this reference.
+    pub fn signing_key(&self, key: &KeyRef) -> Result<HubKey, Error> {
+        Ok(self.vault().load_key(key)?)
+    }
+
+    /// The signing key whose reference the setting `name` holds, generated (and its
+    /// reference stored) on first use.
+    pub async fn named_signing_key(&self, name: &str, label: &str) -> Result<HubKey, Error> {
+        if let Some(r) = self.setting(name).await? {
+            return self.signing_key(&KeyRef(r));
+        }
+        let (key_ref, key) = self.generate_signing_key(label)?;
+        self.put_setting(name, &key_ref.0).await?;
+        tracing::info!(setting = name, "generated a signing key");
+        Ok(key)
+    }
+}
