@@ -8,7 +8,8 @@
 //! - [`openssl`]: openssl itself: keys and CSRs of every supported type, `verify` with CRLs;
 //! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
 //!   certificate and resumes its TLS session between attempts;
-//! - [`softhsm`]: a logged-in session on a SoftHSM2 token, to inspect what it holds.
+//! - [`softhsm`]: a private SoftHSM2 token directory, child-process scenarios, and a
+//!   logged-in session on a token to inspect what it holds.
 //!
 //! It depends on none of Moat's crates: what it tests against is always a real peer or a
 //! real listener. Not for production code.

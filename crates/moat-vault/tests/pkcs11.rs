@@ -12,9 +12,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use moat_testkit::softhsm::SoftHsm;
 use moat_vault::{Error, KeyRef, MasterKeySource, Pkcs11Config, Secret, Vault};
 use rcgen::PublicKeyData;
 
@@ -23,88 +23,21 @@ const OTHER_TOKEN: &str = "moat-other";
 const PIN: &str = "1234";
 const SO_PIN: &str = "5678";
 
-fn module_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MOAT_SOFTHSM_MODULE") {
-        return Some(PathBuf::from(p));
-    }
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-        "/usr/local/lib/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
 /// Builds a fresh SoftHSM token dir with two tokens, then runs the `scenarios` (names of
 /// `child_*` tests) one after another, each in its own process.
 fn run_in_softhsm(scenarios: &[&str]) {
-    let util_ok = Command::new("softhsm2-util")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let module = module_path();
-    if !util_ok || module.is_none() {
-        let msg = "softhsm2-util or libsofthsm2.so not found (apt-get install -y softhsm2)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}; CI is set, so this is a failure, not a skip");
-        }
-        eprintln!("SKIPPED: {msg}");
+    let Some(hsm) = SoftHsm::new(&[TOKEN, OTHER_TOKEN], PIN, SO_PIN) else {
         return;
-    }
-    let module = module.expect("checked above");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let tokens = tmp.path().join("tokens");
-    fs::create_dir(&tokens).expect("token dir");
-    let conf = tmp.path().join("softhsm2.conf");
-    fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("conf");
-    for label in [TOKEN, OTHER_TOKEN] {
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                SO_PIN,
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("run softhsm2-util");
-        assert!(
-            out.status.success(),
-            "softhsm2-util --init-token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let data = tmp.path().join("data");
-    let exe = std::env::current_exe().expect("current exe");
+    };
+    let data = hsm.dir().join("data");
     for scenario in scenarios {
-        let out = Command::new(&exe)
-            .args([
-                *scenario,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .env("MOAT_TEST_MODULE", &module)
-            .env("MOAT_TEST_DATA_DIR", &data)
-            .env("MOAT_TEST_SCRATCH", tmp.path())
-            .output()
-            .expect("run child test");
+        let out = hsm.run_child(
+            scenario,
+            &[
+                ("MOAT_TEST_DATA_DIR", data.as_os_str()),
+                ("MOAT_TEST_SCRATCH", hsm.dir().as_os_str()),
+            ],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

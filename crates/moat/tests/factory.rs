@@ -31,27 +31,13 @@ use moat_device::identity::{Identity, RenewPolicy, roots_from_file};
 use moat_device::keystore::{KeyStore, Pkcs11KeyStore, StoreSpec};
 use moat_device::provision::ProvisioningClient;
 use moat_device::session::{Renewal, Session, SessionConfig, SessionEvent};
+use moat_testkit::softhsm::SoftHsm;
 
 const TOKEN: &str = "device-se";
 const PIN: &str = "4321";
 const SO_PIN: &str = "8765";
 const KEY_LABEL: &str = "device-key";
 const SERIAL: &str = "FAC-0001";
-
-fn module_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MOAT_SOFTHSM_MODULE") {
-        return Some(PathBuf::from(p));
-    }
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib64/pkcs11/libsofthsm2.so",
-        "/usr/local/lib/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
 
 fn tool_ok(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
@@ -64,60 +50,19 @@ fn tool_ok(cmd: &str, arg: &str) -> bool {
 
 #[test]
 fn factory_flow_with_a_token_held_key() {
-    let module = module_path();
-    let tools = tool_ok("softhsm2-util", "--version") && tool_ok("mosquitto_sub", "--help");
-    let Some(module) = module.filter(|_| tools) else {
-        let msg = "softhsm2-util, libsofthsm2.so or mosquitto_sub not found (apt-get install -y softhsm2 mosquitto-clients)";
+    if !tool_ok("mosquitto_sub", "--help") {
+        let msg = "mosquitto_sub not found (apt-get install -y mosquitto-clients)";
         assert!(
             std::env::var_os("CI").is_none(),
             "{msg}; CI is set, so this is a failure, not a skip"
         );
         eprintln!("SKIPPED: {msg}");
         return;
+    }
+    let Some(hsm) = SoftHsm::new(&[TOKEN], PIN, SO_PIN) else {
+        return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let tokens = tmp.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = tmp.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("conf");
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("run softhsm2-util");
-    assert!(
-        out.status.success(),
-        "softhsm2-util --init-token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(std::env::current_exe().expect("current exe"))
-        .args([
-            "child_factory_flow",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .env("MOAT_TEST_MODULE", &module)
-        .output()
-        .expect("run the child test");
+    let out = hsm.run_child("child_factory_flow", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
@@ -527,43 +472,13 @@ fn device_cli(conf: &Path, args: &[&str]) -> serde_json::Value {
 /// `provision`, and `run` (publish, automatic renewal stored in the certificate file).
 #[test]
 fn factory_flow_from_the_command_line() {
-    let Some(module) = module_path().filter(|_| tool_ok("softhsm2-util", "--version")) else {
-        let msg = "softhsm2-util or libsofthsm2.so not found (apt-get install -y softhsm2)";
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg}; CI is set, so this is a failure, not a skip"
-        );
-        eprintln!("SKIPPED: {msg}");
+    let Some(hsm) = SoftHsm::new(&[TOKEN], PIN, SO_PIN) else {
         return;
     };
+    let (module, conf) = (hsm.module.clone(), hsm.conf.clone());
     let hub = TestHub::start();
     let work = hub.path("cli");
-    std::fs::create_dir_all(work.join("tokens")).expect("dir");
-    let conf = work.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            work.join("tokens").display()
-        ),
-    )
-    .expect("conf");
-    let (ok, out) = run(
-        "env",
-        &[
-            &format!("SOFTHSM2_CONF={}", conf.display()),
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ],
-    );
-    assert!(ok, "{out}");
+    std::fs::create_dir_all(&work).expect("dir");
     let serial = "CLI-0001";
     std::fs::write(work.join("serials.csv"), format!("serial\n{serial}\n")).expect("csv");
     hub.ok(&[

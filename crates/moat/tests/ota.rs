@@ -14,6 +14,7 @@ use common::*;
 use moat_device::fleet::{FleetConfig, FleetStats};
 use moat_device::load::client::Target;
 use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
+use moat_testkit::softhsm::SoftHsm;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -877,46 +878,11 @@ async fn ota_distribution_benchmark() {
 /// generated inside the token, and images it signs pass imgtool.
 #[test]
 fn pkcs11_firmware_key_signs_in_the_token() {
-    let module = "/usr/lib/softhsm/libsofthsm2.so";
-    if !Path::new(module).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SoftHSM2 is required in CI ({module} missing)"
-        );
-        eprintln!("SKIPPED: SoftHSM2 not installed");
+    let Some(hsm) = SoftHsm::new(&["moat"], "1234", "5678") else {
         return;
-    }
+    };
     let Some(img) = imgtool() else { return };
-    let tok = tempfile::tempdir().expect("tempdir");
-    let conf = tok.path().join("softhsm2.conf");
-    std::fs::create_dir(tok.path().join("tokens")).expect("mkdir");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tok.path().join("tokens").display()
-        ),
-    )
-    .expect("w");
-    let st = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "moat",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .output()
-        .expect("softhsm2-util");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let conf = hsm.conf.clone();
     let hub = TestHub::start_with(
         &["--vault", "pkcs11"],
         &[("SOFTHSM2_CONF", s(&conf)), ("MOAT_PKCS11_PIN", "1234")],

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use moat_testkit::softhsm::SoftHsm;
 use std::process::Command;
 
 fn is_ci() -> bool {
@@ -83,44 +84,10 @@ fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn pkcs11_vault_keeps_ca_keys_in_softhsm() {
-    let module = "/usr/lib/softhsm/libsofthsm2.so";
-    if !std::path::Path::new(module).exists() {
-        assert!(!is_ci(), "SoftHSM2 is required in CI ({module} missing)");
-        eprintln!("skipping: SoftHSM2 not installed");
+    let Some(hsm) = SoftHsm::new(&["moat"], "1234", "5678") else {
         return;
-    }
-    let tok = tempfile::tempdir().expect("tempdir");
-    let conf = tok.path().join("softhsm2.conf");
-    std::fs::create_dir(tok.path().join("tokens")).expect("mkdir");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tok.path().join("tokens").display()
-        ),
-    )
-    .expect("w");
-    let conf_s = conf.to_str().expect("p");
-    let st = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", conf_s)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "moat",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .output()
-        .expect("softhsm2-util");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-
+    };
+    let conf_s = hsm.conf.to_str().expect("p");
     let mut hub = TestHub::start_with(
         &["--vault", "pkcs11"],
         &[("SOFTHSM2_CONF", conf_s), ("MOAT_PKCS11_PIN", "1234")],
