@@ -33,11 +33,16 @@ pub fn sh(dir: &Path, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-/// A running hub; killed on drop.
+/// A running hub: a `moat_node::Node` in this test process (`TestHub::start`), or a `moat
+/// serve` process when the test needs its flags, environment or process (`start_with`).
+/// Stopped on drop (a process is killed).
 pub struct TestHub {
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     child: Option<Child>,
+    /// In this process, rather than a `moat serve` child.
+    in_process: bool,
+    node: Option<InProcess>,
     pub admin_url: String,
     pub crl_url: String,
     /// MQTT TLS `host:port`.
@@ -53,19 +58,26 @@ pub struct TestHub {
 }
 
 impl TestHub {
-    /// Starts a hub with default (file) vault and SQLite.
+    /// Starts a hub with default (file) vault and SQLite, in this process (the hub as a
+    /// library: `moat_node::Node`, every listener on 127.0.0.1:0).
     pub fn start() -> TestHub {
-        Self::start_with(&[], &[])
+        Self::new(&[], &[], true)
     }
 
-    /// Starts a hub with extra `serve` arguments and environment.
+    /// Starts a `moat serve` process with extra arguments and environment.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestHub {
+        Self::new(args, envs, false)
+    }
+
+    fn new(args: &[&str], envs: &[(&str, &str)], in_process: bool) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut hub = TestHub {
             dir,
             data,
             child: None,
+            in_process,
+            node: None,
             admin_url: String::new(),
             crl_url: String::new(),
             mqtt_tls: String::new(),
@@ -82,9 +94,13 @@ impl TestHub {
         hub
     }
 
-    /// (Re)starts the hub process; Err(stderr) if it exits before it is up.
+    /// (Re)starts the hub; Err(why) if it fails before it is up.
     pub fn spawn(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(self.data.join("hub.json"));
+        if self.in_process {
+            self.node = Some(InProcess::start(&self.data)?);
+            return self.read_hub_file();
+        }
         let log = std::fs::File::create(self.dir.path().join("hub.log")).expect("log");
         let mut cmd = Command::new(MOAT);
         cmd.arg("--data-dir")
@@ -115,16 +131,9 @@ impl TestHub {
         let mut child = cmd.spawn().expect("spawn moat serve");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.data.join("hub.json")) {
-                let v: serde_json::Value = serde_json::from_str(&text).expect("hub.json");
-                self.admin_url = v["admin_url"].as_str().expect("admin_url").to_string();
-                self.crl_url = v["crl_url"].as_str().expect("crl_url").to_string();
-                self.mqtt_tls = v["mqtt_tls"].as_str().expect("mqtt_tls").to_string();
-                self.mqtt_plain = v["mqtt_plain"].as_str().unwrap_or_default().to_string();
-                self.metrics_url = v["metrics_url"].as_str().unwrap_or_default().to_string();
-                self.ota_download = v["ota_download"].as_str().unwrap_or_default().to_string();
+            if self.data.join("hub.json").exists() {
                 self.child = Some(child);
-                return Ok(());
+                return self.read_hub_file();
             }
             if let Ok(Some(_)) = child.try_wait() {
                 return Err(self.log());
@@ -138,8 +147,26 @@ impl TestHub {
         }
     }
 
-    /// Stops the hub (SIGTERM, then waits).
+    /// Where the running hub listens, from the `hub.json` it wrote.
+    fn read_hub_file(&mut self) -> Result<(), String> {
+        let text = std::fs::read_to_string(self.data.join("hub.json"))
+            .map_err(|e| format!("hub.json: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).expect("hub.json");
+        self.admin_url = v["admin_url"].as_str().expect("admin_url").to_string();
+        self.crl_url = v["crl_url"].as_str().expect("crl_url").to_string();
+        self.mqtt_tls = v["mqtt_tls"].as_str().expect("mqtt_tls").to_string();
+        self.mqtt_plain = v["mqtt_plain"].as_str().unwrap_or_default().to_string();
+        self.metrics_url = v["metrics_url"].as_str().unwrap_or_default().to_string();
+        self.ota_download = v["ota_download"].as_str().unwrap_or_default().to_string();
+        Ok(())
+    }
+
+    /// Stops the hub (an in-process node shuts down; a process gets SIGTERM, then is waited
+    /// for).
     pub fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -157,8 +184,11 @@ impl TestHub {
         }
     }
 
-    /// The hub's log so far.
+    /// The hub's log so far (a process's; an in-process hub logs into the test's output).
     pub fn log(&self) -> String {
+        if self.in_process {
+            return "(in-process hub: its log is in the test's output)".into();
+        }
         std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
     }
 
@@ -222,8 +252,88 @@ impl TestHub {
     }
 }
 
+/// A `moat_node::Node` on a runtime (and thread) of its own, so that synchronous tests can
+/// drive it with real clients.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts a node with the defaults, its data in `data`, every listener on 127.0.0.1:0
+    /// (what `moat serve` would run with the same flags); returns once it is up.
+    fn start(data: &Path) -> Result<InProcess, String> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut cfg = moat_node::Config::load(None).map_err(|e| e.to_string())?;
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        cfg.data_dir = data.to_path_buf();
+        cfg.api.listen = any;
+        cfg.crl.listen = any;
+        cfg.mqtt.tls_listen = any;
+        cfg.mqtt.plain_listen = any;
+        cfg.metrics.listen = any;
+        cfg.ota.listen = any;
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                match moat_node::Node::start(cfg).await {
+                    Ok(node) => {
+                        let _ = ready.send(Ok(()));
+                        let _ = stopped.await;
+                        node.shutdown().await;
+                    }
+                    Err(e) => {
+                        let mut why = e.to_string();
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            why.push_str(&format!(": {s}"));
+                            source = s.source();
+                        }
+                        let _ = ready.send(Err(why));
+                    }
+                }
+            });
+        });
+        match started.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(())) => Ok(InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(format!("the in-process hub did not start: {e}")),
+        }
+    }
+
+    /// Shuts the node down and waits for it.
+    fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
 impl Drop for TestHub {
     fn drop(&mut self) {
+        self.node.take();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
