@@ -901,18 +901,7 @@ fn the_https_listener_follows_ca_registration_live() {
     assert_eq!(a.status, 0, "an unregistered CA got through: {a:?}");
     assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
 
-    let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
-    let proof = vendor.issue(&dir, &code, &[]);
-    hub.ok(&[
-        "ca",
-        "register",
-        "--cert",
-        vendor.cert_s(),
-        "--verification-cert",
-        proof.to_str().expect("p"),
-        "--name",
-        "acme-se",
-    ]);
+    vendor.register(&hub, &dir, "acme-se", &[]);
     // Trusted now, but no device has it: the one certificate check refuses at registration.
     let a = est(&hub, "simplereenroll", Auth::Cert(&leaf, &key), Some(&r));
     assert_eq!(a.status, 403, "{a:?}");
@@ -1275,28 +1264,10 @@ fn vendor_certificates_provision_with_auto_register() {
     let d = hub.path("work");
     std::fs::create_dir_all(&d).expect("dir");
     let d = d.as_path();
-    let register = |vendor: &Vendor, name: &str, auto: bool| {
-        let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
-        let proof = vendor.issue(d, &code, &[]);
-        let mut args = vec![
-            "ca",
-            "register",
-            "--cert",
-            vendor.cert_s(),
-            "--verification-cert",
-            proof.to_str().expect("p"),
-            "--name",
-            name,
-        ];
-        if auto {
-            args.push("--auto-register");
-        }
-        hub.ok(&args);
-    };
     let acme = Vendor::new(d, "acme");
-    register(&acme, "acme", true);
+    acme.register(&hub, d, "acme", &["--auto-register"]);
     let beta = Vendor::new(d, "beta");
-    register(&beta, "beta", false);
+    beta.register(&hub, d, "beta", &[]);
     hub.ok(&[
         "enrollment-group",
         "create",

@@ -20,7 +20,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use cryptoki::error::{Error as CkError, RvError};
@@ -178,9 +178,6 @@ fn child_factory_flow() {
         "--subscribe",
         "devices/+/up",
     ]);
-    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
-    let port: u16 = port.parse().expect("port");
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,42 +265,13 @@ fn child_factory_flow() {
     let mqtt_roots = roots_from_file(&saved.join("mqtt-ca.pem")).expect("MQTT CA bundle");
 
     // A subscriber with its own certificate.
-    let sub = Command::new("mosquitto_sub")
-        .args(["-h", host, "-p", &port.to_string(), "-i", "backend"])
-        .args([
-            "-t",
-            &format!("devices/{SERIAL}/up"),
-            "-q",
-            "1",
-            "-C",
-            "2",
-            "-W",
-            "60",
-        ])
-        .arg("--cafile")
-        .arg(hub.bundle())
-        .arg("--cert")
-        .arg(creds.join("backend.crt"))
-        .arg("--key")
-        .arg(creds.join("backend.key"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !hub
-        .json(&["session", "list"])
-        .as_array()
-        .is_some_and(|a| a.iter().any(|s| s["client_id"] == "backend"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "subscriber never connected: {}",
-            hub.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let topic = format!("devices/{SERIAL}/up");
+    let sub = hub.mqtt_sub(
+        "backend",
+        &creds.join("backend.crt"),
+        &creds.join("backend.key"),
+        &["-t", &topic, "-q", "1", "-C", "2", "-W", "60"],
+    );
 
     let mqtt_config = || {
         let mut c = SessionConfig::from_url(

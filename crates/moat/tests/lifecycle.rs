@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// An EST call with curl: (HTTP status, body); status 0 when TLS failed.
@@ -110,38 +110,12 @@ fn crl(hub: &TestHub, name: &str) -> PathBuf {
 
 /// Starts mosquitto_sub as `id` and waits until the hub lists its session.
 fn subscriber(hub: &TestHub, id: &str, cert: &Path, key: &Path) -> Child {
-    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
-    let mut child = Command::new("mosquitto_sub")
-        .args(["-h", host, "-p", port, "-V", "mqttv5", "-i", id, "-q", "1"])
-        .args(["-t", &format!("devices/{id}/#")])
-        .arg("--cafile")
-        .arg(hub.bundle())
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !hub
-        .json(&["session", "list"])
-        .as_array()
-        .is_some_and(|a| a.iter().any(|s| s["client_id"] == id))
-    {
-        assert!(
-            !matches!(child.try_wait(), Ok(Some(_))),
-            "{id}'s subscriber ended before connecting"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{id} never connected: {}",
-            hub.log()
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let topic = format!("devices/{id}/#");
+    let mut child = hub.mqtt_sub(id, cert, key, &["-V", "mqttv5", "-q", "1", "-t", &topic]);
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "{id}'s subscriber ended before connecting"
+    );
     child
 }
 

@@ -676,40 +676,17 @@ fn subscriber(
     count: u32,
     extra: &[&str],
 ) -> std::process::Child {
-    let (host, port) = hub.mqtt_tls.rsplit_once(':').expect("addr");
-    let mut child = Command::new("mosquitto_sub")
-        .args([
-            "-h", host, "-p", port, "-V", "mqttv5", "-i", id, "-t", filter, "-q", "2",
-        ])
-        .args(["-C", &count.to_string(), "-W", "15"])
-        .args(extra)
-        .arg("--cafile")
-        .arg(hub.bundle())
-        .arg("--cert")
-        .arg(dir.join(format!("{id}.crt")))
-        .arg("--key")
-        .arg(dir.join(format!("{id}.key")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Connected when the hub lists it, or already done (a retained message can complete it).
-    while !hub
-        .json(&["session", "list"])
-        .as_array()
-        .is_some_and(|a| a.iter().any(|s| s["client_id"] == id))
-        && !matches!(child.try_wait(), Ok(Some(_)))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{id} never connected: {}",
-            hub.log()
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    child
+    let count = count.to_string();
+    let mut args = vec![
+        "-V", "mqttv5", "-t", filter, "-q", "2", "-C", &count, "-W", "15",
+    ];
+    args.extend_from_slice(extra);
+    hub.mqtt_sub(
+        id,
+        &dir.join(format!("{id}.crt")),
+        &dir.join(format!("{id}.key")),
+        &args,
+    )
 }
 
 /// Publishes once with mosquitto_pub over mTLS.

@@ -139,18 +139,7 @@ fn every_posture_check_finds_its_condition() {
 
     // ca_expiring: a vendor CA that expires within the window (30 days, default).
     let vendor = Vendor::new(&dir, "acme");
-    let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
-    let proof = vendor.issue(&dir, &code, &[]);
-    hub.ok(&[
-        "ca",
-        "register",
-        "--cert",
-        vendor.cert_s(),
-        "--verification-cert",
-        proof.to_str().expect("p"),
-        "--name",
-        "acme",
-    ]);
+    vendor.register(&hub, &dir, "acme", &[]);
 
     // shared_key_pair: two devices certified for one key.
     let csr = make_csr(&dir, "shared", "p256", &[]);

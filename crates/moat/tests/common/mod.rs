@@ -243,6 +243,42 @@ impl TestHub {
         self.data.join("ca-bundle.pem")
     }
 
+    /// Starts `mosquitto_sub -i ID` over mutual TLS (this hub's bundle, `cert` and `key`)
+    /// with `args` (protocol version, topics, QoS, `-C`/`-W`), and waits until the hub lists
+    /// its session, or the client has already ended (a retained message can complete it).
+    pub fn mqtt_sub(&self, id: &str, cert: &Path, key: &Path, args: &[&str]) -> Child {
+        let (host, port) = self.mqtt_tls.rsplit_once(':').expect("addr");
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", host, "-p", port, "-i", id])
+            .args(args)
+            .arg("--cafile")
+            .arg(self.bundle())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self
+            .json(&["session", "list"])
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["client_id"] == id))
+            && !matches!(child.try_wait(), Ok(Some(_)))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{id} never connected: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        child
+    }
+
     /// Number of devices the hub lists.
     pub fn device_count(&self) -> usize {
         self.json(&["device", "list", "--limit", "1000"])
@@ -457,6 +493,25 @@ impl Vendor {
             out.to_str().expect("p"),
         ]);
         out
+    }
+
+    /// Registers this CA with `hub` as `name` (a fresh registration code, the proof of
+    /// possession issued in `dir`), with `extra` `ca register` flags (`--auto-register`).
+    pub fn register(&self, hub: &TestHub, dir: &Path, name: &str, extra: &[&str]) {
+        let code = hub.ok(&["ca", "registration-code"]).trim().to_string();
+        let proof = self.issue(dir, &code, &[]);
+        let mut args = vec![
+            "ca",
+            "register",
+            "--cert",
+            self.cert_s(),
+            "--verification-cert",
+            proof.to_str().expect("p"),
+            "--name",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        hub.ok(&args);
     }
 }
 
