@@ -1,7 +1,7 @@
 //! Request and response bodies of the firmware and campaign routes.
 
+use moat_ota::{Campaign, CampaignDevice, FirmwareRecord};
 use moat_ota::{CampaignView, KeyInfo};
-use moat_store::{Campaign, CampaignDevice, FirmwareRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;

@@ -17,7 +17,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use moat_core::{Actor, CreateEnrollmentGroup};
-use moat_store::{Allocation, ConnectionPolicy, EnrollmentGroup};
+use moat_core::{Allocation, ConnectionPolicy, EnrollmentGroup};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;

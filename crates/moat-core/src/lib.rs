@@ -71,7 +71,8 @@ pub use stations::{CreateStation, CreatedStation};
 
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
-    AclPolicy, AllowlistEntry, AuditEntry, AuditFilter, CaKind, CaRecord, CertRecord, CertSource,
-    ConnectionPolicy, Device, DevicePage, DeviceQuery, DeviceRow, DeviceState, FactoryInfo,
-    IdentityAccess, IdentityKind, Lifecycle, Operator, RetiredCert, Role, Stage, Station,
+    AclPolicy, Allocation, AllowlistEntry, Assignment, AuditEntry, AuditFilter, CaKind, CaRecord,
+    CertRecord, CertSource, ConnectionPolicy, Device, DevicePage, DeviceQuery, DeviceRow,
+    DeviceState, EnrollmentGroup, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle, Operator,
+    RetiredCert, Role, Stage, Station,
 };

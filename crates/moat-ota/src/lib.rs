@@ -27,6 +27,8 @@ pub use campaigns::{CampaignView, CreateCampaign, Target, WaveProgress, WaveSpec
 pub use catalogue::{Blob, Downloads, SignRequest, digest_hex, is_digest, parse_version};
 pub use error::Error;
 pub use keys::{KeyInfo, spki_pem};
+/// The registry's firmware records, as the OTA service returns them.
+pub use moat_store::{Campaign, CampaignDevice, FirmwareRecord};
 
 use keys::VaultSigner;
 use moat_core::{Actor, BusError, Event, Hub};

@@ -12,7 +12,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use moat_core::{CreateDevice, Credential};
-use moat_store::{DeviceQuery, DeviceState};
+use moat_core::{DeviceQuery, DeviceState};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -162,7 +162,7 @@ pub(crate) async fn show(
     };
     let events = match hub
         .audit_search(
-            &moat_store::AuditFilter {
+            &moat_core::AuditFilter {
                 target: Some(id.clone()),
                 ..Default::default()
             },
@@ -246,7 +246,7 @@ pub(crate) async fn show(
     })
 }
 
-fn cert_status(c: &moat_store::CertRecord, now: OffsetDateTime) -> &'static str {
+fn cert_status(c: &moat_core::CertRecord, now: OffsetDateTime) -> &'static str {
     if c.revoked_at.is_some() {
         "revoked"
     } else if c.not_after < now {
@@ -259,7 +259,7 @@ fn cert_status(c: &moat_store::CertRecord, now: OffsetDateTime) -> &'static str 
 }
 
 /// Audit entries as a table (the device page and the audit page).
-pub(crate) fn audit_table(entries: &[moat_store::AuditEntry]) -> Markup {
+pub(crate) fn audit_table(entries: &[moat_core::AuditEntry]) -> Markup {
     html! {
         div.scroll { table.list data-testid="audit" {
             thead { tr { th { "When" } th { "Who" } th { "What" } th { "On" } th { "Outcome" } th { "Detail" } } }

@@ -13,8 +13,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
+use moat_core::{AuditFilter, DeviceQuery, DeviceState};
 use moat_core::{IdentityRule, RegisterCa};
-use moat_store::{AuditFilter, DeviceQuery, DeviceState};
 use serde::Deserialize;
 
 /// Campaign states, in the order the chart stacks them, with their chart class.
