@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{hub, hub_with};
+use common::{hub, hub_with, station};
 use moat_core::{
     Actor, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential, Denial, Error,
-    EstRefusal, Hub, Renewal, RevocationReason, StationCredential,
+    EstRefusal, Renewal, RevocationReason, StationCredential,
 };
 use moat_testkit::pki::csr;
 use rcgen::{DnType, KeyPair};
@@ -34,19 +34,6 @@ fn refusal(r: Result<impl std::fmt::Debug, Error>) -> EstRefusal {
         Err(Error::Est(e)) => e,
         other => panic!("expected an EST refusal, got {other:?}"),
     }
-}
-
-async fn station(hub: &Hub, name: &str) -> moat_core::Station {
-    hub.create_station(
-        CreateStation {
-            name: name.into(),
-            token: false,
-        },
-        &Actor::admin(),
-    )
-    .await
-    .expect("station")
-    .station
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::hub;
+use common::{hub, station};
 use moat_core::{
-    Actor, CertRecord, CertSource, CertificateCheck, CreateDevice, CreateStation, Credential,
-    Error, Event, Hub, Subscription,
+    Actor, CertRecord, CertSource, CertificateCheck, CreateDevice, Credential, Error, Event, Hub,
+    Subscription,
 };
 use moat_testkit::pki::csr;
 use rcgen::{DnType, KeyPair};
@@ -129,17 +129,7 @@ async fn every_issuance_is_recorded_audited_and_announced_once() {
 
     // EST enrollment creates the device of an allow-listed serial; re-enrollment renews it.
     hub.add_allowlist("SN-1\n", &admin).await.expect("upload");
-    let station = hub
-        .create_station(
-            CreateStation {
-                name: "line-1".into(),
-                token: false,
-            },
-            &admin,
-        )
-        .await
-        .expect("station")
-        .station;
+    let station = station(&hub, "line-1").await;
     drain(&mut sub).await;
     let key = KeyPair::generate().expect("key");
     let enrolled = hub

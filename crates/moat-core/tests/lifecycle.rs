@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{hub_and_registry, hub_with};
+use common::{hub_and_registry, hub_with, station};
 use moat_core::{
-    Actor, AuditFilter, CertificateCheck, CoreConfig, CreateDevice, CreateStation, Credential,
-    Denial, DeviceQuery, DeviceState, Error, EstRefusal, Event, Lifecycle, Stage,
+    Actor, AuditFilter, CertificateCheck, CoreConfig, CreateDevice, Credential, Denial,
+    DeviceQuery, DeviceState, Error, EstRefusal, Event, Lifecycle, Stage,
 };
 use moat_testkit::pki::csr;
 use rcgen::{DnType, KeyPair};
@@ -162,17 +162,7 @@ async fn a_superseded_certificate_is_refused_from_its_retire_time_before_any_swe
     let hub = hub_with(dir.path(), cfg).await;
     let admin = Actor::admin();
     hub.add_allowlist("SN-1\n", &admin).await.expect("upload");
-    let station = hub
-        .create_station(
-            CreateStation {
-                name: "line-1".into(),
-                token: false,
-            },
-            &admin,
-        )
-        .await
-        .expect("station")
-        .station;
+    let station = station(&hub, "line-1").await;
     let key = KeyPair::generate().expect("key");
     let first = hub
         .est_enroll(

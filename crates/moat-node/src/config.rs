@@ -404,6 +404,22 @@ pub struct LogConfig {
 }
 
 impl Config {
+    /// The defaults, data in `data_dir`, every listener on 127.0.0.1 with a port the system
+    /// picks (port 0): a node that can run beside others in one process (tests, embedding).
+    /// Where it listens is in [`crate::Node::endpoints`].
+    pub fn loopback(data_dir: &Path) -> Config {
+        let mut cfg = Config::default();
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.data_dir = data_dir.to_path_buf();
+        cfg.api.listen = any;
+        cfg.crl.listen = any;
+        cfg.mqtt.tls_listen = any;
+        cfg.mqtt.plain_listen = any;
+        cfg.metrics.listen = any;
+        cfg.ota.listen = any;
+        cfg
+    }
+
     /// Loads `path` (or the defaults when None), then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, Error> {
         let cfg: Config = match path {

@@ -9,16 +9,7 @@ use std::path::Path;
 
 /// Defaults, every listener on 127.0.0.1:0, data in `dir`.
 fn config(dir: &Path) -> Config {
-    let mut cfg = Config::load(None).expect("default config");
-    let any = "127.0.0.1:0".parse().expect("addr");
-    cfg.data_dir = dir.join("data");
-    cfg.api.listen = any;
-    cfg.crl.listen = any;
-    cfg.mqtt.tls_listen = any;
-    cfg.mqtt.plain_listen = any;
-    cfg.metrics.listen = any;
-    cfg.ota.listen = any;
-    cfg
+    Config::loopback(&dir.join("data"))
 }
 
 /// Creates `id` on `node` with a hub-generated key; writes ID.crt, ID.key and the node's CA

@@ -1,7 +1,7 @@
 //! A hub on an in-memory registry and a file vault in a temp dir, for the core's tests.
 #![allow(dead_code)]
 
-use moat_core::{CoreConfig, Hub};
+use moat_core::{Actor, CoreConfig, CreateStation, Hub};
 use moat_store::Store;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,4 +29,18 @@ pub async fn hub_and_registry(dir: &Path, cfg: CoreConfig) -> (Arc<Hub>, Arc<dyn
 /// A hub with the default configuration.
 pub async fn hub(dir: &Path) -> Arc<Hub> {
     hub_with(dir, CoreConfig::default()).await
+}
+
+/// A factory station `name` with a certificate (no token), for `est_enroll`.
+pub async fn station(hub: &Hub, name: &str) -> moat_core::Station {
+    hub.create_station(
+        CreateStation {
+            name: name.into(),
+            token: false,
+        },
+        &Actor::admin(),
+    )
+    .await
+    .expect("station")
+    .station
 }

@@ -300,15 +300,7 @@ impl InProcess {
     /// (what `moat serve` would run with the same flags); returns once it is up.
     fn start(data: &Path) -> Result<InProcess, String> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let mut cfg = moat_node::Config::load(None).map_err(|e| e.to_string())?;
-        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        cfg.data_dir = data.to_path_buf();
-        cfg.api.listen = any;
-        cfg.crl.listen = any;
-        cfg.mqtt.tls_listen = any;
-        cfg.mqtt.plain_listen = any;
-        cfg.metrics.listen = any;
-        cfg.ota.listen = any;
+        let cfg = moat_node::Config::loopback(data);
         let (ready, started) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
