@@ -470,13 +470,10 @@ impl Hub {
                 cert: CertificateDer::from(leaf.to_vec()),
                 ca_name: ca.name.clone(),
             },
-            holder: Holder::New(NewDevice {
-                policy: ConnectionPolicy::DenyInsecure,
-                token: false,
-                ca_name: ca.name.clone(),
-                factory: None,
-                stage: moat_store::Stage::Enrolled,
-            }),
+            holder: Holder::New(NewDevice::mutual_tls(
+                ca.name.clone(),
+                moat_store::Stage::Enrolled,
+            )),
             presented: None,
             claim_serial: None,
             supersede: None,

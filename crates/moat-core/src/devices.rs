@@ -3,7 +3,7 @@
 use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
 use crate::{Actor, Error, Event, Hub, Secret};
 use moat_pki::{DeviceCertRequest, IdentityRule, RevocationReason, Serial, TrustedCa};
-use moat_store::{CaKind, CertRecord, CertSource, ConnectionPolicy, Device, DeviceState};
+use moat_store::{CaKind, CertRecord, CertSource, Device, DeviceState};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
@@ -121,12 +121,7 @@ impl Hub {
             device_id: req.id.clone(),
             key,
             holder: Holder::New(NewDevice {
-                policy: if req.allow_insecure {
-                    ConnectionPolicy::AllowInsecure
-                } else {
-                    ConnectionPolicy::DenyInsecure
-                },
-                token: req.allow_insecure,
+                allow_insecure: req.allow_insecure,
                 ca_name,
                 factory: None,
                 stage: moat_store::Stage::Enrolled,

@@ -16,7 +16,7 @@
 use crate::issuance::{Grant, Holder, IssueError, Key, NewDevice};
 use crate::{Actor, CertificateCheck, Denial, Error, Hub, token_matches};
 use moat_pki::{CheckedCsr, Renewal};
-use moat_store::{CertRecord, CertSource, ConnectionPolicy, DeviceState, Stage, Station};
+use moat_store::{CertRecord, CertSource, DeviceState, Stage, Station};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -254,11 +254,8 @@ impl Hub {
             }
             None => (
                 Holder::New(NewDevice {
-                    policy: ConnectionPolicy::DenyInsecure,
-                    token: false,
-                    ca_name: self.device_ca.name.clone(),
                     factory: Some(entry.factory.clone()),
-                    stage: Stage::Enrolled,
+                    ..NewDevice::mutual_tls(self.device_ca.name.clone(), Stage::Enrolled)
                 }),
                 false,
             ),

@@ -39,16 +39,27 @@ pub(crate) enum Key<'a> {
 
 /// A device the grant creates.
 pub(crate) struct NewDevice {
-    /// Its connection policy.
-    pub policy: ConnectionPolicy,
-    /// Whether it gets a device token (shown once).
-    pub token: bool,
+    /// Policy `allow_insecure` with a device token (shown once); otherwise `deny_insecure`
+    /// (mutual TLS only), no token.
+    pub allow_insecure: bool,
     /// The CA whose certificates identify it.
     pub ca_name: String,
     /// Its factory data (EST enrollment).
     pub factory: Option<FactoryInfo>,
     /// Its lifecycle stage.
     pub stage: Stage,
+}
+
+impl NewDevice {
+    /// A device that connects with mutual TLS only, identified by `ca_name`'s certificates.
+    pub(crate) fn mutual_tls(ca_name: String, stage: Stage) -> NewDevice {
+        NewDevice {
+            allow_insecure: false,
+            ca_name,
+            factory: None,
+            stage,
+        }
+    }
 }
 
 /// Whose certificate it is.
@@ -172,11 +183,15 @@ impl Hub {
         let (device, token, created) = match holder {
             Holder::Existing(device) => (device, None, false),
             Holder::New(new) => {
-                let token = new.token.then(|| new_token("moat_dev_"));
+                let token = new.allow_insecure.then(|| new_token("moat_dev_"));
                 let device = Device {
                     id: device_id.clone(),
                     state: DeviceState::Active,
-                    policy: new.policy,
+                    policy: if new.allow_insecure {
+                        ConnectionPolicy::AllowInsecure
+                    } else {
+                        ConnectionPolicy::DenyInsecure
+                    },
                     token_hash: token.as_ref().map(|t| hash_token(t.expose())),
                     ca_name: new.ca_name,
                     created_at: now,

@@ -394,13 +394,10 @@ impl Hub {
         );
         let holder = match device {
             Some(d) => Holder::Existing(d),
-            None => Holder::New(NewDevice {
-                policy: ConnectionPolicy::DenyInsecure,
-                token: false,
-                ca_name: ca.name.clone(),
-                factory: None,
-                stage: moat_store::Stage::Provisioned,
-            }),
+            None => Holder::New(NewDevice::mutual_tls(
+                ca.name.clone(),
+                moat_store::Stage::Provisioned,
+            )),
         };
         let grant = Grant {
             device_id: device_id.clone(),
