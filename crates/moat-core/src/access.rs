@@ -88,13 +88,13 @@ pub fn expand(templates: &[String], id: &str, group: Option<&str>) -> Vec<String
 impl Hub {
     /// The topic permissions of `device` (see the module docs for the resolution order).
     pub async fn topic_acl(&self, device: &Device) -> Result<TopicAcl, Error> {
-        let access = self.store().identity_access(&device.id).await?;
+        let access = self.access_row(&device.id).await?;
         let group = access.as_ref().and_then(|a| a.group.clone());
         let mut name = access.as_ref().and_then(|a| a.policy.clone());
         if name.is_none()
             && let Some(g) = &group
         {
-            name = self.store().group_policy(g).await?;
+            name = self.group_policy_row(g).await?;
         }
         let name = name.unwrap_or_else(|| DEFAULT_POLICY.to_string());
         let policies = self
@@ -185,7 +185,11 @@ impl Hub {
             if let Some(p) = policy {
                 self.require_policy(p).await?;
             }
-            Ok(self.store().set_group_policy(group, policy).await?)
+            self.store().set_group_policy(group, policy).await?;
+            // No event: members keep their sessions and get the new policy at their next
+            // CONNECT, which must not read the old one from the view.
+            self.view.invalidate_groups();
+            Ok(())
         }
         .await;
         self.audited(actor, "acl.assign_group", Some(group), result)
@@ -288,6 +292,8 @@ impl Hub {
                 policy: Some(policy),
             })
             .await?;
+        // Created (and possibly admitted) a moment ago with the default access.
+        self.view.invalidate_device(&req.name);
         Ok(created)
     }
 }

@@ -301,10 +301,7 @@ impl<'a> CertificateCheck<'a> {
         };
         // 3. Revocation and retire time, from the registry (the handshake's revoked set may
         //    not have run: resumption).
-        let record = hub
-            .store()
-            .cert_by_fingerprint(&info.fingerprint_sha256)
-            .await?;
+        let record = hub.cert_row(&info.fingerprint_sha256).await?;
         if let Some(r) = &record {
             if r.revoked_at.is_some() {
                 return Err(Denial::CertRevoked(r.serial.clone()));
@@ -346,7 +343,7 @@ impl<'a> CertificateCheck<'a> {
             });
         }
         // 5. Registration and device state.
-        let device = hub.store().device(&identity).await?;
+        let device = hub.device_row(&identity).await?;
         match &device {
             // A device registered through a vendor CA may also hold hub-issued operational
             // certificates (field provisioning): the registry records each one for it.

@@ -53,6 +53,9 @@ pub struct CoreConfig {
     /// How long a device certificate stays valid after a newer one superseded it (EST
     /// re-enrollment, `moat device rotate`); then it is revoked with reason superseded.
     pub rotation_overlap: Duration,
+    /// Devices the in-memory admission view holds (`view.rs`; 0 turns it off). It is only
+    /// used on a registry this process alone writes (SQLite).
+    pub admission_view: usize,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +74,7 @@ impl Default for CoreConfig {
             ca_names: CaNames::default(),
             provisioning_hubs: vec!["mqtts://localhost:8883".into()],
             rotation_overlap: Duration::hours(24),
+            admission_view: crate::view::DEFAULT_CAPACITY,
         }
     }
 }

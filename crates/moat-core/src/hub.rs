@@ -75,6 +75,8 @@ pub struct Hub {
     pub(crate) signed: std::sync::atomic::AtomicU64,
     /// When this node last recorded each device's presence (at most once per interval).
     pub(crate) presence: crate::console::PresenceThrottle,
+    /// What admission reads on every CONNECT, kept current by [`Self::emit`] (`view.rs`).
+    pub(crate) view: crate::view::AdmissionView,
 }
 
 impl Hub {
@@ -148,7 +150,11 @@ impl Hub {
                 LoadedCa { name, cert, key }
             }
         };
+        // Only this process writes a SQLite registry; another node's change to a shared
+        // PostgreSQL one would not reach the view.
+        let view = crate::view::AdmissionView::new(store.backend() == "sqlite", cfg.admission_view);
         let hub = Hub {
+            view,
             store,
             vault,
             cfg,
@@ -197,8 +203,11 @@ impl Hub {
         self.bus.subscribe(start)
     }
 
+    /// Publishes a change the registry has committed, after bringing the admission view up
+    /// to date with it (so no CONNECT admits from what it changed).
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
+        self.view.apply(&event);
         self.bus.publish(event);
     }
 

@@ -39,6 +39,7 @@ mod provisioning;
 mod secret;
 mod services;
 mod stations;
+mod view;
 
 pub use access::{CreateApp, DEFAULT_FILTER, DEFAULT_POLICY, TopicAcl, expand, validate_filter};
 pub use admission::{Admission, CertificateCheck, CheckedCertificate, ConnectMode, Denial, STEPS};
@@ -68,6 +69,7 @@ pub use provisioning::{
 };
 pub use secret::{Secret, hash_token, new_token, token_matches};
 pub use stations::{CreateStation, CreatedStation};
+pub use view::DEFAULT_CAPACITY as ADMISSION_VIEW_CAPACITY;
 
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{

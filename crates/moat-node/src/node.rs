@@ -441,6 +441,7 @@ fn core_config(
         ca_names: Default::default(),
         provisioning_hubs: provisioning_hubs(cfg, hostname, mqtt_addr)?,
         rotation_overlap: d(cfg.enrollment.rotation_overlap)?,
+        admission_view: moat_core::ADMISSION_VIEW_CAPACITY,
     })
 }
 
