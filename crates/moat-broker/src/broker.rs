@@ -3,10 +3,10 @@
 
 use crate::codec::Version;
 use crate::error::reason;
-use crate::persistence::{Delivery, MemoryPersistence, Message, Persistence};
+use crate::persistence::{Change, Delivery, Durability, MemoryPersistence, Message, Persistence};
 use crate::retained::Retained;
 use crate::router::Router;
-use crate::session::{Enqueued, Link, Session};
+use crate::session::{Enqueued, Link, Session, SessionState};
 use crate::topic::parse_subscription;
 use crate::{Authority, BrokerConfig, Error, Refusal};
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +79,13 @@ pub struct MetricsSnapshot {
     pub subscribers_stalled: u64,
     /// Messages a hub tap ([`Broker::tap`]) could not take because its queue was full.
     pub taps_dropped: u64,
+    /// QoS 1/2 messages refused because durable state could not be written.
+    pub messages_refused_storage: u64,
+    /// Batches of durable state written (each one transaction: one fsync on SQLite).
+    pub state_batches_written: u64,
+    /// Changes of durable state written (queued messages, their acknowledgements, sessions,
+    /// retained messages), over all batches.
+    pub state_changes_written: u64,
     /// Sessions (live and offline persistent).
     pub sessions: u64,
     /// Subscriptions in the tree.
@@ -102,6 +109,9 @@ pub(crate) struct Metrics {
     pub publisher_pauses: AtomicU64,
     pub subscribers_stalled: AtomicU64,
     pub taps_dropped: AtomicU64,
+    pub messages_refused_storage: AtomicU64,
+    pub state_batches_written: AtomicU64,
+    pub state_changes_written: AtomicU64,
 }
 
 /// A hub-internal subscriber ([`Broker::tap`]): a filter and the queue its messages go to.
@@ -147,8 +157,10 @@ pub struct Broker {
     /// Recent kicks (epoch, identity), so a CONNECT authenticated just before a kick
     /// cannot attach just after it.
     kicks: Mutex<(u64, VecDeque<(u64, String)>)>,
-    /// Persistent sessions to delete from the store.
-    removed: Mutex<Vec<String>>,
+    /// Durable changes not yet collected by the writer.
+    pending: Mutex<Pending>,
+    /// The durable-state writer (see [`crate::persistence`]).
+    journal: Journal,
     pub(crate) conn_limit: Arc<Semaphore>,
     next_conn_id: AtomicU64,
     pub(crate) metrics: Metrics,
@@ -159,6 +171,42 @@ pub struct Broker {
 }
 
 const KICK_MEMORY: usize = 4096;
+
+/// Changes waiting for the writer: sessions to delete, then sessions with changes, taken
+/// together so a deletion is never written after a newer session of the same client id.
+#[derive(Debug, Default)]
+struct Pending {
+    removed: Vec<String>,
+    sessions: Vec<Arc<Session>>,
+}
+
+/// The writer's state.
+#[derive(Debug)]
+struct Journal {
+    /// Batches started (collected): a change made now is in batch `collected + 1` or earlier.
+    collected: AtomicU64,
+    /// The last batch written; acknowledgements waiting for a batch watch this.
+    durable: watch::Sender<u64>,
+    /// Something to write (sync durability).
+    wake: Arc<Notify>,
+    /// Held while a batch is written (one at a time, in order); holds the changes of a batch
+    /// whose write failed, written again first.
+    writing: tokio::sync::Mutex<Vec<Change>>,
+    /// The last write failed: new durable work is refused until one succeeds.
+    failing: AtomicBool,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            collected: AtomicU64::new(0),
+            durable: watch::Sender::new(0),
+            wake: Arc::new(Notify::new()),
+            writing: tokio::sync::Mutex::new(Vec::new()),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
 
 impl Broker {
     /// A broker whose durable state lives in memory ([`MemoryPersistence`]).
@@ -183,7 +231,8 @@ impl Broker {
             retained: Mutex::default(),
             wills: Mutex::default(),
             kicks: Mutex::default(),
-            removed: Mutex::default(),
+            pending: Mutex::default(),
+            journal: Journal::default(),
             conn_limit,
             next_conn_id: AtomicU64::new(1),
             metrics: Metrics::default(),
@@ -237,6 +286,58 @@ impl Broker {
 
     pub(crate) fn router_write(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
         self.router.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After changing `st` (the state of `session`): lists the session for the writer if it
+    /// now has changes to write.
+    pub(crate) fn note(&self, session: &Arc<Session>, st: &mut SessionState) {
+        if st.listed || !st.has_changes() {
+            return;
+        }
+        st.listed = true;
+        lock(&self.pending).sessions.push(session.clone());
+        if self.cfg.durability == Durability::Sync {
+            self.journal.wake.notify_one();
+        }
+    }
+
+    /// Lists a stored session for deletion (under its state's lock: nothing more of it is
+    /// written).
+    fn remove_stored(&self, client_id: &str, st: &mut SessionState) {
+        st.removed = true;
+        st.journal.clear();
+        st.meta_dirty = false;
+        if st.stored {
+            lock(&self.pending).removed.push(client_id.to_owned());
+            if self.cfg.durability == Durability::Sync {
+                self.journal.wake.notify_one();
+            }
+        }
+    }
+
+    /// With sync durability, the batch a change made before this call will be written in:
+    /// acknowledge it once [`Self::durable`] reaches it. None with periodic durability.
+    pub(crate) fn ticket(&self) -> Option<u64> {
+        if self.cfg.durability != Durability::Sync {
+            return None;
+        }
+        let ticket = self.journal.collected.load(Ordering::SeqCst) + 1;
+        // The change may have gone into the batch being written now: make sure the writer
+        // runs once more, or this would wait for its next periodic run.
+        self.journal.wake.notify_one();
+        Some(ticket)
+    }
+
+    /// The last batch written, to wait on.
+    pub(crate) fn durable(&self) -> watch::Receiver<u64> {
+        self.journal.durable.subscribe()
+    }
+
+    /// True while the last write of durable state failed (a full disk…): new QoS 1/2
+    /// messages and subscriptions are refused rather than acknowledged and kept in memory
+    /// only.
+    pub(crate) fn refusing_durable_work(&self) -> bool {
+        self.cfg.durability == Durability::Sync && self.journal.failing.load(Ordering::Relaxed)
     }
 
     /// A connection id, taken at accept: unique for the broker's life and never 0 (the
@@ -323,6 +424,9 @@ impl Broker {
             publisher_pauses: g(&m.publisher_pauses),
             subscribers_stalled: g(&m.subscribers_stalled),
             taps_dropped: g(&m.taps_dropped),
+            messages_refused_storage: g(&m.messages_refused_storage),
+            state_batches_written: g(&m.state_batches_written),
+            state_changes_written: g(&m.state_changes_written),
             sessions: lock(&self.sessions).len() as u64,
             subscriptions: self.router_read().len() as u64,
             retained: lock(&self.retained).len() as u64,
@@ -391,15 +495,18 @@ impl Broker {
     /// Routes a message: retains it if asked, then queues it for every subscriber without
     /// waiting on any of them.
     pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
-        self.route_noting(msg, &mut Vec::new())
+        self.route_noting(msg, &mut Vec::new(), &mut false)
     }
 
     /// [`route`](Self::route), adding to `congested` the online subscribers whose queue is
-    /// past its high-water mark, so that a publishing connection can pause its reads.
+    /// past its high-water mark, so that a publishing connection can pause its reads, and
+    /// setting `durable` if the message changed durable state (queued for a persistent
+    /// session, retained).
     pub(crate) fn route_noting(
         &self,
         msg: Arc<Message>,
         congested: &mut Vec<Arc<Session>>,
+        durable: &mut bool,
     ) -> usize {
         let max = self.cfg.max_queued_messages;
         let pause = !self.cfg.publisher_backpressure.is_zero();
@@ -411,6 +518,11 @@ impl Broker {
             );
             if outcome == crate::retained::RetainOutcome::Refused {
                 tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
+            } else {
+                *durable = true;
+                if self.cfg.durability == Durability::Sync {
+                    self.journal.wake.notify_one();
+                }
             }
         }
         let targets = {
@@ -431,10 +543,15 @@ impl Broker {
                 qos: msg.qos.min(t.qos),
                 retain: msg.retain && t.retain_as_published,
                 subscription_ids: t.subscription_ids,
+                seq: 0,
             };
             let (r, behind) = {
                 let mut st = session.lock();
                 let r = st.enqueue(d, max);
+                if st.has_changes() {
+                    *durable |= st.persistent() && matches!(r, Enqueued::Queued { .. });
+                    self.note(&session, &mut st);
+                }
                 (r, pause && st.note_congestion(max))
             };
             match r {
@@ -497,9 +614,7 @@ impl Broker {
                 }
                 if clean_start || st.identity != link.identity {
                     discard = st.subscriptions.keys().cloned().collect();
-                    if st.persistent() {
-                        lock(&self.removed).push(client_id.to_owned());
-                    }
+                    self.remove_stored(client_id, &mut st);
                 } else {
                     resumed = Some(old.clone());
                 }
@@ -521,7 +636,8 @@ impl Broker {
                 st.generation = link.conn_id;
                 st.link = Some(link);
                 st.disconnected_at = None;
-                st.dirty = true;
+                st.meta_dirty = true;
+                self.note(&session, &mut st);
                 st.generation
             };
             Attached {
@@ -554,13 +670,16 @@ impl Broker {
             }
             st.link = None;
             st.disconnected_at = Some((Instant::now(), SystemTime::now()));
-            st.dirty = true;
+            st.meta_dirty = true;
+            self.note(session, &mut st);
             // Publishers paused on this session stop waiting: offline queues take no QoS 0.
             st.congested = false;
             st.stalled = false;
             session.room.notify_waiters();
             if st.expiry == 0 {
                 discard = st.subscriptions.keys().cloned().collect();
+                // A persistent session ended with expiry 0 (v5 DISCONNECT).
+                self.remove_stored(&session.client_id, &mut st);
                 drop(st);
                 if map
                     .get(&session.client_id)
@@ -605,7 +724,10 @@ impl Broker {
         }
         let weak = Arc::downgrade(self);
         let period = self.cfg.housekeeping_interval;
-        tokio::spawn(housekeeping(weak, period));
+        tokio::spawn(housekeeping(weak.clone(), period));
+        if self.cfg.durability == Durability::Sync {
+            tokio::spawn(writer(weak, self.journal.wake.clone(), period));
+        }
     }
 
     fn sweep(&self) {
@@ -632,13 +754,14 @@ impl Broker {
         {
             let mut map = lock(&self.sessions);
             map.retain(|id, s| {
-                let st = s.lock();
+                let mut st = s.lock();
                 let gone = st.link.is_none()
                     && st.expiry != u32::MAX
                     && st.disconnected_at.is_some_and(|(at, _)| {
                         at + Duration::from_secs(u64::from(st.expiry)) <= now
                     });
                 if gone {
+                    self.remove_stored(id, &mut st);
                     expired.push((
                         id.clone(),
                         st.subscriptions.keys().cloned().collect::<Vec<_>>(),
@@ -656,41 +779,51 @@ impl Broker {
                     }
                 }
             }
-            lock(&self.removed).extend(expired.into_iter().map(|(id, _)| id));
         }
     }
 
-    /// Writes dirty persistent sessions and retained messages to the persistence back end.
+    /// Writes every change made so far to the persistence back end, as one batch (with the
+    /// changes of a batch whose write failed before it); then acknowledgements waiting for
+    /// this batch go out. The writer task calls this; so does shutdown.
     pub async fn flush(&self) -> Result<(), Error> {
-        let removed = std::mem::take(&mut *lock(&self.removed));
-        for id in removed {
-            self.persistence.remove_session(&id).await?;
-        }
-        let dirty: Vec<_> = {
-            let map = lock(&self.sessions);
-            map.iter()
-                .filter_map(|(id, s)| {
-                    let mut st = s.lock();
-                    if st.dirty && st.persistent() {
-                        st.dirty = false;
-                        Some(st.to_stored(id))
-                    } else {
-                        None
-                    }
-                })
-                .collect()
-        };
-        for s in dirty {
-            self.persistence.save_session(&s).await?;
-        }
-        let retained = lock(&self.retained).take_dirty();
-        for (topic, m) in retained {
-            match m {
-                Some(m) => self.persistence.save_retained(&m).await?,
-                None => self.persistence.remove_retained(&topic).await?,
+        let mut unwritten = self.journal.writing.lock().await;
+        let batch = self.journal.collected.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut changes = std::mem::take(&mut *unwritten);
+        self.collect(&mut changes);
+        if !changes.is_empty() {
+            let n = changes.len() as u64;
+            if let Err(e) = self.persistence.write(changes.clone()).await {
+                *unwritten = changes;
+                if !self.journal.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "cannot write MQTT state; new QoS 1/2 messages and subscriptions are refused until a write succeeds");
+                }
+                return Err(e);
+            }
+            bump(&self.metrics.state_batches_written, 1);
+            bump(&self.metrics.state_changes_written, n);
+            if self.journal.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!("MQTT state written again; accepting QoS 1/2 messages");
             }
         }
+        self.journal.durable.send_replace(batch);
         Ok(())
+    }
+
+    /// Takes every pending change, in order: deletions, then each listed session's changes,
+    /// then retained messages.
+    fn collect(&self, out: &mut Vec<Change>) {
+        let Pending { removed, sessions } = std::mem::take(&mut *lock(&self.pending));
+        out.extend(
+            removed
+                .into_iter()
+                .map(|client_id| Change::SessionRemoved { client_id }),
+        );
+        for s in sessions {
+            s.lock().take_changes(&s.client_id, out);
+        }
+        for (topic, message) in lock(&self.retained).take_dirty() {
+            out.push(Change::Retained { topic, message });
+        }
     }
 
     /// Version-independent session expiry to grant.
@@ -717,8 +850,26 @@ async fn housekeeping(broker: Weak<Broker>, period: Duration) {
         if n.is_multiple_of(40) {
             lock(&b.retained).purge_expired();
         }
-        if let Err(e) = b.flush().await {
+        // Sync durability: the writer runs on demand, and retries a failed write here.
+        if (b.cfg.durability == Durability::Periodic || b.journal.failing.load(Ordering::Relaxed))
+            && let Err(e) = b.flush().await
+        {
             tracing::warn!(error = %e, "persisting broker state failed; will retry");
+        }
+    }
+}
+
+/// Sync durability: writes a batch as soon as there are changes; changes made while it
+/// writes go into the next one (group commit). Holds the broker only while writing.
+async fn writer(broker: Weak<Broker>, wake: Arc<Notify>, period: Duration) {
+    loop {
+        // Bounded, so the task ends soon after the broker is dropped.
+        let _woken = tokio::time::timeout(period, wake.notified()).await;
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        if let Err(e) = b.flush().await {
+            tracing::debug!(error = %e, "MQTT state write failed; housekeeping retries");
         }
     }
 }

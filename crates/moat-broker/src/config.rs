@@ -1,5 +1,6 @@
 //! Broker limits. Plain data with safe defaults; the hub maps its TOML config onto it.
 
+use crate::persistence::Durability;
 use std::time::Duration;
 
 /// Limits and timeouts of the broker. Every field has a safe default ([`Default`]).
@@ -46,9 +47,12 @@ pub struct BrokerConfig {
     pub max_retained_messages: usize,
     /// Largest payload retained (bytes).
     pub max_retained_payload: usize,
-    /// Period of the housekeeping task: session expiry, delayed wills, and write-behind to
-    /// [`Persistence`](crate::Persistence). Also the bound on state lost in a crash.
+    /// Period of the housekeeping task: session expiry, delayed wills, and, with
+    /// [`Durability::Periodic`], the writes to [`Persistence`](crate::Persistence) (then also
+    /// the bound on acknowledged state a crash loses).
     pub housekeeping_interval: Duration,
+    /// When acknowledged state is durable (see [`crate::persistence`]).
+    pub durability: Durability,
     /// How long a closing connection may take to flush its last packets (DISCONNECT).
     pub close_flush_timeout: Duration,
     /// How long `serve_*` waits for connection tasks after shutdown before returning.
@@ -71,6 +75,7 @@ impl Default for BrokerConfig {
             max_retained_messages: 100_000,
             max_retained_payload: 64 * 1024,
             housekeeping_interval: Duration::from_millis(250),
+            durability: Durability::Sync,
             close_flush_timeout: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(5),
         }

@@ -111,6 +111,11 @@ pub enum Error {
     /// A [`crate::Persistence`] back end failed.
     #[error("persistence back end failed")]
     Persistence(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A v3.1.1 client sent a QoS 1/2 message while the hub cannot store one (its last write
+    /// of durable state failed): v3.1.1 has no refusing PUBACK, so the connection closes
+    /// and the client sends it again later.
+    #[error("the hub cannot store messages now (its storage is failing); try again later")]
+    StorageUnavailable,
 }
 
 impl Error {
@@ -127,6 +132,7 @@ impl Error {
             Error::Kicked(code) => *code,
             Error::ShuttingDown => reason::SERVER_SHUTTING_DOWN,
             Error::Persistence(_) => reason::UNSPECIFIED,
+            Error::StorageUnavailable => reason::QUOTA_EXCEEDED,
             Error::Io(_)
             | Error::Tls(_)
             | Error::TlsHandshakeTimeout

@@ -39,7 +39,7 @@ pub mod topic;
 pub use broker::{Broker, MetricsSnapshot, SessionInfo};
 pub use config::BrokerConfig;
 pub use error::{Error, reason};
-pub use persistence::{MemoryPersistence, Message, Persistence};
+pub use persistence::{Change, Durability, MemoryPersistence, Message, Persistence};
 pub use topic::filter_covers;
 
 use async_trait::async_trait;

@@ -1,12 +1,21 @@
 //! What must survive a restart: retained messages and persistent sessions (their
 //! subscriptions, queued messages and in-flight state).
 //!
-//! The broker writes behind: state changes mark a session or a retained topic dirty, and the
-//! housekeeping task hands the dirty ones to [`Persistence`] every
-//! [`BrokerConfig::housekeeping_interval`](crate::BrokerConfig::housekeeping_interval), and once more
-//! when a listener shuts down ([`Broker::flush`](crate::Broker::flush)). Durability is
-//! therefore "everything acknowledged up to one interval before a crash; everything on a
-//! clean shutdown". Clean sessions (expiry 0) are never written.
+//! The broker records every change of durable state as a [`Change`], in order, and a writer
+//! task hands them to [`Persistence::write`] in batches, each one atomic. With
+//! [`Durability::Sync`] (the default) the writer runs as soon as there is something to write,
+//! and the broker acknowledges nothing that depends on a change (PUBACK/PUBREC of a message
+//! queued for a persistent session or retained, SUBACK, UNSUBACK, PUBCOMP, and its own
+//! QoS 2 PUBLISH and PUBREL) until the batch holding it is durable: changes made by every
+//! connection while one batch is being written go into the next one (group commit). With
+//! [`Durability::Periodic`] the writer runs every
+//! [`BrokerConfig::housekeeping_interval`](crate::BrokerConfig::housekeeping_interval) and
+//! acknowledgements do not wait: a crash loses up to one interval. Both write the same
+//! changes, and every change is written at shutdown ([`Broker::flush`](crate::Broker::flush)).
+//! Clean sessions (expiry 0) are never written.
+//!
+//! A message queued for a session and acknowledged by its subscriber before the batch is
+//! written is never written at all.
 //!
 //! The stored types derive serde's traits so a back end can encode them in a format of its
 //! choice; payloads and correlation data are [`Bytes`] and encode as byte strings. Adding a
@@ -60,6 +69,10 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 subscription identifiers of the matching subscriptions.
     pub subscription_ids: Vec<u32>,
+    /// Its place in its session's queue (unique per session, increasing): the key of its
+    /// stored copy. Not part of the encoding (stores keep it beside).
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 /// An outbound QoS 1/2 exchange awaiting the client.
@@ -95,12 +108,83 @@ pub struct StoredSession {
     pub disconnected_at: Option<SystemTime>,
     /// Subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
-    /// Outbound exchanges in flight, by packet identifier.
+    /// Outbound exchanges in flight, by packet identifier, in the order they were sent.
+    /// Empty in a [`Change::Session`] (the messages are written one by one).
     pub inflight: Vec<(u16, Inflight)>,
-    /// Messages queued and not yet sent.
+    /// Messages queued and not yet sent, in order. Empty in a [`Change::Session`].
     pub queued: Vec<Delivery>,
     /// Inbound QoS 2 packet identifiers awaiting PUBREL.
     pub incoming_qos2: Vec<u16>,
+}
+
+/// When acknowledged state is on disk (`[mqtt] durability`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged means written: PUBACK, PUBREC, SUBACK… wait for the batch holding the
+    /// change (group-committed across connections).
+    #[default]
+    Sync,
+    /// Written every housekeeping interval; acknowledgements do not wait. A crash loses up
+    /// to one interval of acknowledged messages.
+    Periodic,
+}
+
+/// One change of durable state. A batch of them is applied in order, atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The retained message of a topic changed (None: removed).
+    Retained {
+        /// The topic.
+        topic: String,
+        /// Its message now.
+        message: Option<Arc<Message>>,
+    },
+    /// A session was created or its own state (identity, expiry, subscriptions, inbound
+    /// QoS 2 packet ids, disconnection time) changed; `queued` and `inflight` are empty:
+    /// its messages are the other changes. Replaces the stored session but not its messages.
+    Session(StoredSession),
+    /// A session ended (expired, or replaced by a clean start): it and its messages go.
+    SessionRemoved {
+        /// Client id.
+        client_id: String,
+    },
+    /// A QoS 1/2 message was queued for a session.
+    Queued {
+        /// Client id.
+        client_id: String,
+        /// The message, its `seq` set.
+        delivery: Delivery,
+    },
+    /// A queued message was sent under a packet id (it is in flight).
+    Sent {
+        /// Client id.
+        client_id: String,
+        /// Which message.
+        seq: u64,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// The subscriber acknowledged a QoS 2 message with PUBREC: PUBREL is owed.
+    Released {
+        /// Client id.
+        client_id: String,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// The exchange of an in-flight message ended (PUBACK, PUBCOMP, a refusing PUBREC).
+    Acknowledged {
+        /// Client id.
+        client_id: String,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// A queued message was dropped before it was sent (expired, too large for the client).
+    Dropped {
+        /// Client id.
+        client_id: String,
+        /// Which message.
+        seq: u64,
+    },
 }
 
 /// Storage for state that survives a restart. Implemented over the registry by the hub;
@@ -109,16 +193,12 @@ pub struct StoredSession {
 pub trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     /// All retained messages.
     async fn load_retained(&self) -> Result<Vec<Message>, Error>;
-    /// Stores (or replaces) the retained message of `msg.topic`.
-    async fn save_retained(&self, msg: &Message) -> Result<(), Error>;
-    /// Forgets the retained message of `topic`.
-    async fn remove_retained(&self, topic: &str) -> Result<(), Error>;
-    /// All persistent sessions.
+    /// All persistent sessions, with their queued and in-flight messages in order (each
+    /// delivery's `seq` set).
     async fn load_sessions(&self) -> Result<Vec<StoredSession>, Error>;
-    /// Stores (or replaces) a session.
-    async fn save_session(&self, session: &StoredSession) -> Result<(), Error>;
-    /// Forgets a session (expired, or replaced by a clean one).
-    async fn remove_session(&self, client_id: &str) -> Result<(), Error>;
+    /// Applies `changes` in order, atomically and durably: when this returns `Ok` all of them
+    /// survive a crash; on `Err` none was applied (the broker tries again with them).
+    async fn write(&self, changes: Vec<Change>) -> Result<(), Error>;
 }
 
 /// Keeps everything in memory: survives a `Broker` being dropped and rebuilt in the same
@@ -126,7 +206,14 @@ pub trait Persistence: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Default)]
 pub struct MemoryPersistence {
     retained: Mutex<HashMap<String, Message>>,
-    sessions: Mutex<HashMap<String, StoredSession>>,
+    sessions: Mutex<HashMap<String, MemorySession>>,
+}
+
+#[derive(Debug)]
+struct MemorySession {
+    session: StoredSession,
+    /// seq → (packet id once sent, released, delivery).
+    messages: std::collections::BTreeMap<u64, (Option<u16>, bool, Delivery)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,23 +225,108 @@ impl Persistence for MemoryPersistence {
     async fn load_retained(&self) -> Result<Vec<Message>, Error> {
         Ok(lock(&self.retained).values().cloned().collect())
     }
-    async fn save_retained(&self, msg: &Message) -> Result<(), Error> {
-        lock(&self.retained).insert(msg.topic.clone(), msg.clone());
-        Ok(())
-    }
-    async fn remove_retained(&self, topic: &str) -> Result<(), Error> {
-        lock(&self.retained).remove(topic);
-        Ok(())
-    }
+
     async fn load_sessions(&self) -> Result<Vec<StoredSession>, Error> {
-        Ok(lock(&self.sessions).values().cloned().collect())
+        Ok(lock(&self.sessions)
+            .values()
+            .map(|m| {
+                let mut s = m.session.clone();
+                for (seq, (pid, released, d)) in &m.messages {
+                    let mut d = d.clone();
+                    d.seq = *seq;
+                    match (pid, released) {
+                        (Some(pid), true) => s.inflight.push((*pid, Inflight::Released)),
+                        (Some(pid), false) => s.inflight.push((*pid, Inflight::Publish(d))),
+                        (None, _) => s.queued.push(d),
+                    }
+                }
+                s
+            })
+            .collect())
     }
-    async fn save_session(&self, session: &StoredSession) -> Result<(), Error> {
-        lock(&self.sessions).insert(session.client_id.clone(), session.clone());
-        Ok(())
-    }
-    async fn remove_session(&self, client_id: &str) -> Result<(), Error> {
-        lock(&self.sessions).remove(client_id);
+
+    async fn write(&self, changes: Vec<Change>) -> Result<(), Error> {
+        let mut retained = lock(&self.retained);
+        let mut sessions = lock(&self.sessions);
+        let by_pid = |m: &mut MemorySession, pid: u16| {
+            m.messages
+                .iter()
+                .find(|(_, (p, _, _))| *p == Some(pid))
+                .map(|(seq, _)| *seq)
+        };
+        for c in changes {
+            match c {
+                Change::Retained { topic, message } => match message {
+                    Some(m) => {
+                        retained.insert(topic, (*m).clone());
+                    }
+                    None => {
+                        retained.remove(&topic);
+                    }
+                },
+                Change::Session(s) => match sessions.get_mut(&s.client_id) {
+                    Some(m) => m.session = s,
+                    None => {
+                        sessions.insert(
+                            s.client_id.clone(),
+                            MemorySession {
+                                session: s,
+                                messages: Default::default(),
+                            },
+                        );
+                    }
+                },
+                Change::SessionRemoved { client_id } => {
+                    sessions.remove(&client_id);
+                }
+                Change::Queued {
+                    client_id,
+                    delivery,
+                } => {
+                    if let Some(m) = sessions.get_mut(&client_id) {
+                        m.messages.insert(delivery.seq, (None, false, delivery));
+                    }
+                }
+                Change::Sent {
+                    client_id,
+                    seq,
+                    packet_id,
+                } => {
+                    if let Some(e) = sessions
+                        .get_mut(&client_id)
+                        .and_then(|m| m.messages.get_mut(&seq))
+                    {
+                        e.0 = Some(packet_id);
+                    }
+                }
+                Change::Released {
+                    client_id,
+                    packet_id,
+                } => {
+                    if let Some(m) = sessions.get_mut(&client_id)
+                        && let Some(seq) = by_pid(m, packet_id)
+                        && let Some(e) = m.messages.get_mut(&seq)
+                    {
+                        e.1 = true;
+                    }
+                }
+                Change::Acknowledged {
+                    client_id,
+                    packet_id,
+                } => {
+                    if let Some(m) = sessions.get_mut(&client_id)
+                        && let Some(seq) = by_pid(m, packet_id)
+                    {
+                        m.messages.remove(&seq);
+                    }
+                }
+                Change::Dropped { client_id, seq } => {
+                    if let Some(m) = sessions.get_mut(&client_id) {
+                        m.messages.remove(&seq);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

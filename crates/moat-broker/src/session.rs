@@ -19,7 +19,7 @@
 //! and a stuck one costs each publisher one pause, not a stall.
 
 use crate::codec::{self, Ack, Packet, Publish, Version};
-use crate::persistence::{Delivery, Inflight, StoredSession, StoredSubscription};
+use crate::persistence::{Change, Delivery, Inflight, StoredSession, StoredSubscription};
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -95,8 +95,19 @@ pub(crate) struct SessionState {
     pub generation: u64,
     /// When the last connection ended (for expiry), while offline.
     pub disconnected_at: Option<(Instant, SystemTime)>,
-    /// Changed since last persisted.
-    pub dirty: bool,
+    /// Its own state (identity, expiry, subscriptions, inbound QoS 2 ids, disconnection
+    /// time) changed since last collected for [`crate::Persistence`].
+    pub meta_dirty: bool,
+    /// Changes to its messages since last collected, in order (persistent sessions only).
+    pub journal: Vec<Journaled>,
+    /// In the broker's list of sessions with changes to collect.
+    pub listed: bool,
+    /// Written at least once (a later removal must delete it).
+    pub stored: bool,
+    /// Replaced or expired: nothing of it is written any more.
+    pub removed: bool,
+    /// The `seq` of the next message queued.
+    pub next_seq: u64,
     /// Publishers may be waiting on `room` for this queue to drain.
     pub congested: bool,
     /// Messages taken off the queue so far (sent or dropped): paused publishers tell a busy
@@ -122,7 +133,12 @@ impl Session {
                 link: None,
                 generation: 0,
                 disconnected_at: None,
-                dirty: false,
+                meta_dirty: false,
+                journal: Vec::new(),
+                listed: false,
+                stored: false,
+                removed: false,
+                next_seq: 0,
                 congested: false,
                 drained: 0,
                 stalled: false,
@@ -145,6 +161,17 @@ impl Session {
                 .into_iter()
                 .map(|sub| (sub.filter.clone(), sub))
                 .collect();
+            st.next_seq = s
+                .inflight
+                .iter()
+                .filter_map(|(_, f)| match f {
+                    Inflight::Publish(d) => Some(d.seq),
+                    Inflight::Released => None,
+                })
+                .chain(s.queued.iter().map(|d| d.seq))
+                .max()
+                .map_or(0, |m| m + 1);
+            st.stored = true;
             st.inflight = s.inflight.into();
             st.queue = s.queued.into();
             st.incoming_qos2 = s.incoming_qos2.into_iter().collect();
@@ -159,6 +186,16 @@ impl Session {
         }
         session
     }
+}
+
+/// A change to a session's messages, recorded for [`crate::Persistence`].
+#[derive(Debug)]
+pub(crate) enum Journaled {
+    Queued(Delivery),
+    Sent { seq: u64, pid: u16 },
+    Released(u16),
+    Acknowledged(u16),
+    Dropped(u64),
 }
 
 /// Result of [`SessionState::enqueue`].
@@ -177,6 +214,95 @@ impl SessionState {
 
     pub(crate) fn persistent(&self) -> bool {
         self.expiry > 0
+    }
+
+    /// Records a change to the messages of a persistent session.
+    pub(crate) fn record(&mut self, j: Journaled) {
+        if self.persistent() && !self.removed {
+            self.journal.push(j);
+        }
+    }
+
+    /// Whether it has changes the broker has not yet collected.
+    pub(crate) fn has_changes(&self) -> bool {
+        self.meta_dirty || !self.journal.is_empty()
+    }
+
+    /// Its changes since the last call, as [`Change`]s in order (the session row first when it
+    /// changed or was never written). A message queued, sent and acknowledged within the
+    /// same batch is left out altogether.
+    pub(crate) fn take_changes(&mut self, client_id: &str, out: &mut Vec<Change>) {
+        self.listed = false;
+        if self.removed || !self.persistent() {
+            self.journal.clear();
+            self.meta_dirty = false;
+            return;
+        }
+        if self.meta_dirty || !self.stored {
+            self.meta_dirty = false;
+            self.stored = true;
+            out.push(Change::Session(self.to_stored_meta(client_id)));
+        }
+        let journal = std::mem::take(&mut self.journal);
+        // The message each entry is about when that message was queued in this batch, and
+        // which of those messages also ended in it (acknowledged, or dropped unsent).
+        let born: HashSet<u64> = journal
+            .iter()
+            .filter_map(|j| match j {
+                Journaled::Queued(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect();
+        let mut owner: Vec<Option<u64>> = Vec::with_capacity(journal.len());
+        let mut in_flight: HashMap<u16, u64> = HashMap::new();
+        let mut ended: HashSet<u64> = HashSet::new();
+        for j in &journal {
+            owner.push(match j {
+                Journaled::Queued(d) => Some(d.seq),
+                Journaled::Sent { seq, pid } if born.contains(seq) => {
+                    in_flight.insert(*pid, *seq);
+                    Some(*seq)
+                }
+                Journaled::Sent { .. } => None,
+                Journaled::Released(pid) => in_flight.get(pid).copied(),
+                Journaled::Acknowledged(pid) => {
+                    let seq = in_flight.remove(pid);
+                    ended.extend(seq);
+                    seq
+                }
+                Journaled::Dropped(seq) if born.contains(seq) => {
+                    ended.insert(*seq);
+                    Some(*seq)
+                }
+                Journaled::Dropped(_) => None,
+            });
+        }
+        for (j, owner) in journal.into_iter().zip(owner) {
+            if owner.is_some_and(|seq| ended.contains(&seq)) {
+                continue;
+            }
+            let client_id = client_id.to_owned();
+            out.push(match j {
+                Journaled::Queued(delivery) => Change::Queued {
+                    client_id,
+                    delivery,
+                },
+                Journaled::Sent { seq, pid } => Change::Sent {
+                    client_id,
+                    seq,
+                    packet_id: pid,
+                },
+                Journaled::Released(packet_id) => Change::Released {
+                    client_id,
+                    packet_id,
+                },
+                Journaled::Acknowledged(packet_id) => Change::Acknowledged {
+                    client_id,
+                    packet_id,
+                },
+                Journaled::Dropped(seq) => Change::Dropped { client_id, seq },
+            });
+        }
     }
 
     /// Queue length at or above which an online session counts as congested.
@@ -226,8 +352,11 @@ impl SessionState {
                 None => return Enqueued::Dropped,
             }
         }
+        let mut d = d;
+        d.seq = self.next_seq;
+        self.next_seq += 1;
         if d.qos > 0 {
-            self.dirty = true;
+            self.record(Journaled::Queued(d.clone()));
         }
         self.queue.push_back(d);
         Enqueued::Queued { evicted }
@@ -247,10 +376,12 @@ impl SessionState {
     }
 
     /// Moves queued messages into `out` while the client's window and `high_water` allow.
-    /// Returns (sent, dropped) counts.
-    pub(crate) fn fill(&mut self, out: &mut BytesMut, lim: &OutLimits) -> (u64, u64) {
+    /// Returns (sent, dropped) counts and whether a QoS 2 message of a persistent session
+    /// was sent (its packet id must be durable before the bytes leave: see
+    /// [`crate::persistence`]).
+    pub(crate) fn fill(&mut self, out: &mut BytesMut, lim: &OutLimits) -> (u64, u64, bool) {
         let now = SystemTime::now();
-        let (mut sent, mut dropped) = (0, 0);
+        let (mut sent, mut dropped, mut qos2) = (0, 0, false);
         while out.len() < lim.high_water {
             let Some(front) = self.queue.front() else {
                 break;
@@ -263,6 +394,9 @@ impl SessionState {
             };
             if d.message.expired(now) {
                 dropped += 1;
+                if d.qos > 0 {
+                    self.record(Journaled::Dropped(d.seq));
+                }
                 continue;
             }
             let pid = if d.qos > 0 { self.alloc_pid() } else { 0 };
@@ -270,17 +404,21 @@ impl SessionState {
             if p.encoded_len(lim.version) > lim.max_packet {
                 // Never send a client more than its Maximum Packet Size (v5 §3.1.2.11.4).
                 dropped += 1;
+                if d.qos > 0 {
+                    self.record(Journaled::Dropped(d.seq));
+                }
                 continue;
             }
             codec::encode(&Packet::Publish(p), lim.version, out);
             sent += 1;
             if d.qos > 0 {
+                qos2 |= d.qos == 2 && self.persistent();
+                self.record(Journaled::Sent { seq: d.seq, pid });
                 self.inflight.push_back((pid, Inflight::Publish(d)));
-                self.dirty = true;
             }
         }
         self.drained += sent + dropped;
-        (sent, dropped)
+        (sent, dropped, qos2)
     }
 
     /// Re-sends everything in flight after a reconnect: PUBLISH with DUP, or PUBREL.
@@ -301,16 +439,16 @@ impl SessionState {
         }
     }
 
-    /// Snapshot for [`crate::Persistence`].
-    pub(crate) fn to_stored(&self, client_id: &str) -> StoredSession {
+    /// The session row for [`Change::Session`]: everything but its messages.
+    pub(crate) fn to_stored_meta(&self, client_id: &str) -> StoredSession {
         StoredSession {
             client_id: client_id.to_owned(),
             identity: self.identity.clone(),
             expiry: self.expiry,
             disconnected_at: self.disconnected_at.map(|(_, t)| t),
             subscriptions: self.subscriptions.values().cloned().collect(),
-            inflight: self.inflight.iter().cloned().collect(),
-            queued: self.queue.iter().cloned().collect(),
+            inflight: Vec::new(),
+            queued: Vec::new(),
             incoming_qos2: self.incoming_qos2.iter().copied().collect(),
         }
     }
@@ -366,6 +504,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: vec![],
+            seq: 0,
         }
     }
 
@@ -402,13 +541,73 @@ mod tests {
             max_packet: 1024,
             high_water: 1 << 16,
         };
-        assert_eq!(st.fill(&mut out, &lim), (2, 0));
+        assert_eq!(st.fill(&mut out, &lim), (2, 0, false));
         assert_eq!(st.inflight.len(), 2);
         let lim = OutLimits {
             max_packet: 4,
             window: 10,
             ..lim
         };
-        assert_eq!(st.fill(&mut out, &lim), (0, 3));
+        assert_eq!(st.fill(&mut out, &lim), (0, 3, false));
+    }
+
+    #[test]
+    fn a_message_whose_whole_life_is_in_one_batch_is_not_written() {
+        let s = Session::new("c".into(), "c".into(), 3600);
+        let mut st = s.lock();
+        st.link = None;
+        st.enqueue(delivery(1, 1), 10); // seq 0: queued, sent, acknowledged
+        st.enqueue(delivery(1, 2), 10); // seq 1: queued, sent, still in flight
+        st.enqueue(delivery(2, 3), 10); // seq 2: queued, sent, released
+        let mut out = BytesMut::new();
+        let lim = OutLimits {
+            version: Version::V5,
+            window: 10,
+            max_packet: 1024,
+            high_water: 1 << 16,
+        };
+        assert_eq!(st.fill(&mut out, &lim), (3, 0, true));
+        st.record(Journaled::Acknowledged(1));
+        st.record(Journaled::Released(3));
+        let mut changes = Vec::new();
+        st.take_changes("c", &mut changes);
+        let kinds: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Session(_) => "session".into(),
+                Change::Queued { delivery, .. } => format!("queued {}", delivery.seq),
+                Change::Sent { seq, packet_id, .. } => format!("sent {seq} {packet_id}"),
+                Change::Released { packet_id, .. } => format!("released {packet_id}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "session",
+                "queued 1",
+                "queued 2",
+                "sent 1 2",
+                "sent 2 3",
+                "released 3"
+            ]
+        );
+        // Its later end is written: the message was written.
+        st.record(Journaled::Acknowledged(2));
+        changes.clear();
+        st.take_changes("c", &mut changes);
+        assert_eq!(
+            changes,
+            [Change::Acknowledged {
+                client_id: "c".into(),
+                packet_id: 2
+            }]
+        );
+        // A clean session writes nothing.
+        st.expiry = 0;
+        st.enqueue(delivery(1, 4), 10);
+        changes.clear();
+        st.take_changes("c", &mut changes);
+        assert!(changes.is_empty());
     }
 }

@@ -41,6 +41,12 @@ max_queued_messages = 1000
 # queue; a subscriber that does not catch up in time is treated as stalled and no longer
 # slows anyone. "0s" turns the pause off.
 publisher_backpressure = "250ms"
+# When an acknowledged message is on disk. "sync": a PUBACK/PUBREC for a message queued for a
+# persistent session (or retained), a SUBACK, a PUBCOMP is sent only once the change is
+# written and fsync'd (group-committed across connections): nothing acknowledged is lost in
+# a crash or power cut. "periodic": written every 250 ms without holding acknowledgements
+# back; a crash loses up to that much.
+durability = "sync"
 # Failed token CONNECTs (server TLS or plain) allowed per (source address, claimed identity)
 # within the window; past it that identity is refused from that address (v5 0x8A Banned,
 # v3.1.1 5) until the window ends. Devices behind the same address are not affected.
@@ -234,6 +240,8 @@ pub struct MqttConfig {
     /// Longest pause of a publisher for a congested subscriber.
     #[serde(with = "humantime_serde")]
     pub publisher_backpressure: Duration,
+    /// When acknowledged state is durable: `sync` or `periodic`.
+    pub durability: Durability,
     /// Failed token CONNECTs per (address, identity) per window.
     pub max_failed_connects: u32,
     /// Failed token CONNECTs per identity (all addresses) per window.
@@ -246,6 +254,25 @@ pub struct MqttConfig {
     /// The delay a throttled token CONNECT waits before it is decided.
     #[serde(with = "humantime_serde")]
     pub address_throttle_delay: Duration,
+}
+
+/// `[mqtt] durability` (see [`moat_broker::persistence`]).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Acknowledged means fsync'd.
+    Sync,
+    /// Written every housekeeping interval.
+    Periodic,
+}
+
+impl From<Durability> for moat_broker::Durability {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Sync => moat_broker::Durability::Sync,
+            Durability::Periodic => moat_broker::Durability::Periodic,
+        }
+    }
 }
 
 /// `[metrics]`.

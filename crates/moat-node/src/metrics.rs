@@ -297,6 +297,24 @@ impl Collector for HubCollector {
             "Times a subscriber was marked stalled.",
             s.subscribers_stalled,
         )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_messages_refused_storage",
+            "QoS 1/2 messages refused because the hub could not write them (storage failing).",
+            s.messages_refused_storage,
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_state_batches_written",
+            "Batches of MQTT session state written (one registry transaction, one fsync each).",
+            s.state_batches_written,
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_state_changes_written",
+            "Changes of MQTT session state written (queued messages, acknowledgements, sessions, retained messages).",
+            s.state_changes_written,
+        )?;
         gauge(
             &mut enc,
             "moat_mqtt_sessions",

@@ -197,6 +197,7 @@ impl Node {
                 receive_maximum: cfg.mqtt.receive_maximum,
                 max_queued_messages: cfg.mqtt.max_queued_messages,
                 publisher_backpressure: cfg.mqtt.publisher_backpressure,
+                durability: cfg.mqtt.durability.into(),
                 ..moat_broker::BrokerConfig::default()
             },
             authority.clone(),

@@ -305,6 +305,99 @@ pub trait Store:
     async fn delete_mqtt_session(&self, client_id: &str) -> Result<(), Error>;
     /// Every stored session as (client id, value), by client id.
     async fn mqtt_sessions(&self) -> Result<Vec<(String, Vec<u8>)>, Error>;
-    /// Deletes the sessions whose `expires_at` is at or before `now`; returns how many.
+    /// Deletes the sessions whose `expires_at` is at or before `now` (with their queued
+    /// messages); returns how many.
     async fn delete_expired_mqtt_sessions(&self, now: OffsetDateTime) -> Result<u64, Error>;
+    /// Applies `writes` in order, in one transaction: all of them are durable when this
+    /// returns, or none is.
+    async fn write_mqtt(&self, writes: Vec<MqttWrite>) -> Result<(), Error>;
+    /// Every queued message row, by client id then queueing order.
+    async fn mqtt_queue(&self) -> Result<Vec<MqttQueued>, Error>;
+}
+
+/// One change of the broker's durable state, for [`Store::write_mqtt`]. Values are the
+/// broker's encoding, opaque here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MqttWrite {
+    /// Stores (or replaces) the retained message of a topic.
+    PutRetained {
+        /// The topic.
+        topic: String,
+        /// The message.
+        value: Vec<u8>,
+    },
+    /// Forgets the retained message of a topic.
+    DeleteRetained {
+        /// The topic.
+        topic: String,
+    },
+    /// Stores (or replaces) a session row (see [`Store::put_mqtt_session`]); its queued
+    /// messages stay.
+    PutSession {
+        /// Client id.
+        client_id: String,
+        /// The session.
+        value: Vec<u8>,
+        /// When it ends if its client does not come back.
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// Forgets a session and its queued messages.
+    DeleteSession {
+        /// Client id.
+        client_id: String,
+    },
+    /// Queues a message for a session (whose row must exist).
+    Enqueue {
+        /// Client id.
+        client_id: String,
+        /// Its order in the session; unique per session.
+        seq: u64,
+        /// The delivery.
+        value: Vec<u8>,
+    },
+    /// A queued message was sent under `packet_id`.
+    Sent {
+        /// Client id.
+        client_id: String,
+        /// Which message.
+        seq: u64,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// The in-flight QoS 2 message `packet_id` was received (PUBREC): PUBREL is owed.
+    Released {
+        /// Client id.
+        client_id: String,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// The in-flight message `packet_id` is done (PUBACK, PUBCOMP, or a refusing PUBREC).
+    Acknowledged {
+        /// Client id.
+        client_id: String,
+        /// Its packet id.
+        packet_id: u16,
+    },
+    /// A queued message was dropped before it was sent (expired, too large).
+    Dropped {
+        /// Client id.
+        client_id: String,
+        /// Which message.
+        seq: u64,
+    },
+}
+
+/// A queued message row ([`Store::mqtt_queue`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttQueued {
+    /// Client id.
+    pub client_id: String,
+    /// Its order in the session.
+    pub seq: u64,
+    /// The packet id it is in flight under, once sent.
+    pub packet_id: Option<u16>,
+    /// QoS 2, PUBREC received: PUBREL owed.
+    pub released: bool,
+    /// The delivery.
+    pub value: Vec<u8>,
 }

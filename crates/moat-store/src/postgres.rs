@@ -20,7 +20,7 @@ use crate::provisioning::{self as prov, Assignment, EnrollmentGroup, impl_provis
 use crate::sql;
 use crate::store_impl::impl_store;
 use crate::writes::{BoxFuture, Tx, impl_writes, write_op};
-use crate::{Error, Store};
+use crate::{Error, MqttQueued, MqttWrite, Store};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use time::OffsetDateTime;

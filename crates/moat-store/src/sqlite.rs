@@ -29,7 +29,7 @@ use crate::sql;
 use crate::sqlite_writer::Writer;
 use crate::store_impl::impl_store;
 use crate::writes::{BoxFuture, Tx, impl_writes, write_op};
-use crate::{Error, Store};
+use crate::{Error, MqttQueued, MqttWrite, Store};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,

@@ -610,9 +610,42 @@ macro_rules! impl_store {
                 &self,
                 now: OffsetDateTime,
             ) -> Result<u64, Error> {
-                write_op!(self, Tx::NotNeeded, |conn| {
+                write_op!(self, Tx::Needed, |conn| {
                     Self::delete_expired_mqtt_sessions_on(conn, now)
                 })
+            }
+
+            async fn write_mqtt(&self, writes: Vec<MqttWrite>) -> Result<(), Error> {
+                if writes.is_empty() {
+                    return Ok(());
+                }
+                write_op!(self, Tx::Needed, |conn| Self::write_mqtt_on(conn, &writes))
+            }
+
+            async fn mqtt_queue(&self) -> Result<Vec<MqttQueued>, Error> {
+                sqlx::query(sql::MQTT_QUEUE)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(|r| {
+                        Ok(MqttQueued {
+                            client_id: r.text("client_id")?,
+                            seq: u64::try_from(r.int("seq")?)
+                                .map_err(|_| Error::Corrupt("mqtt_queue.seq out of range"))?,
+                            packet_id: r
+                                .opt_int("packet_id")?
+                                .map(|p| {
+                                    u16::try_from(p).map_err(|_| {
+                                        Error::Corrupt("mqtt_queue.packet_id out of range")
+                                    })
+                                })
+                                .transpose()?,
+                            released: r.boolean("released")?,
+                            value: r.bytes("value")?,
+                        })
+                    })
+                    .collect()
             }
         }
     };

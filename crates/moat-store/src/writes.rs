@@ -592,10 +592,87 @@ macro_rules! impl_writes {
                 Ok(())
             }
 
+            /// Applies the writes in order (the caller's transaction makes them one).
+            pub(crate) async fn write_mqtt_on(
+                conn: &mut $conn,
+                writes: &[MqttWrite],
+            ) -> Result<(), Error> {
+                // Sequence numbers and packet ids fit a BIGINT and an INTEGER.
+                let seq = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+                for w in writes {
+                    let q = match w {
+                        MqttWrite::PutRetained { topic, value } => {
+                            Self::put_mqtt_retained_on(conn, topic, value).await?;
+                            continue;
+                        }
+                        MqttWrite::DeleteRetained { topic } => {
+                            Self::delete_mqtt_retained_on(conn, topic).await?;
+                            continue;
+                        }
+                        MqttWrite::PutSession {
+                            client_id,
+                            value,
+                            expires_at,
+                        } => {
+                            Self::put_mqtt_session_on(conn, client_id, value, *expires_at).await?;
+                            continue;
+                        }
+                        MqttWrite::DeleteSession { client_id } => {
+                            // The queue rows go first: no reliance on the cascade being on.
+                            sqlx::query(sql::MQTT_DELETE_QUEUE)
+                                .bind(client_id)
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(Error::Database)?;
+                            Self::delete_mqtt_session_on(conn, client_id).await?;
+                            continue;
+                        }
+                        MqttWrite::Enqueue {
+                            client_id,
+                            seq: s,
+                            value,
+                        } => sqlx::query(sql::MQTT_ENQUEUE)
+                            .bind(client_id)
+                            .bind(seq(*s))
+                            .bind(value),
+                        MqttWrite::Sent {
+                            client_id,
+                            seq: s,
+                            packet_id,
+                        } => sqlx::query(sql::MQTT_SENT)
+                            .bind(client_id)
+                            .bind(seq(*s))
+                            .bind(i64::from(*packet_id)),
+                        MqttWrite::Released {
+                            client_id,
+                            packet_id,
+                        } => sqlx::query(sql::MQTT_RELEASED)
+                            .bind(client_id)
+                            .bind(i64::from(*packet_id)),
+                        MqttWrite::Acknowledged {
+                            client_id,
+                            packet_id,
+                        } => sqlx::query(sql::MQTT_ACKNOWLEDGED)
+                            .bind(client_id)
+                            .bind(i64::from(*packet_id)),
+                        MqttWrite::Dropped { client_id, seq: s } => {
+                            sqlx::query(sql::MQTT_DROPPED).bind(client_id).bind(seq(*s))
+                        }
+                    };
+                    q.execute(&mut *conn).await.map_err(Error::Database)?;
+                }
+                Ok(())
+            }
+
             pub(crate) async fn delete_expired_mqtt_sessions_on(
                 conn: &mut $conn,
                 now: OffsetDateTime,
             ) -> Result<u64, Error> {
+                sqlx::query(sql::DELETE_EXPIRED_MQTT_QUEUES)
+                    .bind(micros(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Error::Database)?;
                 let done = sqlx::query(sql::DELETE_EXPIRED_MQTT_SESSIONS)
                     .bind(micros(now))
                     .execute(&mut *conn)

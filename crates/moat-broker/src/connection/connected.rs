@@ -8,14 +8,15 @@ use crate::codec::{
 use crate::error::{reason, suback_failure};
 use crate::persistence::{Delivery, Inflight, Message, StoredSubscription};
 use crate::router::SubEntry;
-use crate::session::{KickSignal, OutLimits, Session};
+use crate::session::{Journaled, KickSignal, OutLimits, Session};
 use crate::topic::{self, filter_covers, parse_subscription};
 use crate::{Broker, Error, Principal};
 use bytes::{Buf, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +66,12 @@ pub(crate) struct Connected<S> {
     drained_marks: Vec<u64>,
     /// `inbuf` may hold whole packets left unprocessed by a pause.
     input_pending: bool,
+    /// Output that waits for durable state (sync durability), in order: each chunk goes out
+    /// once the writer's batch it names is written; everything sent after a held packet is
+    /// held behind it, so packets keep their order.
+    held: VecDeque<(u64, BytesMut)>,
+    /// The last batch the writer made durable.
+    durable: watch::Receiver<u64>,
 }
 
 /// What a handled packet asks of the loop.
@@ -92,6 +99,7 @@ where
         };
         let keep_alive =
             (p.keep_alive > 0).then(|| Duration::from_millis(u64::from(p.keep_alive) * 1500));
+        let durable = p.broker.durable();
         Connected {
             p,
             aliases: HashMap::new(),
@@ -102,6 +110,8 @@ where
             congested: Vec::new(),
             drained_marks: Vec::new(),
             input_pending: false,
+            held: VecDeque::new(),
+            durable,
         }
     }
 
@@ -175,18 +185,39 @@ where
     }
 
     fn fill(&mut self) {
-        if self.p.outbuf.len() >= HIGH_WATER {
+        if self.p.outbuf.len() + self.held_len() >= HIGH_WATER {
             return;
         }
         let max = self.p.broker.cfg.max_queued_messages;
-        let (sent, dropped, drained) = {
+        // While output is held, new packets queue behind it.
+        let behind = !self.held.is_empty();
+        let start = self.p.outbuf.len();
+        let mut fresh = BytesMut::new();
+        let (sent, dropped, drained, qos2) = {
             let mut st = self.p.session.lock();
             if st.link.as_ref().map(|l| l.conn_id) != Some(self.p.conn_id) {
                 return;
             }
-            let (sent, dropped) = st.fill(&mut self.p.outbuf, &self.limits);
-            (sent, dropped, st.note_drained(max))
+            let out = if behind {
+                &mut fresh
+            } else {
+                &mut self.p.outbuf
+            };
+            let (sent, dropped, qos2) = st.fill(out, &self.limits);
+            self.p.broker.note(&self.p.session, &mut st);
+            (sent, dropped, st.note_drained(max), qos2)
         };
+        // A QoS 2 PUBLISH leaves only once its packet id is durable: a crash must not resend
+        // the message under another id (the client would deliver it twice).
+        match (qos2.then(|| self.p.broker.ticket()).flatten(), behind) {
+            (Some(ticket), false) => {
+                let filled = self.p.outbuf.split_off(start);
+                self.hold(ticket, filled);
+            }
+            (Some(ticket), true) => self.hold(ticket, fresh),
+            (None, true) => self.hold_behind(fresh),
+            (None, false) => {}
+        }
         if drained {
             self.p.session.room.notify_waiters();
         }
@@ -204,8 +235,13 @@ where
                 }
             }
             self.fill();
+            if !self.held.is_empty() {
+                self.release_held();
+            }
+            let holding = !self.held.is_empty();
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
-            let can_read = self.p.outbuf.len() < READ_PAUSE && self.congested.is_empty();
+            let can_read =
+                self.p.outbuf.len() + self.held_len() < READ_PAUSE && self.congested.is_empty();
             let unflushed = self.unflushed;
             let paused_until = (!self.congested.is_empty())
                 .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
@@ -214,10 +250,17 @@ where
             let low =
                 crate::session::SessionState::low_water(self.p.broker.cfg.max_queued_messages);
             let p = &mut self.p;
+            let durable = &mut self.durable;
             tokio::select! {
                 biased;
                 _ = p.kick.kicked() => return Err(Error::Kicked(p.kick.reason())),
                 _ = shutdown.cancelled() => return Err(Error::ShuttingDown),
+                // A batch was written: held acknowledgements may go (at the loop's top).
+                r = durable.changed(), if holding => {
+                    if r.is_err() {
+                        return Err(Error::ShuttingDown);
+                    }
+                }
                 // A TLS write can accept plaintext while the socket is full and keep the
                 // records inside rustls; without a flush they would wait for the next
                 // outbound packet (a stalled PUBACK stalls a QoS 1 publisher). So once the
@@ -294,8 +337,58 @@ where
         }
     }
 
+    /// Sends a packet (behind any held output).
     fn send(&mut self, packet: Packet) {
-        codec::encode(&packet, self.p.version, &mut self.p.outbuf);
+        let out = match self.held.back_mut() {
+            Some((_, buf)) => buf,
+            None => &mut self.p.outbuf,
+        };
+        codec::encode(&packet, self.p.version, out);
+    }
+
+    /// Sends a packet that acknowledges a change of durable state: with sync durability, once
+    /// the change is written (`durable`: the change touched durable state at all).
+    fn send_durable(&mut self, packet: Packet, durable: bool) {
+        match durable.then(|| self.p.broker.ticket()).flatten() {
+            Some(ticket) => {
+                let mut buf = BytesMut::new();
+                codec::encode(&packet, self.p.version, &mut buf);
+                self.hold(ticket, buf);
+            }
+            None => self.send(packet),
+        }
+    }
+
+    /// Holds `bytes` until batch `ticket` is durable.
+    fn hold(&mut self, ticket: u64, bytes: BytesMut) {
+        match self.held.back_mut() {
+            Some((t, buf)) if *t >= ticket => buf.extend_from_slice(&bytes),
+            _ => self.held.push_back((ticket, bytes)),
+        }
+    }
+
+    /// Appends `bytes` to the held output (they must not overtake it).
+    fn hold_behind(&mut self, bytes: BytesMut) {
+        match self.held.back_mut() {
+            Some((_, buf)) => buf.extend_from_slice(&bytes),
+            None => self.p.outbuf.extend_from_slice(&bytes),
+        }
+    }
+
+    fn held_len(&self) -> usize {
+        self.held.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// Moves held output whose batch is durable to the socket buffer.
+    fn release_held(&mut self) {
+        let durable = *self.durable.borrow_and_update();
+        while let Some((t, _)) = self.held.front()
+            && *t <= durable
+        {
+            if let Some((_, buf)) = self.held.pop_front() {
+                self.p.outbuf.extend_from_slice(&buf);
+            }
+        }
     }
 
     fn handle(&mut self, packet: Packet) -> Result<Flow, Error> {
@@ -307,31 +400,36 @@ where
                     *pid == a.pid && matches!(f, Inflight::Publish(d) if d.qos == 1)
                 }) {
                     st.inflight.remove(i);
-                    st.dirty = true;
+                    st.record(Journaled::Acknowledged(a.pid));
+                    self.p.broker.note(&self.p.session, &mut st);
                 }
             }
             Packet::PubRec(a) => {
-                let found = {
+                let (found, durable) = {
                     let mut st = self.p.session.lock();
                     let i = st.inflight.iter().position(|(pid, f)| {
                         *pid == a.pid && matches!(f, Inflight::Publish(d) if d.qos == 2)
                     });
                     if let Some(i) = i {
-                        st.dirty = true;
                         if a.reason >= 0x80 {
                             st.inflight.remove(i);
+                            st.record(Journaled::Acknowledged(a.pid));
                         } else {
                             st.inflight[i].1 = Inflight::Released;
+                            st.record(Journaled::Released(a.pid));
                         }
+                        self.p.broker.note(&self.p.session, &mut st);
                     }
-                    i.is_some()
+                    (i.is_some(), i.is_some() && st.persistent())
                 };
                 if a.reason < 0x80 {
                     let mut rel = Ack::new(a.pid);
                     if !found && self.p.version == Version::V5 {
                         rel.reason = reason::PACKET_ID_NOT_FOUND;
                     }
-                    self.send(Packet::PubRel(rel));
+                    // Once PUBREL is out the message must never be sent again: the release
+                    // is written first.
+                    self.send_durable(Packet::PubRel(rel), durable);
                 }
             }
             Packet::PubComp(a) => {
@@ -342,20 +440,27 @@ where
                     .position(|(pid, f)| *pid == a.pid && matches!(f, Inflight::Released))
                 {
                     st.inflight.remove(i);
-                    st.dirty = true;
+                    st.record(Journaled::Acknowledged(a.pid));
+                    self.p.broker.note(&self.p.session, &mut st);
                 }
             }
             Packet::PubRel(a) => {
-                let known = {
+                let (known, durable) = {
                     let mut st = self.p.session.lock();
-                    st.dirty = true;
-                    st.incoming_qos2.remove(&a.pid)
+                    let known = st.incoming_qos2.remove(&a.pid);
+                    if known && st.persistent() {
+                        st.meta_dirty = true;
+                        self.p.broker.note(&self.p.session, &mut st);
+                    }
+                    (known, known && st.persistent())
                 };
                 let mut comp = Ack::new(a.pid);
                 if !known && self.p.version == Version::V5 {
                     comp.reason = reason::PACKET_ID_NOT_FOUND;
                 }
-                self.send(Packet::PubComp(comp));
+                // After PUBCOMP the client may reuse the id for a new message: the id is
+                // forgotten on disk first, or that message would be taken for a duplicate.
+                self.send_durable(Packet::PubComp(comp), durable);
             }
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
@@ -366,7 +471,10 @@ where
                         return Err(Error::Protocol("session expiry set on DISCONNECT after 0"));
                     }
                     let granted = e.min(self.p.broker.cfg.max_session_expiry);
-                    self.p.session.lock().expiry = granted;
+                    let mut st = self.p.session.lock();
+                    st.expiry = granted;
+                    st.meta_dirty = true;
+                    self.p.broker.note(&self.p.session, &mut st);
                 }
                 if d.reason != reason::DISCONNECT_WITH_WILL {
                     self.p.will = None;
@@ -427,6 +535,25 @@ where
             }
             a
         };
+        if p.qos > 0 && allowed && self.p.broker.refusing_durable_work() {
+            // Acknowledged would mean stored, and storing fails now (a full disk…).
+            crate::broker::bump(&self.p.broker.metrics.messages_refused_storage, 1);
+            if self.p.version == Version::V311 {
+                return Err(Error::StorageUnavailable);
+            }
+            let mut a = Ack::new(p.pid);
+            a.reason = reason::QUOTA_EXCEEDED;
+            if self.p.problem_info {
+                a.properties.reason_string =
+                    Some("the hub cannot store messages now; try again later".into());
+            }
+            self.send(if p.qos == 1 {
+                Packet::PubAck(a)
+            } else {
+                Packet::PubRec(a)
+            });
+            return Ok(());
+        }
         match p.qos {
             0 => {
                 if allowed {
@@ -435,13 +562,13 @@ where
             }
             1 => {
                 let pid = p.pid;
-                let ack = if allowed {
-                    self.route(p);
-                    Ack::new(pid)
+                if allowed {
+                    let durable = self.route(p);
+                    self.send_durable(Packet::PubAck(Ack::new(pid)), durable);
                 } else {
-                    denied_ack(self, pid)
-                };
-                self.send(Packet::PubAck(ack));
+                    let ack = denied_ack(self, pid);
+                    self.send(Packet::PubAck(ack));
+                }
             }
             _ => {
                 let pid = p.pid;
@@ -450,30 +577,35 @@ where
                     self.send(Packet::PubRec(ack));
                     return Ok(());
                 }
-                let first = {
+                let (first, persistent) = {
                     let mut st = self.p.session.lock();
+                    let persistent = st.persistent();
                     if st.incoming_qos2.contains(&pid) {
-                        false
+                        (false, persistent)
                     } else {
                         if st.incoming_qos2.len() >= usize::from(self.p.broker.cfg.receive_maximum)
                         {
                             return Err(Error::ReceiveMaximumExceeded);
                         }
                         st.incoming_qos2.insert(pid);
-                        st.dirty = true;
-                        true
+                        if persistent {
+                            st.meta_dirty = true;
+                            self.p.broker.note(&self.p.session, &mut st);
+                        }
+                        (true, persistent)
                     }
                 };
-                if first {
-                    self.route(p);
-                }
-                self.send(Packet::PubRec(Ack::new(pid)));
+                // The packet id (so a resend is known for one) and the routed message are
+                // durable before PUBREC; a resend waits for the first one's batch too.
+                let durable = if first { self.route(p) } else { false };
+                self.send_durable(Packet::PubRec(Ack::new(pid)), durable || persistent);
             }
         }
         Ok(())
     }
 
-    fn route(&mut self, p: Publish) {
+    /// Routes a client's message; true if it changed durable state.
+    fn route(&mut self, p: Publish) -> bool {
         let message = Message {
             expires_at: p
                 .properties
@@ -487,15 +619,17 @@ where
             publisher: Some(self.p.client_id.clone()),
         };
         let before = self.congested.len();
+        let mut durable = false;
         self.p
             .broker
-            .route_noting(Arc::new(message), &mut self.congested);
+            .route_noting(Arc::new(message), &mut self.congested, &mut durable);
         for s in &self.congested[before..] {
             self.drained_marks.push(s.lock().drained);
         }
         if before == 0 && !self.congested.is_empty() {
             crate::broker::bump(&self.p.broker.metrics.publisher_pauses, 1);
         }
+        durable
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
@@ -503,7 +637,14 @@ where
         let sub_id = s.properties.subscription_ids.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained: Vec<Delivery> = Vec::new();
+        let persistent = self.p.session.lock().persistent();
+        let refusing = persistent && self.p.broker.refusing_durable_work();
         for (filter, opts) in s.filters {
+            if refusing {
+                // Granted would mean stored, and storing fails now (a full disk…).
+                codes.push(suback_failure(v, reason::QUOTA_EXCEEDED));
+                continue;
+            }
             let split = match parse_subscription(&filter) {
                 Ok(split) => split,
                 Err(e) => {
@@ -542,7 +683,8 @@ where
                         id: sub_id,
                     },
                 );
-                st.dirty = true;
+                st.meta_dirty = true;
+                self.p.broker.note(&self.p.session, &mut st);
             }
             codes.push(options.qos);
             let send_retained = split.group.is_none()
@@ -554,54 +696,66 @@ where
                     message: m,
                     retain: true,
                     subscription_ids: sub_id.into_iter().collect(),
+                    seq: 0,
                 }));
             }
         }
-        self.send(Packet::SubAck(SubAck {
-            pid: s.pid,
-            properties: Properties::default(),
-            codes,
-            unsuback: false,
-        }));
+        // Granted means stored.
+        self.send_durable(
+            Packet::SubAck(SubAck {
+                pid: s.pid,
+                properties: Properties::default(),
+                codes,
+                unsuback: false,
+            }),
+            persistent && !refusing,
+        );
         if !retained.is_empty() {
             let max = self.p.broker.cfg.max_queued_messages;
             let mut st = self.p.session.lock();
             for d in retained {
                 st.enqueue(d, max);
             }
+            self.p.broker.note(&self.p.session, &mut st);
         }
         Ok(())
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mut persistent = false;
         for filter in u.filters {
-            let existed = self
-                .p
-                .session
-                .lock()
-                .subscriptions
-                .remove(&filter)
-                .is_some();
+            let existed = {
+                let mut st = self.p.session.lock();
+                let existed = st.subscriptions.remove(&filter).is_some();
+                persistent = st.persistent();
+                if existed {
+                    st.meta_dirty = true;
+                    self.p.broker.note(&self.p.session, &mut st);
+                }
+                existed
+            };
             if let Ok(split) = parse_subscription(&filter) {
                 self.p
                     .broker
                     .router_write()
                     .remove(&self.p.client_id, split);
             }
-            self.p.session.lock().dirty = true;
             codes.push(if existed {
                 reason::SUCCESS
             } else {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        self.send(Packet::UnsubAck(SubAck {
-            pid: u.pid,
-            properties: Properties::default(),
-            codes,
-            unsuback: true,
-        }));
+        self.send_durable(
+            Packet::UnsubAck(SubAck {
+                pid: u.pid,
+                properties: Properties::default(),
+                codes,
+                unsuback: true,
+            }),
+            persistent,
+        );
     }
 }
 

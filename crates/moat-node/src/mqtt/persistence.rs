@@ -1,11 +1,17 @@
 //! The broker's durable state in the registry: retained messages and persistent sessions
-//! survive a hub restart.
+//! survive a hub restart, and with sync durability a crash (see [`moat_broker::persistence`]).
 //!
-//! The broker writes behind ([`moat_broker::persistence`]); this back end turns each
-//! retained message or session into one registry row whose value is a format byte followed
-//! by the [`postcard`] encoding of the broker's own type. Postcard is compact and keeps
-//! payloads as raw byte strings, but is not self-describing: a change to the broker's stored
-//! types must bump [`FORMAT`] (and decode the old one, or accept losing that state).
+//! Each retained message and each session is one registry row, and each QoS 1/2 message
+//! queued for a session one `mqtt_queue` row (sent under a packet id, released, deleted when
+//! acknowledged); a batch of broker changes is one registry transaction. Values are a format
+//! byte followed by the [`postcard`] encoding of the broker's own type. Postcard is compact
+//! and keeps payloads as raw byte strings, but is not self-describing: a change to the
+//! broker's stored types must bump [`FORMAT`] (and decode the old one, or accept losing that
+//! state).
+//!
+//! A session row written before messages had rows of their own (the write-behind of earlier
+//! versions) holds its queue inside; it is loaded as it is and rewritten in the new form at
+//! once.
 //!
 //! A value that does not decode (a newer format after a downgrade, a corrupt row) is logged
 //! and skipped at load, so one bad row cannot keep the hub from starting; the row stays
@@ -15,10 +21,11 @@ use crate::error::{Context, Error};
 use async_trait::async_trait;
 use moat_broker::Error as BrokerError;
 use moat_broker::Message;
-use moat_broker::persistence::{Persistence, StoredSession};
-use moat_store::Store;
+use moat_broker::persistence::{Change, Delivery, Inflight, Persistence, StoredSession};
+use moat_store::{MqttWrite, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use time::OffsetDateTime;
@@ -64,25 +71,6 @@ impl Persistence for RegistryPersistence {
             .collect())
     }
 
-    async fn save_retained(&self, msg: &Message) -> Result<(), BrokerError> {
-        let value = encode(msg)
-            .with_context(|| format!("cannot encode the retained message of {}", msg.topic))
-            .map_err(broker_error)?;
-        self.store
-            .put_mqtt_retained(&msg.topic, &value)
-            .await
-            .with_context(|| format!("cannot store the retained message of {}", msg.topic))
-            .map_err(broker_error)
-    }
-
-    async fn remove_retained(&self, topic: &str) -> Result<(), BrokerError> {
-        self.store
-            .delete_mqtt_retained(topic)
-            .await
-            .with_context(|| format!("cannot delete the retained message of {topic}"))
-            .map_err(broker_error)
-    }
-
     async fn load_sessions(&self) -> Result<Vec<StoredSession>, BrokerError> {
         let expired = self
             .store
@@ -102,43 +90,194 @@ impl Persistence for RegistryPersistence {
             .await
             .context("cannot load MQTT sessions")
             .map_err(broker_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(
-                |(client_id, value)| match decode::<StoredSession>(&value) {
-                    Ok(s) if s.client_id == client_id => Some(s),
-                    Ok(s) => {
-                        tracing::warn!(%client_id, stored_client_id = %s.client_id, "MQTT session stored under another client id; skipped");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(%client_id, error = format!("{e:#}"), "undecodable MQTT session; skipped");
-                        None
-                    }
-                },
-            )
-            .collect())
+        let mut sessions: BTreeMap<String, StoredSession> = BTreeMap::new();
+        for (client_id, value) in rows {
+            match decode::<StoredSession>(&value) {
+                Ok(s) if s.client_id == client_id => {
+                    sessions.insert(client_id, s);
+                }
+                Ok(s) => {
+                    tracing::warn!(%client_id, stored_client_id = %s.client_id, "MQTT session stored under another client id; skipped");
+                }
+                Err(e) => {
+                    tracing::warn!(%client_id, error = format!("{e:#}"), "undecodable MQTT session; skipped");
+                }
+            }
+        }
+        // Rows of the earlier form: the queue inside the session row.
+        let upgrade: Vec<Change> = sessions
+            .values()
+            .filter(|s| !s.queued.is_empty() || !s.inflight.is_empty())
+            .flat_map(|s| as_changes(s.clone()))
+            .collect();
+        if !upgrade.is_empty() {
+            tracing::info!(
+                changes = upgrade.len(),
+                "rewriting MQTT sessions stored by an earlier version"
+            );
+            self.write(upgrade).await?;
+            return Box::pin(self.load_sessions()).await;
+        }
+        let queue = self
+            .store
+            .mqtt_queue()
+            .await
+            .context("cannot load queued MQTT messages")
+            .map_err(broker_error)?;
+        for row in queue {
+            let Some(s) = sessions.get_mut(&row.client_id) else {
+                continue;
+            };
+            let mut d = match decode::<Delivery>(&row.value) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(client_id = %row.client_id, seq = row.seq, error = format!("{e:#}"), "undecodable queued MQTT message; skipped");
+                    continue;
+                }
+            };
+            d.seq = row.seq;
+            match (row.packet_id, row.released) {
+                (Some(pid), true) => s.inflight.push((pid, Inflight::Released)),
+                (Some(pid), false) => s.inflight.push((pid, Inflight::Publish(d))),
+                (None, _) => s.queued.push(d),
+            }
+        }
+        Ok(sessions.into_values().collect())
     }
 
-    async fn save_session(&self, session: &StoredSession) -> Result<(), BrokerError> {
-        let id = &session.client_id;
-        let value = encode(session)
-            .with_context(|| format!("cannot encode MQTT session {id}"))
+    async fn write(&self, changes: Vec<Change>) -> Result<(), BrokerError> {
+        let writes = changes
+            .into_iter()
+            .map(to_write)
+            .collect::<Result<Vec<_>, _>>()
+            .context("cannot encode MQTT state")
             .map_err(broker_error)?;
         self.store
-            .put_mqtt_session(id, &value, session_end(session))
+            .write_mqtt(writes)
             .await
-            .with_context(|| format!("cannot store MQTT session {id}"))
+            .context("cannot store MQTT state")
             .map_err(broker_error)
     }
+}
 
-    async fn remove_session(&self, client_id: &str) -> Result<(), BrokerError> {
-        self.store
-            .delete_mqtt_session(client_id)
-            .await
-            .with_context(|| format!("cannot delete MQTT session {client_id}"))
-            .map_err(broker_error)
+/// The changes that store `s` whole: its row, then a row per message (in flight first, in
+/// the order sent, then queued), numbered from 0.
+fn as_changes(mut s: StoredSession) -> Vec<Change> {
+    let (inflight, queued) = (
+        std::mem::take(&mut s.inflight),
+        std::mem::take(&mut s.queued),
+    );
+    let client_id = s.client_id.clone();
+    let mut out = vec![Change::Session(s)];
+    let mut seq = 0;
+    for (packet_id, f) in inflight {
+        // A released message's delivery was not kept, and is never sent again (only PUBREL
+        // is): its row holds an empty stand-in.
+        let mut delivery = match &f {
+            Inflight::Publish(d) => d.clone(),
+            Inflight::Released => released_stand_in(),
+        };
+        delivery.seq = seq;
+        out.push(Change::Queued {
+            client_id: client_id.clone(),
+            delivery,
+        });
+        out.push(Change::Sent {
+            client_id: client_id.clone(),
+            seq,
+            packet_id,
+        });
+        if matches!(f, Inflight::Released) {
+            out.push(Change::Released {
+                client_id: client_id.clone(),
+                packet_id,
+            });
+        }
+        seq += 1;
     }
+    for mut delivery in queued {
+        delivery.seq = seq;
+        out.push(Change::Queued {
+            client_id: client_id.clone(),
+            delivery,
+        });
+        seq += 1;
+    }
+    out
+}
+
+/// The delivery row of a QoS 2 message released before queue rows existed.
+fn released_stand_in() -> Delivery {
+    Delivery {
+        message: Arc::new(Message {
+            topic: String::new(),
+            payload: Default::default(),
+            qos: 2,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        }),
+        qos: 2,
+        retain: false,
+        subscription_ids: Vec::new(),
+        seq: 0,
+    }
+}
+
+/// The registry write of one broker change.
+fn to_write(c: Change) -> Result<MqttWrite, postcard::Error> {
+    Ok(match c {
+        Change::Retained {
+            topic,
+            message: Some(m),
+        } => MqttWrite::PutRetained {
+            value: encode(&*m)?,
+            topic,
+        },
+        Change::Retained {
+            topic,
+            message: None,
+        } => MqttWrite::DeleteRetained { topic },
+        Change::Session(s) => MqttWrite::PutSession {
+            value: encode(&s)?,
+            expires_at: session_end(&s),
+            client_id: s.client_id,
+        },
+        Change::SessionRemoved { client_id } => MqttWrite::DeleteSession { client_id },
+        Change::Queued {
+            client_id,
+            delivery,
+        } => MqttWrite::Enqueue {
+            seq: delivery.seq,
+            value: encode(&delivery)?,
+            client_id,
+        },
+        Change::Sent {
+            client_id,
+            seq,
+            packet_id,
+        } => MqttWrite::Sent {
+            client_id,
+            seq,
+            packet_id,
+        },
+        Change::Released {
+            client_id,
+            packet_id,
+        } => MqttWrite::Released {
+            client_id,
+            packet_id,
+        },
+        Change::Acknowledged {
+            client_id,
+            packet_id,
+        } => MqttWrite::Acknowledged {
+            client_id,
+            packet_id,
+        },
+        Change::Dropped { client_id, seq } => MqttWrite::Dropped { client_id, seq },
+    })
 }
 
 /// The broker's error for a failure here, keeping the whole cause chain.
@@ -246,6 +385,7 @@ mod tests {
                         qos: 1,
                         retain: false,
                         subscription_ids: vec![7, 9],
+                        seq: 0,
                     }),
                 ),
                 (65535, Inflight::Released),
@@ -257,56 +397,157 @@ mod tests {
                     expires_at: None,
                     ..message("devices/d1/empty")
                 }),
-                qos: 0,
+                qos: 1,
                 retain: false,
                 subscription_ids: vec![],
+                seq: 0,
             }],
             incoming_qos2: vec![3, 4],
         }
+    }
+
+    /// `s` as loaded after [`as_changes`]: each message numbered in that order.
+    fn numbered(mut s: StoredSession) -> StoredSession {
+        let mut seq = 0;
+        for (_, f) in &mut s.inflight {
+            if let Inflight::Publish(d) = f {
+                d.seq = seq;
+            }
+            seq += 1;
+        }
+        for d in &mut s.queued {
+            d.seq = seq;
+            seq += 1;
+        }
+        s
     }
 
     #[tokio::test]
     async fn retained_messages_round_trip_exactly() {
         let p = memory().await;
         let (a, b) = (message("devices/a/state"), message("devices/b/state"));
-        p.save_retained(&a).await.unwrap();
-        p.save_retained(&b).await.unwrap();
         let mut b2 = b.clone();
         b2.payload = Bytes::from_static(b"\0replaced\0");
-        p.save_retained(&b2).await.unwrap();
+        let put = |m: &Message| Change::Retained {
+            topic: m.topic.clone(),
+            message: Some(Arc::new(m.clone())),
+        };
+        p.write(vec![put(&a), put(&b), put(&b2)]).await.unwrap();
         let mut loaded = p.load_retained().await.unwrap();
         loaded.sort_by(|x, y| x.topic.cmp(&y.topic));
         assert_eq!(loaded, [a.clone(), b2]);
-        p.remove_retained("devices/b/state").await.unwrap();
+        p.write(vec![Change::Retained {
+            topic: "devices/b/state".into(),
+            message: None,
+        }])
+        .await
+        .unwrap();
         assert_eq!(p.load_retained().await.unwrap(), [a]);
     }
 
     #[tokio::test]
-    async fn sessions_round_trip_exactly() {
+    async fn sessions_and_their_messages_round_trip_exactly() {
         let p = memory().await;
         let offline = session("d1", Some(SystemTime::now()));
         let online = session("d2", None);
-        p.save_session(&offline).await.unwrap();
-        p.save_session(&online).await.unwrap();
+        let mut changes = as_changes(offline.clone());
+        changes.extend(as_changes(online.clone()));
+        p.write(changes).await.unwrap();
         let mut loaded = p.load_sessions().await.unwrap();
         loaded.sort_by(|x, y| x.client_id.cmp(&y.client_id));
-        assert_eq!(loaded, [offline.clone(), online]);
-        p.remove_session("d2").await.unwrap();
-        assert_eq!(p.load_sessions().await.unwrap(), [offline]);
+        assert_eq!(loaded, [numbered(offline.clone()), numbered(online)]);
+        p.write(vec![Change::SessionRemoved {
+            client_id: "d2".into(),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(p.load_sessions().await.unwrap(), [numbered(offline)]);
+        let rows = p.store.mqtt_queue().await.unwrap();
+        assert!(
+            rows.iter().all(|r| r.client_id == "d1"),
+            "d2's messages went with it"
+        );
+    }
+
+    #[tokio::test]
+    async fn message_changes_move_rows_through_their_life() {
+        let p = memory().await;
+        let mut s = session("d", None);
+        let d = match &s.inflight[0].1 {
+            Inflight::Publish(d) => d.clone(),
+            Inflight::Released => unreachable!(),
+        };
+        s.inflight.clear();
+        s.queued.clear();
+        let id = || "d".to_string();
+        let nth = |seq| Delivery { seq, ..d.clone() };
+        let mut changes = vec![Change::Session(s.clone())];
+        for seq in 0..4 {
+            changes.push(Change::Queued {
+                client_id: id(),
+                delivery: nth(seq),
+            });
+        }
+        changes.extend([
+            Change::Sent {
+                client_id: id(),
+                seq: 0,
+                packet_id: 1,
+            },
+            Change::Sent {
+                client_id: id(),
+                seq: 1,
+                packet_id: 2,
+            },
+            Change::Acknowledged {
+                client_id: id(),
+                packet_id: 1,
+            },
+            Change::Released {
+                client_id: id(),
+                packet_id: 2,
+            },
+            Change::Dropped {
+                client_id: id(),
+                seq: 2,
+            },
+        ]);
+        p.write(changes).await.unwrap();
+        let loaded = p.load_sessions().await.unwrap();
+        s.inflight = vec![(2, Inflight::Released)];
+        s.queued = vec![nth(3)];
+        assert_eq!(loaded, [s]);
+    }
+
+    #[tokio::test]
+    async fn a_session_stored_whole_by_an_earlier_version_is_rewritten_with_message_rows() {
+        let p = memory().await;
+        let old = session("d1", Some(SystemTime::now()));
+        p.store
+            .put_mqtt_session("d1", &encode(&old).unwrap(), None)
+            .await
+            .unwrap();
+        assert_eq!(p.load_sessions().await.unwrap(), [numbered(old.clone())]);
+        let (_, row) = p.store.mqtt_sessions().await.unwrap().remove(0);
+        let row: StoredSession = decode(&row).unwrap();
+        assert!(
+            row.queued.is_empty() && row.inflight.is_empty(),
+            "rewritten"
+        );
+        assert_eq!(p.store.mqtt_queue().await.unwrap().len(), 3);
+        assert_eq!(p.load_sessions().await.unwrap(), [numbered(old)], "again");
     }
 
     #[tokio::test]
     async fn sessions_that_expired_while_down_are_not_loaded() {
         let p = memory().await;
         let long_ago = SystemTime::now() - Duration::from_secs(7200);
-        p.save_session(&session("gone", Some(long_ago)))
-            .await
-            .unwrap();
         let mut never = session("never", Some(long_ago));
         never.expiry = u32::MAX;
-        p.save_session(&never).await.unwrap();
-        let kept = session("kept", Some(SystemTime::now()));
-        p.save_session(&kept).await.unwrap();
+        let mut changes = as_changes(session("gone", Some(long_ago)));
+        changes.extend(as_changes(never));
+        changes.extend(as_changes(session("kept", Some(SystemTime::now()))));
+        p.write(changes).await.unwrap();
         let mut ids: Vec<_> = p
             .load_sessions()
             .await
@@ -317,13 +558,23 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["kept", "never"]);
         assert_eq!(p.store.mqtt_sessions().await.unwrap().len(), 2, "deleted");
+        let rows = p.store.mqtt_queue().await.unwrap();
+        assert!(
+            rows.iter().all(|r| r.client_id != "gone"),
+            "with its messages"
+        );
     }
 
     #[tokio::test]
     async fn undecodable_rows_are_skipped_not_fatal() {
         let p = memory().await;
         let good = message("devices/ok/state");
-        p.save_retained(&good).await.unwrap();
+        p.write(vec![Change::Retained {
+            topic: good.topic.clone(),
+            message: Some(Arc::new(good.clone())),
+        }])
+        .await
+        .unwrap();
         let mut truncated = encode(&message("devices/cut/state")).unwrap();
         truncated.truncate(truncated.len() / 2);
         p.store

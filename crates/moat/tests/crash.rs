@@ -1,0 +1,46 @@
+//! The crash harness (`scripts/crash`), short, against this build of `moat`: a hub killed with
+//! SIGKILL in the middle of QoS 1 and QoS 2 traffic, over MQTT 5 and 3.1.1, with the
+//! subscriber offline or connected, loses nothing it acknowledged, delivers QoS 2 exactly
+//! once, and keeps every persistent session. The long runs (and Mosquitto's figures) are in
+//! BENCHMARKS.md.
+
+use std::path::Path;
+use std::process::Command;
+
+fn crash(args: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg("python3")
+        .arg(root.join("scripts/crash"))
+        .args(["--moat", env!("CARGO_BIN_EXE_moat")])
+        .args(["--cycles", "2", "--messages", "150", "--idle", "2"])
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test installs paho-mqtt)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "scripts/crash {args:?} failed:\n{text}"
+    );
+    assert!(text.contains("\"lost\": 0"), "{text}");
+}
+
+#[test]
+fn qos1_offline_subscriber_mqtt5() {
+    crash(&["--qos", "1", "--seed", "11"]);
+}
+
+#[test]
+fn qos2_online_subscriber_mqtt5() {
+    crash(&["--qos", "2", "--online", "--seed", "12"]);
+}
+
+#[test]
+fn qos2_online_subscriber_mqtt311() {
+    crash(&["--qos", "2", "--online", "--protocol", "3", "--seed", "13"]);
+}
