@@ -271,6 +271,7 @@ async fn campaign_progress_follows_a_fleet_update() {
             version: moat_broker::codec::Version::V311,
             keep_alive: 0,
             timeout: Duration::from_secs(30),
+            session_expiry: None,
         },
         download_roots_pem: std::fs::read(hub.bundle()).expect("bundle"),
         model: "sensor".into(),

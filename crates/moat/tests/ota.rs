@@ -578,6 +578,7 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
             version: moat_broker_version(),
             keep_alive: 0,
             timeout: Duration::from_secs(30),
+            session_expiry: None,
         },
         download_roots_pem: roots,
         model: "sensor".into(),

@@ -33,6 +33,9 @@ pub struct Target {
     pub keep_alive: u16,
     /// Bound on TCP connect + TLS handshake + CONNACK.
     pub timeout: Duration,
+    /// Persistent sessions: MQTT 5 session expiry (seconds) with clean start 0, or MQTT
+    /// 3.1.1 clean session 0. None: clean sessions.
+    pub session_expiry: Option<u32>,
 }
 
 /// A packet from the server, as far as the generator cares.
@@ -103,9 +106,14 @@ pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Connection<S>, Error> {
     let connect = Connect {
         version: target.version,
-        clean_start: true,
+        clean_start: target.session_expiry.is_none(),
         keep_alive: target.keep_alive,
-        properties: Properties::default(),
+        properties: Properties {
+            session_expiry: target
+                .session_expiry
+                .filter(|_| target.version == Version::V5),
+            ..Properties::default()
+        },
         client_id: client_id.to_string(),
         will: None,
         username: None,

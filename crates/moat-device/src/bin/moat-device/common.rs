@@ -59,6 +59,10 @@ pub struct TargetArgs {
     /// Free-form label copied into the JSON report (e.g. "moat" or "mosquitto").
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Persistent sessions with this expiry (seconds; MQTT 3.1.1: clean session 0), so
+    /// the broker keeps (and, durably, writes) what it queues for them.
+    #[arg(long)]
+    pub session_expiry: Option<u32>,
 }
 
 /// Everything needed to open connections.
@@ -117,6 +121,7 @@ impl TargetArgs {
             },
             keep_alive,
             timeout: Duration::from_secs_f64(self.connect_timeout),
+            session_expiry: self.session_expiry,
         };
         Ok((
             Setup {

@@ -105,6 +105,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<Value> {
             version: Version::V311,
             keep_alive: 0,
             timeout: Duration::from_secs(30),
+            session_expiry: None,
         },
         download_roots_pem,
         model: a.model.clone(),

@@ -164,10 +164,12 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
         let (pub_tx, pub_rx) = mpsc::channel(2);
         writers.spawn(write_loop(writer, ack_rx, pub_rx));
         let window = Arc::new(Semaphore::new(a.inflight.max(1)));
+        let sent_at = Arc::new(SentAt::default());
         readers.spawn(read_loop(
             reader,
             ack_tx,
             window.clone(),
+            sent_at.clone(),
             shared.clone(),
             stop_rx.clone(),
         ));
@@ -179,7 +181,14 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
                 batch: a.batch.max(1),
                 version,
             };
-            publishers.spawn(publish_loop(p, pub_tx, window, shared.clone(), start));
+            publishers.spawn(publish_loop(
+                p,
+                pub_tx,
+                window,
+                sent_at,
+                shared.clone(),
+                start,
+            ));
         }
     }
     tokio::time::sleep_until(from.into()).await;
@@ -196,10 +205,14 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(true);
     let mut h = Histogram::new();
+    let mut ack_h = Histogram::new();
     let mut read_errors = 0;
     while let Some(r) = readers.join_next().await {
         match r {
-            Ok(Ok(part)) => h.merge(&part),
+            Ok(Ok((part, acks))) => {
+                h.merge(&part);
+                ack_h.merge(&acks);
+            }
             _ => read_errors += 1,
         }
     }
@@ -207,13 +220,14 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
     let sent = shared.sent.load(Ordering::Relaxed) as f64 / a.duration;
     let received = shared.received.load(Ordering::Relaxed) as f64 / a.duration;
     eprintln!(
-        "pubsub[{}]: QoS {} {}B: published {sent:.0}/s, delivered {received:.0}/s ({} pub, {} sub); latency {}; errors pub {pub_errors} read {read_errors}",
+        "pubsub[{}]: QoS {} {}B: published {sent:.0}/s, delivered {received:.0}/s ({} pub, {} sub); latency {}; publish→PUBACK {}; errors pub {pub_errors} read {read_errors}",
         a.target.label,
         a.qos,
         a.size,
         a.publishers,
         a.subscribers,
-        latency_line(&h)
+        latency_line(&h),
+        latency_line(&ack_h)
     );
     Ok(json!({
         "kind": "pubsub",
@@ -228,6 +242,8 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
         "published_per_s": sent,
         "delivered_per_s": received,
         "latency": latency_json(&h),
+        "puback_latency": latency_json(&ack_h),
+        "session_expiry": a.target.session_expiry,
         "publisher_errors": pub_errors,
         "reader_errors": read_errors,
         "cpu": cpu0.since(&cpu1),
@@ -262,10 +278,37 @@ async fn write_loop(
     }
 }
 
+/// When each in-flight QoS 1 publication of one connection was handed to its writer (ns),
+/// by packet id: publish→PUBACK latency.
+#[derive(Debug)]
+struct SentAt(std::sync::Mutex<std::collections::HashMap<u16, u64>>);
+
+impl Default for SentAt {
+    fn default() -> Self {
+        SentAt(std::sync::Mutex::new(std::collections::HashMap::new()))
+    }
+}
+
+impl SentAt {
+    fn put(&self, pid: u16, ns: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pid, ns);
+    }
+    fn take(&self, pid: u16) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&pid)
+    }
+}
+
 async fn publish_loop(
     p: PubParams,
     out_tx: mpsc::Sender<BytesMut>,
     window: Arc<Semaphore>,
+    sent_at: Arc<SentAt>,
     shared: Arc<Shared>,
     start: Instant,
 ) -> anyhow::Result<()> {
@@ -299,6 +342,7 @@ async fn publish_loop(
                     break;
                 }
                 pid = pid.checked_add(1).unwrap_or(1);
+                sent_at.put(pid, payload::now_ns());
             }
             client::put_publish(
                 &mut out,
@@ -317,19 +361,23 @@ async fn publish_loop(
     }
 }
 
+/// Reads until stopped: the delivery latency of messages received in the window, and the
+/// publish→PUBACK latency of this connection's own publications acknowledged in it.
 async fn read_loop(
     mut reader: Reader<Stream>,
     acks_tx: mpsc::UnboundedSender<BytesMut>,
     window: Arc<Semaphore>,
+    sent_at: Arc<SentAt>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Histogram> {
+) -> anyhow::Result<(Histogram, Histogram)> {
     let version = reader.version();
     let mut h = Histogram::new();
+    let mut ack_h = Histogram::new();
     loop {
         let first = tokio::select! {
             r = reader.next() => r?,
-            _ = stop.changed() => return Ok(h),
+            _ = stop.changed() => return Ok((h, ack_h)),
         };
         let Some(mut pkt) = first else {
             bail!("server closed the connection");
@@ -349,7 +397,14 @@ async fn read_loop(
                         client::put_puback(&mut acks, version, m.pid);
                     }
                 }
-                Incoming::PubAck(_) => window.add_permits(1),
+                Incoming::PubAck(pid) => {
+                    window.add_permits(1);
+                    if let Some(at) = sent_at.take(pid)
+                        && shared.in_window(Instant::now())
+                    {
+                        ack_h.record(payload::now_ns().saturating_sub(at));
+                    }
+                }
                 Incoming::Disconnect(code) => bail!("server sent DISCONNECT 0x{code:02x}"),
                 Incoming::SubAck(..) | Incoming::PingResp => {}
             }
