@@ -6,6 +6,8 @@
 #   KEEP=1 bench/mqtt.sh          # keep the work directory (certificates, logs, JSON)
 #   SKIP_BUILD=1 bench/mqtt.sh    # use the release binaries already in target/release
 #   MOAT_BIN=/tmp/moat-old SKIP_BUILD=1 ONLY=handshake bench/mqtt.sh   # another hub binary
+#   CONN=300 ONLY=durability bench/mqtt.sh  # QoS 1 to persistent sessions: Moat sync vs
+#                                 # periodic vs Mosquitto (persistence on), ~3 minutes
 #   ONLY=handshake bench/mqtt.sh  # just the handshake runs (both brokers + the bare rustls
 #                                 # baseline server), ~3 minutes
 #
@@ -164,6 +166,54 @@ run() { # label-of-run broker args...
   tail -n 3 "$WORK/load.log" | grep -v "^moat-device:" >&2 || true
 }
 
+pubsub="pubsub --duration $DUR --warmup $WARM"
+selfloop="--publishers $PAIRS --subscribers $PAIRS --pub-topic devices/{id}/load --sub-filter devices/{id}/load"
+fanin="--publishers $PAIRS --pub-offset 100 --subscribers 1 --sub-offset $SINK_IDX --pub-topic devices/{id}/load --sub-filter devices/+/load"
+fanout="--publishers 1 --pub-offset $SRC_IDX --subscribers $PAIRS --sub-offset 200 --pub-topic bcast/load --sub-filter bcast/load"
+if [ "${ONLY:-}" = durability ]; then
+  # QoS 1 to persistent sessions (the generator's clients use session expiry 1 h), so every
+  # queued message is durable state: Moat with [mqtt] durability = "sync", then "periodic"
+  # (each on a restarted hub), then Mosquitto with persistence on (its default autosave).
+  # Each line: the generator's report (published/s, delivered/s, delivery latency,
+  # publish→PUBACK latency); for Moat also the writer's batches (one transaction = one fsync
+  # on SQLite) and changes per second over the run, from /metrics.
+  metric() {
+    curl -s "$(jq -r .metrics_url "$HUB/hub.json")/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+  }
+  persist="pubsub --duration $DUR --warmup $WARM --qos 1 --session-expiry 3600"
+  for mode in sync periodic; do
+    stop_moat
+    printf '[mqtt]\ndurability = "%s"\n' "$mode" >"$HUB/moat.toml"
+    start_moat
+    sleep 2
+    for shape in selfloop fanin; do
+      if [ $shape = selfloop ]; then flags=$selfloop; else flags=$fanin; fi
+      b0=$(metric moat_mqtt_state_batches_written_total); c0=$(metric moat_mqtt_state_changes_written_total)
+      t0=$(date +%s.%N)
+      # shellcheck disable=SC2086
+      run "$shape-persistent-q1-$mode" moat $persist $flags
+      t1=$(date +%s.%N)
+      b1=$(metric moat_mqtt_state_batches_written_total); c1=$(metric moat_mqtt_state_changes_written_total)
+      awk -v b="$((b1 - b0))" -v c="$((c1 - c0))" -v t="$(echo "$t1 - $t0" | bc)" -v n="$shape-$mode" \
+        'BEGIN { printf "%s: %.0f batches/s (fsyncs), %.0f changes/s, %.1f changes per batch\n", n, b / t, c / t, (b ? c / b : 0) }' | tee -a "$WORK/durability.txt" >&2
+    done
+  done
+  kill "$MOSQ_PID"; wait "$MOSQ_PID" 2>/dev/null || true
+  printf 'persistence true\npersistence_location %s/\n' "$M" >>"$M/mosquitto.conf"
+  "$MOSQUITTO" -c "$M/mosquitto.conf" >>"$WORK/mosquitto.log" 2>&1 &
+  MOSQ_PID=$!
+  sleep 0.5
+  for shape in selfloop fanin; do
+    if [ $shape = selfloop ]; then flags=$selfloop; else flags=$fanin; fi
+    # shellcheck disable=SC2086
+    run "$shape-persistent-q1" mosquitto $persist $flags
+  done
+  grep -h 'pubsub\[' "$WORK/load.log" | grep -v 'connections up' >&2
+  cat "$WORK/durability.txt"
+  jq -c '{run, label, published_per_s, delivered_per_s, latency_p99_ms: .latency.p99_ms, puback_p50_ms: .puback_latency.p50_ms, puback_p99_ms: .puback_latency.p99_ms, cpu}' "$RESULTS" | grep persistent
+  exit 0
+fi
+
 for b in moat baseline mosquitto; do
   run handshake "$b" connect --count "$CONN" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM"
   run handshake-c4 "$b" connect --count "$CONN" --concurrency 4 --duration "$DUR" --warmup "$WARM"
@@ -173,10 +223,6 @@ if [ "${ONLY:-}" = handshake ]; then
   exit 0
 fi
 sleep 2
-pubsub="pubsub --duration $DUR --warmup $WARM"
-selfloop="--publishers $PAIRS --subscribers $PAIRS --pub-topic devices/{id}/load --sub-filter devices/{id}/load"
-fanin="--publishers $PAIRS --pub-offset 100 --subscribers 1 --sub-offset $SINK_IDX --pub-topic devices/{id}/load --sub-filter devices/+/load"
-fanout="--publishers 1 --pub-offset $SRC_IDX --subscribers $PAIRS --sub-offset 200 --pub-topic bcast/load --sub-filter bcast/load"
 for qos in 0 1; do
   for b in moat mosquitto; do
     run "selfloop-max-q$qos" "$b" $pubsub $selfloop --qos $qos

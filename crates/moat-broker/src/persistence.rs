@@ -171,15 +171,16 @@ pub enum Change {
         /// Its packet id.
         packet_id: u16,
     },
-    /// The exchange of an in-flight message ended (PUBACK, PUBCOMP, a refusing PUBREC).
+    /// The exchange of an in-flight QoS 2 message ended (PUBCOMP, a refusing PUBREC).
     Acknowledged {
         /// Client id.
         client_id: String,
         /// Its packet id.
         packet_id: u16,
     },
-    /// A queued message was dropped before it was sent (expired, too large for the client).
-    Dropped {
+    /// A message is done with: acknowledged (QoS 1 PUBACK), or dropped before it was sent
+    /// (expired, too large for the client).
+    Finished {
         /// Client id.
         client_id: String,
         /// Which message.
@@ -320,7 +321,7 @@ impl Persistence for MemoryPersistence {
                         m.messages.remove(&seq);
                     }
                 }
-                Change::Dropped { client_id, seq } => {
+                Change::Finished { client_id, seq } => {
                     if let Some(m) = sessions.get_mut(&client_id) {
                         m.messages.remove(&seq);
                     }

@@ -108,6 +108,9 @@ pub(crate) struct SessionState {
     pub removed: bool,
     /// The `seq` of the next message queued.
     pub next_seq: u64,
+    /// Messages below this `seq` were restored from storage: they may have been sent before
+    /// the restart, so they go out with DUP set.
+    pub restored_below: u64,
     /// Publishers may be waiting on `room` for this queue to drain.
     pub congested: bool,
     /// Messages taken off the queue so far (sent or dropped): paused publishers tell a busy
@@ -139,6 +142,7 @@ impl Session {
                 stored: false,
                 removed: false,
                 next_seq: 0,
+                restored_below: 0,
                 congested: false,
                 drained: 0,
                 stalled: false,
@@ -172,6 +176,7 @@ impl Session {
                 .max()
                 .map_or(0, |m| m + 1);
             st.stored = true;
+            st.restored_below = st.next_seq;
             st.inflight = s.inflight.into();
             st.queue = s.queued.into();
             st.incoming_qos2 = s.incoming_qos2.into_iter().collect();
@@ -195,7 +200,7 @@ pub(crate) enum Journaled {
     Sent { seq: u64, pid: u16 },
     Released(u16),
     Acknowledged(u16),
-    Dropped(u64),
+    Finished(u64),
 }
 
 /// Result of [`SessionState::enqueue`].
@@ -270,11 +275,11 @@ impl SessionState {
                     ended.extend(seq);
                     seq
                 }
-                Journaled::Dropped(seq) if born.contains(seq) => {
+                Journaled::Finished(seq) if born.contains(seq) => {
                     ended.insert(*seq);
                     Some(*seq)
                 }
-                Journaled::Dropped(_) => None,
+                Journaled::Finished(_) => None,
             });
         }
         for (j, owner) in journal.into_iter().zip(owner) {
@@ -300,7 +305,7 @@ impl SessionState {
                     client_id,
                     packet_id,
                 },
-                Journaled::Dropped(seq) => Change::Dropped { client_id, seq },
+                Journaled::Finished(seq) => Change::Finished { client_id, seq },
             });
         }
     }
@@ -395,25 +400,30 @@ impl SessionState {
             if d.message.expired(now) {
                 dropped += 1;
                 if d.qos > 0 {
-                    self.record(Journaled::Dropped(d.seq));
+                    self.record(Journaled::Finished(d.seq));
                 }
                 continue;
             }
             let pid = if d.qos > 0 { self.alloc_pid() } else { 0 };
-            let p = to_publish(&d, pid, false, now);
+            let p = to_publish(&d, pid, d.qos > 0 && d.seq < self.restored_below, now);
             if p.encoded_len(lim.version) > lim.max_packet {
                 // Never send a client more than its Maximum Packet Size (v5 §3.1.2.11.4).
                 dropped += 1;
                 if d.qos > 0 {
-                    self.record(Journaled::Dropped(d.seq));
+                    self.record(Journaled::Finished(d.seq));
                 }
                 continue;
             }
             codec::encode(&Packet::Publish(p), lim.version, out);
             sent += 1;
-            if d.qos > 0 {
-                qos2 |= d.qos == 2 && self.persistent();
+            if d.qos == 2 {
+                // Only a QoS 2 message's packet id must survive a crash (a second PUBLISH
+                // under another id would be a second delivery); a QoS 1 message restored
+                // unacknowledged goes out again with DUP set under a new id.
+                qos2 |= self.persistent();
                 self.record(Journaled::Sent { seq: d.seq, pid });
+            }
+            if d.qos > 0 {
                 self.inflight.push_back((pid, Inflight::Publish(d)));
             }
         }
@@ -556,9 +566,10 @@ mod tests {
         let s = Session::new("c".into(), "c".into(), 3600);
         let mut st = s.lock();
         st.link = None;
-        st.enqueue(delivery(1, 1), 10); // seq 0: queued, sent, acknowledged
-        st.enqueue(delivery(1, 2), 10); // seq 1: queued, sent, still in flight
+        st.enqueue(delivery(2, 1), 10); // seq 0: queued, sent, acknowledged (PUBCOMP)
+        st.enqueue(delivery(1, 2), 10); // seq 1: QoS 1, queued, sent, still in flight
         st.enqueue(delivery(2, 3), 10); // seq 2: queued, sent, released
+        st.enqueue(delivery(1, 4), 10); // seq 3: QoS 1, queued, sent, acknowledged (PUBACK)
         let mut out = BytesMut::new();
         let lim = OutLimits {
             version: Version::V5,
@@ -566,9 +577,11 @@ mod tests {
             max_packet: 1024,
             high_water: 1 << 16,
         };
-        assert_eq!(st.fill(&mut out, &lim), (3, 0, true));
+        assert_eq!(st.fill(&mut out, &lim), (4, 0, true));
+        st.record(Journaled::Released(1));
         st.record(Journaled::Acknowledged(1));
         st.record(Journaled::Released(3));
+        st.record(Journaled::Finished(3));
         let mut changes = Vec::new();
         st.take_changes("c", &mut changes);
         let kinds: Vec<String> = changes
@@ -583,24 +596,17 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [
-                "session",
-                "queued 1",
-                "queued 2",
-                "sent 1 2",
-                "sent 2 3",
-                "released 3"
-            ]
+            ["session", "queued 1", "queued 2", "sent 2 3", "released 3"]
         );
         // Its later end is written: the message was written.
-        st.record(Journaled::Acknowledged(2));
+        st.record(Journaled::Finished(1));
         changes.clear();
         st.take_changes("c", &mut changes);
         assert_eq!(
             changes,
-            [Change::Acknowledged {
+            [Change::Finished {
                 client_id: "c".into(),
-                packet_id: 2
+                seq: 1
             }]
         );
         // A clean session writes nothing.

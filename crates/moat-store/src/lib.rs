@@ -46,6 +46,7 @@ mod firmware_model;
 mod issuance;
 mod lifecycle;
 mod model;
+mod mqtt_batch;
 mod operators;
 mod postgres;
 mod posture;
@@ -371,15 +372,15 @@ pub enum MqttWrite {
         /// Its packet id.
         packet_id: u16,
     },
-    /// The in-flight message `packet_id` is done (PUBACK, PUBCOMP, or a refusing PUBREC).
+    /// The in-flight message `packet_id` is done (PUBCOMP, or a refusing PUBREC).
     Acknowledged {
         /// Client id.
         client_id: String,
         /// Its packet id.
         packet_id: u16,
     },
-    /// A queued message was dropped before it was sent (expired, too large).
-    Dropped {
+    /// A message is done with (acknowledged by `seq`, or dropped unsent).
+    Finished {
         /// Client id.
         client_id: String,
         /// Which message.

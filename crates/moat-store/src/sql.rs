@@ -221,16 +221,6 @@ pub(crate) const DELETE_EXPIRED_MQTT_SESSIONS: &str =
     "DELETE FROM mqtt_sessions WHERE expires_at <= $1";
 pub(crate) const DELETE_EXPIRED_MQTT_QUEUES: &str = "DELETE FROM mqtt_queue WHERE client_id IN \
      (SELECT client_id FROM mqtt_sessions WHERE expires_at <= $1)";
-pub(crate) const MQTT_DELETE_QUEUE: &str = "DELETE FROM mqtt_queue WHERE client_id = $1";
-pub(crate) const MQTT_ENQUEUE: &str =
-    "INSERT INTO mqtt_queue (client_id, seq, value) VALUES ($1, $2, $3)";
-pub(crate) const MQTT_SENT: &str =
-    "UPDATE mqtt_queue SET packet_id = $3 WHERE client_id = $1 AND seq = $2";
-pub(crate) const MQTT_RELEASED: &str =
-    "UPDATE mqtt_queue SET released = TRUE WHERE client_id = $1 AND packet_id = $2";
-pub(crate) const MQTT_ACKNOWLEDGED: &str =
-    "DELETE FROM mqtt_queue WHERE client_id = $1 AND packet_id = $2";
-pub(crate) const MQTT_DROPPED: &str = "DELETE FROM mqtt_queue WHERE client_id = $1 AND seq = $2";
 pub(crate) const MQTT_QUEUE: &str = "SELECT client_id, seq, packet_id, released, value \
      FROM mqtt_queue ORDER BY client_id, seq";
 

@@ -592,74 +592,57 @@ macro_rules! impl_writes {
                 Ok(())
             }
 
-            /// Applies the writes in order (the caller's transaction makes them one).
+            /// Applies the writes as if in order (the caller's transaction makes them one),
+            /// with few statements ([`crate::mqtt_batch`]).
             pub(crate) async fn write_mqtt_on(
                 conn: &mut $conn,
                 writes: &[MqttWrite],
             ) -> Result<(), Error> {
-                // Sequence numbers and packet ids fit a BIGINT and an INTEGER.
-                let seq = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
-                for w in writes {
-                    let q = match w {
-                        MqttWrite::PutRetained { topic, value } => {
-                            Self::put_mqtt_retained_on(conn, topic, value).await?;
-                            continue;
-                        }
-                        MqttWrite::DeleteRetained { topic } => {
-                            Self::delete_mqtt_retained_on(conn, topic).await?;
-                            continue;
-                        }
-                        MqttWrite::PutSession {
-                            client_id,
-                            value,
-                            expires_at,
-                        } => {
-                            Self::put_mqtt_session_on(conn, client_id, value, *expires_at).await?;
-                            continue;
-                        }
-                        MqttWrite::DeleteSession { client_id } => {
-                            // The queue rows go first: no reliance on the cascade being on.
-                            sqlx::query(sql::MQTT_DELETE_QUEUE)
-                                .bind(client_id)
-                                .execute(&mut *conn)
-                                .await
-                                .map_err(Error::Database)?;
-                            Self::delete_mqtt_session_on(conn, client_id).await?;
-                            continue;
-                        }
-                        MqttWrite::Enqueue {
-                            client_id,
-                            seq: s,
-                            value,
-                        } => sqlx::query(sql::MQTT_ENQUEUE)
-                            .bind(client_id)
-                            .bind(seq(*s))
-                            .bind(value),
-                        MqttWrite::Sent {
-                            client_id,
-                            seq: s,
-                            packet_id,
-                        } => sqlx::query(sql::MQTT_SENT)
-                            .bind(client_id)
-                            .bind(seq(*s))
-                            .bind(i64::from(*packet_id)),
-                        MqttWrite::Released {
-                            client_id,
-                            packet_id,
-                        } => sqlx::query(sql::MQTT_RELEASED)
-                            .bind(client_id)
-                            .bind(i64::from(*packet_id)),
-                        MqttWrite::Acknowledged {
-                            client_id,
-                            packet_id,
-                        } => sqlx::query(sql::MQTT_ACKNOWLEDGED)
-                            .bind(client_id)
-                            .bind(i64::from(*packet_id)),
-                        MqttWrite::Dropped { client_id, seq: s } => {
-                            sqlx::query(sql::MQTT_DROPPED).bind(client_id).bind(seq(*s))
+                use crate::mqtt_batch::{CHUNK, rounds, sql as q};
+                // Runs `stmt(rows)` over `rows` in chunks, binding each row with `bind`.
+                macro_rules! each_chunk {
+                    ($rows:expr, $stmt:path, |$query:ident, $row:ident| $bind:expr) => {
+                        for chunk in $rows.chunks(CHUNK) {
+                            // Built from numbered placeholders only; the values are bound.
+                            let text = sqlx::AssertSqlSafe($stmt(chunk.len()));
+                            let mut $query = sqlx::query(text).persistent(false);
+                            for $row in chunk {
+                                $query = $bind;
+                            }
+                            $query.execute(&mut *conn).await.map_err(Error::Database)?;
                         }
                     };
-                    q.execute(&mut *conn).await.map_err(Error::Database)?;
+                }
+                for r in rounds(writes) {
+                    each_chunk!(r.removed, q::delete_queues, |qy, c| qy.bind(*c));
+                    each_chunk!(r.removed, q::delete_sessions, |qy, c| qy.bind(*c));
+                    each_chunk!(r.sessions, q::put_sessions, |qy, s| qy
+                        .bind(s.0)
+                        .bind(s.1)
+                        .bind(s.2));
+                    each_chunk!(r.queued, q::enqueue, |qy, m| qy
+                        .bind(m.0)
+                        .bind(m.1)
+                        .bind(m.2));
+                    each_chunk!(r.sent, q::sent, |qy, m| qy.bind(m.0).bind(m.1).bind(m.2));
+                    each_chunk!(r.released, q::released, |qy, m| qy.bind(m.0).bind(m.1));
+                    each_chunk!(r.acknowledged, q::acknowledged, |qy, m| qy
+                        .bind(m.0)
+                        .bind(m.1));
+                    each_chunk!(r.dropped, q::dropped, |qy, m| qy.bind(m.0).bind(m.1));
+                    let puts: Vec<(&str, &[u8])> = r
+                        .retained
+                        .iter()
+                        .filter_map(|(t, v)| v.map(|v| (*t, v)))
+                        .collect();
+                    let dels: Vec<&str> = r
+                        .retained
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(t, _)| *t)
+                        .collect();
+                    each_chunk!(puts, q::put_retained, |qy, t| qy.bind(t.0).bind(t.1));
+                    each_chunk!(dels, q::delete_retained, |qy, t| qy.bind(*t));
                 }
                 Ok(())
             }

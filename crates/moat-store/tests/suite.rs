@@ -55,6 +55,7 @@ suite!(
     mqtt_retained_messages,
     mqtt_sessions_and_expiry,
     concurrent_mqtt_saves,
+    mqtt_write_batches,
     allowlist_upload_is_all_or_nothing,
     enrollment_claims_a_serial_once,
     concurrent_enrollments_of_one_serial,

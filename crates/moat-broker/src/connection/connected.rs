@@ -398,9 +398,9 @@ where
                 let mut st = self.p.session.lock();
                 if let Some(i) = st.inflight.iter().position(|(pid, f)| {
                     *pid == a.pid && matches!(f, Inflight::Publish(d) if d.qos == 1)
-                }) {
-                    st.inflight.remove(i);
-                    st.record(Journaled::Acknowledged(a.pid));
+                }) && let Some((_, Inflight::Publish(d))) = st.inflight.remove(i)
+                {
+                    st.record(Journaled::Finished(d.seq));
                     self.p.broker.note(&self.p.session, &mut st);
                 }
             }

@@ -161,6 +161,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     };
                 }
                 Incoming::Disconnect(_) => return Err(Error::Closed),
+                // A resumed session's messages may come first: acknowledge them (else they
+                // would hold the in-flight window shut).
+                Incoming::Publish(m) if m.qos == 1 => {
+                    let mut ack = BytesMut::new();
+                    put_puback(&mut ack, self.version, m.pid);
+                    self.stream.write_all(&ack).await?;
+                }
                 _ => {}
             }
         }

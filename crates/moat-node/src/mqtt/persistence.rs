@@ -276,7 +276,7 @@ fn to_write(c: Change) -> Result<MqttWrite, postcard::Error> {
             client_id,
             packet_id,
         },
-        Change::Dropped { client_id, seq } => MqttWrite::Dropped { client_id, seq },
+        Change::Finished { client_id, seq } => MqttWrite::Finished { client_id, seq },
     })
 }
 
@@ -507,7 +507,7 @@ mod tests {
                 client_id: id(),
                 packet_id: 2,
             },
-            Change::Dropped {
+            Change::Finished {
                 client_id: id(),
                 seq: 2,
             },

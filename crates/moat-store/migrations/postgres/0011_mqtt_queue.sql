@@ -9,7 +9,7 @@ CREATE TABLE mqtt_queue (
     -- Order of queueing within the session.
     seq        BIGINT   NOT NULL,
     -- Set when the message was sent (it is in flight under this packet id); NULL: queued.
-    packet_id  INTEGER,
+    packet_id  BIGINT,
     -- QoS 2: the subscriber sent PUBREC, the hub owes it PUBREL (the message is delivered).
     released   BOOLEAN  NOT NULL DEFAULT FALSE,
     -- The delivery, in the broker's encoding.
