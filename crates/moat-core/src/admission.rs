@@ -277,10 +277,14 @@ impl<'a> CertificateCheck<'a> {
         let cas = hub.cached_client_cas().await?;
         let ca = match self.presented {
             Presented::FullHandshake => {
-                let issuers: Vec<String> = self
-                    .chain
-                    .iter()
-                    .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer))
+                // The leaf was read above; only the intermediates are parsed here.
+                let issuers: Vec<String> = std::iter::once(info.issuer.clone())
+                    .chain(
+                        self.chain
+                            .iter()
+                            .skip(1)
+                            .filter_map(|c| moat_pki::cert_info(c).ok().map(|i| i.issuer)),
+                    )
                     .collect();
                 cas.subjects
                     .iter()
@@ -334,8 +338,8 @@ impl<'a> CertificateCheck<'a> {
             None => None,
         };
         let rule = IdentityRule::parse(&ca.identity_rule).unwrap_or(IdentityRule::Cn);
-        let identity =
-            moat_pki::identity_of(leaf, rule).map_err(|e| Denial::NoIdentity(e.to_string()))?;
+        let identity = moat_pki::identity_of_info(&info, leaf, rule)
+            .map_err(|e| Denial::NoIdentity(e.to_string()))?;
         if let Some(recorded) = recorded_for.filter(|r| *r != identity) {
             return Err(Denial::IdentityMismatch {
                 identity,

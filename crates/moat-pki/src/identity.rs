@@ -75,6 +75,25 @@ pub fn identity_of(cert_der: &[u8], rule: IdentityRule) -> Result<String, Error>
             })
         }
     };
+    found_identity(found, rule)
+}
+
+/// [`identity_of`] for a certificate already read with [`crate::cert_info`]: under the CN
+/// rule its common name is the identity, with no second parse (CONNECT reads every
+/// certificate once).
+pub fn identity_of_info(
+    info: &crate::CertInfo,
+    cert_der: &[u8],
+    rule: IdentityRule,
+) -> Result<String, Error> {
+    match rule {
+        IdentityRule::Cn => found_identity(info.common_name.clone(), rule),
+        IdentityRule::SanDns | IdentityRule::SanUri => identity_of(cert_der, rule),
+    }
+}
+
+/// The identity found under `rule`, if any and not empty.
+fn found_identity(found: Option<String>, rule: IdentityRule) -> Result<String, Error> {
     match found {
         Some(id) if !id.is_empty() => Ok(id),
         _ => Err(Error::NoIdentity(match rule {

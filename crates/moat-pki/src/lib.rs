@@ -33,7 +33,9 @@ pub use csr::{
 };
 pub use error::Error;
 pub use est::{certs_only, csr_attributes, parse_certs_only};
-pub use identity::{DEVICE_URI_PREFIX, IdentityRule, STATION_URI_PREFIX, identity_of};
+pub use identity::{
+    DEVICE_URI_PREFIX, IdentityRule, STATION_URI_PREFIX, identity_of, identity_of_info,
+};
 pub use info::{
     CertInfo, cert_info, issuer_and_serial, parse_cert_chain_pem, pem_of_cert, pem_of_crl,
     pem_to_der, serial_of, subject_name_der,

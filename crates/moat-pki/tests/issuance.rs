@@ -138,6 +138,15 @@ fn identity_rules() {
     let pki = Pki::new();
     let device = pki.device("dev-7");
     assert_eq!(identity_of(&device, IdentityRule::Cn).expect("cn"), "dev-7");
+    // The same answer from a certificate already read, under every rule.
+    let info = moat_pki::cert_info(&device).expect("info");
+    for rule in [IdentityRule::Cn, IdentityRule::SanUri, IdentityRule::SanDns] {
+        assert_eq!(
+            moat_pki::identity_of_info(&info, &device, rule).map_err(|e| e.to_string()),
+            identity_of(&device, rule).map_err(|e| e.to_string()),
+            "{rule:?}"
+        );
+    }
     assert_eq!(
         identity_of(&device, IdentityRule::SanUri).expect("uri"),
         "dev-7"
