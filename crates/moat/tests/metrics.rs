@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use moat_device::fleet::{FleetConfig, FleetStats};
-use moat_device::load::client::Target;
 use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
 use std::collections::HashMap;
 use std::path::Path;
@@ -265,14 +264,7 @@ async fn campaign_progress_follows_a_fleet_update() {
     let devices =
         moat_device::fleet::load_devices(&creds, &online, &provider, &verifier).expect("devices");
     let cfg = Arc::new(FleetConfig {
-        target: Target {
-            addr: hub.mqtt_tls.parse().expect("addr"),
-            server_name: rustls_pki_types::ServerName::try_from("localhost").expect("name"),
-            version: moat_broker::codec::Version::V311,
-            keep_alive: 0,
-            timeout: Duration::from_secs(30),
-            session_expiry: None,
-        },
+        target: hub.fleet_target(moat_broker::codec::Version::V311),
         download_roots_pem: std::fs::read(hub.bundle()).expect("bundle"),
         model: "sensor".into(),
         update_key: moat_ota_proto::UpdateKey::from_pem(&update_pem).expect("update key"),

@@ -12,7 +12,6 @@ mod common;
 use common::download::CutProxy;
 use common::*;
 use moat_device::fleet::{FleetConfig, FleetStats};
-use moat_device::load::client::Target;
 use moat_device::load::tls::{KeyExchange, PinningVerifier, provider};
 use moat_testkit::softhsm::SoftHsm;
 use std::path::{Path, PathBuf};
@@ -572,14 +571,7 @@ async fn campaigns_on_a_fleet_advance_confirm_roll_back_and_abort() {
     let devices =
         moat_device::fleet::load_devices(&creds, &ids, &provider, &verifier).expect("devices");
     let cfg = Arc::new(FleetConfig {
-        target: Target {
-            addr: hub.mqtt_tls.parse().expect("addr"),
-            server_name: rustls_pki_types::ServerName::try_from("localhost").expect("name"),
-            version: moat_broker_version(),
-            keep_alive: 0,
-            timeout: Duration::from_secs(30),
-            session_expiry: None,
-        },
+        target: hub.fleet_target(moat_broker_version()),
         download_roots_pem: roots,
         model: "sensor".into(),
         update_key: moat_ota_proto::UpdateKey::from_pem(&update_pem).expect("update key"),

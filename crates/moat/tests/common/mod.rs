@@ -243,6 +243,22 @@ impl TestHub {
         self.data.join("ca-bundle.pem")
     }
 
+    /// The simulated fleet's MQTT target: this hub's mutual-TLS listener, `version`, clean
+    /// sessions.
+    pub fn fleet_target(
+        &self,
+        version: moat_broker::codec::Version,
+    ) -> moat_device::load::client::Target {
+        moat_device::load::client::Target {
+            addr: self.mqtt_tls.parse().expect("addr"),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            version,
+            keep_alive: 0,
+            timeout: std::time::Duration::from_secs(30),
+            session_expiry: None,
+        }
+    }
+
     /// Starts `mosquitto_sub -i ID` over mutual TLS (this hub's bundle, `cert` and `key`)
     /// with `args` (protocol version, topics, QoS, `-C`/`-W`), and waits until the hub lists
     /// its session, or the client has already ended (a retained message can complete it).
