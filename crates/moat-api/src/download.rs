@@ -6,7 +6,8 @@
 //!   mutual TLS puts the verified identity into the request as a [`PeerIdentity`]
 //!   extension; a request without one is refused (401). This router never looks at
 //!   headers for identity.
-//! - The device must be active and a notified target of a running or paused campaign for
+//! - The device must pass `moat_core::CertificateCheck` at every request (state, certificate
+//!   validity and revocation now) and be a notified target of a running or paused campaign for
 //!   the image with that SHA-256 (403 otherwise).
 //! - `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` (one range) get 206 with
 //!   `Content-Range`; a range that starts past the end gets 416 with `Content-Range: bytes

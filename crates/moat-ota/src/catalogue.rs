@@ -101,8 +101,10 @@ impl Downloads {
         &self.dir
     }
 
-    /// The image `digest` if `device_id` may fetch it: the device is active and a notified
-    /// target of a running or paused campaign for that image.
+    /// The image `digest` if `device_id` may fetch it: it is a notified target of a running
+    /// or paused campaign for that image. Whether the device may act at all (its certificate,
+    /// its state) is `moat_core::CertificateCheck`'s decision, made before this at every
+    /// request.
     pub async fn open(&self, device_id: &str, digest: &str) -> Result<Blob, Error> {
         if !is_digest(digest) {
             return Err(Error::Invalid(

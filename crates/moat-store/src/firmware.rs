@@ -191,9 +191,7 @@ pub(crate) mod sql {
          FROM campaign_devices WHERE campaign_id = $1 GROUP BY wave, state ORDER BY wave, state";
     pub(crate) const DOWNLOAD_ALLOWED: &str = "SELECT 1 FROM campaign_devices cd \
          JOIN campaigns c ON c.id = cd.campaign_id JOIN firmware f ON f.id = c.firmware_id \
-         JOIN devices d ON d.id = cd.device_id \
          WHERE cd.device_id = $1 AND f.digest = $2 AND c.state IN ('running', 'paused') \
-         AND d.state = 'active' \
          AND cd.state IN ('notified', 'downloading', 'installed') LIMIT 1";
     pub(crate) const PUT_INVENTORY: &str = "INSERT INTO ota_inventory \
          (device_id, model, version, security_counter, updated_at) VALUES ($1, $2, $3, $4, $5) \

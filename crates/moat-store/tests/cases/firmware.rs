@@ -3,8 +3,8 @@
 
 use crate::common::{TestDb, at, device, t0};
 use moat_store::{
-    Campaign, CampaignDevice, CampaignState, DeviceState, Error, FirmwareKey, FirmwareKeyKind,
-    FirmwareRecord, IdentityAccess, IdentityKind, Inventory, UpdateState, WaveCount,
+    Campaign, CampaignDevice, CampaignState, Error, FirmwareKey, FirmwareKeyKind, FirmwareRecord,
+    IdentityAccess, IdentityKind, Inventory, UpdateState, WaveCount,
 };
 
 fn key(name: &str) -> FirmwareKey {
@@ -266,18 +266,6 @@ pub async fn campaigns_and_device_states(db: &TestDb) {
         !s.download_allowed("a", "aa").await.unwrap(),
         "already finished"
     );
-    // A suspended device downloads nothing, and may again once resumed.
-    s.set_device_state("b", DeviceState::Disabled, at(6))
-        .await
-        .unwrap();
-    assert!(
-        !s.download_allowed("b", "aa").await.unwrap(),
-        "suspended device"
-    );
-    s.set_device_state("b", DeviceState::Active, at(7))
-        .await
-        .unwrap();
-    assert!(s.download_allowed("b", "aa").await.unwrap());
     assert_eq!(s.active_updates_of_device("b").await.unwrap().len(), 1);
 
     // Campaign moves are compare-and-set too.
