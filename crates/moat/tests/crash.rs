@@ -1,8 +1,9 @@
 //! The crash harness (`scripts/crash`), short, against this build of `moat`: a hub killed with
 //! SIGKILL in the middle of QoS 1 and QoS 2 traffic, over MQTT 5 and 3.1.1, with the
 //! subscriber offline or connected, loses nothing it acknowledged, delivers QoS 2 exactly
-//! once, and keeps every persistent session. The long runs (and Mosquitto's figures) are in
-//! BENCHMARKS.md.
+//! once, and keeps every persistent session; killed in the middle of certificate issuance,
+//! it keeps every device it answered for and half-writes none. The long runs (and
+//! Mosquitto's figures) are in BENCHMARKS.md.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,6 @@ fn crash(args: &[&str]) {
         .arg("python3")
         .arg(root.join("scripts/crash"))
         .args(["--moat", env!("CARGO_BIN_EXE_moat")])
-        .args(["--cycles", "2", "--messages", "150", "--idle", "2"])
         .args(args)
         .output()
         .expect("python3 runs (scripts/test installs paho-mqtt)");
@@ -30,17 +30,31 @@ fn crash(args: &[&str]) {
     assert!(text.contains("\"lost\": 0"), "{text}");
 }
 
+/// Two kills, 150 messages per publisher and cycle.
+const SHORT: [&str; 6] = ["--cycles", "2", "--messages", "150", "--idle", "2"];
+
 #[test]
 fn qos1_offline_subscriber_mqtt5() {
-    crash(&["--qos", "1", "--seed", "11"]);
+    crash(&[&SHORT[..], &["--qos", "1", "--seed", "11"]].concat());
 }
 
 #[test]
 fn qos2_online_subscriber_mqtt5() {
-    crash(&["--qos", "2", "--online", "--seed", "12"]);
+    crash(&[&SHORT[..], &["--qos", "2", "--online", "--seed", "12"]].concat());
 }
 
 #[test]
 fn qos2_online_subscriber_mqtt311() {
-    crash(&["--qos", "2", "--online", "--protocol", "3", "--seed", "13"]);
+    crash(
+        &[
+            &SHORT[..],
+            &["--qos", "2", "--online", "--protocol", "3", "--seed", "13"],
+        ]
+        .concat(),
+    );
+}
+
+#[test]
+fn certificate_issuance() {
+    crash(&["--during", "issuance", "--cycles", "3", "--seed", "14"]);
 }
