@@ -296,9 +296,7 @@ impl Broker {
         }
         st.listed = true;
         lock(&self.pending).sessions.push(session.clone());
-        if self.cfg.durability == Durability::Sync {
-            self.journal.wake.notify_one();
-        }
+        self.wake_writer();
     }
 
     /// Lists a stored session for deletion (under its state's lock: nothing more of it is
@@ -309,9 +307,7 @@ impl Broker {
         st.meta_dirty = false;
         if st.stored {
             lock(&self.pending).removed.push(client_id.to_owned());
-            if self.cfg.durability == Durability::Sync {
-                self.journal.wake.notify_one();
-            }
+            self.wake_writer();
         }
     }
 
@@ -326,6 +322,13 @@ impl Broker {
         // runs once more, or this would wait for its next periodic run.
         self.journal.wake.notify_one();
         Some(ticket)
+    }
+
+    /// Sync durability: something to write, the writer runs now.
+    fn wake_writer(&self) {
+        if self.cfg.durability == Durability::Sync {
+            self.journal.wake.notify_one();
+        }
     }
 
     /// The last batch written, to wait on.
@@ -520,9 +523,7 @@ impl Broker {
                 tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
             } else {
                 *durable = true;
-                if self.cfg.durability == Durability::Sync {
-                    self.journal.wake.notify_one();
-                }
+                self.wake_writer();
             }
         }
         let targets = {
@@ -547,9 +548,11 @@ impl Broker {
             };
             let (r, behind) = {
                 let mut st = session.lock();
+                let journaled = st.journal.len();
                 let r = st.enqueue(d, max);
-                if st.has_changes() {
-                    *durable |= st.persistent() && matches!(r, Enqueued::Queued { .. });
+                if st.journal.len() > journaled {
+                    // Queued for a persistent session: the publisher's ack waits for it.
+                    *durable = true;
                     self.note(&session, &mut st);
                 }
                 (r, pause && st.note_congestion(max))

@@ -230,7 +230,9 @@ impl SessionState {
 
     /// Whether it has changes the broker has not yet collected.
     pub(crate) fn has_changes(&self) -> bool {
-        self.meta_dirty || !self.journal.is_empty()
+        // A clean session is never written: its connects and disconnects cost the writer
+        // nothing.
+        self.persistent() && !self.removed && (self.meta_dirty || !self.journal.is_empty())
     }
 
     /// Its changes since the last call, as [`Change`]s in order (the session row first when it
