@@ -30,6 +30,9 @@ fn session_info(client_id: &str, st: &crate::session::SessionState) -> Option<Se
         peer: l.peer,
         protocol_version: l.version.level(),
         connected_at: l.connected_at,
+        queued_messages: st.queue.len(),
+        queued_bytes: st.queued_bytes,
+        inflight: st.inflight.len(),
     })
 }
 
@@ -48,6 +51,23 @@ pub struct SessionInfo {
     pub protocol_version: u8,
     /// When the connection was accepted by CONNACK.
     pub connected_at: SystemTime,
+    /// Messages waiting beyond the in-flight window.
+    pub queued_messages: usize,
+    /// Their topic and payload bytes (bounded by `max_queued_bytes`).
+    pub queued_bytes: usize,
+    /// Messages sent and not yet acknowledged.
+    pub inflight: usize,
+}
+
+/// What routing one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// Sessions it was queued for.
+    pub queued: usize,
+    /// Subscribers that wanted it at QoS 1/2 but whose queue was full (not queued for them).
+    pub full: usize,
+    /// It changed durable state (queued for a persistent session, retained).
+    pub durable: bool,
 }
 
 /// Counters since start.
@@ -498,20 +518,18 @@ impl Broker {
     /// Routes a message: retains it if asked, then queues it for every subscriber without
     /// waiting on any of them.
     pub(crate) fn route(&self, msg: Arc<Message>) -> usize {
-        self.route_noting(msg, &mut Vec::new(), &mut false)
+        self.route_noting(msg, &mut Vec::new()).queued
     }
 
     /// [`route`](Self::route), adding to `congested` the online subscribers whose queue is
-    /// past its high-water mark, so that a publishing connection can pause its reads, and
-    /// setting `durable` if the message changed durable state (queued for a persistent
-    /// session, retained).
+    /// past its high-water mark, so that a publishing connection can pause its reads.
     pub(crate) fn route_noting(
         &self,
         msg: Arc<Message>,
         congested: &mut Vec<Arc<Session>>,
-        durable: &mut bool,
-    ) -> usize {
-        let max = self.cfg.max_queued_messages;
+    ) -> Routed {
+        let mut routed = Routed::default();
+        let limits = self.cfg.queue_limits();
         let pause = !self.cfg.publisher_backpressure.is_zero();
         if msg.retain {
             let outcome = lock(&self.retained).set(
@@ -522,7 +540,7 @@ impl Broker {
             if outcome == crate::retained::RetainOutcome::Refused {
                 tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
             } else {
-                *durable = true;
+                routed.durable = true;
                 self.wake_writer();
             }
         }
@@ -536,7 +554,6 @@ impl Broker {
                 .filter_map(|t| sessions.get(&t.client_id).map(|s| (s.clone(), t)))
                 .collect::<Vec<_>>()
         };
-        let mut queued = 0;
         let mut dropped = 0;
         for (session, t) in targets {
             let d = Delivery {
@@ -546,24 +563,33 @@ impl Broker {
                 subscription_ids: t.subscription_ids,
                 seq: 0,
             };
-            let (r, behind) = {
+            let (r, qos, behind) = {
                 let mut st = session.lock();
                 let journaled = st.journal.len();
-                let r = st.enqueue(d, max);
+                let qos = d.qos;
+                let r = st.enqueue(d, limits);
                 if st.journal.len() > journaled {
                     // Queued for a persistent session: the publisher's ack waits for it.
-                    *durable = true;
+                    routed.durable = true;
                     self.note(&session, &mut st);
                 }
-                (r, pause && st.note_congestion(max))
+                (r, qos, pause && st.note_congestion(limits))
             };
             match r {
                 Enqueued::Queued { evicted } => {
-                    queued += 1;
-                    dropped += u64::from(evicted);
+                    routed.queued += 1;
+                    dropped += evicted;
                     session.notify.notify_one();
                 }
-                Enqueued::Dropped => dropped += 1,
+                Enqueued::Skipped => dropped += 1,
+                Enqueued::Full => {
+                    dropped += 1;
+                    if qos > 0 {
+                        routed.full += 1;
+                        tracing::debug!(client_id = %session.client_id, topic = %msg.topic,
+                            "queue full: QoS {qos} message not queued for this session");
+                    }
+                }
             }
             if behind && !congested.iter().any(|s| Arc::ptr_eq(s, &session)) {
                 congested.push(session);
@@ -578,7 +604,7 @@ impl Broker {
         {
             self.feed_taps(&msg);
         }
-        queued
+        routed
     }
 
     /// True if `identity` was kicked after `epoch`.

@@ -26,6 +26,11 @@ pub struct BrokerConfig {
     /// evicts the oldest queued QoS 0 message, or is dropped if there is none; routing never
     /// waits for a slow subscriber (but see `publisher_backpressure`).
     pub max_queued_messages: usize,
+    /// Bytes (topic plus payload) queued per session beyond the in-flight window, under the
+    /// same policy as `max_queued_messages`: whichever limit is reached first applies. With
+    /// the in-flight window (`receive_maximum` messages) this bounds what one session holds
+    /// in memory, whatever its client does. At least `max_packet_size`.
+    pub max_queued_bytes: usize,
     /// How long a publisher's reads may pause while a subscriber it just sent to is
     /// congested (queue at least half full). Pausing hands the CPU to the subscriber that is
     /// behind instead of reading messages that its queue would drop. Each time this passes,
@@ -68,6 +73,7 @@ impl Default for BrokerConfig {
             max_connections: 50_000,
             receive_maximum: 32,
             max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
             publisher_backpressure: Duration::from_millis(250),
             max_keep_alive: 1200,
             max_session_expiry: 7 * 24 * 3600,
@@ -78,6 +84,15 @@ impl Default for BrokerConfig {
             durability: Durability::Sync,
             close_flush_timeout: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BrokerConfig {
+    pub(crate) fn queue_limits(&self) -> crate::session::QueueLimits {
+        crate::session::QueueLimits {
+            messages: self.max_queued_messages,
+            bytes: self.max_queued_bytes.max(self.max_packet_size),
         }
     }
 }

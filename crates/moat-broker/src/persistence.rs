@@ -56,6 +56,15 @@ impl Message {
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
+
+    /// What it weighs in a session's queue ([`BrokerConfig::max_queued_bytes`]): topic and
+    /// payload. Shared between subscribers in memory, but counted in each queue, so one
+    /// session's bound does not depend on the others.
+    ///
+    /// [`BrokerConfig::max_queued_bytes`]: crate::BrokerConfig::max_queued_bytes
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
 }
 
 /// A message on its way to one subscriber.

@@ -5,10 +5,14 @@
 //! the connection task through a `Notify`; it never touches a socket, so a slow subscriber
 //! only fills its own queue.
 //!
-//! **Queue policy when full** ([`BrokerConfig::max_queued_messages`](crate::BrokerConfig)):
-//! a new message evicts the oldest queued QoS 0 message if there is one, otherwise the new
-//! message is dropped; every drop is counted (`Metrics::messages_dropped`). QoS 0 messages
-//! are not queued for offline sessions.
+//! **Queue policy when full** ([`BrokerConfig::max_queued_messages`](crate::BrokerConfig)
+//! and `max_queued_bytes`, topic plus payload): a new message evicts the oldest queued QoS 0
+//! messages until it fits, otherwise the new message is not queued for that session
+//! ([`Enqueued::Full`]); every drop is counted (`Metrics::messages_dropped`), and a v5
+//! publisher whose QoS 1/2 message missed a full queue hears it (PUBACK/PUBREC 0x97, see
+//! `connected.rs`). QoS 0 messages are not queued for offline sessions. So a session's
+//! memory is bounded by its queue limits plus its in-flight window, whatever its client
+//! does.
 //!
 //! **Backpressure**: when a queue passes half full, the publishing connection stops reading
 //! (between two packets) until it is back under a quarter. Every
@@ -86,6 +90,8 @@ pub(crate) struct SessionState {
     pub expiry: u32,
     pub subscriptions: HashMap<String, StoredSubscription>,
     pub queue: VecDeque<Delivery>,
+    /// Sum of [`Message::size`](crate::Message::size) over `queue`.
+    pub queued_bytes: usize,
     /// In send order, so redelivery keeps order.
     pub inflight: VecDeque<(u16, Inflight)>,
     pub incoming_qos2: HashSet<u16>,
@@ -116,6 +122,8 @@ pub(crate) struct SessionState {
     /// Messages taken off the queue so far (sent or dropped): paused publishers tell a busy
     /// subscriber (this moves) from a stuck one.
     pub drained: u64,
+    /// Their bytes ([`Message::size`](crate::Message::size)).
+    pub drained_bytes: u64,
     /// Did not drain within the backpressure bound: publishers stop waiting for it until
     /// its queue is back under the low-water mark.
     pub stalled: bool,
@@ -130,6 +138,7 @@ impl Session {
                 expiry,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 inflight: VecDeque::new(),
                 incoming_qos2: HashSet::new(),
                 next_pid: 0,
@@ -145,6 +154,7 @@ impl Session {
                 restored_below: 0,
                 congested: false,
                 drained: 0,
+                drained_bytes: 0,
                 stalled: false,
             }),
             notify: Notify::new(),
@@ -178,6 +188,7 @@ impl Session {
             st.stored = true;
             st.restored_below = st.next_seq;
             st.inflight = s.inflight.into();
+            st.queued_bytes = s.queued.iter().map(|d| d.message.size()).sum();
             st.queue = s.queued.into();
             st.incoming_qos2 = s.incoming_qos2.into_iter().collect();
             let offline_for = s
@@ -203,13 +214,31 @@ pub(crate) enum Journaled {
     Finished(u64),
 }
 
+/// How much a session had drained at some moment ([`SessionState::drain_mark`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DrainMark {
+    messages: u64,
+    bytes: u64,
+}
+
+/// Bounds of one session's queue (messages waiting beyond the in-flight window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    pub messages: usize,
+    /// Sum of [`Message::size`](crate::Message::size).
+    pub bytes: usize,
+}
+
 /// Result of [`SessionState::enqueue`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Enqueued {
-    /// Queued (possibly after evicting an older QoS 0 message).
-    Queued { evicted: bool },
-    /// Dropped by the queue policy.
-    Dropped,
+    /// Queued, after evicting this many older QoS 0 messages to make room.
+    Queued { evicted: u64 },
+    /// A QoS 0 message for an offline session: not kept, by design.
+    Skipped,
+    /// The queue is at its limits (in messages or bytes) and holds no QoS 0 message to
+    /// evict: not queued for this session.
+    Full,
 }
 
 impl SessionState {
@@ -312,20 +341,36 @@ impl SessionState {
         }
     }
 
-    /// Queue length at or above which an online session counts as congested.
-    pub(crate) fn high_water(max: usize) -> usize {
-        (max / 2).max(1)
+    /// At or past half its queue limits (messages or bytes): an online session this far
+    /// behind makes its publishers pause.
+    pub(crate) fn behind(&self, lim: QueueLimits) -> bool {
+        self.queue.len() >= (lim.messages / 2).max(1) || self.queued_bytes >= lim.bytes / 2
     }
 
-    /// Queue length at or below which a congested or stalled session has caught up.
-    pub(crate) fn low_water(max: usize) -> usize {
-        max / 4
+    /// Back under a quarter of both limits: a congested or stalled session has caught up.
+    pub(crate) fn caught_up(&self, lim: QueueLimits) -> bool {
+        self.queue.len() <= lim.messages / 4 && self.queued_bytes <= lim.bytes / 4
+    }
+
+    /// Where its draining stands, to compare with [`made_progress`](Self::made_progress)
+    /// later.
+    pub(crate) fn drain_mark(&self) -> DrainMark {
+        DrainMark {
+            messages: self.drained,
+            bytes: self.drained_bytes,
+        }
+    }
+
+    /// Drained a quarter of its queue (in messages or bytes) since `mark`: busy, not stuck.
+    pub(crate) fn made_progress(&self, mark: DrainMark, lim: QueueLimits) -> bool {
+        self.drained.saturating_sub(mark.messages) >= (lim.messages / 4).max(1) as u64
+            || self.drained_bytes.saturating_sub(mark.bytes) >= (lim.bytes / 4).max(1) as u64
     }
 
     /// After `enqueue`: true if publishers should pause for this session (it is online,
     /// behind, and not known to be stuck). Marks it congested.
-    pub(crate) fn note_congestion(&mut self, max: usize) -> bool {
-        if self.online() && !self.stalled && self.queue.len() >= Self::high_water(max) {
+    pub(crate) fn note_congestion(&mut self, lim: QueueLimits) -> bool {
+        if self.online() && !self.stalled && self.behind(lim) {
             self.congested = true;
             return true;
         }
@@ -333,8 +378,8 @@ impl SessionState {
     }
 
     /// After draining: true if paused publishers should be woken.
-    pub(crate) fn note_drained(&mut self, max: usize) -> bool {
-        if (self.congested || self.stalled) && self.queue.len() <= Self::low_water(max) {
+    pub(crate) fn note_drained(&mut self, lim: QueueLimits) -> bool {
+        if (self.congested || self.stalled) && self.caught_up(lim) {
             self.stalled = false;
             return std::mem::take(&mut self.congested);
         }
@@ -342,22 +387,46 @@ impl SessionState {
     }
 
     /// Applies the queue policy (see the module docs).
-    pub(crate) fn enqueue(&mut self, d: Delivery, max: usize) -> Enqueued {
+    pub(crate) fn enqueue(&mut self, d: Delivery, lim: QueueLimits) -> Enqueued {
         if !self.online() && d.qos == 0 {
-            return Enqueued::Dropped;
+            return Enqueued::Skipped;
         }
-        let mut evicted = false;
-        if self.queue.len() >= max {
-            if d.qos == 0 {
-                return Enqueued::Dropped;
+        let size = d.message.size();
+        let fits = |st: &Self| {
+            st.queue.len() < lim.messages && st.queued_bytes.saturating_add(size) <= lim.bytes
+        };
+        let mut evicted = 0;
+        if !fits(self) {
+            if d.qos == 0 || size > lim.bytes {
+                return Enqueued::Full;
             }
-            match self.queue.iter().position(|q| q.qos == 0) {
-                Some(pos) => {
-                    self.queue.remove(pos);
-                    evicted = true;
+            // Oldest QoS 0 messages first, and only if that makes room: a QoS 1/2 message
+            // that cannot be queued must not cost the subscriber its QoS 0 ones as well.
+            let mut freed_messages = 0;
+            let mut freed_bytes = 0;
+            let mut victims = Vec::new();
+            for (i, q) in self.queue.iter().enumerate() {
+                if self.queue.len() - freed_messages < lim.messages
+                    && (self.queued_bytes - freed_bytes).saturating_add(size) <= lim.bytes
+                {
+                    break;
                 }
-                None => return Enqueued::Dropped,
+                if q.qos == 0 {
+                    victims.push(i);
+                    freed_messages += 1;
+                    freed_bytes += q.message.size();
+                }
             }
+            if self.queue.len() - freed_messages >= lim.messages
+                || (self.queued_bytes - freed_bytes).saturating_add(size) > lim.bytes
+            {
+                return Enqueued::Full;
+            }
+            for i in victims.into_iter().rev() {
+                self.queue.remove(i);
+                evicted += 1;
+            }
+            self.queued_bytes -= freed_bytes;
         }
         let mut d = d;
         d.seq = self.next_seq;
@@ -365,6 +434,7 @@ impl SessionState {
         if d.qos > 0 {
             self.record(Journaled::Queued(d.clone()));
         }
+        self.queued_bytes += size;
         self.queue.push_back(d);
         Enqueued::Queued { evicted }
     }
@@ -389,6 +459,7 @@ impl SessionState {
     pub(crate) fn fill(&mut self, out: &mut BytesMut, lim: &OutLimits) -> (u64, u64, bool) {
         let now = SystemTime::now();
         let (mut sent, mut dropped, mut qos2) = (0, 0, false);
+        let queued_bytes = self.queued_bytes;
         while out.len() < lim.high_water {
             let Some(front) = self.queue.front() else {
                 break;
@@ -399,6 +470,7 @@ impl SessionState {
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
+            self.queued_bytes -= d.message.size();
             if d.message.expired(now) {
                 dropped += 1;
                 if d.qos > 0 {
@@ -430,6 +502,7 @@ impl SessionState {
             }
         }
         self.drained += sent + dropped;
+        self.drained_bytes += (queued_bytes - self.queued_bytes) as u64;
         (sent, dropped, qos2)
     }
 
@@ -520,23 +593,104 @@ mod tests {
         }
     }
 
+    fn test_link() -> Link {
+        Link {
+            conn_id: 1,
+            identity: "c".into(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            mode: "plain",
+            version: Version::V5,
+            connected_at: SystemTime::now(),
+            kick: Arc::default(),
+        }
+    }
+
+    const ROOMY: QueueLimits = QueueLimits {
+        messages: 1000,
+        bytes: 1 << 20,
+    };
+
+    fn sized(qos: u8, n: u8, len: usize) -> Delivery {
+        let mut d = delivery(qos, n);
+        Arc::make_mut(&mut d.message).payload = vec![n; len].into();
+        d
+    }
+
+    fn payloads(st: &SessionState) -> Vec<u8> {
+        st.queue.iter().map(|d| d.message.payload[0]).collect()
+    }
+
     #[test]
-    fn queue_policy_evicts_oldest_qos0_then_drops() {
+    fn queue_policy_evicts_oldest_qos0_then_refuses() {
         let s = Session::new("c".into(), "c".into(), 0);
         let mut st = s.lock();
         st.link = None;
         // Offline: QoS 0 not queued.
-        assert_eq!(st.enqueue(delivery(0, 0), 2), Enqueued::Dropped);
+        assert_eq!(st.enqueue(delivery(0, 0), ROOMY), Enqueued::Skipped);
         st.expiry = 10;
-        st.queue.push_back(delivery(0, 1));
-        st.queue.push_back(delivery(1, 2));
+        st.link = Some(test_link());
+        let two = QueueLimits {
+            messages: 2,
+            ..ROOMY
+        };
+        assert!(matches!(
+            st.enqueue(delivery(0, 1), two),
+            Enqueued::Queued { .. }
+        ));
+        assert!(matches!(
+            st.enqueue(delivery(1, 2), two),
+            Enqueued::Queued { .. }
+        ));
+        assert_eq!(st.enqueue(delivery(0, 9), two), Enqueued::Full);
         assert_eq!(
-            st.enqueue(delivery(1, 3), 2),
-            Enqueued::Queued { evicted: true }
+            st.enqueue(delivery(1, 3), two),
+            Enqueued::Queued { evicted: 1 }
         );
-        assert_eq!(st.enqueue(delivery(1, 4), 2), Enqueued::Dropped);
-        let payloads: Vec<u8> = st.queue.iter().map(|d| d.message.payload[0]).collect();
-        assert_eq!(payloads, vec![2, 3]);
+        assert_eq!(st.enqueue(delivery(1, 4), two), Enqueued::Full);
+        assert_eq!(payloads(&st), vec![2, 3]);
+        assert_eq!(st.queued_bytes, 2 * (1 + 1));
+    }
+
+    #[test]
+    fn queue_bytes_are_bounded_and_eviction_only_when_it_makes_room() {
+        let s = Session::new("c".into(), "c".into(), 10);
+        let mut st = s.lock();
+        st.link = Some(test_link());
+        // 1 byte of topic + payload: sizes 100, 100, 300 = 500 of 500.
+        let lim = QueueLimits {
+            messages: 100,
+            bytes: 500,
+        };
+        for (qos, n, len) in [(0, 1, 99), (1, 2, 99), (0, 3, 299)] {
+            assert!(matches!(
+                st.enqueue(sized(qos, n, len), lim),
+                Enqueued::Queued { .. }
+            ));
+        }
+        assert_eq!(st.queued_bytes, 500);
+        // 600 bytes could never fit: refused, nothing evicted for it.
+        assert_eq!(st.enqueue(sized(1, 4, 599), lim), Enqueued::Full);
+        assert_eq!(payloads(&st), vec![1, 2, 3]);
+        // 450 would fit only after evicting 1 and 3 (the QoS 1 message stays): refused.
+        assert_eq!(st.enqueue(sized(1, 5, 449), lim), Enqueued::Full);
+        assert_eq!(payloads(&st), vec![1, 2, 3]);
+        // 150 fits once both QoS 0 messages are gone (500 - 100 = 400 + 150 is still over).
+        assert_eq!(
+            st.enqueue(sized(1, 6, 149), lim),
+            Enqueued::Queued { evicted: 2 }
+        );
+        assert_eq!(payloads(&st), vec![2, 6]);
+        assert_eq!(st.queued_bytes, 250);
+        // Draining gives the bytes back.
+        let mut out = BytesMut::new();
+        let ol = OutLimits {
+            version: Version::V5,
+            window: 10,
+            max_packet: 1 << 20,
+            high_water: 1 << 20,
+        };
+        assert_eq!(st.fill(&mut out, &ol), (2, 0, false));
+        assert_eq!(st.queued_bytes, 0);
     }
 
     #[test]
@@ -544,7 +698,7 @@ mod tests {
         let s = Session::new("c".into(), "c".into(), 0);
         let mut st = s.lock();
         for i in 0..5 {
-            st.queue.push_back(delivery(1, i));
+            st.enqueue(delivery(1, i), ROOMY);
         }
         let mut out = BytesMut::new();
         let lim = OutLimits {
@@ -568,10 +722,10 @@ mod tests {
         let s = Session::new("c".into(), "c".into(), 3600);
         let mut st = s.lock();
         st.link = None;
-        st.enqueue(delivery(2, 1), 10); // seq 0: queued, sent, acknowledged (PUBCOMP)
-        st.enqueue(delivery(1, 2), 10); // seq 1: QoS 1, queued, sent, still in flight
-        st.enqueue(delivery(2, 3), 10); // seq 2: queued, sent, released
-        st.enqueue(delivery(1, 4), 10); // seq 3: QoS 1, queued, sent, acknowledged (PUBACK)
+        st.enqueue(delivery(2, 1), ROOMY); // seq 0: queued, sent, acknowledged (PUBCOMP)
+        st.enqueue(delivery(1, 2), ROOMY); // seq 1: QoS 1, queued, sent, still in flight
+        st.enqueue(delivery(2, 3), ROOMY); // seq 2: queued, sent, released
+        st.enqueue(delivery(1, 4), ROOMY); // seq 3: QoS 1, queued, sent, acknowledged (PUBACK)
         let mut out = BytesMut::new();
         let lim = OutLimits {
             version: Version::V5,
@@ -613,7 +767,7 @@ mod tests {
         );
         // A clean session writes nothing.
         st.expiry = 0;
-        st.enqueue(delivery(1, 4), 10);
+        st.enqueue(delivery(1, 4), ROOMY);
         changes.clear();
         st.take_changes("c", &mut changes);
         assert!(changes.is_empty());

@@ -518,6 +518,104 @@ async fn slow_subscriber_does_not_stall_others() {
     drop(slow);
 }
 
+/// Resident memory of this process (hub and clients), in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_costs_bounded_memory_and_publishers_are_told() {
+    let limit = 1 << 20;
+    let cfg = BrokerConfig {
+        // The byte limit is the one that binds here.
+        max_queued_messages: 100_000,
+        max_queued_bytes: limit,
+        ..BrokerConfig::default()
+    };
+    let window = usize::from(cfg.receive_maximum);
+    let hub = Hub::start_with(cfg).await;
+    devices(&hub);
+    hub.auth.add("stuck", "ts", &[], &["devices/d1/#"]);
+    // A persistent QoS 1 subscriber that never reads again after its SUBACK.
+    let mut c = connect_packet(Version::V311, "stuck", Some(("stuck", "ts")));
+    c.clean_start = false;
+    let (mut stuck, code) = RawClient::connect(hub.plain, c).await;
+    assert_eq!(code, 0);
+    stuck.subscribe(1, "devices/d1/#", 1).await;
+    let mut app = login(&hub, Version::V5, "app", "ta").await;
+    app.subscribe(1, "devices/d1/#", 1).await;
+    let mut p = login(&hub, Version::V5, "d1", "t1").await;
+    let before = rss();
+    let payload = vec![7u8; 64 * 1024];
+    let n: u16 = 2000; // 128 MiB of QoS 1 through the hub
+    let mut refused = 0usize;
+    for pid in 1..=n {
+        p.publish("devices/d1/bulk", &payload, 1, false, pid).await;
+        // The subscriber that reads gets every message, refused or not.
+        let m = app.recv().await.expect("the reading subscriber cut off");
+        assert_eq!(m.kind(), 3);
+        app.puback(m.pid()).await;
+        let ack = p.recv().await.expect("PUBACK");
+        assert_eq!((ack.kind(), ack.pid()), (4, pid));
+        match ack.body.get(2).copied().unwrap_or(0) {
+            0 => assert_eq!(refused, 0, "accepted at {pid} after a refusal"),
+            0x97 => refused += 1,
+            r => panic!("PUBACK reason {r:#x} at {pid}"),
+        }
+    }
+    // The stuck session took its in-flight window plus what fits in 1 MiB; every later
+    // message was refused to the v5 publisher with 0x97 Quota exceeded.
+    let held = 1 + window + limit / payload.len();
+    assert!(
+        refused >= usize::from(n) - held,
+        "{refused} refused, at most {held} should have been accepted"
+    );
+    let info = hub.broker.session("stuck").expect("still connected");
+    assert!(info.queued_bytes <= limit, "{info:?}");
+    assert!(info.inflight <= window, "{info:?}");
+
+    // A QoS 0 flood while the other subscriber reads: paced, not dropped, for it.
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            match app.recv().await {
+                Some(m) if m.kind() == 3 => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        (got, app)
+    });
+    for _ in 0..n {
+        p.publish("devices/d1/flood", &payload, 0, false, 0).await;
+    }
+    let (got, _app) = reader.await.unwrap();
+    assert_eq!(got, n, "the reading subscriber lost QoS 0 messages");
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "resident memory grew by {} MiB while 256 MiB went to a subscriber that reads nothing",
+        grown >> 20
+    );
+    let info = hub.broker.session("stuck").expect("still connected");
+    assert!(info.queued_bytes <= limit, "{info:?}");
+
+    // A v3.1.1 publisher cannot be told: PUBACK, and the drop is counted.
+    let dropped = hub.broker.metrics().messages_dropped;
+    let mut p3 = login(&hub, Version::V311, "d1", "t1").await;
+    p3.publish("devices/d1/bulk", &payload, 1, false, 9).await;
+    let ack = p3.recv().await.expect("PUBACK");
+    assert_eq!((ack.kind(), ack.body.len()), (4, 2));
+    assert!(hub.broker.metrics().messages_dropped > dropped);
+    drop(stuck);
+}
+
 #[tokio::test]
 async fn busy_subscriber_paces_publishers_instead_of_losing_messages() {
     let cfg = BrokerConfig {

@@ -34,9 +34,13 @@ max_packet_size = 262144
 max_connections = 100000
 # Unacknowledged QoS 1/2 messages in flight per client, both ways (v5 Receive Maximum).
 receive_maximum = 32
-# Messages queued per session beyond the in-flight window. When full, a new message evicts
-# the oldest queued QoS 0 message, or is dropped (and counted) if there is none.
+# Messages queued per session beyond the in-flight window, and their bytes (topic plus
+# payload; at least max_packet_size). When either is reached, a new message evicts the
+# oldest queued QoS 0 messages if that makes room, or is not queued for that session (and
+# counted); a v5 publisher of a QoS 1/2 message then gets PUBACK/PUBREC 0x97 Quota exceeded.
+# Together with receive_maximum this bounds each session's memory.
 max_queued_messages = 1000
+max_queued_bytes = 16777216
 # How long a publisher's reads may pause while a subscriber it sends to is over half its
 # queue; a subscriber that does not catch up in time is treated as stalled and no longer
 # slows anyone. "0s" turns the pause off.
@@ -237,6 +241,8 @@ pub struct MqttConfig {
     pub receive_maximum: u16,
     /// Queue per session beyond the window.
     pub max_queued_messages: usize,
+    /// Bytes (topic and payload) of that queue.
+    pub max_queued_bytes: usize,
     /// Longest pause of a publisher for a congested subscriber.
     #[serde(with = "humantime_serde")]
     pub publisher_backpressure: Duration,
@@ -540,6 +546,12 @@ impl Config {
             return Err(Error::Config(
                 "mqtt.max_queued_messages must be at least 4".to_string(),
             ));
+        }
+        if self.mqtt.max_queued_bytes < self.mqtt.max_packet_size as usize {
+            return Err(Error::Config(format!(
+                "mqtt.max_queued_bytes = {} is below mqtt.max_packet_size = {}: a session must be able to queue the largest message",
+                self.mqtt.max_queued_bytes, self.mqtt.max_packet_size
+            )));
         }
         if self.api.max_connections == 0 {
             return Err(Error::Config(

@@ -196,6 +196,7 @@ impl Node {
                 max_connections: cfg.mqtt.max_connections,
                 receive_maximum: cfg.mqtt.receive_maximum,
                 max_queued_messages: cfg.mqtt.max_queued_messages,
+                max_queued_bytes: cfg.mqtt.max_queued_bytes,
                 publisher_backpressure: cfg.mqtt.publisher_backpressure,
                 durability: cfg.mqtt.durability.into(),
                 ..moat_broker::BrokerConfig::default()

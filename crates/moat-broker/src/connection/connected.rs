@@ -1,6 +1,7 @@
 //! Second phase: an admitted client. One `select!` over socket reads, socket writes, the
 //! session's outbound queue, kicks, shutdown and the keep-alive deadline.
 
+use crate::broker::Routed;
 use crate::codec::{
     self, Ack, Framed, LastWill, Packet, Properties, Publish, SubAck, Subscribe, Unsubscribe,
     Version,
@@ -8,7 +9,7 @@ use crate::codec::{
 use crate::error::{reason, suback_failure};
 use crate::persistence::{Delivery, Inflight, Message, StoredSubscription};
 use crate::router::SubEntry;
-use crate::session::{Journaled, KickSignal, OutLimits, Session};
+use crate::session::{DrainMark, Journaled, KickSignal, OutLimits, QueueLimits, Session};
 use crate::topic::{self, filter_covers, parse_subscription};
 use crate::{Broker, Error, Principal};
 use bytes::{Buf, BytesMut};
@@ -63,7 +64,7 @@ pub(crate) struct Connected<S> {
     /// drain or `BrokerConfig::publisher_backpressure` passes.
     congested: Vec<Arc<Session>>,
     /// For each of `congested`: its `SessionState::drained` when the current wait began.
-    drained_marks: Vec<u64>,
+    drained_marks: Vec<DrainMark>,
     /// `inbuf` may hold whole packets left unprocessed by a pause.
     input_pending: bool,
     /// Output that waits for durable state (sync durability), in order: each chunk goes out
@@ -188,7 +189,7 @@ where
         if self.p.outbuf.len() + self.held_len() >= HIGH_WATER {
             return;
         }
-        let max = self.p.broker.cfg.max_queued_messages;
+        let limits = self.p.broker.cfg.queue_limits();
         // While output is held, new packets queue behind it.
         let behind = !self.held.is_empty();
         let start = self.p.outbuf.len();
@@ -205,7 +206,7 @@ where
             };
             let (sent, dropped, qos2) = st.fill(out, &self.limits);
             self.p.broker.note(&self.p.session, &mut st);
-            (sent, dropped, st.note_drained(max), qos2)
+            (sent, dropped, st.note_drained(limits), qos2)
         };
         // A QoS 2 PUBLISH leaves only once its packet id is durable: a crash must not resend
         // the message under another id (the client would deliver it twice).
@@ -247,8 +248,7 @@ where
                 .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
             let congested = &mut self.congested;
             let marks = &mut self.drained_marks;
-            let low =
-                crate::session::SessionState::low_water(self.p.broker.cfg.max_queued_messages);
+            let limits = self.p.broker.cfg.queue_limits();
             let p = &mut self.p;
             let durable = &mut self.durable;
             tokio::select! {
@@ -294,13 +294,13 @@ where
                 _ = p.session.notify.notified() => {}
                 caught_up = tokio::time::timeout_at(
                     paused_until.unwrap_or_else(Instant::now),
-                    wait_for_room(congested, low),
+                    wait_for_room(congested, limits),
                 ), if paused_until.is_some() => {
                     if caught_up.is_ok() {
                         congested.clear();
                         marks.clear();
                     } else {
-                        let stalled = review_congested(congested, marks, low);
+                        let stalled = review_congested(congested, marks, limits);
                         crate::broker::bump(&p.broker.metrics.subscribers_stalled, stalled);
                     }
                 }
@@ -563,8 +563,9 @@ where
             1 => {
                 let pid = p.pid;
                 if allowed {
-                    let durable = self.route(p);
-                    self.send_durable(Packet::PubAck(Ack::new(pid)), durable);
+                    let routed = self.route(p);
+                    let ack = self.publish_ack(pid, &routed);
+                    self.send_durable(Packet::PubAck(ack), routed.durable);
                 } else {
                     let ack = denied_ack(self, pid);
                     self.send(Packet::PubAck(ack));
@@ -597,15 +598,47 @@ where
                 };
                 // The packet id (so a resend is known for one) and the routed message are
                 // durable before PUBREC; a resend waits for the first one's batch too.
-                let durable = if first { self.route(p) } else { false };
-                self.send_durable(Packet::PubRec(Ack::new(pid)), durable || persistent);
+                let routed = if first {
+                    self.route(p)
+                } else {
+                    Routed::default()
+                };
+                let ack = self.publish_ack(pid, &routed);
+                if ack.reason >= 0x80 {
+                    // A failed PUBREC ends the exchange: no PUBREL will name this id.
+                    let mut st = self.p.session.lock();
+                    st.incoming_qos2.remove(&pid);
+                    if persistent {
+                        st.meta_dirty = true;
+                        self.p.broker.note(&self.p.session, &mut st);
+                    }
+                }
+                self.send_durable(Packet::PubRec(ack), routed.durable || persistent);
             }
         }
         Ok(())
     }
 
-    /// Routes a client's message; true if it changed durable state.
-    fn route(&mut self, p: Publish) -> bool {
+    /// PUBACK/PUBREC for a routed message. A v5 publisher learns when a subscriber that
+    /// wanted it at QoS 1/2 could not take it (queue at its limits): 0x97 Quota exceeded,
+    /// although every other subscriber has it; a v3.1.1 publisher cannot be told (the drop is
+    /// counted in `messages_dropped`).
+    fn publish_ack(&self, pid: u16, routed: &Routed) -> Ack {
+        let mut a = Ack::new(pid);
+        if routed.full > 0 && self.p.version == Version::V5 {
+            a.reason = reason::QUOTA_EXCEEDED;
+            if self.p.problem_info {
+                a.properties.reason_string = Some(format!(
+                    "not queued for {} subscriber(s) whose queue is full",
+                    routed.full
+                ));
+            }
+        }
+        a
+    }
+
+    /// Routes a client's message.
+    fn route(&mut self, p: Publish) -> Routed {
         let message = Message {
             expires_at: p
                 .properties
@@ -619,17 +652,17 @@ where
             publisher: Some(self.p.client_id.clone()),
         };
         let before = self.congested.len();
-        let mut durable = false;
-        self.p
+        let routed = self
+            .p
             .broker
-            .route_noting(Arc::new(message), &mut self.congested, &mut durable);
+            .route_noting(Arc::new(message), &mut self.congested);
         for s in &self.congested[before..] {
-            self.drained_marks.push(s.lock().drained);
+            self.drained_marks.push(s.lock().drain_mark());
         }
         if before == 0 && !self.congested.is_empty() {
             crate::broker::bump(&self.p.broker.metrics.publisher_pauses, 1);
         }
-        durable
+        routed
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
@@ -711,10 +744,10 @@ where
             persistent && !refusing,
         );
         if !retained.is_empty() {
-            let max = self.p.broker.cfg.max_queued_messages;
+            let limits = self.p.broker.cfg.queue_limits();
             let mut st = self.p.session.lock();
             for d in retained {
-                st.enqueue(d, max);
+                st.enqueue(d, limits);
             }
             self.p.broker.note(&self.p.session, &mut st);
         }
@@ -771,9 +804,9 @@ fn forwarded(p: &Properties) -> Properties {
     }
 }
 
-/// Returns once every session in `sessions` has at most `low` queued messages, or is
-/// offline or stalled.
-async fn wait_for_room(sessions: &[Arc<Session>], low: usize) {
+/// Returns once every session in `sessions` has caught up (a quarter of its queue limits),
+/// or is offline or stalled.
+async fn wait_for_room(sessions: &[Arc<Session>], limits: QueueLimits) {
     for s in sessions {
         loop {
             let notified = s.room.notified();
@@ -782,7 +815,7 @@ async fn wait_for_room(sessions: &[Arc<Session>], low: usize) {
             notified.as_mut().enable();
             {
                 let st = s.lock();
-                if st.queue.len() <= low || !st.online() || st.stalled {
+                if st.caught_up(limits) || !st.online() || st.stalled {
                     break;
                 }
             }
@@ -791,20 +824,22 @@ async fn wait_for_room(sessions: &[Arc<Session>], low: usize) {
     }
 }
 
-/// After a pause bound passed: keeps waiting for subscribers that are draining (at least
-/// `low` messages, a quarter of the queue, since the last look: busy, not stuck), marks the
-/// others that are still behind as stalled and stops waiting for them. Returns how many were
-/// marked stalled.
-fn review_congested(sessions: &mut Vec<Arc<Session>>, marks: &mut Vec<u64>, low: usize) -> u64 {
+/// After a pause bound passed: keeps waiting for subscribers that are draining (a quarter of
+/// their queue since the last look: busy, not stuck), marks the others that are still behind
+/// as stalled and stops waiting for them. Returns how many were marked stalled.
+fn review_congested(
+    sessions: &mut Vec<Arc<Session>>,
+    marks: &mut Vec<DrainMark>,
+    limits: QueueLimits,
+) -> u64 {
     let mut stalled = 0;
     let mut i = 0;
     while i < sessions.len() {
         let s = &sessions[i];
         let mut st = s.lock();
-        let progress = st.drained.saturating_sub(marks[i]);
-        let keep = st.online() && !st.stalled && st.queue.len() > low;
-        if keep && progress >= low as u64 {
-            marks[i] = st.drained;
+        let keep = st.online() && !st.stalled && !st.caught_up(limits);
+        if keep && st.made_progress(marks[i], limits) {
+            marks[i] = st.drain_mark();
             i += 1;
             continue;
         }
