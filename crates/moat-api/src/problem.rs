@@ -75,6 +75,9 @@ pub fn status_of_ota(e: &moat_ota::Error) -> StatusCode {
         E::Conflict { .. } | E::State(_) => StatusCode::CONFLICT,
         E::DownloadRefused { .. } => StatusCode::FORBIDDEN,
         E::Core(e) => status_of(e),
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         E::Signing(_) | E::Store(_) | E::Vault(_) | E::Io { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -120,6 +123,7 @@ pub fn status_of(e: &Error) -> StatusCode {
             ProvisionRefusal::BadCsr(_) => StatusCode::BAD_REQUEST,
             ProvisionRefusal::Certificate(d) => status_of_denial(d),
         },
+        Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

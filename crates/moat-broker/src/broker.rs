@@ -824,7 +824,7 @@ impl Broker {
             if let Err(e) = self.persistence.write(changes.clone()).await {
                 *unwritten = changes;
                 if !self.journal.failing.swap(true, Ordering::Relaxed) {
-                    tracing::error!(error = %e, "cannot write MQTT state; new QoS 1/2 messages and subscriptions are refused until a write succeeds");
+                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "cannot write MQTT state; new QoS 1/2 messages and subscriptions are refused until a write succeeds");
                 }
                 return Err(e);
             }
@@ -883,7 +883,7 @@ async fn housekeeping(broker: Weak<Broker>, period: Duration) {
         if (b.cfg.durability == Durability::Periodic || b.journal.failing.load(Ordering::Relaxed))
             && let Err(e) = b.flush().await
         {
-            tracing::warn!(error = %e, "persisting broker state failed; will retry");
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "persisting broker state failed; will retry");
         }
     }
 }

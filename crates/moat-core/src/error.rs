@@ -65,6 +65,11 @@ pub enum Error {
     /// The registry failed.
     #[error("registry error")]
     Store(#[source] moat_store::Error),
+    /// The hub's storage is full: nothing of the request was written.
+    #[error(
+        "the hub's storage is full: nothing was written; free space on the hub's data disk (or the PostgreSQL server's) and try again"
+    )]
+    StorageFull(#[source] moat_store::Error),
     /// The secret store failed (wrong master key, token error).
     #[error("secret store error")]
     Vault(#[from] moat_vault::Error),
@@ -85,6 +90,7 @@ impl From<moat_store::Error> for Error {
                 kind: "record",
                 id: what,
             },
+            full if full.is_storage_full() => Error::StorageFull(full),
             other => Error::Store(other),
         }
     }
@@ -105,6 +111,7 @@ impl Error {
             Error::RegistrationCode => "registration-code",
             Error::Est(_) => "est-refused",
             Error::Provision(_) => "provisioning-refused",
+            Error::StorageFull(_) => "storage-full",
             Error::Store(_) | Error::Vault(_) | Error::Internal(_) => "internal",
         }
     }

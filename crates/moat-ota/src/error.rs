@@ -95,6 +95,7 @@ impl From<moat_store::Error> for Error {
                 kind: "record",
                 id: what,
             },
+            full if full.is_storage_full() => Error::Core(moat_core::Error::StorageFull(full)),
             other => Error::Store(other),
         }
     }
@@ -111,6 +112,9 @@ impl Error {
             Error::State(_) => "invalid-state",
             Error::DownloadRefused { .. } => "forbidden",
             Error::Core(e) => e.kind(),
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                "storage-full"
+            }
             Error::Signing(_) | Error::Store(_) | Error::Vault(_) | Error::Io { .. } => "internal",
         }
     }

@@ -27,3 +27,26 @@ pub enum Error {
     #[error("database error (batched write)")]
     Batch(#[source] std::sync::Arc<Error>),
 }
+
+impl Error {
+    /// The write failed because the database's disk is full (SQLite `SQLITE_FULL`,
+    /// PostgreSQL `53100 disk_full`, or `ENOSPC` from the file system): the transaction
+    /// stored nothing, and the same write can succeed once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Database(e) => is_full(e),
+            Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_full(e),
+            Error::Batch(cause) => cause.is_storage_full(),
+            _ => false,
+        }
+    }
+}
+
+fn is_full(e: &sqlx::Error) -> bool {
+    match e {
+        // SQLite reports its extended result code; SQLITE_FULL has no extended variants.
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("13") | Some("53100")),
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    }
+}

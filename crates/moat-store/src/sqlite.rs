@@ -87,12 +87,9 @@ impl SqliteStore {
         let own = if memory {
             None
         } else {
-            let conn = options
-                .journal_mode(SqliteJournalMode::Wal)
-                .connect()
-                .await
-                .map_err(Error::Database)?;
-            Some(conn)
+            let options = options.journal_mode(SqliteJournalMode::Wal);
+            let conn = options.connect().await.map_err(Error::Database)?;
+            Some((conn, options))
         };
         let writer = Writer::spawn(pool.clone(), own);
         Ok(Self { pool, writer })

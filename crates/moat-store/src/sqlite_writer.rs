@@ -16,8 +16,8 @@
 //!                                        COMMIT (one fsync) ──▶ answer every op
 //! ```
 //!
-//! - A write that fails is rolled back to its savepoint and gets its own error; the others
-//!   of its batch still commit. A one-statement write ([`Tx::NotNeeded`]) skips the savepoint
+//! - A write that fails with a constraint violation or our own check is rolled back to its
+//!   savepoint and gets its own error; the others of its batch still commit. A one-statement write ([`Tx::NotNeeded`]) skips the savepoint
 //!   (two of its three round trips to SQLite's thread): SQLite undoes a failed statement by
 //!   itself and keeps the transaction, as long as the failure is a constraint violation or
 //!   our own check. Any other database error may have ended the transaction, so it fails
@@ -28,6 +28,10 @@
 //!   batch's transaction fails (BEGIN, a savepoint statement or COMMIT), every write of the
 //!   batch that had not failed by itself gets [`Error::Batch`] with the shared cause, and
 //!   none of them is stored.
+//! - After a batch whose transaction failed, the writer does not trust its connection again:
+//!   SQLite may have rolled the transaction back by itself (a full disk, an I/O error), and
+//!   then the driver's own idea of the connection's transaction state is wrong for good. The
+//!   next batch opens a new connection (or, for a pool, the borrowed one is closed).
 //! - The writer owns a connection of its own to a database file (so reads never wait for a
 //!   pool slot behind it). For an in-memory database, which is one connection, and for a
 //!   pool given by the caller, it borrows a pool connection for each batch instead: reads
@@ -37,9 +41,9 @@
 
 use crate::Error;
 use crate::writes::{BoxFuture, Tx};
+use sqlx::ConnectOptions;
 use sqlx::Connection;
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,8 +63,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer task on the current Tokio runtime (which sqlx needs anyway). It
-    /// writes on `own` if given, else on a connection of `pool` for each batch.
-    pub(crate) fn spawn(pool: SqlitePool, own: Option<SqliteConnection>) -> Self {
+    /// writes on `own` if given (a connection and the options to open another like it),
+    /// else on a connection of `pool` for each batch.
+    pub(crate) fn spawn(
+        pool: SqlitePool,
+        own: Option<(SqliteConnection, SqliteConnectOptions)>,
+    ) -> Self {
         let (queue, ops) = mpsc::channel(QUEUE);
         tokio::spawn(run(pool, own, ops));
         Self { queue }
@@ -196,9 +204,13 @@ fn keeps_transaction(e: &Error) -> bool {
 /// The writer task: one batch at a time until every handle is gone and the queue is empty.
 async fn run(
     pool: SqlitePool,
-    mut own: Option<SqliteConnection>,
+    own: Option<(SqliteConnection, SqliteConnectOptions)>,
     mut queue: mpsc::Receiver<Box<dyn Op>>,
 ) {
+    let (mut conn, own) = match own {
+        Some((conn, options)) => (Some(conn), Some(options)),
+        None => (None, None),
+    };
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut ops, MAX_BATCH).await > 0 {
         for _ in 0..GATHER_YIELDS {
@@ -209,23 +221,34 @@ async fn run(
             }
         }
         let ops = std::mem::take(&mut ops);
-        let mut borrowed: PoolConnection<Sqlite>;
-        let conn = match own.as_mut() {
-            Some(conn) => conn,
-            None => match pool.acquire().await {
-                Ok(conn) => {
-                    borrowed = conn;
-                    &mut *borrowed
+        if let Some(options) = &own {
+            if conn.is_none() {
+                match options.connect().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        fail_all(ops, e);
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    fail_all(ops, e);
-                    continue;
+            }
+            if let Some(c) = conn.as_mut()
+                && !commit_batch(c, ops).await
+            {
+                // Dropping it closes it; the next batch opens a fresh one.
+                conn = None;
+            }
+        } else {
+            match pool.acquire().await {
+                Ok(mut borrowed) => {
+                    if !commit_batch(&mut borrowed, ops).await {
+                        borrowed.close_on_drop();
+                    }
                 }
-            },
-        };
-        commit_batch(conn, ops).await;
+                Err(e) => fail_all(ops, e),
+            }
+        }
     }
-    if let Some(conn) = own
+    if let Some(conn) = conn
         && let Err(e) = conn.close().await
     {
         tracing::warn!(error = %e, "closing the SQLite write connection failed");
@@ -235,15 +258,16 @@ async fn run(
 
 /// Answers every op of a batch that could not start with `e`.
 fn fail_all(ops: Vec<Box<dyn Op>>, e: sqlx::Error) {
-    tracing::warn!(error = %e, writes = ops.len(), "SQLite write batch failed");
+    tracing::warn!(error = ?e, writes = ops.len(), "SQLite write batch failed");
     let cause = Arc::new(Error::Database(e));
     for op in ops {
         op.fail(Arc::clone(&cause));
     }
 }
 
-/// Runs `ops` in one transaction on `conn`, commits, and answers each.
-async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn Op>>) {
+/// Runs `ops` in one transaction on `conn`, commits, and answers each. False if the
+/// transaction failed (the connection is not to be used again).
+async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn Op>>) -> bool {
     let mut done = Vec::with_capacity(ops.len());
     let mut pending = ops.into_iter().peekable();
     match run_batch(conn, &mut pending, &mut done).await {
@@ -251,15 +275,17 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn Op>>) {
             for outcome in done {
                 outcome.answer(Ok(()));
             }
+            true
         }
         Err(e) => {
-            tracing::warn!(error = %e, writes = done.len() + pending.len(), "SQLite write batch failed");
+            tracing::warn!(error = ?e, writes = done.len() + pending.len(), "SQLite write batch failed");
             for outcome in done {
                 outcome.answer(Err(&e));
             }
             for op in pending {
                 op.fail(Arc::clone(&e));
             }
+            false
         }
     }
 }
@@ -282,7 +308,10 @@ async fn run_batch(
             let Some(op) = pending.next() else { break };
             let outcome = op.run(&mut tx).await;
             let failed = outcome.error().is_some();
-            if !savepoint && outcome.error().is_some_and(|e| !keeps_transaction(e)) {
+            // SQLite may have rolled back the whole transaction (a full disk, an I/O error):
+            // the savepoint may be gone with it, so the batch ends with this write's own
+            // error as the cause (not the failure of a ROLLBACK TO that follows).
+            if outcome.error().is_some_and(|e| !keeps_transaction(e)) {
                 return Err(outcome.into_cause());
             }
             done.push(outcome);

@@ -10,6 +10,17 @@
       whose policy allows groups/team/#): QoS 0/1/2 from a to b, a publish outside the
       outsider's ACL that must not arrive (v5: PUBACK 0x87), a retained message for a late
       subscriber, and a will on abrupt loss. Prints OK or fails with the reason.
+
+  paho_hub.py client HOST PORT 311|5 CLIENT_ID [-u U -P P] [--persistent]
+      One connection driven line by line from stdin, for tests that act between packets.
+      Prints "connack N" (or "closed: WHY") first. Commands:
+        sub FILTER QOS          -> "suback CODE"
+        pub TOPIC PAYLOAD QOS   -> "sent MID" at once, "ack MID CODE" when PUBACK/PUBCOMP
+                                   arrives (CODE: the v5 reason; 0 on 3.1.1)
+        msgs                    -> "msg TOPIC PAYLOAD DUP" for each message so far, "end"
+        quit                    -> DISCONNECT, exit
+      A connection lost meanwhile prints "closed: WHY". --persistent: clean start 0 (v5 with
+      a session expiry of one hour).
 """
 import argparse
 import os
@@ -168,6 +179,80 @@ def flow(a):
     print("OK")
 
 
+def client(a):
+    out_lock = threading.Lock()
+
+    def say(line):
+        with out_lock:
+            print(line, flush=True)
+
+    props = None
+    proto = mqtt.MQTTv5 if a.version == "5" else mqtt.MQTTv311
+    kw = {}
+    if a.version == "311":
+        kw["clean_session"] = not a.persistent
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=a.client_id, protocol=proto, **kw)
+    if a.user is not None:
+        c.username_pw_set(a.user, a.password)
+    msgs = []
+    connected = threading.Event()
+
+    def on_connect(cl, ud, flags, rc, p=None):
+        say(f"connack {rc.value}")
+        connected.set()
+
+    def on_disconnect(cl, ud, flags, rc, p=None):
+        say(f"closed: {rc}")
+        connected.set()
+
+    def on_publish(cl, ud, mid, rc, p=None):
+        say(f"ack {mid} {rc.value}")
+
+    def on_subscribe(cl, ud, mid, codes, p=None):
+        say("suback " + " ".join(str(x.value) for x in codes))
+
+    def on_message(cl, ud, m):
+        msgs.append((m.topic, m.payload.decode(errors="replace"), int(m.dup)))
+
+    c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
+    c.on_subscribe, c.on_message = on_subscribe, on_message
+    if a.version == "5":
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.packettypes import PacketTypes
+        props = Properties(PacketTypes.CONNECT)
+        if a.persistent:
+            props.SessionExpiryInterval = 3600
+        kw = {"clean_start": not a.persistent, "properties": props}
+    else:
+        kw = {}
+    try:
+        c.connect(a.host, a.port, keepalive=60, **kw)
+    except OSError as e:
+        say(f"closed: {type(e).__name__}: {e}")
+        return
+    c.loop_start()
+    if not connected.wait(TIMEOUT):
+        say("closed: no CONNACK in time")
+        return
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "sub":
+            c.subscribe(cmd[1], qos=int(cmd[2]))
+        elif cmd[0] == "pub":
+            info = c.publish(cmd[1], cmd[2], qos=int(cmd[3]))
+            say(f"sent {info.mid}")
+        elif cmd[0] == "msgs":
+            for t, p, dup in list(msgs):
+                say(f"msg {t} {p} {dup}")
+            say("end")
+        elif cmd[0] == "quit":
+            break
+    c.disconnect()
+    c.loop_stop()
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -185,8 +270,16 @@ def main():
     at.add_argument("-P", "--pass", dest="password")
     fl.add_argument("cafile")
     fl.add_argument("creds")
+    cl = sub.add_parser("client")
+    cl.add_argument("host")
+    cl.add_argument("port", type=int)
+    cl.add_argument("version", choices=["311", "5"])
+    cl.add_argument("client_id")
+    cl.add_argument("-u", "--user")
+    cl.add_argument("-P", "--pass", dest="password")
+    cl.add_argument("--persistent", action="store_true")
     a = p.parse_args()
-    {"attempt": attempt, "flow": flow}[a.cmd](a)
+    {"attempt": attempt, "flow": flow, "client": client}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use moat_testkit::softhsm::SoftHsm;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn is_ci() -> bool {
     std::env::var_os("CI").is_some()
@@ -206,4 +207,197 @@ fn the_hub_runs_on_postgresql() {
             &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
         ],
     );
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -t tmpfs on {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_new_durable_work_loses_nothing_acknowledged_and_recovers() {
+    if sh(std::path::Path::new("/"), "id -u").trim() != "0" {
+        assert!(!is_ci(), "CI runs as root: this test mounts a small tmpfs");
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let mut hub = TestHub::start_with(&[], &[]);
+    let creds = hub.path("creds");
+    let c = creds.to_str().expect("p");
+    for id in ["a", "b", "c"] {
+        hub.ok(&[
+            "device",
+            "create",
+            id,
+            "--out",
+            c,
+            "--group",
+            "team",
+            "--allow-insecure",
+        ]);
+    }
+    hub.ok(&[
+        "acl",
+        "create",
+        "team",
+        "--publish",
+        "groups/{device.group}/#",
+        "--subscribe",
+        "groups/{device.group}/#",
+    ]);
+    hub.ok(&["acl", "assign", "team", "--group", "team"]);
+    let token = |id: &str| {
+        std::fs::read_to_string(creds.join(format!("{id}.token")))
+            .expect("token")
+            .trim()
+            .to_string()
+    };
+    let (ta, tb, tc) = (token("a"), token("b"), token("c"));
+
+    // The same registry, moved onto a 24 MiB file system.
+    hub.stop();
+    let orig = hub.dir.path().join("data.orig");
+    std::fs::rename(&hub.data, &orig).expect("rename");
+    std::fs::create_dir(&hub.data).expect("mkdir");
+    let _disk = SmallDisk::mount(&hub.data, "24m");
+    sh(
+        hub.dir.path(),
+        &format!("cp -a {}/. {}/", orig.display(), hub.data.display()),
+    );
+    hub.spawn().expect("hub on the small disk");
+    let addr = hub.mqtt_plain.clone();
+    let secs = Duration::from_secs;
+
+    // b: a persistent QoS 1 subscriber, offline from now on.
+    let (mut b, first) = Paho::connect(&addr, "5", "b", ("b", &tb), true);
+    assert_eq!(first, "connack 0");
+    b.send("sub groups/team/chat 1");
+    assert!(b.next_line(|l| l == "suback 1", secs(10)).is_some());
+    b.quit();
+
+    // a publishes until the disk is full: every message acknowledged so far is stored.
+    let (mut a, first) = Paho::connect(&addr, "5", "a", ("a", &ta), false);
+    assert_eq!(first, "connack 0");
+    let pad = "x".repeat(8000);
+    let mut acked = Vec::new();
+    let mid = a.publish("groups/team/chat", &format!("before-{pad}"), 1);
+    assert_eq!(a.ack(mid, secs(10)), Some(0));
+    acked.push("before".to_string());
+    fill(&hub.data.join("filler"));
+    let mut held = None;
+    for i in 0..2000 {
+        let name = format!("m{i}");
+        let mid = a.publish("groups/team/chat", &format!("{name}-{pad}"), 1);
+        match a.ack(mid, secs(3)) {
+            Some(0) => acked.push(name),
+            Some(r) => panic!("{name}: PUBACK {r:#x} before any write failed"),
+            None => {
+                held = Some((name, mid));
+                break;
+            }
+        }
+    }
+    let (held_name, held_mid) = held.expect("a write failed with the disk full");
+
+    // While the disk is full: a new QoS 1 message is refused (v5 0x97), a v3.1.1 publisher
+    // (no refusal code) is disconnected, a persistent subscription is refused, and the admin
+    // API answers 507 with a problem document that says what to do.
+    let (mut c5, first) = Paho::connect(&addr, "5", "c", ("c", &tc), false);
+    assert_eq!(first, "connack 0");
+    let mid = c5.publish("groups/team/chat", "refused-v5", 1);
+    assert_eq!(c5.ack(mid, secs(10)), Some(0x97));
+    c5.quit();
+    let (mut c3, first) = Paho::connect(&addr, "311", "c", ("c", &tc), false);
+    assert_eq!(first, "connack 0");
+    let mid = c3.publish("groups/team/chat", "refused-v311", 1);
+    assert_eq!(c3.ack(mid, secs(5)), None);
+    assert!(
+        c3.next_line(|l| l.starts_with("closed"), secs(10))
+            .is_some(),
+        "the v3.1.1 publisher is disconnected"
+    );
+    drop(c3);
+    let (mut c5, _) = Paho::connect(&addr, "5", "c", ("c", &tc), true);
+    c5.send("sub groups/team/other 1");
+    assert!(
+        c5.next_line(|l| l == "suback 151", secs(10)).is_some(),
+        "SUBACK 0x97"
+    );
+    drop(c5);
+    let out = hub.cli(&["device", "create", "late", "--out", c]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage is full"), "{err}\n{}", hub.log());
+    assert!(a.ack(held_mid, secs(1)).is_none(), "held while unwritten");
+
+    // Space returns: the held acknowledgement goes out, new work is accepted.
+    std::fs::remove_file(hub.data.join("filler")).expect("free space");
+    assert_eq!(
+        a.ack(held_mid, secs(20)),
+        Some(0),
+        "{held_name} acknowledged once stored"
+    );
+    acked.push(held_name);
+    let mid = a.publish("groups/team/chat", &format!("after-{pad}"), 1);
+    assert_eq!(a.ack(mid, secs(10)), Some(0));
+    acked.push("after".into());
+    hub.ok(&["device", "create", "late", "--out", c]);
+    drop(a);
+
+    // Power cut, restart: b gets every acknowledged message, and none that was refused.
+    hub.kill();
+    hub.spawn().expect("restart");
+    let (mut b, first) = Paho::connect(&hub.mqtt_plain, "5", "b", ("b", &tb), true);
+    assert_eq!(first, "connack 0");
+    let deadline = Instant::now() + secs(20);
+    let got = loop {
+        let got: Vec<String> = b
+            .messages()
+            .into_iter()
+            .map(|(_, p, _)| p.split('-').next().unwrap_or_default().to_string())
+            .collect();
+        if got.len() >= acked.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for name in &acked {
+        assert!(got.contains(name), "acknowledged {name} lost; got {got:?}");
+    }
+    assert!(
+        !got.iter().any(|p| p.starts_with("refused")),
+        "a refused message was delivered: {got:?}"
+    );
+    let late = hub.json(&["device", "show", "late"]);
+    assert_eq!(late["device"]["state"], "active", "{late}");
 }
