@@ -81,6 +81,8 @@ pub struct MetricsSnapshot {
     pub tls_handshake_failures: u64,
     /// TLS handshakes that did not finish in time.
     pub tls_handshake_timeouts: u64,
+    /// TLS handshakes that waited for a handshake slot (pacing at work).
+    pub tls_handshakes_paced: u64,
     /// CONNECTs accepted.
     pub connects_accepted: u64,
     /// CONNECTs refused.
@@ -120,6 +122,7 @@ pub(crate) struct Metrics {
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     pub tls_handshake_timeouts: AtomicU64,
+    pub tls_handshakes_paced: AtomicU64,
     pub connects_accepted: AtomicU64,
     pub connects_refused: AtomicU64,
     pub messages_received: AtomicU64,
@@ -182,6 +185,8 @@ pub struct Broker {
     /// The durable-state writer (see [`crate::persistence`]).
     journal: Journal,
     pub(crate) conn_limit: Arc<Semaphore>,
+    /// TLS handshakes past their ClientHello ([`BrokerConfig::max_concurrent_handshakes`]).
+    pub(crate) handshake_slots: Arc<Semaphore>,
     next_conn_id: AtomicU64,
     pub(crate) metrics: Metrics,
     housekeeping: AtomicBool,
@@ -242,6 +247,7 @@ impl Broker {
         persistence: Arc<dyn Persistence>,
     ) -> Arc<Broker> {
         let conn_limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        let handshake_slots = Arc::new(Semaphore::new(cfg.max_concurrent_handshakes.max(1)));
         Arc::new(Broker {
             cfg,
             authority,
@@ -254,6 +260,7 @@ impl Broker {
             pending: Mutex::default(),
             journal: Journal::default(),
             conn_limit,
+            handshake_slots,
             next_conn_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             housekeeping: AtomicBool::new(false),
@@ -438,6 +445,7 @@ impl Broker {
             tls_handshakes: g(&m.tls_handshakes),
             tls_handshake_failures: g(&m.tls_handshake_failures),
             tls_handshake_timeouts: g(&m.tls_handshake_timeouts),
+            tls_handshakes_paced: g(&m.tls_handshakes_paced),
             connects_accepted: g(&m.connects_accepted),
             connects_refused: g(&m.connects_refused),
             messages_received: g(&m.messages_received),

@@ -9,8 +9,17 @@ pub struct BrokerConfig {
     /// Time allowed from TCP accept (or TLS handshake end) to a decided CONNECT, including
     /// the authority's decision. Stops idle sockets from holding a connection slot.
     pub connect_timeout: Duration,
-    /// Time allowed for the TLS handshake, so slow or stalled handshakes cannot pile up.
+    /// Time allowed for the TLS handshake, so slow or stalled handshakes cannot pile up:
+    /// for the ClientHello to arrive, and again for the rest once a handshake slot is taken.
     pub tls_handshake_timeout: Duration,
+    /// TLS handshakes past their ClientHello at once (all TLS listeners). The ClientHello is
+    /// read without a slot, so a peer trickling bytes never holds one; further handshakes
+    /// wait for a slot in arrival order. In a reconnect storm this finishes the handshakes
+    /// already started instead of starting thousands at once that all finish late (and time
+    /// out, and are retried): admission is paced, not failed.
+    pub max_concurrent_handshakes: usize,
+    /// Longest wait for a handshake slot before the connection is dropped.
+    pub handshake_slot_timeout: Duration,
     /// Largest packet accepted from a client (whole packet, as v5 counts it). Bigger ones
     /// close the connection (v5 DISCONNECT 0x95) before their body is buffered. Advertised
     /// to v5 clients in CONNACK.
@@ -69,6 +78,8 @@ impl Default for BrokerConfig {
         BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            max_concurrent_handshakes: 1024,
+            handshake_slot_timeout: Duration::from_secs(60),
             max_packet_size: 256 * 1024,
             max_connections: 50_000,
             receive_maximum: 32,

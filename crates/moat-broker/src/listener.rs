@@ -5,11 +5,12 @@
 
 use crate::{Broker, Error, Transport, connection};
 use arc_swap::ArcSwap;
+use rustls::server::Acceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -149,8 +150,50 @@ async fn tls_handshake(
     conn_id: u64,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
-    let acceptor = TlsAcceptor::from(cfg);
-    let handshake = tokio::time::timeout(broker.cfg.tls_handshake_timeout, acceptor.accept(sock));
+    let limit = broker.cfg.tls_handshake_timeout;
+    let timed_out = |what: &str| {
+        crate::broker::bump(&broker.metrics.tls_handshake_timeouts, 1);
+        tracing::debug!(error = %Error::TlsHandshakeTimeout, what, "TLS handshake failed");
+    };
+    // The ClientHello, without a slot: a peer that trickles it holds nothing but its socket.
+    let hello = tokio::time::timeout(limit, LazyConfigAcceptor::new(Acceptor::default(), sock));
+    let start = tokio::select! {
+        r = hello => match r {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => {
+                crate::broker::bump(&broker.metrics.tls_handshake_failures, 1);
+                tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
+                return None;
+            }
+            Err(_elapsed) => {
+                timed_out("ClientHello");
+                return None;
+            }
+        },
+        _ = shutdown.cancelled() => return None,
+    };
+    // A slot for the rest (the costly part), in arrival order.
+    let slots = broker.handshake_slots.clone();
+    let slot = match slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            crate::broker::bump(&broker.metrics.tls_handshakes_paced, 1);
+            let wait =
+                tokio::time::timeout(broker.cfg.handshake_slot_timeout, slots.acquire_owned());
+            tokio::select! {
+                r = wait => match r {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_closed)) => return None,
+                    Err(_elapsed) => {
+                        timed_out("handshake slot");
+                        return None;
+                    }
+                },
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    };
+    let handshake = tokio::time::timeout(limit, start.into_stream(cfg));
     let stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => {
@@ -163,13 +206,13 @@ async fn tls_handshake(
                 return None;
             }
             Err(_elapsed) => {
-                crate::broker::bump(&broker.metrics.tls_handshake_timeouts, 1);
-                tracing::debug!(error = %Error::TlsHandshakeTimeout, "TLS handshake failed");
+                timed_out("handshake");
                 return None;
             }
         },
         _ = shutdown.cancelled() => return None,
     };
+    drop(slot);
     let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chain: Vec<_> = stream
         .get_ref()

@@ -30,6 +30,9 @@ plain_enabled = true
 plain_listen = "0.0.0.0:1883"
 handshake_timeout = "10s"
 connect_timeout = "10s"
+# TLS handshakes past their ClientHello at once; more wait for a slot in arrival order (a
+# reconnect storm is paced instead of timing out). The ClientHello is read without a slot.
+max_concurrent_handshakes = 1024
 max_packet_size = 262144
 max_connections = 100000
 # Unacknowledged QoS 1/2 messages in flight per client, both ways (v5 Receive Maximum).
@@ -235,6 +238,8 @@ pub struct MqttConfig {
     pub connect_timeout: Duration,
     /// Largest MQTT packet accepted, in bytes.
     pub max_packet_size: u32,
+    /// TLS handshakes past their ClientHello at once.
+    pub max_concurrent_handshakes: usize,
     /// Connection cap (both listeners).
     pub max_connections: usize,
     /// In-flight window per client.
@@ -507,6 +512,11 @@ impl Config {
         if self.mqtt.max_packet_size < 1024 {
             return Err(Error::Config(
                 "mqtt.max_packet_size must be at least 1024 bytes".to_string(),
+            ));
+        }
+        if self.mqtt.max_concurrent_handshakes == 0 {
+            return Err(Error::Config(
+                "mqtt.max_concurrent_handshakes must be at least 1".to_string(),
             ));
         }
         if self.mqtt.max_connections == 0 {

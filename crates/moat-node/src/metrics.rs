@@ -208,6 +208,12 @@ impl Collector for HubCollector {
                 ("timeout", s.tls_handshake_timeouts),
             ],
         )?;
+        counter(
+            &mut enc,
+            "moat_tls_handshakes_paced",
+            "TLS handshakes that waited for a handshake slot (mqtt.max_concurrent_handshakes).",
+            s.tls_handshakes_paced,
+        )?;
         family(
             &mut enc,
             "moat_mqtt_auth_failures",

@@ -194,6 +194,7 @@ impl Node {
                 connect_timeout: cfg.mqtt.connect_timeout,
                 max_packet_size: cfg.mqtt.max_packet_size as usize,
                 max_connections: cfg.mqtt.max_connections,
+                max_concurrent_handshakes: cfg.mqtt.max_concurrent_handshakes,
                 receive_maximum: cfg.mqtt.receive_maximum,
                 max_queued_messages: cfg.mqtt.max_queued_messages,
                 max_queued_bytes: cfg.mqtt.max_queued_bytes,

@@ -55,6 +55,8 @@ pub struct TestHub {
     pub ota_download: String,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// The MQTT TLS address a restart binds again (see [`TestHub::keep_mqtt_address`]).
+    pinned_mqtt: Option<String>,
 }
 
 impl TestHub {
@@ -89,6 +91,7 @@ impl TestHub {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            pinned_mqtt: None,
         };
         hub.spawn().expect("hub starts");
         hub
@@ -112,7 +115,7 @@ impl TestHub {
                 "--crl-listen",
                 "127.0.0.1:0",
                 "--mqtt-listen",
-                "127.0.0.1:0",
+                self.pinned_mqtt.as_deref().unwrap_or("127.0.0.1:0"),
                 "--mqtt-plain-listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
@@ -182,6 +185,17 @@ impl TestHub {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Restarts of this `moat serve` process listen for MQTT over TLS on the address it has
+    /// now, as a hub behind a fixed address does: devices reconnect to where they were.
+    pub fn keep_mqtt_address(&mut self) {
+        self.pinned_mqtt = Some(self.mqtt_tls.clone());
+    }
+
+    /// The `moat serve` process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills a `moat serve` process with SIGKILL (no shutdown, no final writes), as a

@@ -9,7 +9,8 @@
 //! Load subcommands: `fleet` (N simulated devices taking firmware updates), `enroll` (bulk device
 //! creation through the admin API), `connect` (full mTLS
 //! handshakes + CONNECT/CONNACK per second), `hold` (idle connections, broker RSS per
-//! connection), `pubsub` (message rate and latency), `revoke` (revocation → disconnect
+//! connection), `storm` (a held fleet reconnecting at once after a broker restart), `pubsub`
+//! (message rate and latency), `revoke` (revocation → disconnect
 //! latency), `est` (EST enrollments per second through a station), `baseline-server` (a bare rustls
 //! mutual-TLS server, the handshake benchmark's baseline). Each prints a human summary on stderr and one JSON object on stdout.
 
@@ -23,6 +24,7 @@ mod fleet;
 mod hold;
 mod pubsub;
 mod revoke;
+mod storm;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -66,6 +68,9 @@ enum Cmd {
     Hold(hold::HoldArgs),
     /// Publish/subscribe workload: messages per second and end-to-end latency.
     Pubsub(pubsub::PubsubArgs),
+    /// Reconnect storm: hold a fleet, and when the broker drops it (a restart), reconnect
+    /// every device at once with backoff; time until all are back.
+    Storm(storm::StormArgs),
     /// Revoke connected devices one by one and time until their connection closes.
     Revoke(revoke::RevokeArgs),
     /// EST simpleenroll rate through a station certificate (CSRs made beforehand).
@@ -138,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             Cmd::Enroll(a) => admin::enroll(a).await,
             Cmd::Connect(a) => connect::run(a).await,
             Cmd::Hold(a) => hold::run(a).await,
+            Cmd::Storm(a) => storm::run(a).await,
             Cmd::Pubsub(a) => pubsub::run(a).await,
             Cmd::Revoke(a) => revoke::run(a).await,
             Cmd::Est(a) => est::run(a).await,
