@@ -129,6 +129,32 @@ impl Downloads {
         })
     }
 
+    /// Removes what interrupted uploads left: temporary files, and blobs no image record
+    /// names (an upload killed between its blob and its row). Only while no upload runs
+    /// (at start-up). Other files are left alone.
+    pub(crate) fn sweep(&self, known: &std::collections::HashSet<String>) -> Result<usize, Error> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(Error::io(format!("listing {}", self.dir.display())))?;
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(Error::io(format!("listing {}", self.dir.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let orphan = (name.starts_with('.') && name.ends_with(".tmp"))
+                || (is_digest(name) && !known.contains(name));
+            if orphan {
+                std::fs::remove_file(entry.path())
+                    .map_err(Error::io(format!("removing {}", entry.path().display())))?;
+                tracing::warn!(
+                    file = name,
+                    "removed a firmware blob an interrupted upload left"
+                );
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes `bytes` as blob `digest` unless it exists: to a temporary file in the same
     /// directory, synced, then renamed, so a reader never sees half an image.
     fn store_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), Error> {

@@ -93,6 +93,15 @@ impl Ota {
             "creating {}",
             downloads.dir().display()
         )))?;
+        // Before any upload can run in this process: what an upload interrupted by a crash
+        // left behind (its blob is written before its row) goes now.
+        let known: std::collections::HashSet<String> = registry
+            .list_firmware()
+            .await?
+            .into_iter()
+            .map(|f| f.digest)
+            .collect();
+        downloads.sweep(&known)?;
         Ok(Ota {
             hub,
             registry,

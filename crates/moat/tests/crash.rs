@@ -2,7 +2,8 @@
 //! SIGKILL in the middle of QoS 1 and QoS 2 traffic, over MQTT 5 and 3.1.1, with the
 //! subscriber offline or connected, loses nothing it acknowledged, delivers QoS 2 exactly
 //! once, and keeps every persistent session; killed in the middle of certificate issuance,
-//! it keeps every device it answered for and half-writes none. The long runs (and
+//! EST enrollment or firmware uploads, it keeps everything it answered for and half-writes
+//! nothing (no burned allow-list serial, no orphan blob). The long runs (and
 //! Mosquitto's figures) are in BENCHMARKS.md.
 
 use std::path::Path;
@@ -57,4 +58,14 @@ fn qos2_online_subscriber_mqtt311() {
 #[test]
 fn certificate_issuance() {
     crash(&["--during", "issuance", "--cycles", "3", "--seed", "14"]);
+}
+
+#[test]
+fn est_enrollment() {
+    crash(&["--during", "enrollment", "--cycles", "3", "--seed", "15"]);
+}
+
+#[test]
+fn firmware_upload() {
+    crash(&["--during", "upload", "--cycles", "3", "--seed", "16"]);
 }

@@ -130,3 +130,34 @@ fn fw_verify_accepts_imgtool_images_and_refuses_tampering_wrong_keys_and_rollbac
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("imgtool getpub"), "{text}");
 }
+
+#[test]
+fn what_an_interrupted_upload_left_is_removed_at_start() {
+    // An upload killed between its blob and its record leaves a blob no record names (and,
+    // killed while writing, a temporary file): the next start removes both, and only them.
+    let mut hub = TestHub::start();
+    let dir = hub.path("rel");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rel = publish_release(&hub, &dir, "sensor", "1.0.0", 1, 4096);
+    hub.stop();
+    let fw = hub.data.join("firmware");
+    let orphan = fw.join("ab".repeat(32));
+    let partial = fw.join(format!(".{}.x1.tmp", "cd".repeat(32)));
+    let unrelated = fw.join("README");
+    for f in [&orphan, &partial, &unrelated] {
+        std::fs::write(f, b"left behind").expect("plant");
+    }
+    hub.spawn().expect("restart");
+    assert!(!orphan.exists(), "the orphan blob is removed");
+    assert!(!partial.exists(), "the temporary file is removed");
+    assert!(
+        unrelated.exists(),
+        "files that are not blobs are left alone"
+    );
+    assert!(
+        fw.join(&rel.digest).exists(),
+        "the published image's blob stays"
+    );
+    let listed = hub.json(&["fw", "list"]);
+    assert!(listed.to_string().contains(&rel.digest), "{listed}");
+}
