@@ -37,6 +37,24 @@ macro_rules! write_op {
 }
 
 /// Implements the `*_on` write functions for `$store`, whose connections are `$conn`.
+/// What differs between the back ends in the write paths.
+pub(crate) trait Backend {
+    /// Run first in the transaction of a batch of MQTT writes. Every statement of such a
+    /// batch is a lookup by key, but `mqtt_queue` churns faster than PostgreSQL's statistics
+    /// follow (rows queued and deleted within seconds, autovacuum a minute behind): planned
+    /// on stale estimates, the multi-row deletes became hash joins over a sequential scan of
+    /// the table and its dead rows, 15 ms each. Key lookups must use the keys.
+    const MQTT_BATCH_PRELUDE: Option<&'static str>;
+}
+
+impl Backend for sqlx::PgConnection {
+    const MQTT_BATCH_PRELUDE: Option<&'static str> = Some("SET LOCAL enable_seqscan = off");
+}
+
+impl Backend for sqlx::SqliteConnection {
+    const MQTT_BATCH_PRELUDE: Option<&'static str> = None;
+}
+
 macro_rules! impl_writes {
     ($store:ty, $conn:ty) => {
         impl $store {
@@ -599,6 +617,12 @@ macro_rules! impl_writes {
                 writes: &[MqttWrite],
             ) -> Result<(), Error> {
                 use crate::mqtt_batch::{CHUNK, rounds, sql as q};
+                if let Some(prelude) = <$conn as crate::writes::Backend>::MQTT_BATCH_PRELUDE {
+                    sqlx::query(prelude)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                }
                 // Runs `stmt(rows)` over `rows` in chunks, binding each row with `bind`.
                 macro_rules! each_chunk {
                     ($rows:expr, $stmt:path, |$query:ident, $row:ident| $bind:expr) => {

@@ -109,9 +109,18 @@ fn ten_thousand_devices_reconnecting_at_once_after_a_crash_are_all_back() {
         max_rss >> 20
     );
     assert_eq!(r["reconnected"], n, "{r}");
-    // Every device back within the deadline (the command fails otherwise), none refused by
-    // the hub: admission waits, it does not turn devices away.
-    assert!(r["failures"].get("refused").is_none(), "{r}");
+    // Every device back within the deadline (the command fails otherwise). Attempts failed
+    // only while nothing listened (the hub starting): admission waits, it does not turn
+    // devices away (no CONNACK refusal, no handshake cut off; a client-side timeout on a
+    // slow machine is tolerated for 1 % of the fleet).
+    let failures = r["failures"].as_object().expect("failures");
+    for (cause, count) in failures {
+        match cause.as_str() {
+            "not_listening" => {}
+            "timeout" => assert!(count.as_u64().unwrap_or(0) <= n as u64 / 100, "{r}"),
+            _ => panic!("{count} attempts failed with {cause}: {r}"),
+        }
+    }
     // One descriptor per device plus the hub's own (listeners, registry, log).
     assert!(max_fds <= n + 500, "{max_fds} descriptors for {n} devices");
     assert!(

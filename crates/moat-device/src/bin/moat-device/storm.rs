@@ -186,6 +186,12 @@ async fn reconnect(
                     moat_device::load::Error::Refused(_) => "refused",
                     moat_device::load::Error::Closed => "closed",
                     moat_device::load::Error::Tls(_) => "tls",
+                    // Nothing listening yet: the broker is still starting.
+                    moat_device::load::Error::Io(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                    {
+                        "not_listening"
+                    }
                     moat_device::load::Error::Io(_) => "io",
                     _ => "other",
                 };
