@@ -26,7 +26,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use moat_core::{EstIssued, FailureLimiter, StationCredential};
 use rand::RngCore;
 use rustls_pki_types::CertificateDer;
@@ -284,38 +283,25 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Option<(String, String)>> {
     Some(parsed)
 }
 
-/// Base64 that tolerates missing padding.
-const LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// The DER (or PEM) CSR of a request body: base64 with any whitespace (RFC 8951), or PEM.
+/// The DER (or PEM) CSR of a request body (`moat_pki::decode_est_body`: base64 with any
+/// whitespace, RFC 8951, or PEM), or the problem document that refuses it.
 fn decode_body(body: &[u8]) -> Result<Vec<u8>, Problem> {
-    let bad = |detail: &str| {
+    moat_pki::decode_est_body(body).map_err(|e| {
+        let detail = match e {
+            moat_pki::Error::EstBodyEmpty => {
+                "empty body: send the PKCS#10 CSR, base64-encoded (application/pkcs10)"
+            }
+            // EstBodyNotBase64, the only other refusal.
+            _ => {
+                "the body is not base64: send the PKCS#10 CSR, base64-encoded (application/pkcs10)"
+            }
+        };
         Problem::new(
             StatusCode::BAD_REQUEST,
             "bad-body",
             "Bad Request Body",
             detail.to_string(),
         )
-    };
-    let text = body.trim_ascii();
-    if text.is_empty() {
-        return Err(bad(
-            "empty body: send the PKCS#10 CSR, base64-encoded (application/pkcs10)",
-        ));
-    }
-    if text.starts_with(b"-----BEGIN") {
-        return Ok(text.to_vec());
-    }
-    let compact: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    LENIENT.decode(&compact).map_err(|_| {
-        bad("the body is not base64: send the PKCS#10 CSR, base64-encoded (application/pkcs10)")
     })
 }
 

@@ -18,52 +18,10 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use moat_core::{Actor, CreateEnrollmentGroup};
 use moat_core::{Allocation, ConnectionPolicy, EnrollmentGroup};
+pub use moat_provision_proto::{MqttAssignment, ProvisionRequest, ProvisionResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
-
-/// A provisioning request.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisionRequest {
-    /// PKCS#10 CSR, PEM: the key of the operational certificate (its subject is not used: the
-    /// certificate names the device id).
-    pub csr: String,
-}
-
-/// Where a provisioned device connects.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MqttAssignment {
-    /// `mqtts://host:port`.
-    pub url: String,
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// PEM CA certificates to verify the hub's server certificate with.
-    pub ca_bundle: String,
-}
-
-/// A provisioned device's answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ProvisionResponse {
-    /// The device id (the certificate's CN and the MQTT client id).
-    pub device_id: String,
-    /// The operational certificate, PEM.
-    pub certificate: String,
-    /// The issuing CA certificate, PEM (send it with the certificate).
-    pub chain: String,
-    /// The hub assignment.
-    pub mqtt: MqttAssignment,
-    /// The enrollment group that decided it.
-    pub enrollment_group: Option<String>,
-    /// `deny_insecure` or `allow_insecure`.
-    pub policy: String,
-    /// How many times this device has been provisioned (1 the first time).
-    pub provisions: u32,
-    /// The hub it was assigned to before, when this call moved it.
-    pub moved_from: Option<String>,
-}
 
 /// Provision: operational certificate and hub assignment, in one round trip.
 #[utoipa::path(post, path = "/provisioning/v1/register", tag = "provisioning",

@@ -10,6 +10,8 @@
 //!      "enrollment_group", "policy", "provisions", "moved_from"}
 //! 401/403/409 application/problem+json
 //! ```
+//!
+//! The messages are `moat-provision-proto`'s, the types the hub serves.
 
 use std::path::Path;
 
@@ -21,39 +23,8 @@ use crate::identity::{self, Identity};
 use crate::keystore::DeviceKey;
 use crate::{Error, csr, est, files};
 
-/// The request path under the hub's HTTPS base.
-pub const REGISTER_PATH: &str = "/provisioning/v1/register";
-
-/// Where the device's MQTT traffic goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MqttEndpoint {
-    /// `mqtts://host:port`.
-    pub url: String,
-    /// Host name the server certificate carries.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// PEM CA certificates that sign the MQTT server's certificate.
-    pub ca_bundle: String,
-}
-
-/// The hub's answer on the wire.
-#[derive(Debug, Deserialize)]
-struct RegisterAnswer {
-    device_id: String,
-    certificate: String,
-    #[serde(default)]
-    chain: String,
-    mqtt: MqttEndpoint,
-    #[serde(default)]
-    enrollment_group: Option<String>,
-    #[serde(default)]
-    policy: Option<String>,
-    #[serde(default)]
-    provisions: Option<u64>,
-    #[serde(default)]
-    moved_from: Option<String>,
-}
+pub use moat_provision_proto::{MqttAssignment, REGISTER_PATH};
+use moat_provision_proto::{ProvisionRequest, ProvisionResponse};
 
 /// The outcome of provisioning: identity material and the assignment.
 #[derive(Clone, Debug)]
@@ -65,7 +36,7 @@ pub struct Assignment {
     /// The issuing CA certificates the hub sent (also after the leaf in `identity.chain`).
     pub chain: Vec<CertificateDer<'static>>,
     /// The MQTT endpoint and its CA bundle.
-    pub mqtt: MqttEndpoint,
+    pub mqtt: MqttAssignment,
     /// The enrollment group that matched, if any.
     pub enrollment_group: Option<String>,
     /// The device policy applied (`deny-insecure`, …).
@@ -83,7 +54,7 @@ pub struct AssignmentFile {
     /// The device's id (the MQTT client id).
     pub device_id: String,
     /// The MQTT endpoint (its CA bundle inline).
-    pub mqtt: MqttEndpoint,
+    pub mqtt: MqttAssignment,
     /// The enrollment group that matched.
     pub enrollment_group: Option<String>,
     /// The device policy applied.
@@ -176,7 +147,7 @@ impl ProvisioningClient {
             .map_err(Error::http(url))?;
         let resp = http
             .post(url)
-            .json(&serde_json::json!({ "csr": csr_pem }))
+            .json(&ProvisionRequest { csr: csr_pem })
             .send()
             .await
             .map_err(Error::http(url))?;
@@ -193,7 +164,7 @@ fn parse_answer(url: &str, body: &[u8], key: &DeviceKey) -> Result<Assignment, E
         url: url.to_owned(),
         problem,
     };
-    let a: RegisterAnswer =
+    let a: ProvisionResponse =
         serde_json::from_slice(body).map_err(|e| bad(format!("not the register answer: {e}")))?;
     let leaf = files::certs_from_pem("certificate", a.certificate.as_bytes())
         .map_err(|e| bad(e.to_string()))?;
@@ -228,8 +199,8 @@ fn parse_answer(url: &str, body: &[u8], key: &DeviceKey) -> Result<Assignment, E
         chain,
         mqtt: a.mqtt,
         enrollment_group: a.enrollment_group,
-        policy: a.policy,
-        provisions: a.provisions,
+        policy: Some(a.policy),
+        provisions: Some(u64::from(a.provisions)),
         moved_from: a.moved_from,
     })
 }

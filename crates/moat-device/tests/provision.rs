@@ -166,6 +166,8 @@ async fn register_round_trip_and_refusal() {
                      "ca_bundle": ca_pem},
             "enrollment_group": null,
             "policy": "deny-insecure",
+            "provisions": 1,
+            "moved_from": null,
         });
         (200, "application/json", answer.to_string())
     })

@@ -7,15 +7,6 @@ pub enum Error {
     /// A configuration value is unusable; the text names the key and the fix.
     #[error("{0}")]
     Config(String),
-    /// The configuration file cannot be read or is not valid TOML.
-    #[error("{what}")]
-    ConfigFile {
-        /// Which file, and what went wrong.
-        what: String,
-        /// The reading or parsing error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// A file that must be new exists already.
     #[error("{path} already exists; move it away or choose another --out directory")]
     Exists {
@@ -144,7 +135,6 @@ boxed_cause! {
     serde_json::Error => Codec,
     rustls::Error => Tls,
     moat_api::VerifierError => Tls,
-    toml::de::Error => ConfigFile,
 }
 
 impl From<postcard::Error> for Error {

@@ -10,11 +10,11 @@
 //!                                                                 └─▶ hub.json (endpoints)
 //! ```
 //!
-//! Modules: `config` (the TOML tree), `mqtt` (the broker's `Authority` and `Persistence`
+//! Modules: `config` (the TOML tree: the `moat-config` crate, re-exported), `mqtt` (the broker's `Authority` and `Persistence`
 //! over the hub, the event follower, OTA notices and reports), `metrics` and `posture` (the
 //! metrics listener and the periodic posture audit), `files` (private dirs, atomic writes).
 
-pub mod config;
+pub use moat_config as config;
 mod error;
 pub mod files;
 mod metrics;
@@ -22,8 +22,8 @@ mod mqtt;
 mod node;
 mod posture;
 
-pub use config::Config;
 pub use error::Error;
+pub use moat_config::Config;
 
 /// A node's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

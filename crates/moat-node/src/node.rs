@@ -4,7 +4,7 @@
 //! [`Node::shutdown`] stops it gracefully. `moat serve` is this plus a signal handler; tests
 //! start several nodes in one process on port 0.
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::error::{Context, Error};
 use crate::files::{private_dir, write_atomic};
 use moat_api::{AdminAuth, AppState, ServeLimits};
@@ -199,7 +199,10 @@ impl Node {
                 max_queued_messages: cfg.mqtt.max_queued_messages,
                 max_queued_bytes: cfg.mqtt.max_queued_bytes,
                 publisher_backpressure: cfg.mqtt.publisher_backpressure,
-                durability: cfg.mqtt.durability.into(),
+                durability: match cfg.mqtt.durability {
+                    Durability::Sync => moat_broker::Durability::Sync,
+                    Durability::Periodic => moat_broker::Durability::Periodic,
+                },
                 ..moat_broker::BrokerConfig::default()
             },
             authority.clone(),

@@ -59,6 +59,12 @@ pub enum Error {
         /// What the current certificate carries.
         current: String,
     },
+    /// An EST request body is empty (or whitespace only).
+    #[error("the EST request body is empty")]
+    EstBodyEmpty,
+    /// An EST request body is neither PEM nor base64.
+    #[error("the EST request body is not base64")]
+    EstBodyNotBase64(#[source] base64::DecodeError),
     /// A CMS or DER object (EST certs-only response, CSR attributes) could not be built or
     /// read.
     #[error("CMS/DER encoding failed")]

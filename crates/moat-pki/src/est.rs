@@ -1,6 +1,7 @@
 //! The objects EST (RFC 7030) puts on the wire besides PKCS#10: certs-only CMS SignedData
 //! (`/cacerts`, `/simpleenroll` responses) and the CSR attributes (`/csrattrs`). Built with
-//! RustCrypto's `cms` and `der` crates, not hand-written ASN.1.
+//! RustCrypto's `cms` and `der` crates, not hand-written ASN.1. Also the request bodies'
+//! transfer encoding ([`decode_est_body`]): the HTTP layer maps its errors, this crate decodes.
 //!
 //! ```text
 //!   ContentInfo { id-signedData, SignedData {
@@ -9,6 +10,8 @@
 //! ```
 
 use crate::Error;
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
@@ -26,6 +29,31 @@ const ID_EC_PUBLIC_KEY: ObjectIdentifier = const_oid::db::rfc5912::ID_EC_PUBLIC_
 const SECP256R1: ObjectIdentifier = const_oid::db::rfc5912::SECP_256_R_1;
 /// ecdsa-with-SHA256.
 const ECDSA_WITH_SHA256: ObjectIdentifier = const_oid::db::rfc5912::ECDSA_WITH_SHA_256;
+
+/// Base64 that tolerates missing padding.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The CSR of an EST request body (`simpleenroll`, `simplereenroll`, `serverkeygen`): base64
+/// DER with any whitespace, line breaks included, and padding optional (RFC 8951 §3.2); or a
+/// PEM CSR, returned as it is (trimmed) since [`crate::check_csr`] reads PEM and DER alike.
+pub fn decode_est_body(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let text = body.trim_ascii();
+    if text.is_empty() {
+        return Err(Error::EstBodyEmpty);
+    }
+    if text.starts_with(b"-----BEGIN") {
+        return Ok(text.to_vec());
+    }
+    let compact: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    LENIENT.decode(&compact).map_err(Error::EstBodyNotBase64)
+}
 
 /// A degenerate certs-only CMS SignedData (DER) carrying `certs` (RFC 7030 §4.1.3, §4.2.3).
 /// SET OF is sorted in DER, so the certificates come out in DER order, not `certs` order.
@@ -111,5 +139,29 @@ mod tests {
         assert!(parse_certs_only(b"\x30\x00").is_err());
         let empty = certs_only(&[]).expect("empty set");
         assert!(parse_certs_only(&empty).expect("parse").is_empty());
+    }
+
+    #[test]
+    fn est_bodies_decode_with_any_whitespace_and_padding() {
+        // base64 of 00 01 02 03: "AAECAw==".
+        for body in [
+            &b"AAECAw=="[..],
+            b"AAECAw",
+            b"  AAE\r\nCAw==\n",
+            b"AA EC\tAw =\n=",
+        ] {
+            assert_eq!(decode_est_body(body).expect("decodes"), [0, 1, 2, 3]);
+        }
+        assert!(matches!(
+            decode_est_body(b" \r\n"),
+            Err(Error::EstBodyEmpty)
+        ));
+        assert!(matches!(
+            decode_est_body(b"not base64!"),
+            Err(Error::EstBodyNotBase64(_))
+        ));
+        let pem = b"-----BEGIN CERTIFICATE REQUEST-----\nMII=\n-----END CERTIFICATE REQUEST-----";
+        let body = [&pem[..], b"\r\n"].concat();
+        assert_eq!(decode_est_body(&body).expect("PEM passes"), pem);
     }
 }

@@ -32,7 +32,7 @@ pub use csr::{
     check_renewal, weak_key,
 };
 pub use error::Error;
-pub use est::{certs_only, csr_attributes, parse_certs_only};
+pub use est::{certs_only, csr_attributes, decode_est_body, parse_certs_only};
 pub use identity::{
     DEVICE_URI_PREFIX, IdentityRule, STATION_URI_PREFIX, identity_of, identity_of_info,
 };

@@ -142,7 +142,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi_json))
         .merge(crate::est::routes())
         .route(
-            "/provisioning/v1/register",
+            moat_provision_proto::REGISTER_PATH,
             post(crate::provisioning::register),
         )
         .fallback(not_found)

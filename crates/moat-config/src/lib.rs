@@ -1,7 +1,14 @@
 //! The hub's configuration: one serde tree, `deny_unknown_fields`, real durations, a safe
 //! default for every key. `moat config default` prints [`DEFAULT_TOML`].
+//!
+//! ```text
+//!   file ──read──▶ text ──[`Config::from_toml_str`]: merged over DEFAULT_TOML, typed, validated──▶ Config
+//! ```
+//!
+//! Its own crate, below `moat-node` (which re-exports it as `moat_node::config`), so that the
+//! fuzz target reaches the parser without building the hub. Not here: what a node does with
+//! the values (`moat-node`).
 
-use crate::error::{Context, Error};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -267,7 +274,7 @@ pub struct MqttConfig {
     pub address_throttle_delay: Duration,
 }
 
-/// `[mqtt] durability` (see [`moat_broker::persistence`]).
+/// `[mqtt] durability` (see `moat_broker::persistence`).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
@@ -275,15 +282,6 @@ pub enum Durability {
     Sync,
     /// Written every housekeeping interval.
     Periodic,
-}
-
-impl From<Durability> for moat_broker::Durability {
-    fn from(d: Durability) -> Self {
-        match d {
-            Durability::Sync => moat_broker::Durability::Sync,
-            Durability::Periodic => moat_broker::Durability::Periodic,
-        }
-    }
 }
 
 /// `[metrics]`.
@@ -444,7 +442,7 @@ pub struct LogConfig {
 impl Config {
     /// The defaults, data in `data_dir`, every listener on 127.0.0.1 with a port the system
     /// picks (port 0): a node that can run beside others in one process (tests, embedding).
-    /// Where it listens is in [`crate::Node::endpoints`].
+    /// Where it listens is in `moat_node::Node::endpoints`.
     pub fn loopback(data_dir: &Path) -> Config {
         let mut cfg = Config::default();
         let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -460,28 +458,39 @@ impl Config {
 
     /// Loads `path` (or the defaults when None), then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, Error> {
-        let cfg: Config = match path {
-            None => Config::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config file {}", p.display()))?;
-                // Merge the file over the defaults, table by table, so partial files work.
-                let mut base: toml::Table = toml::from_str(DEFAULT_TOML)
-                    .context("the embedded default configuration is not valid TOML")?;
-                let over: toml::Table = toml::from_str(&text)
-                    .with_context(|| format!("{} is not valid TOML", p.display()))?;
-                merge(&mut base, over);
-                toml::Value::Table(base)
-                    .try_into()
-                    .map_err(|e: toml::de::Error| {
-                        Error::Config(format!(
-                            "{}: {} (see `moat config default` for every key)",
-                            p.display(),
-                            e.message()
-                        ))
-                    })?
-            }
+        let Some(p) = path else {
+            let cfg = Config::default();
+            cfg.validate()?;
+            return Ok(cfg);
         };
+        let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+            what: format!("cannot read config file {}", p.display()),
+            source,
+        })?;
+        Config::from_toml_str(&text, &p.display().to_string())
+    }
+
+    /// The configuration a file's `text` gives: merged over [`DEFAULT_TOML`] table by table
+    /// (so partial files work), then validated. `origin` (the file's path) starts the error
+    /// messages.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, Error> {
+        let mut base: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|source| Error::Toml {
+            what: "the embedded default configuration is not valid TOML".to_string(),
+            source,
+        })?;
+        let over: toml::Table = toml::from_str(text).map_err(|source| Error::Toml {
+            what: format!("{origin} is not valid TOML"),
+            source,
+        })?;
+        merge(&mut base, over);
+        let cfg: Config = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                Error::Config(format!(
+                    "{origin}: {} (see `moat config default` for every key)",
+                    e.message()
+                ))
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -596,6 +605,33 @@ impl Config {
     }
 }
 
+/// Why a configuration cannot be used: each variant's text names the file or the key, and
+/// the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is unusable; the text names the key and the fix.
+    #[error("{0}")]
+    Config(String),
+    /// The configuration file cannot be read.
+    #[error("{what}")]
+    Read {
+        /// Which file.
+        what: String,
+        /// The reading error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file (or the embedded default) is not valid TOML.
+    #[error("{what}")]
+    Toml {
+        /// Which file.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
@@ -629,6 +665,26 @@ mod tests {
             .expect_err("unknown key refused")
             .to_string();
         assert!(err.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn text_errors_name_the_origin() {
+        let err = Config::from_toml_str("[api", "m.toml")
+            .expect_err("bad TOML")
+            .to_string();
+        assert_eq!(err, "m.toml is not valid TOML");
+        let err = Config::from_toml_str("[mqtt]\nmax_connections = 0\n", "m.toml")
+            .expect_err("invalid value")
+            .to_string();
+        assert_eq!(err, "mqtt.max_connections must be at least 1");
+        let err = Config::from_toml_str("[api]\nlisten = 1\n", "m.toml")
+            .expect_err("wrong type")
+            .to_string();
+        assert!(err.starts_with("m.toml: "), "{err}");
+        assert!(
+            err.ends_with(" (see `moat config default` for every key)"),
+            "{err}"
+        );
     }
 
     #[test]
