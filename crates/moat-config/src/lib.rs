@@ -40,6 +40,9 @@ connect_timeout = "10s"
 # TLS handshakes past their ClientHello at once; more wait for a slot in arrival order (a
 # reconnect storm is paced instead of timing out). The ClientHello is read without a slot.
 max_concurrent_handshakes = 1024
+# Connections the kernel holds for the hub before it accepts them (capped by
+# net.core.somaxconn): devices reconnecting all at once, or while the hub starts, wait there.
+listen_backlog = 8192
 max_packet_size = 262144
 max_connections = 100000
 # Unacknowledged QoS 1/2 messages in flight per client, both ways (v5 Receive Maximum).
@@ -247,6 +250,8 @@ pub struct MqttConfig {
     pub max_packet_size: u32,
     /// TLS handshakes past their ClientHello at once.
     pub max_concurrent_handshakes: usize,
+    /// Listen backlog of the MQTT listeners.
+    pub listen_backlog: u32,
     /// Connection cap (both listeners).
     pub max_connections: usize,
     /// In-flight window per client.

@@ -113,14 +113,12 @@ impl Node {
         let metrics_listener = TcpListener::bind(cfg.metrics.listen)
             .await
             .with_context(|| format!("cannot listen on {} (metrics.listen)", cfg.metrics.listen))?;
-        let mqtt_tls_listener =
-            TcpListener::bind(cfg.mqtt.tls_listen)
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {} (mqtt.tls_listen)", cfg.mqtt.tls_listen)
-                })?;
+        let backlog = cfg.mqtt.listen_backlog;
+        let mqtt_tls_listener = listen(cfg.mqtt.tls_listen, backlog).with_context(|| {
+            format!("cannot listen on {} (mqtt.tls_listen)", cfg.mqtt.tls_listen)
+        })?;
         let mqtt_plain_listener = match cfg.mqtt.plain_enabled {
-        true => Some(TcpListener::bind(cfg.mqtt.plain_listen).await.with_context(|| {
+        true => Some(listen(cfg.mqtt.plain_listen, backlog).with_context(|| {
             format!("cannot listen on {} (mqtt.plain_listen; set mqtt.plain_enabled = false to turn it off)", cfg.mqtt.plain_listen)
         })?),
         false => None,
@@ -678,4 +676,17 @@ fn detach<T: Send + 'static>(task: tokio::task::JoinHandle<T>) -> tokio::task::J
     tokio::spawn(async move {
         let _ = task.await;
     })
+}
+
+/// A listening socket with room for `backlog` connections the hub has not accepted yet (the
+/// kernel caps it at `net.core.somaxconn`): in a reconnect storm, and while the hub starts,
+/// devices wait there instead of being reset.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

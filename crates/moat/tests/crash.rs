@@ -3,7 +3,8 @@
 //! subscriber offline or connected, loses nothing it acknowledged, delivers QoS 2 exactly
 //! once, and keeps every persistent session; killed in the middle of certificate issuance,
 //! EST enrollment or firmware uploads, it keeps everything it answered for and half-writes
-//! nothing (no burned allow-list serial, no orphan blob). The long runs (and
+//! nothing (no burned allow-list serial, no orphan blob). The same on PostgreSQL
+//! (`MOAT_TEST_DATABASE_URL`; skipped without it unless `CI` is set). The long runs (and
 //! Mosquitto's figures) are in BENCHMARKS.md.
 
 use std::path::Path;
@@ -68,4 +69,70 @@ fn est_enrollment() {
 #[test]
 fn firmware_upload() {
     crash(&["--during", "upload", "--cycles", "3", "--seed", "16"]);
+}
+
+/// The PostgreSQL server of the test suite, if any (`CI` set: required).
+fn postgres() -> Option<String> {
+    match std::env::var("MOAT_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but MOAT_TEST_DATABASE_URL is not (scripts/test starts PostgreSQL)")
+        }
+        Err(_) => {
+            eprintln!("skipped: set MOAT_TEST_DATABASE_URL to run the harness on PostgreSQL");
+            None
+        }
+    }
+}
+
+#[test]
+fn qos1_offline_subscriber_mqtt5_on_postgres() {
+    if let Some(url) = postgres() {
+        crash(
+            &[
+                &SHORT[..],
+                &["--qos", "1", "--seed", "17", "--database", &url],
+            ]
+            .concat(),
+        );
+    }
+}
+
+#[test]
+fn qos2_online_subscriber_mqtt311_on_postgres() {
+    if let Some(url) = postgres() {
+        crash(
+            &[
+                &SHORT[..],
+                &[
+                    "--qos",
+                    "2",
+                    "--online",
+                    "--protocol",
+                    "3",
+                    "--seed",
+                    "18",
+                    "--database",
+                    &url,
+                ],
+            ]
+            .concat(),
+        );
+    }
+}
+
+#[test]
+fn certificate_issuance_on_postgres() {
+    if let Some(url) = postgres() {
+        crash(&[
+            "--during",
+            "issuance",
+            "--cycles",
+            "3",
+            "--seed",
+            "19",
+            "--database",
+            &url,
+        ]);
+    }
 }

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The two tests load both cores on purpose: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn moat_device() -> std::path::PathBuf {
     Path::new(MOAT).with_file_name("moat-device")
 }
@@ -39,6 +42,9 @@ fn storm_devices() -> usize {
 
 #[test]
 fn ten_thousand_devices_reconnecting_at_once_after_a_crash_are_all_back() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = storm_devices();
     let mut hub = TestHub::start_with(&[], &[]);
     hub.keep_mqtt_address();
@@ -109,18 +115,41 @@ fn ten_thousand_devices_reconnecting_at_once_after_a_crash_are_all_back() {
         max_rss >> 20
     );
     assert_eq!(r["reconnected"], n, "{r}");
-    // Every device back within the deadline (the command fails otherwise). Attempts failed
-    // only while nothing listened (the hub starting): admission waits, it does not turn
-    // devices away (no CONNACK refusal, no handshake cut off; a client-side timeout on a
-    // slow machine is tolerated for 1 % of the fleet).
+    // Every device back within the deadline (the command fails otherwise), and the hub
+    // failed none of them: no handshake timed out or failed, no CONNECT refused. Admission
+    // waits, it does not turn devices away. (Client-side attempts fail while nothing listens,
+    // and on loopback some are reset by the kernel before the hub accepts them — the hub's
+    // counters below show it failed none; a source port whose old connection the killed hub
+    // left in TIME_WAIT, or the SYN queue, are the likely causes, not investigated further.)
     let failures = r["failures"].as_object().expect("failures");
     for (cause, count) in failures {
+        let count = count.as_u64().unwrap_or(0);
         match cause.as_str() {
-            "not_listening" => {}
-            "timeout" => assert!(count.as_u64().unwrap_or(0) <= n as u64 / 100, "{r}"),
+            "not_listening" | "reset" | "eof" => {}
+            // A CPU-starved machine (the storm's own 10,000 client handshakes share the
+            // cores) may let a few run past the client's 20 s.
+            "timeout" => assert!(count <= n as u64 / 100, "{r}"),
             _ => panic!("{count} attempts failed with {cause}: {r}"),
         }
     }
+    let m = http_get(&format!("{}/metrics", hub.metrics_url));
+    let metric = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert_eq!(
+        metric("moat_tls_handshakes_total{outcome=\"timeout\"}"),
+        0.0
+    );
+    assert_eq!(metric("moat_tls_handshakes_total{outcome=\"failed\"}"), 0.0);
+    assert_eq!(metric("moat_mqtt_connects_total{outcome=\"refused\"}"), 0.0);
+    assert!(metric("moat_mqtt_connects_total{outcome=\"accepted\"}") >= n as f64);
+    eprintln!(
+        "storm: {} handshakes waited for a slot",
+        metric("moat_tls_handshakes_paced_total")
+    );
     // One descriptor per device plus the hub's own (listeners, registry, log).
     assert!(max_fds <= n + 500, "{max_fds} descriptors for {n} devices");
     assert!(
@@ -128,12 +157,6 @@ fn ten_thousand_devices_reconnecting_at_once_after_a_crash_are_all_back() {
         "hub resident memory peaked at {} MiB",
         max_rss >> 20
     );
-    let m = http_get(&format!("{}/metrics", hub.metrics_url));
-    let paced = m
-        .lines()
-        .find_map(|l| l.strip_prefix("moat_tls_handshakes_paced_total "))
-        .unwrap_or("?");
-    eprintln!("storm: {paced} handshakes waited for a slot");
 }
 
 /// GET over plain HTTP with curl.
@@ -314,6 +337,9 @@ mod slow {
 
 #[test]
 fn slow_clients_do_not_slow_down_good_devices() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let hub = TestHub::start_with(&[], &[]);

@@ -192,7 +192,12 @@ async fn reconnect(
                     {
                         "not_listening"
                     }
-                    moat_device::load::Error::Io(_) => "io",
+                    moat_device::load::Error::Io(e) => match e.kind() {
+                        std::io::ErrorKind::ConnectionReset => "reset",
+                        std::io::ErrorKind::UnexpectedEof => "eof",
+                        std::io::ErrorKind::AddrNotAvailable => "no_local_port",
+                        _ => "io",
+                    },
                     _ => "other",
                 };
                 *failures.entry(cause).or_default() += 1;
