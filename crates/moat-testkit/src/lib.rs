@@ -6,6 +6,8 @@
 //! - [`process`]: running a tool (openssl, the mosquitto clients) to completion, or bounded in
 //!   time;
 //! - [`openssl`]: openssl itself: keys and CSRs of every supported type, `verify` with CRLs;
+//! - [`paho`]: paho-mqtt (`paho_hub.py`): one attempt, a whole flow, or one connection
+//!   driven line by line ([`paho::Paho`]);
 //! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
 //!   certificate and resumes its TLS session between attempts;
 //! - [`softhsm`]: a private SoftHSM2 token directory, child-process scenarios, and a
@@ -15,6 +17,7 @@
 //! real listener. Not for production code.
 
 pub mod openssl;
+pub mod paho;
 pub mod peer;
 pub mod pki;
 pub mod process;

@@ -148,7 +148,7 @@ fn paho_attempt(hub: &TestHub, mode: &Mode, client_id: &str, version: &str) -> (
 }
 
 fn paho_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho_hub.py")
+    moat_testkit::paho::script()
 }
 
 fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {

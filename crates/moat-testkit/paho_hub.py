@@ -1,4 +1,4 @@
-"""paho-mqtt as a real peer of the Moat hub (crates/moat/tests/mqtt.rs).
+"""paho-mqtt as a real peer of the Moat hub (crates/moat/tests: mqtt.rs, storage.rs; moat_testkit::paho).
 
   paho_hub.py attempt HOST PORT 311|5 CLIENT_ID [--cafile F] [--cert C --key K] [-u U -P P]
       Connects once and, if accepted, publishes QoS 1 to devices/CLIENT_ID/telemetry.
