@@ -479,8 +479,12 @@ impl Hub {
     /// reconnects within it costs no registry round trip. Both are attempted; the first
     /// error is returned.
     pub async fn note_connected(&self, device: &Device) -> Result<(), Error> {
-        let activated = self.activate_on_first_connect(device).await;
-        let seen = self.note_presence(&device.id).await;
+        // Both at once: with group commit they share a write batch instead of queueing
+        // for two (this runs before the CONNACK of a device's first connection).
+        let (activated, seen) = tokio::join!(
+            self.activate_on_first_connect(device),
+            self.note_presence(&device.id)
+        );
         activated.and(seen)
     }
 
