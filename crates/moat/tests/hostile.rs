@@ -125,7 +125,9 @@ fn ten_thousand_devices_reconnecting_at_once_after_a_crash_are_all_back() {
     for (cause, count) in failures {
         let count = count.as_u64().unwrap_or(0);
         match cause.as_str() {
-            "not_listening" | "reset" | "eof" => {}
+            // Transport failures before the hub had the connection; its counters below
+            // are the judge of what it did with the ones it had.
+            "not_listening" | "reset" | "eof" | "io" => {}
             // A CPU-starved machine (the storm's own 10,000 client handshakes share the
             // cores) may let a few run past the client's 20 s.
             "timeout" => assert!(count <= n as u64 / 100, "{r}"),

@@ -193,7 +193,9 @@ async fn reconnect(
                         "not_listening"
                     }
                     moat_device::load::Error::Io(e) => match e.kind() {
-                        std::io::ErrorKind::ConnectionReset => "reset",
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted => "reset",
                         std::io::ErrorKind::UnexpectedEof => "eof",
                         std::io::ErrorKind::AddrNotAvailable => "no_local_port",
                         _ => "io",
