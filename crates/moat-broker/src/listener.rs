@@ -151,67 +151,30 @@ async fn tls_handshake(
     shutdown: CancellationToken,
 ) -> Option<Connection> {
     let limit = broker.cfg.tls_handshake_timeout;
-    let timed_out = |what: &str| {
-        crate::broker::bump(&broker.metrics.tls_handshake_timeouts, 1);
-        tracing::debug!(error = %Error::TlsHandshakeTimeout, what, "TLS handshake failed");
-    };
     // The ClientHello, without a slot: a peer that trickles it holds nothing but its socket.
-    let hello = tokio::time::timeout(limit, LazyConfigAcceptor::new(Acceptor::default(), sock));
-    let start = tokio::select! {
-        r = hello => match r {
-            Ok(Ok(start)) => start,
-            Ok(Err(e)) => {
-                crate::broker::bump(&broker.metrics.tls_handshake_failures, 1);
-                tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
-                return None;
-            }
-            Err(_elapsed) => {
-                timed_out("ClientHello");
-                return None;
-            }
-        },
-        _ = shutdown.cancelled() => return None,
-    };
+    let hello = LazyConfigAcceptor::new(Acceptor::default(), sock);
+    let start = within(&broker, "ClientHello", limit, &shutdown, hello).await?;
     // A slot for the rest (the costly part), in arrival order.
-    let slots = broker.handshake_slots.clone();
-    let slot = match slots.clone().try_acquire_owned() {
+    let slot = match broker.handshake_slots.clone().try_acquire_owned() {
         Ok(slot) => slot,
         Err(_) => {
             crate::broker::bump(&broker.metrics.tls_handshakes_paced, 1);
-            let wait =
-                tokio::time::timeout(broker.cfg.handshake_slot_timeout, slots.acquire_owned());
-            tokio::select! {
-                r = wait => match r {
-                    Ok(Ok(slot)) => slot,
-                    Ok(Err(_closed)) => return None,
-                    Err(_elapsed) => {
-                        timed_out("handshake slot");
-                        return None;
-                    }
-                },
-                _ = shutdown.cancelled() => return None,
-            }
+            // The semaphore is never closed.
+            let wait = broker.handshake_slots.clone().acquire_owned();
+            let wait = async { wait.await.map_err(std::io::Error::other) };
+            let bound = broker.cfg.handshake_slot_timeout;
+            within(&broker, "handshake slot", bound, &shutdown, wait).await?
         }
     };
-    let handshake = tokio::time::timeout(limit, start.into_stream(cfg));
-    let stream = tokio::select! {
-        r = handshake => match r {
-            Ok(Ok(s)) => {
-                crate::broker::bump(&broker.metrics.tls_handshakes, 1);
-                s
-            }
-            Ok(Err(e)) => {
-                crate::broker::bump(&broker.metrics.tls_handshake_failures, 1);
-                tracing::info!(error = %Error::Tls(e), "TLS handshake failed");
-                return None;
-            }
-            Err(_elapsed) => {
-                timed_out("handshake");
-                return None;
-            }
-        },
-        _ = shutdown.cancelled() => return None,
-    };
+    let stream = within(
+        &broker,
+        "handshake",
+        limit,
+        &shutdown,
+        start.into_stream(cfg),
+    )
+    .await?;
+    crate::broker::bump(&broker.metrics.tls_handshakes, 1);
     drop(slot);
     let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chain: Vec<_> = stream
@@ -229,4 +192,31 @@ async fn tls_handshake(
     Some(Box::pin(connection::run(
         broker, stream, transport, peer, conn_id, shutdown,
     )))
+}
+
+/// One step of a TLS handshake (`what`) within `limit`, unless the hub shuts down: its
+/// result, or None once the failure or timeout is counted and logged.
+async fn within<T>(
+    broker: &Broker,
+    what: &'static str,
+    limit: Duration,
+    shutdown: &CancellationToken,
+    step: impl Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, step) => match r {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                crate::broker::bump(&broker.metrics.tls_handshake_failures, 1);
+                tracing::info!(error = %Error::Tls(e), what, "TLS handshake failed");
+                None
+            }
+            Err(_elapsed) => {
+                crate::broker::bump(&broker.metrics.tls_handshake_timeouts, 1);
+                tracing::debug!(error = %Error::TlsHandshakeTimeout, what, "TLS handshake failed");
+                None
+            }
+        },
+        _ = shutdown.cancelled() => None,
+    }
 }

@@ -392,41 +392,36 @@ impl SessionState {
             return Enqueued::Skipped;
         }
         let size = d.message.size();
-        let fits = |st: &Self| {
-            st.queue.len() < lim.messages && st.queued_bytes.saturating_add(size) <= lim.bytes
+        let fits = |len: usize, bytes: usize| {
+            len < lim.messages && bytes.saturating_add(size) <= lim.bytes
         };
         let mut evicted = 0;
-        if !fits(self) {
+        if !fits(self.queue.len(), self.queued_bytes) {
             if d.qos == 0 || size > lim.bytes {
                 return Enqueued::Full;
             }
             // Oldest QoS 0 messages first, and only if that makes room: a QoS 1/2 message
             // that cannot be queued must not cost the subscriber its QoS 0 ones as well.
-            let mut freed_messages = 0;
-            let mut freed_bytes = 0;
+            let (mut len, mut bytes) = (self.queue.len(), self.queued_bytes);
             let mut victims = Vec::new();
             for (i, q) in self.queue.iter().enumerate() {
-                if self.queue.len() - freed_messages < lim.messages
-                    && (self.queued_bytes - freed_bytes).saturating_add(size) <= lim.bytes
-                {
+                if fits(len, bytes) {
                     break;
                 }
                 if q.qos == 0 {
                     victims.push(i);
-                    freed_messages += 1;
-                    freed_bytes += q.message.size();
+                    len -= 1;
+                    bytes -= q.message.size();
                 }
             }
-            if self.queue.len() - freed_messages >= lim.messages
-                || (self.queued_bytes - freed_bytes).saturating_add(size) > lim.bytes
-            {
+            if !fits(len, bytes) {
                 return Enqueued::Full;
             }
-            for i in victims.into_iter().rev() {
+            for &i in victims.iter().rev() {
                 self.queue.remove(i);
-                evicted += 1;
             }
-            self.queued_bytes -= freed_bytes;
+            evicted = victims.len() as u64;
+            self.queued_bytes = bytes;
         }
         let mut d = d;
         d.seq = self.next_seq;
