@@ -75,9 +75,7 @@ pub fn status_of_ota(e: &moat_ota::Error) -> StatusCode {
         E::Conflict { .. } | E::State(_) => StatusCode::CONFLICT,
         E::DownloadRefused { .. } => StatusCode::FORBIDDEN,
         E::Core(e) => status_of(e),
-        E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-            StatusCode::INSUFFICIENT_STORAGE
-        }
+        E::Io { .. } if e.is_storage_full() => StatusCode::INSUFFICIENT_STORAGE,
         E::Signing(_) | E::Store(_) | E::Vault(_) | E::Io { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -112,11 +112,15 @@ impl Error {
             Error::State(_) => "invalid-state",
             Error::DownloadRefused { .. } => "forbidden",
             Error::Core(e) => e.kind(),
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-                "storage-full"
-            }
+            Error::Io { .. } if self.is_storage_full() => "storage-full",
             Error::Signing(_) | Error::Store(_) | Error::Vault(_) | Error::Io { .. } => "internal",
         }
+    }
+
+    /// A blob could not be written because the disk is full (registry errors of that kind
+    /// are already [`moat_core::Error::StorageFull`]).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
     }
 
     /// Whether the message is safe and useful to show the caller.

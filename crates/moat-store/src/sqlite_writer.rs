@@ -17,7 +17,8 @@
 //! ```
 //!
 //! - A write that fails with a constraint violation or our own check is rolled back to its
-//!   savepoint and gets its own error; the others of its batch still commit. A one-statement write ([`Tx::NotNeeded`]) skips the savepoint
+//!   savepoint and gets its own error; the others of its batch still commit. A
+//!   one-statement write ([`Tx::NotNeeded`]) skips the savepoint
 //!   (two of its three round trips to SQLite's thread): SQLite undoes a failed statement by
 //!   itself and keeps the transaction, as long as the failure is a constraint violation or
 //!   our own check. Any other database error may have ended the transaction, so it fails
