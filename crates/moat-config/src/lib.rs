@@ -167,6 +167,28 @@ module = "/usr/lib/softhsm/libsofthsm2.so"
 token_label = "moat"
 pin_env = "MOAT_PKCS11_PIN"
 
+[cluster]
+# Several hub nodes serving one fleet behind a TCP load balancer (README: "Running several
+# nodes"). Empty `nats`: this node is the whole hub. With NATS servers listed, `database`
+# must be PostgreSQL, shared by every node, and every node must open the same vault (the
+# same master key file or passphrase, or the same PKCS#11 token).
+nats = []                        # e.g. ["nats://10.0.0.5:4222", "nats://10.0.0.6:4222"]
+# This node's name, unique in the cluster. Default: the host name.
+# node = "hub-1"
+# Subject prefix of the cluster's NATS traffic (several clusters can share NATS servers).
+subject_prefix = "moat"
+# NATS credentials file (.creds: JWT and NKey) and CA certificate (PEM) for TLS to NATS.
+# nats_credentials = "/etc/moat/nats.creds"
+# nats_tls_ca = "/etc/moat/nats-ca.pem"
+# Changes made on other nodes arrive on NATS at once; each node also reads the cluster's
+# event log in PostgreSQL this often, so a change NATS lost is applied at most this late.
+catch_up_interval = "1s"
+# How long the event log keeps an event (a node away longer resynchronises in full).
+event_retention = "7d"
+# How often a node records its status (`moat cluster status`); a node silent for three
+# intervals is shown as down.
+heartbeat_interval = "5s"
+
 [log]
 # "text" or "json" (one object per line; the ids of the request or MQTT connection a line
 # belongs to, request_id or conn_id, and the peer are top-level keys). RUST_LOG, when set,
@@ -206,6 +228,8 @@ pub struct Config {
     pub provisioning: ProvisioningSection,
     /// Master key.
     pub vault: VaultConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -434,6 +458,41 @@ pub struct Pkcs11Config {
     pub pin_env: String,
 }
 
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs; empty: no cluster.
+    pub nats: Vec<String>,
+    /// This node's name (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Prefix of every NATS subject the cluster uses.
+    pub subject_prefix: String,
+    /// NATS credentials file.
+    #[serde(default)]
+    pub nats_credentials: Option<PathBuf>,
+    /// CA certificate for TLS to NATS.
+    #[serde(default)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// How often the event log is read even when NATS delivers.
+    #[serde(with = "humantime_serde")]
+    pub catch_up_interval: Duration,
+    /// How long an event stays in the log.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
+    /// How often the node records its status.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -606,7 +665,78 @@ impl Config {
                 "crl.public_url = {url:?}: must be an http:// or https:// URL"
             )));
         }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), Error> {
+        let c = &self.cluster;
+        for url in &c.nats {
+            if !["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                return Err(Error::Config(format!(
+                    "cluster.nats: {url:?} is not a NATS URL (nats://HOST:PORT, or tls://HOST:PORT)"
+                )));
+            }
+        }
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token_ok(&c.subject_prefix) {
+            return Err(Error::Config(format!(
+                "cluster.subject_prefix = {:?}: use letters, digits, '-' and '_' only",
+                c.subject_prefix
+            )));
+        }
+        if let Some(node) = &c.node
+            && !token_ok(node)
+        {
+            return Err(Error::Config(format!(
+                "cluster.node = {node:?}: use letters, digits, '-' and '_' only (it names NATS subjects)"
+            )));
+        }
+        for (key, v) in [
+            ("catch_up_interval", c.catch_up_interval),
+            ("heartbeat_interval", c.heartbeat_interval),
+        ] {
+            if v < Duration::from_millis(100) || v > Duration::from_secs(3600) {
+                return Err(Error::Config(format!(
+                    "cluster.{key} must be between 100ms and 1h"
+                )));
+            }
+        }
+        if c.event_retention < Duration::from_secs(3600) {
+            return Err(Error::Config(
+                "cluster.event_retention must be at least 1h".to_string(),
+            ));
+        }
         Ok(())
+    }
+
+    /// With `[cluster] nats` set, the registry must be one every node shares: PostgreSQL.
+    /// Checked by the node at start, once `--database` is applied.
+    pub fn check_cluster_registry(&self) -> Result<(), Error> {
+        if !self.cluster.enabled() {
+            return Ok(());
+        }
+        match self.database.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(())
+            }
+            other => Err(Error::Config(format!(
+                "[cluster] nats is set, but the registry is {}: every node of a cluster must \
+                 share one PostgreSQL registry (SQLite is one process's file). Set database = \
+                 \"postgres://…\" in the config or pass --database postgres://…, or remove \
+                 [cluster] nats to run a single node",
+                match other {
+                    Some(url) => format!("{url:?}"),
+                    None => "SQLite in the data dir (the default)".to_string(),
+                }
+            ))),
+        }
     }
 }
 
@@ -659,6 +789,46 @@ mod tests {
         assert_eq!(cfg.api.listen.port(), 8443);
         assert_eq!(cfg.crl.listen.port(), 8080);
         assert_eq!(cfg.ota.listen.port(), 8444);
+    }
+
+    #[test]
+    fn a_cluster_needs_nats_urls_and_a_shared_registry() {
+        let cfg = Config::from_toml_str(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode = \"hub-1\"\n",
+            "m.toml",
+        )
+        .expect("cluster config");
+        assert!(cfg.cluster.enabled());
+        let err = cfg.check_cluster_registry().expect_err("SQLite refused");
+        let err = err.to_string();
+        assert!(err.contains("SQLite in the data dir"), "{err}");
+        assert!(err.contains("--database postgres://"), "{err}");
+        let cfg = Config::from_toml_str(
+            "database = \"postgres://u@h/db\"\n[cluster]\nnats = [\"nats://h:4222\"]\n",
+            "m.toml",
+        )
+        .expect("cluster on PostgreSQL");
+        cfg.check_cluster_registry().expect("PostgreSQL is shared");
+        Config::default()
+            .check_cluster_registry()
+            .expect("no cluster, any registry");
+        for (text, says) in [
+            ("[cluster]\nnats = [\"http://h:4222\"]\n", "not a NATS URL"),
+            ("[cluster]\nnode = \"a.b\"\n", "cluster.node"),
+            (
+                "[cluster]\nsubject_prefix = \"m>\"\n",
+                "cluster.subject_prefix",
+            ),
+            (
+                "[cluster]\ncatch_up_interval = \"1ms\"\n",
+                "catch_up_interval",
+            ),
+        ] {
+            let err = Config::from_toml_str(text, "m.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -372,6 +372,23 @@ impl<'a> CertificateCheck<'a> {
     }
 }
 
+impl Hub {
+    /// Whether `identity`, connected now, may stay connected: still registered and active,
+    /// read from the registry (no cache). Run over a node's live sessions when it may have
+    /// missed changes made elsewhere (its cluster link was down): the registration and
+    /// device-state steps of the check. The session does not keep its certificate, so a
+    /// revocation of that one certificate is not seen here; the event that carries it, and
+    /// every later CONNECT, refuse it.
+    pub async fn recheck_identity(&self, identity: &str) -> Result<(), Denial> {
+        let device = self
+            .store()
+            .device(identity)
+            .await?
+            .ok_or_else(|| Denial::UnknownDevice(identity.to_string()))?;
+        check_state(&device)
+    }
+}
+
 /// The device-state step, for certificates and tokens alike.
 fn check_state(device: &Device) -> Result<(), Denial> {
     match device.state {

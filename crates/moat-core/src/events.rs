@@ -164,6 +164,19 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     fn publish(&self, event: Event) -> Position;
     /// Subscribes from `start`. Must be called within a tokio runtime.
     fn subscribe(&self, start: Start) -> Subscription;
+    /// Tells every subscriber that changes were missed ([`BusError::Lagged`] with `missed`,
+    /// 0 when unknown): another node's events did not arrive, so they resynchronise from
+    /// the registry.
+    fn announce_gap(&self, missed: u64);
+}
+
+/// Carries the events this node emits to the other nodes of a cluster. A single node has
+/// none. The cluster's implementation is in `moat-node` (a durable log in the registry,
+/// announced on NATS); events from other nodes come back in through
+/// [`Hub::apply_remote`](crate::Hub::apply_remote).
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    /// Takes `event` (already applied on this node) to the others. Must not block.
+    fn relay(&self, event: &Event);
 }
 
 /// One subscriber's events, in bus order.
@@ -194,7 +207,14 @@ const SUBSCRIBER_BUFFER: usize = 256;
 #[derive(Debug)]
 pub struct LocalBus {
     state: Mutex<LocalState>,
-    live: broadcast::Sender<Envelope>,
+    live: broadcast::Sender<Item>,
+}
+
+/// What the live channel carries: an event, or word that some were missed.
+#[derive(Clone, Debug)]
+enum Item {
+    Event(Envelope),
+    Gap(u64),
 }
 
 #[derive(Debug, Default)]
@@ -225,8 +245,14 @@ impl EventBus for LocalBus {
         state.history.push_back(env.clone());
         // Under the lock, so subscribers see the live stream in position order. No
         // subscriber is not an error: the registry is the source of truth.
-        let _ = self.live.send(env);
+        let _ = self.live.send(Item::Event(env));
         position
+    }
+
+    fn announce_gap(&self, missed: u64) {
+        // Under the lock, like an event, so it keeps its place in the stream.
+        let _state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.live.send(Item::Gap(missed));
     }
 
     fn subscribe(&self, start: Start) -> Subscription {
@@ -263,11 +289,12 @@ impl EventBus for LocalBus {
             }
             loop {
                 let item = match live.recv().await {
-                    Ok(env) if seen.is_some_and(|s| env.position.0 <= s) => continue,
-                    Ok(env) => {
+                    Ok(Item::Event(env)) if seen.is_some_and(|s| env.position.0 <= s) => continue,
+                    Ok(Item::Event(env)) => {
                         seen = Some(env.position.0);
                         Ok(env)
                     }
+                    Ok(Item::Gap(missed)) => Err(BusError::Lagged(missed)),
                     Err(broadcast::error::RecvError::Lagged(n)) => Err(BusError::Lagged(n)),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
@@ -319,6 +346,18 @@ mod tests {
         // Kept: positions 10..; missed: 5..=9.
         assert_eq!(sub.recv().await, Err(BusError::Lagged(5)));
         assert_eq!(sub.recv().await.map(|e| e.position), Ok(Position(10)));
+    }
+
+    #[tokio::test]
+    async fn an_announced_gap_reaches_every_subscriber_in_stream_order() {
+        let bus = LocalBus::default();
+        let mut sub = bus.subscribe(Start::Now);
+        bus.publish(created("a"));
+        bus.announce_gap(3);
+        bus.publish(created("b"));
+        assert_eq!(sub.recv().await.map(|e| e.event), Ok(created("a")));
+        assert_eq!(sub.recv().await, Err(BusError::Lagged(3)));
+        assert_eq!(sub.recv().await.map(|e| e.event), Ok(created("b")));
     }
 
     #[test]

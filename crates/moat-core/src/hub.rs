@@ -1,7 +1,7 @@
 //! The [`Hub`]: the hub's CAs loaded with their keys, the registry, the vault and the event
 //! bus, created or reopened at start-up.
 
-use crate::events::{EventBus, LocalBus, Start, Subscription};
+use crate::events::{EventBus, LocalBus, Relay, Start, Subscription};
 use crate::{CoreConfig, Error, Event};
 use moat_pki::{CaProfile, Serial, ServerCertRequest};
 use moat_store::{CaKind, CaRecord, CertRecord, CertSource, Store};
@@ -64,6 +64,8 @@ pub struct Hub {
     pub(crate) device_ca: LoadedCa,
     /// Where domain events go ([`LocalBus`] unless the node was opened with another bus).
     bus: Arc<dyn EventBus>,
+    /// Where this node's events go to the other nodes (a cluster; set once, at start).
+    relay: std::sync::OnceLock<Arc<dyn Relay>>,
     /// Serialises CRL publication on this node so CRL numbers are handed out in the order the
     /// CRLs are built (the store's `save_crl` also refuses a lower number).
     pub(crate) crl_lock: Mutex<()>,
@@ -161,6 +163,7 @@ impl Hub {
             root,
             device_ca,
             bus,
+            relay: std::sync::OnceLock::new(),
             crl_lock: Mutex::new(()),
             client_ca_cache: Default::default(),
             policy_cache: Default::default(),
@@ -208,7 +211,45 @@ impl Hub {
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
         self.view.apply(&event);
+        if let Some(relay) = self.relay.get() {
+            relay.relay(&event);
+        }
         self.bus.publish(event);
+    }
+
+    /// Sends every event this node emits from now on to the other nodes of its cluster too.
+    /// Set once; a second call is an error.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) -> Result<(), Error> {
+        self.relay
+            .set(relay)
+            .map_err(|_| Error::Internal("the hub's event relay is set already".into()))
+    }
+
+    /// Applies a change another node of the cluster committed to the shared registry: the
+    /// caches forget what it touched, then this node's followers get the event (they drop
+    /// sessions, update the client verifier) as if it had happened here. Not relayed again.
+    pub fn apply_remote(&self, event: Event) {
+        tracing::debug!(?event, "event from another node");
+        self.view.apply(&event);
+        match &event {
+            Event::CaRegistered { .. } | Event::CaRemoved { .. } => {
+                self.client_ca_cache.invalidate();
+            }
+            Event::AccessChanged { .. } => self.policy_cache.invalidate(),
+            _ => {}
+        }
+        self.bus.publish(event);
+    }
+
+    /// This node may have missed changes other nodes made (its cluster link was down, or
+    /// events were lost): forgets every cached registry read and tells the followers
+    /// ([`BusError::Lagged`](crate::BusError::Lagged)), which resynchronise from the registry.
+    pub fn resynchronise(&self, missed: u64) {
+        tracing::warn!(missed, "resynchronising from the registry");
+        self.view.clear();
+        self.client_ca_cache.invalidate();
+        self.policy_cache.invalidate();
+        self.bus.announce_gap(missed);
     }
 
     /// The root CA certificate.

@@ -52,8 +52,8 @@ pub use devices::{CreateDevice, CreatedDevice, Credential, validate_device_id};
 pub use error::Error;
 pub use est::{EstIssued, EstRefusal, StationCredential};
 pub use events::{
-    BusError, Envelope, Event, EventBus, HISTORY, LocalBus, Position, RevokedCertificate, Start,
-    Subscription,
+    BusError, Envelope, Event, EventBus, HISTORY, LocalBus, Position, Relay, RevokedCertificate,
+    Start, Subscription,
 };
 pub use explain::{Explanation, Step, StepOutcome};
 pub use hub::{Hub, ServerIdentity};
@@ -75,6 +75,6 @@ pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
     AclPolicy, Allocation, AllowlistEntry, Assignment, AuditEntry, AuditFilter, CaKind, CaRecord,
     CertRecord, CertSource, ConnectionPolicy, Device, DevicePage, DeviceQuery, DeviceRow,
-    DeviceState, EnrollmentGroup, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle, Operator,
-    RetiredCert, Role, Stage, Station,
+    DeviceState, EnrollmentGroup, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
+    LoggedEvent, NodeStatus, Operator, RetiredCert, Role, Stage, Station,
 };

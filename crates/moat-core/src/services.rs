@@ -74,3 +74,41 @@ impl Hub {
         Ok(key)
     }
 }
+
+/// The cluster's shared records (`moat-node`'s cluster module writes and reads them).
+impl Hub {
+    /// The seq of the last event in the cluster's log (0 before the first).
+    pub async fn cluster_log_head(&self) -> Result<u64, Error> {
+        Ok(self.store().last_event_seq().await?)
+    }
+
+    /// Appends events (JSON) `node` emitted to the cluster's log; returns the first's seq.
+    pub async fn append_cluster_events(&self, node: &str, events: &[String]) -> Result<u64, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        Ok(self.store().append_events(node, events, now).await?)
+    }
+
+    /// The cluster's log after `seq`, in order, at most `limit`.
+    pub async fn cluster_events_after(
+        &self,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<moat_store::LoggedEvent>, Error> {
+        Ok(self.store().events_after(seq, limit).await?)
+    }
+
+    /// Drops log entries older than `before`; returns how many.
+    pub async fn prune_cluster_events(&self, before: time::OffsetDateTime) -> Result<u64, Error> {
+        Ok(self.store().prune_events(before).await?)
+    }
+
+    /// Records a node's status.
+    pub async fn record_cluster_node(&self, status: &moat_store::NodeStatus) -> Result<(), Error> {
+        Ok(self.store().record_node(status).await?)
+    }
+
+    /// Every node of the cluster as its last heartbeat described it.
+    pub async fn cluster_nodes(&self) -> Result<Vec<moat_store::NodeStatus>, Error> {
+        Ok(self.store().nodes().await?)
+    }
+}

@@ -10,11 +10,12 @@
 //!                                                                 └─▶ hub.json (endpoints)
 //! ```
 //!
-//! Modules: `config` (the TOML tree: the `moat-config` crate, re-exported), `mqtt` (the broker's `Authority` and `Persistence`
+//! Modules: `cluster` (several nodes on one registry: the event log and NATS), `config` (the TOML tree: the `moat-config` crate, re-exported), `mqtt` (the broker's `Authority` and `Persistence`
 //! over the hub, the event follower, OTA notices and reports), `metrics` and `posture` (the
 //! metrics listener and the periodic posture audit), `files` (private dirs, atomic writes).
 
 pub use moat_config as config;
+pub mod cluster;
 mod error;
 pub mod files;
 mod metrics;

@@ -49,6 +49,7 @@ pub struct Node {
     data_dir: PathBuf,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Node {
@@ -65,6 +66,11 @@ impl Node {
     /// The node's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The node's cluster membership, if `[cluster] nats` is set.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Stops the node: listeners close, background jobs end, MQTT state is saved, `hub.json`
@@ -86,6 +92,8 @@ impl Node {
     /// caller's (see `moat serve`).
     pub async fn start(cfg: Config) -> crate::Result<Node> {
         let data_dir = cfg.data_dir.clone();
+        cfg.check_cluster_registry()
+            .map_err(|e| Error::Config(e.to_string()))?;
         private_dir(&data_dir)?;
 
         let vault = Vault::open(&data_dir, master_key_source(&cfg)?)
@@ -134,6 +142,15 @@ impl Node {
         let mqtt_addr = mqtt_tls_listener.local_addr()?;
         let core = core_config(&cfg, &hostname, crl_addr, mqtt_addr)?;
         let hub = Arc::new(Hub::open(store.clone(), Arc::new(vault), core).await?);
+        // Before anything is loaded from the registry into memory: a change another node
+        // commits from here on reaches this node through the cluster's event log.
+        let cluster = match cfg.cluster.enabled() {
+            true => {
+                let name = cfg.cluster.node.clone().unwrap_or_else(|| hostname.clone());
+                Some(crate::cluster::Cluster::join(&cfg.cluster, name, &hub).await?)
+            }
+            false => None,
+        };
 
         let token_hash = admin_token(&hub, &data_dir).await?;
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -393,6 +410,16 @@ impl Node {
             }),
         ];
         tasks.extend(mqtt_tasks.into_iter().map(detach));
+        if let Some(cluster) = &cluster {
+            let sessions = broker.clone();
+            let started = cluster.start(
+                hub.clone(),
+                Arc::new(move || sessions.sessions().len() as u64),
+                (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
+                shutdown.clone(),
+            )?;
+            tasks.extend(started.into_iter().map(detach));
+        }
         Ok(Node {
             hub,
             broker,
@@ -400,6 +427,7 @@ impl Node {
             data_dir,
             shutdown,
             tasks,
+            cluster,
         })
     }
 }

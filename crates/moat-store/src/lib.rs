@@ -38,6 +38,7 @@
 //!   `… --test suite console_reads_at_10k_devices -- --ignored --nocapture` times the
 //!   console's device pages and audit searches on 10,000 devices.
 
+mod cluster;
 mod codec;
 mod console;
 mod error;
@@ -57,6 +58,7 @@ mod sqlite_writer;
 mod store_impl;
 mod writes;
 
+pub use cluster::{ClusterStore, LoggedEvent, NodeStatus};
 pub use console::{AuditFilter, ConsoleStore, DevicePage, DeviceQuery, DeviceRow};
 pub use error::Error;
 pub use firmware::FirmwareStore;
@@ -94,10 +96,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// enrollment groups and hub assignments in [`ProvisioningStore`]; the posture audit's
 /// reads in [`PostureStore`]; device lifecycle, ownership and certificate rotation in
 /// [`LifecycleStore`]; operator accounts in [`OperatorStore`]; the web console's reads and
-/// device presence in [`ConsoleStore`].
+/// device presence in [`ConsoleStore`]; the cluster's event log and node status in
+/// [`ClusterStore`].
 #[async_trait]
 pub trait Store:
     FirmwareStore
+    + ClusterStore
     + ProvisioningStore
     + PostureStore
     + LifecycleStore

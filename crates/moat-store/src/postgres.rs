@@ -1,5 +1,6 @@
 //! PostgreSQL back end: the shared registry when several hub nodes serve one fleet.
 
+use crate::cluster::{self, impl_cluster_store};
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
@@ -98,5 +99,6 @@ impl_firmware_store!(PgStore);
 impl_provisioning_store!(PgStore);
 impl_posture_store!(PgStore);
 impl_operator_store!(PgStore);
+impl_cluster_store!(PgStore);
 impl_lifecycle_store!(PgStore, PgConnection);
 impl_console_store!(PgStore);

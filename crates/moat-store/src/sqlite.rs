@@ -8,6 +8,7 @@
 //! Reads run on the pool; every write goes to the writer task ([`crate::sqlite_writer`]),
 //! which commits the writes queued at the same time together: one fsync for many writes.
 
+use crate::cluster::{self, impl_cluster_store};
 use crate::codec::{
     self, RowExt, classify, classify_fk, crl_number_from_db, crl_number_to_db, micros,
 };
@@ -144,5 +145,6 @@ impl_firmware_store!(SqliteStore);
 impl_provisioning_store!(SqliteStore);
 impl_posture_store!(SqliteStore);
 impl_operator_store!(SqliteStore);
+impl_cluster_store!(SqliteStore);
 impl_lifecycle_store!(SqliteStore, SqliteConnection);
 impl_console_store!(SqliteStore);

@@ -72,6 +72,8 @@ suite!(
     console_device_page,
     console_presence,
     console_audit_search,
+    cluster_event_log,
+    cluster_node_status,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -8,6 +8,8 @@
 //! - [`openssl`]: openssl itself: keys and CSRs of every supported type, `verify` with CRLs;
 //! - [`paho`]: paho-mqtt (`paho_hub.py`): one attempt, a whole flow, or one connection
 //!   driven line by line ([`paho::Paho`]);
+//! - [`nats`]: a NATS server of the test's own, stopped and started on one port;
+//! - [`postgres`]: fresh databases on the suite's PostgreSQL server;
 //! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
 //!   certificate and resumes its TLS session between attempts;
 //! - [`softhsm`]: a private SoftHSM2 token directory, child-process scenarios, and a
@@ -16,9 +18,11 @@
 //! It depends on none of Moat's crates: what it tests against is always a real peer or a
 //! real listener. Not for production code.
 
+pub mod nats;
 pub mod openssl;
 pub mod paho;
 pub mod peer;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod softhsm;

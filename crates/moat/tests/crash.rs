@@ -73,16 +73,7 @@ fn firmware_upload() {
 
 /// The PostgreSQL server of the test suite, if any (`CI` set: required).
 fn postgres() -> Option<String> {
-    match std::env::var("MOAT_TEST_DATABASE_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but MOAT_TEST_DATABASE_URL is not (scripts/test starts PostgreSQL)")
-        }
-        Err(_) => {
-            eprintln!("skipped: set MOAT_TEST_DATABASE_URL to run the harness on PostgreSQL");
-            None
-        }
-    }
+    moat_testkit::postgres::server_url()
 }
 
 #[test]

@@ -152,27 +152,11 @@ fn pkcs11_vault_keeps_ca_keys_in_softhsm() {
 
 #[test]
 fn the_hub_runs_on_postgresql() {
-    let Ok(url) = std::env::var("MOAT_TEST_DATABASE_URL") else {
-        assert!(
-            !is_ci(),
-            "MOAT_TEST_DATABASE_URL must be set in CI (scripts/test sets it)"
-        );
-        eprintln!("skipping: MOAT_TEST_DATABASE_URL not set");
+    let Some(url) = moat_testkit::postgres::server_url() else {
         return;
     };
     let db = format!("moat_e2e_{}", std::process::id());
-    let (ok, t) = run(
-        "psql",
-        &[&url, "-q", "-c", &format!("DROP DATABASE IF EXISTS {db}")],
-    );
-    assert!(ok, "{t}");
-    let (ok, t) = run(
-        "psql",
-        &[&url, "-q", "-c", &format!("CREATE DATABASE {db}")],
-    );
-    assert!(ok, "{t}");
-    let base = url.rsplit_once('/').expect("url has a database").0;
-    let db_url = format!("{base}/{db}");
+    let db_url = moat_testkit::postgres::fresh_database(&url, &db);
     let mut hub = TestHub::start_with(&["--database", &db_url], &[]);
     let out = hub.path("out");
     hub.ok(&[
@@ -198,15 +182,7 @@ fn the_hub_runs_on_postgresql() {
         "no SQLite file when PostgreSQL is the registry"
     );
     hub.stop();
-    let _ = run(
-        "psql",
-        &[
-            &url,
-            "-q",
-            "-c",
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        ],
-    );
+    moat_testkit::postgres::drop_database(&url, &db);
 }
 
 /// A tmpfs of `size` mounted on `dir` (owned by this user), unmounted on drop.

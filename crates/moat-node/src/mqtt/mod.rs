@@ -80,12 +80,42 @@ pub async fn follow_events(
             Err(BusError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
-                    "event bus lagged; resynchronising the client verifier"
+                    "event bus lagged; resynchronising the client verifier and live sessions"
                 );
                 verifier.resync(&hub).await;
+                recheck_sessions(&hub, &broker).await;
             }
             Err(BusError::Closed) => return,
         }
+    }
+}
+
+/// Closes the live sessions whose identity the registry no longer admits (changes this node
+/// may have missed). Sessions are checked one identity at a time; an unreadable registry
+/// keeps them (the next resynchronisation checks again).
+async fn recheck_sessions(hub: &Hub, broker: &Broker) {
+    let mut identities: Vec<String> = broker.sessions().into_iter().map(|s| s.identity).collect();
+    identities.sort_unstable();
+    identities.dedup();
+    let mut closed = 0;
+    for id in identities {
+        match hub.recheck_identity(&id).await {
+            Ok(()) => {}
+            Err(moat_core::Denial::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot recheck live sessions: the registry is unavailable");
+                return;
+            }
+            Err(denial) => {
+                tracing::info!(identity = %id, %denial, "live session no longer admitted: closed");
+                closed += broker.kick_identity(&id);
+            }
+        }
+    }
+    if closed > 0 {
+        tracing::warn!(
+            sessions = closed,
+            "closed live sessions the registry no longer admits"
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 mod access;
 mod authority;
 mod certs;
+mod cluster;
 mod console;
 mod devices;
 mod enrollment;
@@ -17,6 +18,7 @@ mod records;
 pub use access::*;
 pub use authority::*;
 pub use certs::*;
+pub use cluster::*;
 pub use console::*;
 pub use devices::*;
 pub use enrollment::*;

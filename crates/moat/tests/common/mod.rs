@@ -13,6 +13,7 @@ pub use moat_testkit::process::{run, run_bounded};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
@@ -58,7 +59,12 @@ pub struct TestHub {
     envs: Vec<(String, String)>,
     /// The MQTT TLS address a restart binds again (see [`TestHub::keep_mqtt_address`]).
     pinned_mqtt: Option<String>,
+    /// Changes to an in-process node's configuration (see [`TestHub::start_node`]).
+    configure: Option<Configure>,
 }
+
+/// A change to an in-process node's configuration, applied at every (re)start.
+pub type Configure = Arc<dyn Fn(&mut moat_node::Config) + Send + Sync>;
 
 impl TestHub {
     /// Starts a hub with default (file) vault and SQLite, in this process (the hub as a
@@ -67,15 +73,33 @@ impl TestHub {
         Self::new(&[], &[], true)
     }
 
+    /// Starts an in-process node whose configuration (the loopback defaults, data in the
+    /// test's directory) `configure` changes first, at this start and every restart.
+    /// Err(why) if it does not start.
+    pub fn start_node(
+        configure: impl Fn(&mut moat_node::Config) + Send + Sync + 'static,
+    ) -> Result<TestHub, String> {
+        let mut hub = Self::unstarted(&[], &[], true);
+        hub.configure = Some(Arc::new(configure));
+        hub.spawn()?;
+        Ok(hub)
+    }
+
     /// Starts a `moat serve` process with extra arguments and environment.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestHub {
         Self::new(args, envs, false)
     }
 
     fn new(args: &[&str], envs: &[(&str, &str)], in_process: bool) -> TestHub {
+        let mut hub = Self::unstarted(args, envs, in_process);
+        hub.spawn().expect("hub starts");
+        hub
+    }
+
+    fn unstarted(args: &[&str], envs: &[(&str, &str)], in_process: bool) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let mut hub = TestHub {
+        TestHub {
             dir,
             data,
             child: None,
@@ -93,16 +117,15 @@ impl TestHub {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             pinned_mqtt: None,
-        };
-        hub.spawn().expect("hub starts");
-        hub
+            configure: None,
+        }
     }
 
     /// (Re)starts the hub; Err(why) if it fails before it is up.
     pub fn spawn(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(self.data.join("hub.json"));
         if self.in_process {
-            self.node = Some(InProcess::start(&self.data)?);
+            self.node = Some(InProcess::start(&self.data, self.configure.clone())?);
             return self.read_hub_file();
         }
         let log = std::fs::File::create(self.dir.path().join("hub.log")).expect("log");
@@ -340,9 +363,19 @@ struct InProcess {
 impl InProcess {
     /// Starts a node with the defaults, its data in `data`, every listener on 127.0.0.1:0
     /// (what `moat serve` would run with the same flags); returns once it is up.
-    fn start(data: &Path) -> Result<InProcess, String> {
+    fn start(data: &Path, configure: Option<Configure>) -> Result<InProcess, String> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let cfg = moat_node::Config::loopback(data);
+        // MOAT_TEST_LOG=debug (a filter) shows in-process nodes' logs in the test's output.
+        if let Ok(filter) = std::env::var("MOAT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+        let mut cfg = moat_node::Config::loopback(data);
+        if let Some(configure) = configure {
+            configure(&mut cfg);
+        }
         let (ready, started) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

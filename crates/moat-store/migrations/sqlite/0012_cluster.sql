@@ -1,0 +1,38 @@
+-- Several hub nodes on one registry (PostgreSQL; the tables exist on SQLite too, unused).
+--
+-- cluster_events: the cluster's event log. Every domain event a node emits is appended here
+-- (then announced on NATS); a node that missed some (NATS down, restarted, slow) reads them
+-- back in order. cluster_log_head hands out the sequence numbers: an append updates its one
+-- row, so appends are serialised and commit in sequence order (a reader that has seen seq n
+-- never finds a lower seq committed later).
+CREATE TABLE cluster_log_head (
+    id   BIGINT NOT NULL PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL
+);
+INSERT INTO cluster_log_head (id, seq) VALUES (1, 0);
+
+CREATE TABLE cluster_events (
+    seq    BIGINT NOT NULL PRIMARY KEY,
+    -- The node that emitted it.
+    node   TEXT   NOT NULL,
+    -- The event, JSON (moat-core's Event).
+    event  TEXT   NOT NULL,
+    at     BIGINT NOT NULL
+);
+CREATE INDEX cluster_events_at ON cluster_events (at);
+
+-- One row per node, refreshed by its heartbeat (`moat cluster status`).
+CREATE TABLE cluster_nodes (
+    name          TEXT    NOT NULL PRIMARY KEY,
+    started_at    BIGINT  NOT NULL,
+    heartbeat_at  BIGINT  NOT NULL,
+    -- Live MQTT sessions on the node.
+    sessions      BIGINT  NOT NULL,
+    -- The last cluster event it has applied.
+    applied_seq   BIGINT  NOT NULL,
+    -- Whether it is connected to NATS.
+    nats_ok       BOOLEAN NOT NULL,
+    -- Its MQTT (TLS) and admin API addresses, as it serves them.
+    mqtt          TEXT    NOT NULL,
+    api           TEXT    NOT NULL
+);

@@ -1,0 +1,108 @@
+//! The cluster's event log (appends from several nodes at once are gap-free and commit in
+//! sequence order; read back after a position; pruned by age) and node status rows.
+
+use crate::common::{TestDb, t0};
+use moat_store::{Error, NodeStatus};
+use std::collections::BTreeSet;
+use time::Duration;
+
+pub async fn cluster_event_log(db: &TestDb) {
+    let s = &db.store;
+    assert_eq!(s.last_event_seq().await.unwrap(), 0);
+    assert!(s.events_after(0, 10).await.unwrap().is_empty());
+    let first = s
+        .append_events("a", &["e1".into(), "e2".into()], t0())
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(s.last_event_seq().await.unwrap(), 2);
+
+    // Eight "nodes" append at once: every seq is handed out once, none is skipped.
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut firsts = Vec::new();
+            for i in 0..10 {
+                let events = vec![format!("{n}-{i}-x"), format!("{n}-{i}-y")];
+                let at = t0() + Duration::seconds(i);
+                firsts.push(
+                    store
+                        .append_events(&format!("n{n}"), &events, at)
+                        .await
+                        .unwrap(),
+                );
+            }
+            firsts
+        }));
+    }
+    let mut firsts = BTreeSet::new();
+    for t in tasks {
+        firsts.extend(t.await.unwrap());
+    }
+    assert_eq!(firsts.len(), 80);
+    assert_eq!(s.last_event_seq().await.unwrap(), 2 + 160);
+    let all = s.events_after(0, 1000).await.unwrap();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=162).collect::<Vec<u64>>());
+    // A batch keeps its order and stays together.
+    for f in &firsts {
+        let pair = &all[(*f - 1) as usize..(*f + 1) as usize];
+        assert_eq!(pair[0].node, pair[1].node);
+        assert!(
+            pair[0].event.ends_with("-x") && pair[1].event.ends_with("-y"),
+            "{pair:?}"
+        );
+    }
+    assert_eq!((all[0].node.as_str(), all[0].event.as_str()), ("a", "e1"));
+    // Paging after a position.
+    let page = s.events_after(100, 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![101, 102, 103, 104, 105]
+    );
+
+    // Pruning by age keeps the sequence: the head does not move back.
+    let pruned = s.prune_events(t0() + Duration::seconds(5)).await.unwrap();
+    assert_eq!(pruned, 2 + 8 * 5 * 2);
+    assert_eq!(s.last_event_seq().await.unwrap(), 162);
+    let next = s.append_events("a", &["after".into()], t0()).await.unwrap();
+    assert_eq!(next, 163);
+    let rest = s.events_after(0, 1000).await.unwrap();
+    assert_eq!(rest.len(), 162 - 82 + 1);
+    assert!(
+        rest.iter()
+            .all(|e| e.at >= t0() + Duration::seconds(5) || e.seq == 163)
+    );
+}
+
+pub async fn cluster_node_status(db: &TestDb) {
+    let s = &db.store;
+    let mut a = NodeStatus {
+        name: "node-a".into(),
+        started_at: t0(),
+        heartbeat_at: t0(),
+        sessions: 3,
+        applied_seq: 7,
+        nats_ok: true,
+        mqtt: "127.0.0.1:8883".into(),
+        api: "https://127.0.0.1:8443".into(),
+    };
+    s.record_node(&a).await.unwrap();
+    a.sessions = 5;
+    a.nats_ok = false;
+    a.heartbeat_at = t0() + Duration::seconds(5);
+    s.record_node(&a).await.unwrap();
+    let b = NodeStatus {
+        name: "node-b".into(),
+        ..a.clone()
+    };
+    s.record_node(&b).await.unwrap();
+    assert_eq!(s.nodes().await.unwrap(), vec![a.clone(), b]);
+    s.forget_node("node-b").await.unwrap();
+    assert_eq!(s.nodes().await.unwrap(), vec![a]);
+    assert!(matches!(
+        s.forget_node("node-b").await,
+        Err(Error::NotFound(_))
+    ));
+}

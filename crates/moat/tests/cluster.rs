@@ -1,0 +1,259 @@
+//! Several hub nodes, one fleet: nodes on one PostgreSQL registry and a NATS server, each
+//! started by the test (in-process nodes, mosquitto clients as devices).
+//!
+//! Needs `nats-server` and `MOAT_TEST_DATABASE_URL`; skipped without them unless `CI` is set.
+
+mod common;
+
+use common::TestHub;
+use moat_testkit::nats::NatsServer;
+use moat_testkit::postgres;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A cluster of in-process nodes on one fresh database and one NATS server.
+struct Cluster {
+    nats: NatsServer,
+    server: String,
+    db_name: String,
+    db_url: String,
+    nodes: Vec<TestHub>,
+    catch_up: Duration,
+}
+
+impl Cluster {
+    /// `n` nodes (`node-0` …) that read the registry's event log every `catch_up`, or None
+    /// when NATS or PostgreSQL is missing (outside CI).
+    fn start(name: &str, n: usize, catch_up: Duration) -> Option<Cluster> {
+        let server = postgres::server_url()?;
+        if !NatsServer::available() {
+            return None;
+        }
+        let nats = NatsServer::start_new();
+        let db_name = format!("moat_cluster_{name}_{}", std::process::id());
+        let db_url = postgres::fresh_database(&server, &db_name);
+        let mut c = Cluster {
+            nats,
+            server,
+            db_name,
+            db_url,
+            nodes: Vec::new(),
+            catch_up,
+        };
+        for i in 0..n {
+            c.add_node(i);
+        }
+        Some(c)
+    }
+
+    /// Starts node `i`. Node 0 makes the CAs, the vault's master key and the admin token;
+    /// the others open the same master key file and get a copy of the token, as an
+    /// operator sets up a second machine.
+    fn add_node(&mut self, i: usize) {
+        let shared = self.nodes.first().map(|n| n.data.clone());
+        let (db, nats, catch_up) = (self.db_url.clone(), self.nats.url(), self.catch_up);
+        let node = TestHub::start_node(move |cfg| {
+            cfg.cluster.catch_up_interval = catch_up;
+            configure(cfg, i, &db, &nats, shared.as_deref())
+        })
+        .expect("node starts");
+        self.nodes.push(node);
+    }
+}
+
+fn configure(cfg: &mut moat_node::Config, i: usize, db: &str, nats: &str, first: Option<&Path>) {
+    cfg.database = Some(db.to_string());
+    cfg.cluster.nats = vec![nats.to_string()];
+    cfg.cluster.node = Some(format!("node-{i}"));
+    cfg.cluster.heartbeat_interval = Duration::from_millis(500);
+    if let Some(first) = first {
+        cfg.vault.key_file = first.join("master.key");
+        std::fs::create_dir_all(&cfg.data_dir).expect("data dir");
+        std::fs::copy(first.join("admin.token"), cfg.data_dir.join("admin.token"))
+            .expect("admin token");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        postgres::drop_database(&self.server, &self.db_name);
+    }
+}
+
+/// Creates device `id` through `node`; returns its certificate and key paths.
+fn device(node: &TestHub, id: &str) -> (PathBuf, PathBuf) {
+    let out = node.path(&format!("dev-{id}"));
+    node.ok(&["device", "create", id, "--out", out.to_str().expect("path")]);
+    (out.join(format!("{id}.crt")), out.join(format!("{id}.key")))
+}
+
+/// How long `child` takes to end, at most `limit` (None: still running).
+fn ends_within(child: &mut Child, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// Whether `id` can connect to `node` over mutual TLS now (mosquitto_sub, one message wait
+/// of 1 s: a refused connection ends at once with an error).
+fn connects(node: &TestHub, id: &str, cert: &Path, key: &Path) -> bool {
+    let (host, port) = node.mqtt_tls.rsplit_once(':').expect("addr");
+    let out = moat_testkit::process::run_bounded(
+        {
+            let mut c = std::process::Command::new("mosquitto_sub");
+            let topic = format!("devices/{id}/x");
+            c.args([
+                "-h", host, "-p", port, "-i", id, "-t", &topic, "-W", "1", "-V", "mqttv5",
+            ])
+            .arg("--cafile")
+            .arg(node.bundle())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    let text = moat_testkit::process::text(&out);
+    // -W 1 ends a connected client with "Timed out" (exit 27); a refusal says why.
+    text.contains("Timed out") || out.status.code() == Some(27)
+}
+
+#[test]
+fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
+    // The log is read only every 30 s here: what is measured is NATS's path.
+    let Some(mut cluster) = Cluster::start("revoke", 3, Duration::from_secs(30)) else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    // Every node sees the one fleet.
+    let (cert, key) = device(a, "dev-1");
+    assert!(b.json(&["device", "show", "dev-1"])["device"]["id"] == "dev-1");
+
+    // Revoked on C while connected to A: A closes the session, fast.
+    let mut sub = a.mqtt_sub(
+        "dev-1",
+        &cert,
+        &key,
+        &["-t", "devices/dev-1/#", "-V", "mqttv5"],
+    );
+    if !matches!(sub.try_wait(), Ok(None)) {
+        let out = sub.wait_with_output().expect("output");
+        panic!(
+            "dev-1 did not stay connected to node A: {}",
+            moat_testkit::process::text(&out)
+        );
+    }
+    let t0 = Instant::now();
+    c.ok(&["device", "revoke", "dev-1"]);
+    let returned = t0.elapsed();
+    ends_within(&mut sub, Duration::from_secs(5))
+        .expect("node A closed dev-1's session after node C revoked it");
+    let took = t0.elapsed();
+    eprintln!(
+        "revoke on node C (the CLI took {returned:?}): session on node A closed {took:?} after the CLI started"
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // And every node refuses it at the handshake.
+    for n in [a, b, c] {
+        assert!(
+            !connects(n, "dev-1", &cert, &key),
+            "a revoked device connects to {}",
+            n.mqtt_tls
+        );
+    }
+
+    // Suspended on A while connected to C; resumed on B: allowed again on C.
+    let (cert2, key2) = device(b, "dev-2");
+    let mut sub = c.mqtt_sub(
+        "dev-2",
+        &cert2,
+        &key2,
+        &["-t", "devices/dev-2/#", "-V", "mqttv5"],
+    );
+    a.ok(&["device", "suspend", "dev-2", "--reason", "maintenance"]);
+    assert!(
+        ends_within(&mut sub, Duration::from_secs(1)).is_some(),
+        "suspend on A closed dev-2 on C"
+    );
+    assert!(!connects(c, "dev-2", &cert2, &key2));
+    b.ok(&["device", "resume", "dev-2"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !connects(c, "dev-2", &cert2, &key2) {
+        assert!(
+            Instant::now() < deadline,
+            "dev-2 resumed on B still refused on C"
+        );
+    }
+
+    // A node that was down while a device was revoked refuses it when it comes back.
+    let (cert3, key3) = device(a, "dev-3");
+    assert!(connects(b, "dev-3", &cert3, &key3));
+    cluster.nodes[1].stop();
+    cluster.nodes[0].ok(&["device", "revoke", "dev-3"]);
+    cluster.nodes[1].spawn().expect("node B restarts");
+    assert!(!connects(&cluster.nodes[1], "dev-3", &cert3, &key3));
+    let _ = sub.kill();
+}
+
+#[test]
+fn with_nats_down_changes_still_arrive_through_the_registry_log() {
+    let Some(mut cluster) = Cluster::start("natsdown", 2, Duration::from_secs(1)) else {
+        return;
+    };
+    let (cert, key) = device(&cluster.nodes[0], "dev-n");
+    let (cert2, key2) = device(&cluster.nodes[0], "dev-m");
+    let mut sub = cluster.nodes[1].mqtt_sub(
+        "dev-n",
+        &cert,
+        &key,
+        &["-t", "devices/dev-n/#", "-V", "mqttv5"],
+    );
+    cluster.nats.stop();
+    // Devices keep being served while NATS is down.
+    assert!(connects(&cluster.nodes[1], "dev-m", &cert2, &key2));
+    cluster.nodes[0].ok(&["device", "suspend", "dev-n", "--reason", "maintenance"]);
+    // Within the catch-up interval (1 s) and a margin for a busy machine.
+    let took = ends_within(&mut sub, Duration::from_secs(5))
+        .expect("node 1 closed the session of a device suspended on node 0 while NATS was down");
+    eprintln!("with NATS down: closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(!connects(&cluster.nodes[1], "dev-n", &cert, &key));
+    // NATS back: the fast path again.
+    cluster.nats.start();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut sub = cluster.nodes[1].mqtt_sub(
+        "dev-m",
+        &cert2,
+        &key2,
+        &["-t", "devices/dev-m/#", "-V", "mqttv5"],
+    );
+    cluster.nodes[0].ok(&["device", "revoke", "dev-m"]);
+    let took = ends_within(&mut sub, Duration::from_secs(5)).expect("closed after NATS returned");
+    eprintln!("NATS back: closed after {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn a_cluster_on_sqlite_is_refused_with_what_to_use() {
+    let err = match TestHub::start_node(|cfg| {
+        cfg.cluster.nats = vec!["nats://127.0.0.1:4222".into()];
+    }) {
+        Ok(_) => panic!("a cluster node started on SQLite"),
+        Err(e) => e,
+    };
+    assert!(err.contains("PostgreSQL"), "{err}");
+    assert!(err.contains("--database postgres://"), "{err}");
+}
