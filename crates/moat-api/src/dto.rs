@@ -336,6 +336,44 @@ pub struct HubInfo {
     pub ca_bundle_pem: String,
 }
 
+/// The cluster as the registry records it (`GET /api/v1/cluster`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    /// The node that answered (None: not a cluster node).
+    pub answered_by: Option<String>,
+    /// The last event of the cluster's event log.
+    pub event_log_head: u64,
+    /// Every node that ever joined, by name.
+    pub nodes: Vec<ClusterNodeView>,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNodeView {
+    /// Its name.
+    pub name: String,
+    /// `up`, or `down` when it has not recorded itself for three heartbeat intervals.
+    pub state: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Its last heartbeat (RFC 3339).
+    pub heartbeat_at: String,
+    /// Seconds since then.
+    pub last_heartbeat_seconds_ago: u64,
+    /// Live MQTT sessions on it.
+    pub sessions: u64,
+    /// The last event of the log it had applied.
+    pub applied_seq: u64,
+    /// Events of the log it had not applied yet at its last heartbeat.
+    pub events_behind: u64,
+    /// `connected` or `disconnected` (NATS).
+    pub nats: String,
+    /// Its MQTT over TLS address.
+    pub mqtt: String,
+    /// Its admin API URL.
+    pub api: String,
+}
+
 /// A live MQTT session.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         live_device_certs,
         list_certs, show_cert, revoke_cert, explain_cert, show_crl, rotate_server_cert,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
-        list_sessions, kick_session,
+        list_sessions, kick_session, cluster_status,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
         add_allowlist, list_allowlist, reset_allowlist, create_station, list_stations, delete_station,
         crate::est::cacerts, crate::est::csrattrs, crate::est::simpleenroll,
@@ -37,7 +37,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         Problem, DeviceView, CertView, CreateDeviceRequest, CreateDeviceResponse, RevokeRequest,
         RevokeDeviceResponse, CaView, RegistrationCodeResponse, RegisterCaRequest, ExplainRequest,
-        ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView,
+        ExplainResponse, StepView, AuditView, CrlView, HubInfo, SessionView, ClusterView, ClusterNodeView,
         AclPolicyView, PutAclPolicyRequest, AccessRequest, AccessView, GroupPolicyRequest, CreateAppRequest,
         AllowlistUpload, AllowlistAdded, AllowlistView, CreateStationRequest, StationView, CreateStationResponse,
         FirmwareKeyView, AddFirmwareKeyRequest, GenerateFirmwareKeyRequest, FirmwareView, UpdateKeyView,

@@ -193,6 +193,39 @@ pub struct Broker {
     /// Hub-internal subscribers; read on every routed message, written when a tap is added
     /// or found closed.
     taps: RwLock<Vec<Tap>>,
+    /// The other nodes of a cluster, if any ([`Broker::set_fabric`]).
+    fabric: std::sync::OnceLock<Arc<dyn crate::Fabric>>,
+}
+
+/// The router, locked for writing: on release, the filters that gained their first or lost
+/// their last subscription are reported to the fabric (still under the lock, so in order).
+pub(crate) struct RouterWrite<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, Router>,
+    fabric: Option<&'a Arc<dyn crate::Fabric>>,
+}
+
+impl std::ops::Deref for RouterWrite<'_> {
+    type Target = Router;
+    fn deref(&self) -> &Router {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for RouterWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Router {
+        &mut self.guard
+    }
+}
+
+impl Drop for RouterWrite<'_> {
+    fn drop(&mut self) {
+        let changes = self.guard.take_interest_changes();
+        if let Some(fabric) = self.fabric {
+            for (filter, wanted) in changes {
+                fabric.interest(&filter, wanted);
+            }
+        }
+    }
 }
 
 const KICK_MEMORY: usize = 4096;
@@ -265,7 +298,32 @@ impl Broker {
             metrics: Metrics::default(),
             housekeeping: AtomicBool::new(false),
             taps: RwLock::default(),
+            fabric: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Joins this broker to the other nodes of a cluster: messages routed here are
+    /// forwarded through `fabric`, which is told the filters this node's sessions want (all
+    /// of them now, then every change). Set once; false if one was set already.
+    pub fn set_fabric(&self, fabric: Arc<dyn crate::Fabric>) -> bool {
+        let mut router = self.router.write().unwrap_or_else(PoisonError::into_inner);
+        router.take_interest_changes();
+        if self.fabric.set(fabric.clone()).is_err() {
+            return false;
+        }
+        for filter in router.interest() {
+            fabric.interest(&filter, true);
+        }
+        true
+    }
+
+    /// Routes a message another node of the cluster forwarded (see [`crate::Fabric`]): to
+    /// this node's subscribers, into this node's retained set; not forwarded again, and
+    /// not written as retained (the node it was published on wrote it to the shared
+    /// registry). Returns the number of sessions it was queued for.
+    pub fn deliver_from_peer(&self, message: Message) -> usize {
+        self.route_from(Arc::new(message), &mut Vec::new(), true)
+            .queued
     }
 
     /// The configuration in force.
@@ -311,8 +369,11 @@ impl Broker {
         self.router.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn router_write(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
-        self.router.write().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn router_write(&self) -> RouterWrite<'_> {
+        RouterWrite {
+            guard: self.router.write().unwrap_or_else(PoisonError::into_inner),
+            fabric: self.fabric.get(),
+        }
     }
 
     /// After changing `st` (the state of `session`): lists the session for the writer if it
@@ -536,21 +597,39 @@ impl Broker {
         msg: Arc<Message>,
         congested: &mut Vec<Arc<Session>>,
     ) -> Routed {
+        self.route_from(msg, congested, false)
+    }
+
+    /// [`route_noting`](Self::route_noting) for a message published on this node
+    /// (`from_peer` false: forwarded to the cluster, retained written) or forwarded by
+    /// another node.
+    fn route_from(
+        &self,
+        msg: Arc<Message>,
+        congested: &mut Vec<Arc<Session>>,
+        from_peer: bool,
+    ) -> Routed {
         let mut routed = Routed::default();
         let limits = self.cfg.queue_limits();
         let pause = !self.cfg.publisher_backpressure.is_zero();
         if msg.retain {
-            let outcome = lock(&self.retained).set(
+            let mut retained = lock(&self.retained);
+            let outcome = retained.set(
                 msg.clone(),
                 self.cfg.max_retained_messages,
                 self.cfg.max_retained_payload,
             );
             if outcome == crate::retained::RetainOutcome::Refused {
                 tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
+            } else if from_peer {
+                retained.written(&msg.topic);
             } else {
                 routed.durable = true;
                 self.wake_writer();
             }
+        }
+        if !from_peer && let Some(fabric) = self.fabric.get() {
+            fabric.forward(&msg);
         }
         let targets = {
             let router = self.router_read();

@@ -145,6 +145,19 @@ pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
     fn security_event(&self, event: SecurityEvent);
 }
 
+/// Carries messages between the nodes of a cluster; implemented by the hub over NATS. Every
+/// message routed on this node (from a client, a will or the hub itself) is handed to
+/// [`Fabric::forward`]; messages from other nodes come in through
+/// [`Broker::deliver_from_peer`](crate::Broker::deliver_from_peer) and are not forwarded
+/// again. Both calls must not block (they run under the broker's locks).
+pub trait Fabric: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends `message` to the other nodes that want it.
+    fn forward(&self, message: &Arc<Message>);
+    /// This node's sessions now have a subscription matching `filter` (`wanted`), or no
+    /// longer have any (a shared subscription counts under its filter).
+    fn interest(&self, filter: &str, wanted: bool);
+}
+
 /// Security-relevant events the broker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecurityEvent {

@@ -47,6 +47,12 @@ impl Retained {
         RetainOutcome::Stored
     }
 
+    /// `topic`'s current value is in persistence already (another node of a cluster wrote
+    /// it): nothing to write for it.
+    pub(crate) fn written(&mut self, topic: &str) {
+        self.dirty.remove(topic);
+    }
+
     /// Restores a message loaded from persistence (not marked dirty).
     pub(crate) fn restore(&mut self, msg: Message) {
         self.map.insert(msg.topic.clone(), Arc::new(msg));

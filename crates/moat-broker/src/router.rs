@@ -51,6 +51,12 @@ pub(crate) struct Target {
 pub(crate) struct Router {
     root: Node,
     count: usize,
+    /// Subscriptions per filter (shared ones under their filter): what this node's sessions
+    /// want from other nodes of a cluster.
+    interest: HashMap<String, usize>,
+    /// Filters that gained their first subscription (true) or lost their last (false) since
+    /// [`Router::take_interest_changes`] was last called, in order.
+    interest_changes: Vec<(String, bool)>,
 }
 
 impl Router {
@@ -78,8 +84,23 @@ impl Router {
         };
         if new {
             self.count += 1;
+            let n = self.interest.entry(f.filter.to_owned()).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.interest_changes.push((f.filter.to_owned(), true));
+            }
         }
         new
+    }
+
+    /// The filters that gained their first or lost their last subscription, in order.
+    pub(crate) fn take_interest_changes(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.interest_changes)
+    }
+
+    /// Every filter with at least one subscription.
+    pub(crate) fn interest(&self) -> Vec<String> {
+        self.interest.keys().cloned().collect()
     }
 
     /// Removes a subscription; true if it existed.
@@ -88,6 +109,13 @@ impl Router {
         let removed = remove_at(&mut self.root, &levels, client_id, f.group);
         if removed {
             self.count -= 1;
+            if let Some(n) = self.interest.get_mut(f.filter) {
+                *n -= 1;
+                if *n == 0 {
+                    self.interest.remove(f.filter);
+                    self.interest_changes.push((f.filter.to_owned(), false));
+                }
+            }
         }
         removed
     }
@@ -230,6 +258,37 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn interest_changes_on_the_first_and_last_subscription_of_a_filter() {
+        let mut r = Router::default();
+        let a = parse_subscription("a/#").expect("filter");
+        let shared = parse_subscription("$share/g/a/#").expect("filter");
+        let b = parse_subscription("b/+").expect("filter");
+        r.insert("c1", a, entry(1));
+        r.insert("c2", a, entry(1));
+        r.insert("c3", shared, entry(1));
+        r.insert("c1", a, entry(0)); // replaced, not new
+        r.insert("c1", b, entry(0));
+        assert_eq!(
+            r.take_interest_changes(),
+            vec![("a/#".to_string(), true), ("b/+".to_string(), true)]
+        );
+        r.remove("c1", a);
+        r.remove("c2", a);
+        assert!(
+            r.take_interest_changes().is_empty(),
+            "the shared member still wants a/#"
+        );
+        r.remove("c3", shared);
+        r.remove("c1", b);
+        r.remove("c1", b); // absent: no change
+        assert_eq!(
+            r.take_interest_changes(),
+            vec![("a/#".to_string(), false), ("b/+".to_string(), false)]
+        );
+        assert!(r.interest().is_empty());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct CoreConfig {
     /// Devices the in-memory admission view holds (`view.rs`; 0 turns it off). It is only
     /// used on a registry this process alone writes (SQLite).
     pub admission_view: usize,
+    /// The node name of a cluster node: its TLS server certificate is its own (each node
+    /// names itself in it), kept under settings of its own. None on a single node.
+    pub server_identity_scope: Option<String>,
 }
 
 impl Default for CoreConfig {
@@ -75,6 +78,7 @@ impl Default for CoreConfig {
             provisioning_hubs: vec!["mqtts://localhost:8883".into()],
             rotation_overlap: Duration::hours(24),
             admission_view: crate::view::DEFAULT_CAPACITY,
+            server_identity_scope: None,
         }
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
-/// Setting keys of the hub's server identity.
-const SERVER_KEY_REF: &str = "server.key_ref";
-const SERVER_SERIAL: &str = "server.serial";
-const SERVER_NAMES: &str = "server.names";
+/// Setting keys of the hub's server identity (`server.NODE.…` on a cluster node).
+const SERVER_KEY_REF: &str = "key_ref";
+const SERVER_SERIAL: &str = "serial";
+const SERVER_NAMES: &str = "names";
 
 /// One of the hub's own CAs, ready to sign.
 pub(crate) struct LoadedCa {
@@ -296,7 +296,11 @@ impl Hub {
         actor: &crate::Actor,
     ) -> Result<ServerIdentity, Error> {
         let result = async {
-            let names: Vec<String> = match self.store.setting(SERVER_NAMES).await? {
+            let names: Vec<String> = match self
+                .store
+                .setting(&self.server_setting(SERVER_NAMES))
+                .await?
+            {
                 Some(n) if !n.is_empty() => n.split(',').map(str::to_owned).collect(),
                 _ => {
                     return Err(Error::NotFound {
@@ -319,6 +323,14 @@ impl Hub {
             .map(|(identity, _)| identity)
     }
 
+    /// The setting key `what` of this node's server identity.
+    fn server_setting(&self, what: &str) -> String {
+        match &self.cfg.server_identity_scope {
+            Some(node) => format!("server.{node}.{what}"),
+            None => format!("server.{what}"),
+        }
+    }
+
     async fn server_identity_for(
         &self,
         names: &[String],
@@ -326,9 +338,18 @@ impl Hub {
     ) -> Result<ServerIdentity, Error> {
         let now = OffsetDateTime::now_utc();
         let wanted = names.join(",");
-        let key_ref = self.store.setting(SERVER_KEY_REF).await?;
-        let serial = self.store.setting(SERVER_SERIAL).await?;
-        let stored_names = self.store.setting(SERVER_NAMES).await?;
+        let key_ref = self
+            .store
+            .setting(&self.server_setting(SERVER_KEY_REF))
+            .await?;
+        let serial = self
+            .store
+            .setting(&self.server_setting(SERVER_SERIAL))
+            .await?;
+        let stored_names = self
+            .store
+            .setting(&self.server_setting(SERVER_NAMES))
+            .await?;
         if let (Some(key_ref), Some(serial), Some(stored_names)) = (key_ref, serial, stored_names)
             && !force
             && stored_names == wanted
@@ -358,9 +379,15 @@ impl Hub {
         )?;
         let rec = cert_record(&cert, &self.root.name, None, CertSource::Hub, now)?;
         self.store.insert_cert(&rec).await?;
-        self.store.put_setting(SERVER_KEY_REF, &key_ref.0).await?;
-        self.store.put_setting(SERVER_NAMES, &wanted).await?;
-        self.store.put_setting(SERVER_SERIAL, &rec.serial).await?;
+        self.store
+            .put_setting(&self.server_setting(SERVER_KEY_REF), &key_ref.0)
+            .await?;
+        self.store
+            .put_setting(&self.server_setting(SERVER_NAMES), &wanted)
+            .await?;
+        self.store
+            .put_setting(&self.server_setting(SERVER_SERIAL), &rec.serial)
+            .await?;
         tracing::info!(serial = %rec.serial, names = %wanted, "issued hub server certificate");
         Ok(ServerIdentity {
             chain: vec![cert, self.root.cert.clone()],

@@ -146,7 +146,7 @@ impl Node {
         // commits from here on reaches this node through the cluster's event log.
         let cluster = match cfg.cluster.enabled() {
             true => {
-                let name = cfg.cluster.node.clone().unwrap_or_else(|| hostname.clone());
+                let name = cluster_node_name(&cfg, &hostname);
                 Some(crate::cluster::Cluster::join(&cfg.cluster, name, &hub).await?)
             }
             false => None,
@@ -248,7 +248,17 @@ impl Node {
             0o644,
         )?;
 
-        let mut mqtt_tasks = vec![
+        // Joined to the other nodes before the first device connects here.
+        let mut mqtt_tasks = match &cluster {
+            Some(cluster) => cluster.start(
+                hub.clone(),
+                &broker,
+                (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
+                shutdown.clone(),
+            )?,
+            None => Vec::new(),
+        };
+        mqtt_tasks.extend([
             tokio::spawn(broker.clone().serve_tls(
                 mqtt_tls_listener,
                 mqtt_tls.clone(),
@@ -260,7 +270,7 @@ impl Node {
                 verifier.clone(),
                 shutdown.clone(),
             )),
-        ];
+        ]);
         if let Some(l) = mqtt_plain_listener {
             mqtt_tasks.push(tokio::spawn(
                 broker.clone().serve_plain(l, shutdown.clone()),
@@ -410,16 +420,6 @@ impl Node {
             }),
         ];
         tasks.extend(mqtt_tasks.into_iter().map(detach));
-        if let Some(cluster) = &cluster {
-            let sessions = broker.clone();
-            let started = cluster.start(
-                hub.clone(),
-                Arc::new(move || sessions.sessions().len() as u64),
-                (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
-                shutdown.clone(),
-            )?;
-            tasks.extend(started.into_iter().map(detach));
-        }
         Ok(Node {
             hub,
             broker,
@@ -430,6 +430,14 @@ impl Node {
             cluster,
         })
     }
+}
+
+/// This node's name in its cluster: `[cluster] node`, or the host name.
+fn cluster_node_name(cfg: &Config, hostname: &str) -> String {
+    cfg.cluster
+        .node
+        .clone()
+        .unwrap_or_else(|| hostname.to_string())
 }
 
 fn local_url_host(addr: SocketAddr) -> String {
@@ -474,6 +482,10 @@ fn core_config(
         provisioning_hubs: provisioning_hubs(cfg, hostname, mqtt_addr)?,
         rotation_overlap: d(cfg.enrollment.rotation_overlap)?,
         admission_view: moat_core::ADMISSION_VIEW_CAPACITY,
+        server_identity_scope: cfg
+            .cluster
+            .enabled()
+            .then(|| cluster_node_name(cfg, hostname)),
     })
 }
 

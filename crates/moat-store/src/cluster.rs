@@ -29,6 +29,8 @@ pub struct NodeStatus {
     pub started_at: OffsetDateTime,
     /// Its last heartbeat.
     pub heartbeat_at: OffsetDateTime,
+    /// How often it records itself.
+    pub heartbeat_interval: std::time::Duration,
     /// Live MQTT sessions on it.
     pub sessions: u64,
     /// The last cluster event it had applied.
@@ -39,6 +41,14 @@ pub struct NodeStatus {
     pub mqtt: String,
     /// Its admin API URL.
     pub api: String,
+}
+
+impl NodeStatus {
+    /// Whether the node recorded itself within three of its heartbeat intervals of `now`.
+    pub fn alive(&self, now: OffsetDateTime) -> bool {
+        let silent = now - self.heartbeat_at;
+        silent < self.heartbeat_interval * 3
+    }
 }
 
 /// The cluster's records.
@@ -76,13 +86,14 @@ pub(crate) mod sql {
     pub(crate) const HEAD: &str = "SELECT seq FROM cluster_log_head WHERE id = 1";
     pub(crate) const PRUNE: &str = "DELETE FROM cluster_events WHERE at < $1";
     pub(crate) const RECORD_NODE: &str = "INSERT INTO cluster_nodes \
-         (name, started_at, heartbeat_at, sessions, applied_seq, nats_ok, mqtt, api) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         (name, started_at, heartbeat_at, heartbeat_ms, sessions, applied_seq, nats_ok, mqtt, \
+         api) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, \
-         heartbeat_at = excluded.heartbeat_at, sessions = excluded.sessions, \
+         heartbeat_at = excluded.heartbeat_at, heartbeat_ms = excluded.heartbeat_ms, \
+         sessions = excluded.sessions, \
          applied_seq = excluded.applied_seq, nats_ok = excluded.nats_ok, \
          mqtt = excluded.mqtt, api = excluded.api";
-    pub(crate) const NODES: &str = "SELECT name, started_at, heartbeat_at, sessions, \
+    pub(crate) const NODES: &str = "SELECT name, started_at, heartbeat_at, heartbeat_ms, sessions, \
          applied_seq, nats_ok, mqtt, api FROM cluster_nodes ORDER BY name";
     pub(crate) const FORGET_NODE: &str = "DELETE FROM cluster_nodes WHERE name = $1";
 }
@@ -105,6 +116,10 @@ pub(crate) fn node_status(row: &impl RowExt) -> Result<NodeStatus, Error> {
         name: row.text("name")?,
         started_at: row.ts("started_at")?,
         heartbeat_at: row.ts("heartbeat_at")?,
+        heartbeat_interval: std::time::Duration::from_millis(unsigned(
+            row.int("heartbeat_ms")?,
+            "cluster_nodes.heartbeat_ms",
+        )?),
         sessions: unsigned(row.int("sessions")?, "cluster_nodes.sessions")?,
         applied_seq: unsigned(row.int("applied_seq")?, "cluster_nodes.applied_seq")?,
         nats_ok: row.boolean("nats_ok")?,
@@ -200,6 +215,7 @@ macro_rules! impl_cluster_store {
                         .bind(&s.name)
                         .bind(micros(s.started_at))
                         .bind(micros(s.heartbeat_at))
+                        .bind(signed(s.heartbeat_interval.as_millis() as u64))
                         .bind(signed(s.sessions))
                         .bind(signed(s.applied_seq))
                         .bind(s.nats_ok)

@@ -54,6 +54,9 @@ pub enum Command {
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Several nodes serving one fleet (`[cluster]` in the config).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Firmware images (MCUboot format): keys, signing, the catalogue.
     #[command(subcommand)]
     Fw(FwCmd),
@@ -341,6 +344,13 @@ pub enum CertCmd {
         /// Certificate (PEM, optionally with its chain).
         file: PathBuf,
     },
+}
+
+/// `moat cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The nodes: up or down, sessions, events applied, NATS; as the registry records them.
+    Status,
 }
 
 /// `moat session …`.

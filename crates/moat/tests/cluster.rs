@@ -206,6 +206,38 @@ fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
     cluster.nodes[1].spawn().expect("node B restarts");
     assert!(!connects(&cluster.nodes[1], "dev-3", &cert3, &key3));
     let _ = sub.kill();
+
+    // `moat cluster status` through any node: three nodes, then one down.
+    let status = cluster.nodes[1].json(&["cluster", "status"]);
+    assert_eq!(status["answered_by"], "node-1");
+    let names: Vec<&str> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["node-0", "node-1", "node-2"]);
+    cluster.nodes[2].stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster.nodes[0].json(&["cluster", "status"]);
+        let states: Vec<&str> = status["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["state"].as_str().expect("state"))
+            .collect();
+        if states == ["up", "up", "down"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-2 not shown down: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = cluster.nodes[0].ok(&["cluster", "status"]);
+    assert!(
+        table.contains("node-2") && table.contains("down"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -244,6 +276,189 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
     let took = ends_within(&mut sub, Duration::from_secs(5)).expect("closed after NATS returned");
     eprintln!("NATS back: closed after {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// Creates application `name` through `node` with `args` (its topic filters).
+fn app(node: &TestHub, name: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    let out = node.path(&format!("app-{name}"));
+    let mut all = vec!["app", "create", name, "--out", out.to_str().expect("path")];
+    all.extend_from_slice(args);
+    node.ok(&all);
+    (
+        out.join(format!("{name}.crt")),
+        out.join(format!("{name}.key")),
+    )
+}
+
+/// Waits for `child` (a bounded client) and returns its stdout lines.
+fn lines_of(child: Child, limit: Duration) -> Vec<String> {
+    let mut child = child;
+    if ends_within(&mut child, limit).is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Interest is set up on NATS a moment after the SUBACK (see the README's "Running several
+/// nodes"): a publisher on another node waits that moment.
+const INTEREST_SETTLES: Duration = Duration::from_millis(300);
+
+#[test]
+fn messages_cross_nodes_in_every_qos_and_both_versions_once_each() {
+    let Some(cluster) = Cluster::start("pubsub", 2, Duration::from_secs(30)) else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (dcert, dkey) = device(a, "sensor-1");
+    let (acert, akey) = app(a, "backend", &["--subscribe", "devices/#"]);
+    for version in ["mqttv311", "mqttv5"] {
+        for qos in ["0", "1", "2"] {
+            // Two overlapping filters: NATS delivers to the node once per filter, the node
+            // to the subscriber once.
+            let sub = b.mqtt_sub(
+                "backend",
+                &acert,
+                &akey,
+                &[
+                    "-t",
+                    "devices/sensor-1/#",
+                    "-t",
+                    "devices/+/temp",
+                    "-q",
+                    qos,
+                    "-V",
+                    version,
+                    "-C",
+                    "4",
+                    "-W",
+                    "10",
+                ],
+            );
+            std::thread::sleep(INTEREST_SETTLES);
+            let sent: Vec<String> = (0..3).map(|i| format!("{version}-q{qos}-{i}")).collect();
+            for m in &sent {
+                let out = a.mqtt_pub(
+                    "sensor-1",
+                    &dcert,
+                    &dkey,
+                    &[
+                        "-t",
+                        "devices/sensor-1/temp",
+                        "-m",
+                        m,
+                        "-q",
+                        qos,
+                        "-V",
+                        version,
+                    ],
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    moat_testkit::process::text(&out)
+                );
+            }
+            // A fourth message on a topic only one filter matches ends the subscriber.
+            let end = format!("{version}-q{qos}-end");
+            a.mqtt_pub(
+                "sensor-1",
+                &dcert,
+                &dkey,
+                &[
+                    "-t",
+                    "devices/sensor-1/x",
+                    "-m",
+                    &end,
+                    "-q",
+                    qos,
+                    "-V",
+                    version,
+                ],
+            );
+            let mut want = sent.clone();
+            want.push(end);
+            assert_eq!(
+                lines_of(sub, Duration::from_secs(10)),
+                want,
+                "{version} QoS {qos}"
+            );
+        }
+    }
+}
+
+#[test]
+fn retained_messages_and_wills_reach_every_node() {
+    let Some(mut cluster) = Cluster::start("retained", 2, Duration::from_secs(30)) else {
+        return;
+    };
+    let (dcert, dkey) = device(&cluster.nodes[0], "sensor-r");
+    let (acert, akey) = app(&cluster.nodes[0], "watcher", &["--subscribe", "devices/#"]);
+    let out = cluster.nodes[0].mqtt_pub(
+        "sensor-r",
+        &dcert,
+        &dkey,
+        &["-t", "devices/sensor-r/state", "-m", "on", "-q", "1", "-r"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        moat_testkit::process::text(&out)
+    );
+    // Node 1 had it forwarded (memory); a node started later reads it from the registry.
+    cluster.add_node(2);
+    for n in [1, 2] {
+        let sub = cluster.nodes[n].mqtt_sub(
+            "watcher",
+            &acert,
+            &akey,
+            &["-t", "devices/sensor-r/state", "-C", "1", "-W", "5"],
+        );
+        assert_eq!(
+            lines_of(sub, Duration::from_secs(6)),
+            ["on"],
+            "retained on node {n}"
+        );
+    }
+
+    // A will of a device on node 0 that vanishes reaches a subscriber on node 2.
+    let sub = cluster.nodes[2].mqtt_sub(
+        "watcher",
+        &acert,
+        &akey,
+        &[
+            "-t",
+            "devices/sensor-r/status",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-V",
+            "mqttv5",
+        ],
+    );
+    std::thread::sleep(INTEREST_SETTLES);
+    let mut device = cluster.nodes[0].mqtt_sub(
+        "sensor-r",
+        &dcert,
+        &dkey,
+        &[
+            "-t",
+            "devices/sensor-r/cmd",
+            "--will-topic",
+            "devices/sensor-r/status",
+            "--will-payload",
+            "gone",
+            "-V",
+            "mqttv5",
+        ],
+    );
+    let _ = device.kill();
+    let _ = device.wait();
+    assert_eq!(lines_of(sub, Duration::from_secs(10)), ["gone"]);
 }
 
 #[test]

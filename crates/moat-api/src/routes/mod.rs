@@ -3,6 +3,7 @@
 mod access;
 mod cas;
 mod certs;
+mod cluster;
 mod devices;
 mod enrollment;
 mod lifecycle;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use access::*;
 pub(crate) use cas::*;
 pub(crate) use certs::*;
+pub(crate) use cluster::*;
 pub(crate) use devices::*;
 pub(crate) use enrollment::*;
 pub(crate) use lifecycle::*;
@@ -107,6 +109,7 @@ pub fn admin_router(state: AppState) -> Router {
             delete(crate::operators::delete_operator),
         )
         .route("/devices/{id}/model", axum::routing::put(set_device_model))
+        .route("/cluster", get(cluster_status))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
         .route(

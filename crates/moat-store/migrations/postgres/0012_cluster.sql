@@ -26,6 +26,8 @@ CREATE TABLE cluster_nodes (
     name          TEXT    NOT NULL PRIMARY KEY,
     started_at    BIGINT  NOT NULL,
     heartbeat_at  BIGINT  NOT NULL,
+    -- How often it records itself (a node silent for three of these is down).
+    heartbeat_ms  BIGINT  NOT NULL,
     -- Live MQTT sessions on the node.
     sessions      BIGINT  NOT NULL,
     -- The last cluster event it has applied.

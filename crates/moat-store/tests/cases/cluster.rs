@@ -82,6 +82,7 @@ pub async fn cluster_node_status(db: &TestDb) {
         name: "node-a".into(),
         started_at: t0(),
         heartbeat_at: t0(),
+        heartbeat_interval: std::time::Duration::from_millis(500),
         sessions: 3,
         applied_seq: 7,
         nats_ok: true,
@@ -99,6 +100,8 @@ pub async fn cluster_node_status(db: &TestDb) {
     };
     s.record_node(&b).await.unwrap();
     assert_eq!(s.nodes().await.unwrap(), vec![a.clone(), b]);
+    assert!(a.alive(t0() + Duration::milliseconds(6400)));
+    assert!(!a.alive(t0() + Duration::milliseconds(6600)));
     s.forget_node("node-b").await.unwrap();
     assert_eq!(s.nodes().await.unwrap(), vec![a]);
     assert!(matches!(

@@ -10,9 +10,9 @@ mod fw;
 mod lifecycle;
 mod operators;
 
-use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, ServerCmd, SessionCmd};
+use crate::cli::{AuditCmd, Cli, ClusterCmd, Command, ConfigCmd, ServerCmd, SessionCmd};
 use crate::client::ApiClient;
-use moat_api::dto::{AuditView, CertView, CrlView, SessionView};
+use moat_api::dto::{AuditView, CertView, ClusterView, CrlView, SessionView};
 use serde::Serialize;
 
 /// The data dir when neither `--data-dir` nor the config names one.
@@ -49,6 +49,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{:<32} {:<32} {:<6} {:<5} {:<22} {}",
                     s.client_id, s.identity, s.mode, s.protocol, s.peer, s.connected_at
+                );
+            }
+            Ok(())
+        }
+        Command::Cluster(ClusterCmd::Status) => {
+            let api = ApiClient::from_cli(&cli)?;
+            let c: ClusterView = api.get("/api/v1/cluster").await?;
+            if cli.json {
+                return print_json(&c);
+            }
+            if c.nodes.is_empty() {
+                println!(
+                    "not a cluster: this hub runs as a single node (see [cluster] in `moat config default`)"
+                );
+                return Ok(());
+            }
+            println!(
+                "event log at {}; answered by {}",
+                c.event_log_head,
+                c.answered_by.as_deref().unwrap_or("?")
+            );
+            println!(
+                "{:<16} {:<5} {:>9} {:>8} {:<12} {:>9} {:<22} API",
+                "NODE", "STATE", "SESSIONS", "BEHIND", "NATS", "SEEN (s)", "MQTT"
+            );
+            for n in c.nodes {
+                println!(
+                    "{:<16} {:<5} {:>9} {:>8} {:<12} {:>9} {:<22} {}",
+                    n.name,
+                    n.state,
+                    n.sessions,
+                    n.events_behind,
+                    n.nats,
+                    n.last_heartbeat_seconds_ago,
+                    n.mqtt,
+                    n.api
                 );
             }
             Ok(())

@@ -344,6 +344,22 @@ impl TestHub {
         child
     }
 
+    /// Runs `mosquitto_pub -i ID` over mutual TLS (this hub's bundle, `cert` and `key`) with
+    /// `args` to completion (at most 15 s); returns its output.
+    pub fn mqtt_pub(&self, id: &str, cert: &Path, key: &Path, args: &[&str]) -> Output {
+        let (host, port) = self.mqtt_tls.rsplit_once(':').expect("addr");
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", host, "-p", port, "-i", id])
+            .args(args)
+            .arg("--cafile")
+            .arg(self.bundle())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+        moat_testkit::process::run_bounded(cmd, Duration::from_secs(15))
+    }
+
     /// Number of devices the hub lists.
     pub fn device_count(&self) -> usize {
         self.json(&["device", "list", "--limit", "1000"])

@@ -22,6 +22,11 @@
 //! ([`Hub::resynchronise`]): caches dropped, the client verifier reloaded, every live
 //! session checked again against the registry.
 
+mod fabric;
+mod subjects;
+
+pub use fabric::FabricCounts;
+
 use crate::config::ClusterConfig;
 use crate::error::{Context, Error};
 use moat_core::{Event, Hub, NodeStatus};
@@ -62,10 +67,13 @@ pub struct Cluster {
     applied: AtomicU64,
     /// Rings when the receiver should read the log now.
     wake: Notify,
+    /// The MQTT message fabric's counters.
+    fabric: Arc<FabricCounts>,
 }
 
 #[derive(Debug, Clone)]
 struct ClusterSettings {
+    prefix: String,
     subject: String,
     catch_up_interval: Duration,
     event_retention: Duration,
@@ -109,6 +117,11 @@ impl Cluster {
         name: String,
         hub: &Arc<Hub>,
     ) -> crate::Result<Arc<Self>> {
+        if name.is_empty() {
+            return Err(Error::Config(
+                "this machine has no host name to name the cluster node: set [cluster] node".into(),
+            ));
+        }
         let nats_ok = Arc::new(AtomicBool::new(false));
         let mut opts = match &cfg.nats_credentials {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -166,6 +179,7 @@ impl Cluster {
             name,
             started_at: OffsetDateTime::now_utc(),
             cfg: ClusterSettings {
+                prefix: cfg.subject_prefix.clone(),
                 subject: format!("{}.events", cfg.subject_prefix),
                 catch_up_interval: cfg.catch_up_interval,
                 event_retention: cfg.event_retention,
@@ -175,6 +189,7 @@ impl Cluster {
             nats_ok,
             applied: AtomicU64::new(applied),
             wake: Notify::new(),
+            fabric: Arc::default(),
         });
         Ok(cluster)
     }
@@ -193,24 +208,44 @@ impl Cluster {
         }
     }
 
+    /// The MQTT message fabric's counters.
+    pub fn fabric_counts(&self) -> &FabricCounts {
+        &self.fabric
+    }
+
     /// Starts the node's cluster tasks: the appender (this node's events into the log and
-    /// onto NATS), the receiver (the others' events, from NATS and the log) and the
-    /// heartbeat. `sessions` counts the node's live MQTT sessions; `mqtt` and `api` are its
-    /// addresses as `moat cluster status` shows them.
+    /// onto NATS), the receiver (the others' events, from NATS and the log), the heartbeat,
+    /// and the MQTT message fabric that joins `broker` to the other nodes' brokers. `mqtt`
+    /// and `api` are the node's addresses as `moat cluster status` shows them.
     pub(crate) fn start(
         self: &Arc<Self>,
         hub: Arc<Hub>,
-        sessions: Arc<dyn Fn() -> u64 + Send + Sync>,
+        broker: &Arc<moat_broker::Broker>,
         addresses: (String, String),
         shutdown: CancellationToken,
     ) -> crate::Result<Vec<tokio::task::JoinHandle<()>>> {
         let (tx, rx) = mpsc::unbounded_channel();
         hub.set_relay(Arc::new(LogRelay { tx }))?;
-        Ok(vec![
+        let sessions = broker.clone();
+        let sessions: Arc<dyn Fn() -> u64 + Send + Sync> =
+            Arc::new(move || sessions.sessions().len() as u64);
+        let mut tasks = vec![
             tokio::spawn(self.clone().append(hub.clone(), rx, shutdown.clone())),
             tokio::spawn(self.clone().receive(hub.clone(), shutdown.clone())),
-            tokio::spawn(self.clone().heartbeat(hub, sessions, addresses, shutdown)),
-        ])
+            tokio::spawn(
+                self.clone()
+                    .heartbeat(hub, sessions, addresses, shutdown.clone()),
+            ),
+        ];
+        tasks.extend(fabric::start(
+            broker,
+            self.nats.clone(),
+            self.cfg.prefix.clone(),
+            self.name.clone(),
+            self.fabric.clone(),
+            shutdown,
+        ));
+        Ok(tasks)
     }
 
     /// This node's events → the log → NATS, in order, batched. A failed append is retried
@@ -419,6 +454,7 @@ impl Cluster {
                 name: self.name.clone(),
                 started_at: self.started_at,
                 heartbeat_at: now,
+                heartbeat_interval: self.cfg.heartbeat_interval,
                 sessions: sessions(),
                 applied_seq: self.applied.load(Ordering::Acquire),
                 nats_ok: self.nats_ok.load(Ordering::Acquire),
@@ -436,10 +472,9 @@ impl Cluster {
                     continue;
                 }
             };
-            let stale = self.cfg.heartbeat_interval * 3;
             let mut resync = false;
             for n in nodes.iter().filter(|n| n.name != self.name) {
-                let alive = (now - n.heartbeat_at) < stale;
+                let alive = n.alive(now);
                 match peers.insert(n.name.clone(), (n.started_at, alive)) {
                     Some((started, _)) if started != n.started_at => {
                         tracing::info!(node = %n.name, "another node restarted");

@@ -1,0 +1,48 @@
+//! `/api/v1/cluster`: the nodes of the cluster as their heartbeats in the shared registry
+//! describe them.
+
+use crate::AppState;
+use crate::dto::{ClusterNodeView, ClusterView};
+use crate::problem::ApiError;
+use axum::Json;
+use axum::extract::State;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The cluster's nodes: up or down, sessions, the last event each applied, NATS. A single
+/// node (no `[cluster]`) lists no nodes.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, body = ClusterView), (status = 503, body = crate::problem::Problem)))]
+pub(crate) async fn cluster_status(
+    State(s): State<AppState>,
+) -> Result<Json<ClusterView>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let head = s.hub.cluster_log_head().await?;
+    let nodes = s.hub.cluster_nodes().await?;
+    let ts = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Ok(Json(ClusterView {
+        answered_by: s.hub.config().server_identity_scope.clone(),
+        event_log_head: head,
+        nodes: nodes
+            .into_iter()
+            .map(|n| ClusterNodeView {
+                state: if n.alive(now) { "up" } else { "down" }.to_string(),
+                last_heartbeat_seconds_ago: (now - n.heartbeat_at).whole_seconds().max(0) as u64,
+                events_behind: head.saturating_sub(n.applied_seq),
+                name: n.name,
+                started_at: ts(n.started_at),
+                heartbeat_at: ts(n.heartbeat_at),
+                sessions: n.sessions,
+                applied_seq: n.applied_seq,
+                nats: if n.nats_ok {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .to_string(),
+                mqtt: n.mqtt,
+                api: n.api,
+            })
+            .collect(),
+    }))
+}

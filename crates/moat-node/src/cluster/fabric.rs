@@ -1,0 +1,282 @@
+//! MQTT messages between the nodes of a cluster, over NATS: the broker's
+//! [`moat_broker::Fabric`].
+//!
+//! A message routed on a node is published once on its topic's subject
+//! (`subjects::topic_subject`), carrying its origin node and a per-node sequence number.
+//! Each node subscribes to the subjects of the filters its own sessions hold (interest
+//! follows SUBSCRIBE, UNSUBSCRIBE and session ends), so it receives only what they want,
+//! and hands what arrives to `Broker::deliver_from_peer`, which applies MQTT's matching,
+//! ACL-granted subscriptions, QoS downgrade and retained handling as for a local publish.
+//! Overlapping filters (`a/#` and `a/b`) make NATS deliver a message once per matching
+//! subscription: a window of recent sequence numbers per origin drops the copies. Retained
+//! messages go on `{prefix}.retained` instead, which every node hears, so every node's
+//! retained set stays whole (the registry holds it for nodes that start later).
+//!
+//! Delivery across nodes is NATS core's: at most once, in order per publisher and topic. A
+//! node that is unreachable when a message is published does not get it (see the README's
+//! "Running several nodes" for what that means for QoS 1/2).
+
+use super::subjects::{filter_subjects, topic_subject};
+use moat_broker::{Broker, Message};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+
+/// The subject of retained messages (PUBLISH with RETAIN), which every node subscribes to.
+fn retained_subject(prefix: &str) -> String {
+    format!("{prefix}.retained")
+}
+
+/// Sequence numbers remembered per origin node to drop the copies overlapping filters cause.
+const DEDUP_WINDOW: u64 = 8192;
+
+/// A message as it travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    origin: String,
+    seq: u64,
+    message: Message,
+}
+
+enum Interest {
+    Add(String),
+    Remove(String),
+}
+
+/// The broker's side: hands messages and interest changes to the fabric's tasks.
+#[derive(Debug)]
+pub(crate) struct NatsFabric {
+    out: mpsc::UnboundedSender<Arc<Message>>,
+    interest: mpsc::UnboundedSender<Interest>,
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interest::Add(x) => write!(f, "+{x}"),
+            Interest::Remove(x) => write!(f, "-{x}"),
+        }
+    }
+}
+
+impl moat_broker::Fabric for NatsFabric {
+    fn forward(&self, message: &Arc<Message>) {
+        let _ = self.out.send(message.clone());
+    }
+
+    fn interest(&self, filter: &str, wanted: bool) {
+        let _ = self.interest.send(match wanted {
+            true => Interest::Add(filter.to_owned()),
+            false => Interest::Remove(filter.to_owned()),
+        });
+    }
+}
+
+/// Counters of the fabric (metrics).
+#[derive(Debug, Default)]
+pub struct FabricCounts {
+    /// Messages published to the other nodes.
+    pub sent: AtomicU64,
+    /// Messages received from other nodes and routed here.
+    pub received: AtomicU64,
+    /// Copies dropped (overlapping filters).
+    pub duplicates: AtomicU64,
+    /// Messages that could not be sent or decoded.
+    pub failed: AtomicU64,
+}
+
+/// Joins `broker` to the cluster's message fabric on `nats`; returns the fabric's tasks.
+pub(crate) fn start(
+    broker: &Arc<Broker>,
+    nats: async_nats::Client,
+    prefix: String,
+    node: String,
+    counts: Arc<FabricCounts>,
+    shutdown: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let (interest, interest_rx) = mpsc::unbounded_channel();
+    let tasks = vec![
+        tokio::spawn(publish(
+            nats.clone(),
+            prefix.clone(),
+            node.clone(),
+            out_rx,
+            counts.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(receive(
+            broker.clone(),
+            nats,
+            prefix,
+            node,
+            interest_rx,
+            counts,
+            shutdown,
+        )),
+    ];
+    broker.set_fabric(Arc::new(NatsFabric { out, interest }));
+    tasks
+}
+
+async fn publish(
+    nats: async_nats::Client,
+    prefix: String,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Arc<Message>>,
+    counts: Arc<FabricCounts>,
+    shutdown: CancellationToken,
+) {
+    let mut seq = 0u64;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        seq += 1;
+        // Every node keeps every retained message (a subscription made later, anywhere,
+        // gets it): those go on one subject all nodes hear.
+        let subject = match msg.retain {
+            true => retained_subject(&prefix),
+            false => topic_subject(&prefix, &msg.topic),
+        };
+        let body = Forwarded {
+            origin: node.clone(),
+            seq,
+            message: Message::clone(&msg),
+        };
+        let sent = match postcard::to_allocvec(&body) {
+            Ok(bytes) => nats.publish(subject, bytes.into()).await.is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            counts.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %msg.topic, "cannot forward a message to the other nodes");
+        }
+    }
+}
+
+/// Recent sequence numbers of one origin.
+#[derive(Default)]
+struct Seen {
+    seqs: BTreeSet<u64>,
+}
+
+impl Seen {
+    /// True the first time `seq` is offered (within the window).
+    fn first(&mut self, seq: u64) -> bool {
+        if !self.seqs.insert(seq) {
+            return false;
+        }
+        let newest = self.seqs.last().copied().unwrap_or(seq);
+        while self
+            .seqs
+            .first()
+            .is_some_and(|&s| s + DEDUP_WINDOW < newest)
+        {
+            self.seqs.pop_first();
+        }
+        true
+    }
+}
+
+async fn receive(
+    broker: Arc<Broker>,
+    nats: async_nats::Client,
+    prefix: String,
+    node: String,
+    mut interest: mpsc::UnboundedReceiver<Interest>,
+    counts: Arc<FabricCounts>,
+    shutdown: CancellationToken,
+) {
+    let mut subs: StreamMap<u64, async_nats::Subscriber> = StreamMap::new();
+    let mut by_filter: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut next_key = 0u64;
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    match nats.subscribe(retained_subject(&prefix)).await {
+        Ok(s) => {
+            subs.insert(0, s);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to retained messages on NATS");
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = interest.recv() => match change {
+                Some(Interest::Add(filter)) => {
+                    if by_filter.contains_key(&filter) {
+                        continue;
+                    }
+                    let mut keys = Vec::new();
+                    for subject in filter_subjects(&prefix, &filter) {
+                        match nats.subscribe(subject.clone()).await {
+                            Ok(s) => {
+                                next_key += 1;
+                                subs.insert(next_key, s);
+                                keys.push(next_key);
+                            }
+                            Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe on NATS; messages from other nodes on it are missed"),
+                        }
+                    }
+                    by_filter.insert(filter, keys);
+                }
+                Some(Interest::Remove(filter)) => {
+                    for key in by_filter.remove(&filter).unwrap_or_default() {
+                        // Dropping the subscriber unsubscribes.
+                        subs.remove(&key);
+                    }
+                }
+                None => return,
+            },
+            Some((_, msg)) = tokio_stream::StreamExt::next(&mut subs), if !subs.is_empty() => {
+                let f: Forwarded = match postcard::from_bytes(&msg.payload) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subject = %msg.subject, error = %e, "undecodable message from another node");
+                        continue;
+                    }
+                };
+                if f.origin == node {
+                    continue;
+                }
+                if !seen.entry(f.origin).or_default().first(f.seq) {
+                    counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                counts.received.fetch_add(1, Ordering::Relaxed);
+                broker.deliver_from_peer(f.message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_dropped_and_the_window_slides() {
+        let mut s = Seen::default();
+        assert!(s.first(1));
+        assert!(s.first(3));
+        assert!(!s.first(1));
+        assert!(s.first(2));
+        assert!(s.first(1 + DEDUP_WINDOW + 5));
+        // Far behind the newest: forgotten, so offered again it counts as new (a duplicate
+        // is preferred to a loss).
+        assert!(s.first(1));
+        assert!(s.seqs.len() <= DEDUP_WINDOW as usize + 1);
+    }
+}
