@@ -195,6 +195,9 @@ pub struct Broker {
     taps: RwLock<Vec<Tap>>,
     /// The other nodes of a cluster, if any ([`Broker::set_fabric`]).
     fabric: std::sync::OnceLock<Arc<dyn crate::Fabric>>,
+    /// Client ids another node took over, with the epoch of its claim: a CONNECT here whose
+    /// own claim is older must not attach (it lost the race). Cluster only.
+    released: Mutex<HashMap<String, u64>>,
 }
 
 /// The router, locked for writing: on release, the filters that gained their first or lost
@@ -299,6 +302,7 @@ impl Broker {
             housekeeping: AtomicBool::new(false),
             taps: RwLock::default(),
             fabric: std::sync::OnceLock::new(),
+            released: Mutex::default(),
         })
     }
 
@@ -342,27 +346,116 @@ impl Broker {
         }
         let now = SystemTime::now();
         for stored in self.persistence.load_sessions().await? {
-            let client_id = stored.client_id.clone();
-            let subs = stored.subscriptions.clone();
-            let session = Session::from_stored(stored, now);
-            {
-                let mut router = self.router_write();
-                for s in &subs {
-                    if let Ok(split) = parse_subscription(&s.filter) {
-                        router.insert(
-                            &client_id,
-                            split,
-                            crate::router::SubEntry {
-                                options: s.options,
-                                id: s.id,
-                            },
-                        );
-                    }
-                }
-            }
-            lock(&self.sessions).insert(client_id, session);
+            self.adopt(stored, now);
         }
         Ok(())
+    }
+
+    /// Takes a stored session into memory (its subscriptions into the router), unless this
+    /// node has a session of that client id already.
+    fn adopt(&self, stored: crate::persistence::StoredSession, now: SystemTime) {
+        let client_id = stored.client_id.clone();
+        let subs = stored.subscriptions.clone();
+        let session = Session::from_stored(stored, now);
+        {
+            let mut map = lock(&self.sessions);
+            if map.contains_key(&client_id) {
+                return;
+            }
+            map.insert(client_id.clone(), session);
+        }
+        let mut router = self.router_write();
+        for s in &subs {
+            if let Ok(split) = parse_subscription(&s.filter) {
+                router.insert(
+                    &client_id,
+                    split,
+                    crate::router::SubEntry {
+                        options: s.options,
+                        id: s.id,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Before a CONNECT attaches on a cluster node: claims the client id, and takes the
+    /// session handed over by the node it was on. Returns the claim's epoch.
+    pub(crate) async fn claim(
+        &self,
+        client_id: &str,
+        peer: SocketAddr,
+    ) -> Result<Option<u64>, crate::ClaimError> {
+        let Some(fabric) = self.fabric.get() else {
+            return Ok(None);
+        };
+        let claim = fabric.claim(client_id, peer).await?;
+        if let Some(stored) = claim.session
+            && stored.client_id == client_id
+        {
+            self.adopt(stored, SystemTime::now());
+        }
+        Ok(Some(claim.epoch))
+    }
+
+    /// Another node of the cluster took `client_id` over with a claim of `epoch`: its live
+    /// connection here closes (v5 DISCONNECT 0x8E Session taken over), its session leaves
+    /// this node with its subscriptions, once what is pending of it is written (the other
+    /// node resumes it from there). A CONNECT here with an older claim will not attach.
+    /// `new_peer` is where it connected (a different address reports a possible clone).
+    /// Returns whether this node had it.
+    pub async fn release(&self, client_id: &str, epoch: u64, new_peer: Option<SocketAddr>) -> bool {
+        let session = {
+            let mut map = lock(&self.sessions);
+            {
+                let mut released = lock(&self.released);
+                let e = released.entry(client_id.to_owned()).or_default();
+                *e = (*e).max(epoch);
+            }
+            map.remove(client_id)
+        };
+        let Some(session) = session else {
+            return false;
+        };
+        let (subs, old_peer) = {
+            let mut st = session.lock();
+            let old_peer = st.link.take().map(|l| {
+                l.kick.kick(reason::SESSION_TAKEN_OVER);
+                l.peer
+            });
+            (
+                st.subscriptions.keys().cloned().collect::<Vec<_>>(),
+                old_peer,
+            )
+        };
+        {
+            let mut router = self.router_write();
+            for f in &subs {
+                if let Ok(split) = parse_subscription(f) {
+                    router.remove(client_id, split);
+                }
+            }
+        }
+        if let (Some(old), Some(new)) = (old_peer, new_peer)
+            && old.ip() != new.ip()
+        {
+            self.authority
+                .security_event(crate::SecurityEvent::PossibleClone {
+                    client_id: client_id.to_owned(),
+                    old_peer: old,
+                    new_peer: new,
+                });
+        }
+        // What was queued or changed for it before now is written before the other node
+        // reads it; after that, nothing of it is written from here.
+        if let Err(e) = self.flush().await {
+            tracing::error!(%client_id, error = ?e, "cannot write a session handed to another node");
+        }
+        let mut st = session.lock();
+        st.removed = true;
+        st.journal.clear();
+        st.meta_dirty = false;
+        true
     }
 
     pub(crate) fn router_read(&self) -> std::sync::RwLockReadGuard<'_, Router> {
@@ -713,12 +806,21 @@ impl Broker {
         expiry: u32,
         link: Link,
         kick_epoch: u64,
+        claim_epoch: Option<u64>,
     ) -> Result<Attached, Refusal> {
         let mut discard: Vec<String> = Vec::new();
         let attached = {
             let mut map = lock(&self.sessions);
             if self.kicked_since(kick_epoch, &link.identity) {
                 return Err(Refusal::NotAuthorized);
+            }
+            if let Some(mine) = claim_epoch
+                && lock(&self.released)
+                    .get(client_id)
+                    .is_some_and(|&theirs| theirs > mine)
+            {
+                // Another node claimed it after this CONNECT did: that one wins.
+                return Err(Refusal::ServerUnavailable);
             }
             let mut taken_over = None;
             let mut resumed = None;

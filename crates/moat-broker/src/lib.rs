@@ -150,13 +150,36 @@ pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
 /// [`Fabric::forward`]; messages from other nodes come in through
 /// [`Broker::deliver_from_peer`](crate::Broker::deliver_from_peer) and are not forwarded
 /// again. Both calls must not block (they run under the broker's locks).
+#[async_trait]
 pub trait Fabric: Send + Sync + std::fmt::Debug + 'static {
     /// Sends `message` to the other nodes that want it.
     fn forward(&self, message: &Arc<Message>);
     /// This node's sessions now have a subscription matching `filter` (`wanted`), or no
     /// longer have any (a shared subscription counts under its filter).
     fn interest(&self, filter: &str, wanted: bool);
+    /// Before `client_id` (authenticated, connecting from `peer`) attaches here: makes this
+    /// node the one it is on. The node it was on before closes its connection and hands
+    /// its session over ([`Broker::release`](crate::Broker::release) there); the stored
+    /// session, if any, comes back to be resumed here. Err: the cluster cannot decide now
+    /// (the CONNECT is refused with Server unavailable).
+    async fn claim(&self, client_id: &str, peer: SocketAddr) -> Result<Claim, ClaimError>;
 }
+
+/// A client id claimed for this node ([`Fabric::claim`]).
+#[derive(Debug)]
+pub struct Claim {
+    /// Orders the claims of one client id across the cluster: a release for a later one
+    /// closes this one.
+    pub epoch: u64,
+    /// The persistent session to resume here, as last stored (None: none stored, or this
+    /// node has it already).
+    pub session: Option<persistence::StoredSession>,
+}
+
+/// Why a client id could not be claimed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot claim the client id in the cluster: {0}")]
+pub struct ClaimError(pub String);
 
 /// Security-relevant events the broker reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

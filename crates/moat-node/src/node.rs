@@ -203,6 +203,11 @@ impl Node {
                 address_throttle_delay: cfg.mqtt.address_throttle_delay,
             },
         ));
+        // A cluster node restores the sessions of the clients it holds the claim of.
+        let persistence = Arc::new(match &cluster {
+            Some(c) => crate::mqtt::RegistryPersistence::of_node(store.clone(), c.name().into()),
+            None => crate::mqtt::RegistryPersistence::new(store.clone()),
+        });
         let broker = moat_broker::Broker::with_persistence(
             moat_broker::BrokerConfig {
                 tls_handshake_timeout: cfg.mqtt.handshake_timeout,
@@ -221,7 +226,7 @@ impl Node {
                 ..moat_broker::BrokerConfig::default()
             },
             authority.clone(),
-            Arc::new(crate::mqtt::RegistryPersistence::new(store.clone())),
+            persistence.clone(),
         );
         // Retained messages and persistent sessions of the last run, before any client connects.
         broker
@@ -253,6 +258,7 @@ impl Node {
             Some(cluster) => cluster.start(
                 hub.clone(),
                 &broker,
+                persistence.clone(),
                 (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
                 shutdown.clone(),
             )?,

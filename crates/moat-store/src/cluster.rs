@@ -74,6 +74,27 @@ pub trait ClusterStore: Send + Sync {
     async fn nodes(&self) -> Result<Vec<NodeStatus>, Error>;
     /// Forgets a node's status row (a node removed for good). [`Error::NotFound`] if absent.
     async fn forget_node(&self, name: &str) -> Result<(), Error>;
+    /// Claims `client_id` for `node` (a CONNECT there): returns the claim's epoch (higher
+    /// than every earlier claim of that client id) and the node that held it before.
+    async fn claim_client(&self, client_id: &str, node: &str) -> Result<ClientClaim, Error>;
+    /// The stored persistent sessions whose client id `node` holds the claim of, as
+    /// (client id, value), by client id.
+    async fn claimed_mqtt_sessions(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// One stored session's value and its message rows in queueing order (none: no stored
+    /// session).
+    async fn mqtt_session(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<crate::MqttQueued>)>, Error>;
+}
+
+/// What [`ClusterStore::claim_client`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientClaim {
+    /// The new claim's epoch.
+    pub epoch: u64,
+    /// The node that held the client id before, if any.
+    pub previous: Option<String>,
 }
 
 pub(crate) mod sql {
@@ -96,6 +117,17 @@ pub(crate) mod sql {
     pub(crate) const NODES: &str = "SELECT name, started_at, heartbeat_at, heartbeat_ms, sessions, \
          applied_seq, nats_ok, mqtt, api FROM cluster_nodes ORDER BY name";
     pub(crate) const FORGET_NODE: &str = "DELETE FROM cluster_nodes WHERE name = $1";
+    pub(crate) const CLAIM_CLIENT: &str = "INSERT INTO mqtt_client_claims \
+         (client_id, node, epoch, prev_node) VALUES ($1, $2, 1, NULL) \
+         ON CONFLICT (client_id) DO UPDATE SET prev_node = mqtt_client_claims.node, \
+         node = excluded.node, epoch = mqtt_client_claims.epoch + 1 \
+         RETURNING epoch, prev_node";
+    pub(crate) const CLAIMED_SESSIONS: &str = "SELECT s.client_id, s.value FROM mqtt_sessions s \
+         JOIN mqtt_client_claims c ON c.client_id = s.client_id WHERE c.node = $1 \
+         ORDER BY s.client_id";
+    pub(crate) const SESSION: &str = "SELECT value FROM mqtt_sessions WHERE client_id = $1";
+    pub(crate) const SESSION_QUEUE: &str = "SELECT client_id, seq, packet_id, released, value \
+         FROM mqtt_queue WHERE client_id = $1 ORDER BY seq";
 }
 
 fn unsigned(v: i64, col: &'static str) -> Result<u64, Error> {
@@ -251,6 +283,64 @@ macro_rules! impl_cluster_store {
                     }
                     Ok(())
                 })
+            }
+
+            async fn claim_client(
+                &self,
+                client_id: &str,
+                node: &str,
+            ) -> Result<$crate::cluster::ClientClaim, Error> {
+                let (client_id, node) = (client_id.to_string(), node.to_string());
+                write_op!(self, Tx::NotNeeded, |conn| async {
+                    let row = sqlx::query(cluster::sql::CLAIM_CLIENT)
+                        .bind(&client_id)
+                        .bind(&node)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    Ok($crate::cluster::ClientClaim {
+                        epoch: u64::try_from(row.int("epoch")?)
+                            .map_err(|_| Error::Corrupt("mqtt_client_claims.epoch"))?,
+                        previous: row.opt_text("prev_node")?,
+                    })
+                })
+            }
+
+            async fn claimed_mqtt_sessions(
+                &self,
+                node: &str,
+            ) -> Result<Vec<(String, Vec<u8>)>, Error> {
+                sqlx::query(cluster::sql::CLAIMED_SESSIONS)
+                    .bind(node)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(|r| Ok((r.text("client_id")?, r.bytes("value")?)))
+                    .collect()
+            }
+
+            async fn mqtt_session(
+                &self,
+                client_id: &str,
+            ) -> Result<Option<(Vec<u8>, Vec<$crate::MqttQueued>)>, Error> {
+                let Some(row) = sqlx::query(cluster::sql::SESSION)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                else {
+                    return Ok(None);
+                };
+                let queue = sqlx::query(cluster::sql::SESSION_QUEUE)
+                    .bind(client_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .iter()
+                    .map(|r| codec::mqtt_queued(r))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                Ok(Some((row.bytes("value")?, queue)))
             }
         }
     };

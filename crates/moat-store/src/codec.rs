@@ -296,6 +296,23 @@ pub(crate) fn identity_access(row: &impl RowExt) -> Result<IdentityAccess, Error
     })
 }
 
+/// An `mqtt_queue` row.
+pub(crate) fn mqtt_queued(r: &impl RowExt) -> Result<crate::MqttQueued, Error> {
+    Ok(crate::MqttQueued {
+        client_id: r.text("client_id")?,
+        seq: u64::try_from(r.int("seq")?)
+            .map_err(|_| Error::Corrupt("mqtt_queue.seq out of range"))?,
+        packet_id: r
+            .opt_int("packet_id")?
+            .map(|p| {
+                u16::try_from(p).map_err(|_| Error::Corrupt("mqtt_queue.packet_id out of range"))
+            })
+            .transpose()?,
+        released: r.boolean("released")?,
+        value: r.bytes("value")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,7 +58,7 @@ mod sqlite_writer;
 mod store_impl;
 mod writes;
 
-pub use cluster::{ClusterStore, LoggedEvent, NodeStatus};
+pub use cluster::{ClientClaim, ClusterStore, LoggedEvent, NodeStatus};
 pub use console::{AuditFilter, ConsoleStore, DevicePage, DeviceQuery, DeviceRow};
 pub use error::Error;
 pub use firmware::FirmwareStore;

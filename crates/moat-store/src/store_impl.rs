@@ -628,23 +628,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(Error::Database)?
                     .iter()
-                    .map(|r| {
-                        Ok(MqttQueued {
-                            client_id: r.text("client_id")?,
-                            seq: u64::try_from(r.int("seq")?)
-                                .map_err(|_| Error::Corrupt("mqtt_queue.seq out of range"))?,
-                            packet_id: r
-                                .opt_int("packet_id")?
-                                .map(|p| {
-                                    u16::try_from(p).map_err(|_| {
-                                        Error::Corrupt("mqtt_queue.packet_id out of range")
-                                    })
-                                })
-                                .transpose()?,
-                            released: r.boolean("released")?,
-                            value: r.bytes("value")?,
-                        })
-                    })
+                    .map(|r| codec::mqtt_queued(r))
                     .collect()
             }
         }

@@ -74,6 +74,7 @@ suite!(
     console_audit_search,
     cluster_event_log,
     cluster_node_status,
+    cluster_client_claims,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -461,6 +461,109 @@ fn retained_messages_and_wills_reach_every_node() {
     assert_eq!(lines_of(sub, Duration::from_secs(10)), ["gone"]);
 }
 
+/// Whether `node` lists a live session of `client_id`.
+fn has_session(node: &TestHub, client_id: &str) -> bool {
+    node.json(&["session", "list"])
+        .as_array()
+        .is_some_and(|a| a.iter().any(|s| s["client_id"] == client_id))
+}
+
+#[test]
+fn a_client_moving_to_another_node_takes_its_session_along() {
+    let Some(cluster) = Cluster::start("takeover", 3, Duration::from_secs(30)) else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let (cert, key) = device(a, "mover");
+    let (acert, akey) = app(a, "commander", &["--publish", "devices/+/cmd"]);
+    let persistent = [
+        "-t",
+        "devices/mover/cmd",
+        "-q",
+        "1",
+        "-c",
+        "-x",
+        "3600",
+        "-V",
+        "mqttv5",
+    ];
+    // A persistent session on node A, then offline.
+    let mut sub = a.mqtt_sub("mover", &cert, &key, &persistent);
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while has_session(a, "mover") {
+        assert!(Instant::now() < deadline, "mover still connected to A");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Commands sent through node B while it is offline are kept for it (on node A)...
+    for i in 0..3 {
+        let out = b.mqtt_pub(
+            "commander",
+            &acert,
+            &akey,
+            &[
+                "-t",
+                "devices/mover/cmd",
+                "-m",
+                &format!("cmd-{i}"),
+                "-q",
+                "1",
+                "-V",
+                "mqttv5",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            moat_testkit::process::text(&out)
+        );
+    }
+    // ...and it gets them when it comes back on node C, its session resumed there.
+    let mut args = persistent.to_vec();
+    args.extend(["-C", "3", "-W", "10"]);
+    let sub = c.mqtt_sub("mover", &cert, &key, &args);
+    assert_eq!(
+        lines_of(sub, Duration::from_secs(10)),
+        ["cmd-0", "cmd-1", "cmd-2"]
+    );
+
+    // Connected to C, it connects to A: C closes the old connection (session taken over).
+    let mut on_c = c.mqtt_sub("mover", &cert, &key, &persistent);
+    assert!(has_session(c, "mover"));
+    let mut on_a = a.mqtt_sub("mover", &cert, &key, &persistent);
+    assert!(
+        ends_within(&mut on_c, Duration::from_secs(5)).is_some(),
+        "node C kept the connection node A took over"
+    );
+    assert!(has_session(a, "mover") && !has_session(c, "mover"));
+    let _ = on_a.kill();
+    let _ = on_a.wait();
+
+    // Two CONNECTs with one client id at once on two nodes: one session remains.
+    for round in 0..3 {
+        let mut x = b.mqtt_sub_nowait("mover", &cert, &key, &persistent);
+        let mut y = c.mqtt_sub_nowait("mover", &cert, &key, &persistent);
+        std::thread::sleep(Duration::from_secs(2));
+        let alive = [x.try_wait(), y.try_wait()]
+            .iter()
+            .filter(|s| matches!(s, Ok(None)))
+            .count();
+        let listed = [b, c].iter().filter(|n| has_session(n, "mover")).count();
+        assert_eq!(
+            (alive, listed),
+            (1, 1),
+            "round {round}: connections alive, nodes listing it"
+        );
+        for p in [&mut x, &mut y] {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
 #[test]
 fn a_cluster_on_sqlite_is_refused_with_what_to_use() {
     let err = match TestHub::start_node(|cfg| {

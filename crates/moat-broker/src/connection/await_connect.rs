@@ -230,6 +230,15 @@ where
             props.topic_alias_max = Some(cfg.topic_alias_maximum);
         }
 
+        // On a cluster node: the client id is this node's from here (the node it was on
+        // closes it and hands its session over).
+        let claim_epoch = match self.broker.claim(&client_id, self.peer).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "CONNECT refused: the cluster cannot place the client id now");
+                return Err(self.refuse(v, Refusal::ServerUnavailable, claimed).await);
+            }
+        };
         let conn_id = self.conn_id;
         let kick = Arc::new(KickSignal::default());
         let link = Link {
@@ -241,14 +250,17 @@ where
             connected_at: SystemTime::now(),
             kick: kick.clone(),
         };
-        let attached =
-            match self
-                .broker
-                .attach(&client_id, connect.clean_start, expiry, link, kick_epoch)
-            {
-                Ok(a) => a,
-                Err(refusal) => return Err(self.refuse(v, refusal, claimed).await),
-            };
+        let attached = match self.broker.attach(
+            &client_id,
+            connect.clean_start,
+            expiry,
+            link,
+            kick_epoch,
+            claim_epoch,
+        ) {
+            Ok(a) => a,
+            Err(refusal) => return Err(self.refuse(v, refusal, claimed).await),
+        };
         if let Some(old_peer) = attached.taken_over {
             tracing::info!(%old_peer, "session taken over");
             if old_peer.ip() != self.peer.ip() {

@@ -17,11 +17,14 @@
 //! "Running several nodes" for what that means for QoS 1/2).
 
 use super::subjects::{filter_subjects, topic_subject};
-use moat_broker::{Broker, Message};
+use crate::mqtt::RegistryPersistence;
+use moat_broker::{Broker, Claim, ClaimError, Message};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
@@ -47,11 +50,32 @@ enum Interest {
     Remove(String),
 }
 
-/// The broker's side: hands messages and interest changes to the fabric's tasks.
+/// The broker's side: hands messages and interest changes to the fabric's tasks, claims
+/// client ids.
 #[derive(Debug)]
 pub(crate) struct NatsFabric {
     out: mpsc::UnboundedSender<Arc<Message>>,
     interest: mpsc::UnboundedSender<Interest>,
+    nats: async_nats::Client,
+    prefix: String,
+    node: String,
+    persistence: Arc<RegistryPersistence>,
+}
+
+/// How long a node waits for the node a client was on to hand its session over (it may be
+/// dead: then the session is resumed as last written).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks a node to hand a client id over (`{prefix}.release.{node}`, request and reply).
+#[derive(Debug, Serialize, Deserialize)]
+struct ReleaseRequest {
+    client_id: String,
+    epoch: u64,
+    peer: SocketAddr,
+}
+
+fn release_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.release.{node}")
 }
 
 impl std::fmt::Debug for Interest {
@@ -63,7 +87,52 @@ impl std::fmt::Debug for Interest {
     }
 }
 
+#[async_trait::async_trait]
 impl moat_broker::Fabric for NatsFabric {
+    async fn claim(&self, client_id: &str, peer: SocketAddr) -> Result<Claim, ClaimError> {
+        let claim = self
+            .persistence
+            .claim(client_id)
+            .await
+            .map_err(|e| ClaimError(e.to_string()))?;
+        let here = claim.previous.as_deref() == Some(self.node.as_str());
+        if let Some(prev) = claim.previous.as_deref().filter(|_| !here) {
+            let req = ReleaseRequest {
+                client_id: client_id.to_owned(),
+                epoch: claim.epoch,
+                peer,
+            };
+            let body = serde_json::to_vec(&req).map_err(|e| ClaimError(e.to_string()))?;
+            let asked = tokio::time::timeout(
+                RELEASE_TIMEOUT,
+                self.nats
+                    .request(release_subject(&self.prefix, prev), body.into()),
+            )
+            .await;
+            match asked {
+                Ok(Ok(_)) => tracing::debug!(%client_id, from = %prev, "session handed over"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%client_id, from = %prev, error = %e, "the node the client was on did not hand its session over; resuming it as last written")
+                }
+                Err(_) => {
+                    tracing::warn!(%client_id, from = %prev, "the node the client was on did not answer in time; resuming its session as last written")
+                }
+            }
+        }
+        let session = match here {
+            true => None,
+            false => self
+                .persistence
+                .load_session(client_id)
+                .await
+                .map_err(|e| ClaimError(e.to_string()))?,
+        };
+        Ok(Claim {
+            epoch: claim.epoch,
+            session,
+        })
+    }
+
     fn forward(&self, message: &Arc<Message>) {
         let _ = self.out.send(message.clone());
     }
@@ -95,6 +164,7 @@ pub(crate) fn start(
     nats: async_nats::Client,
     prefix: String,
     node: String,
+    persistence: Arc<RegistryPersistence>,
     counts: Arc<FabricCounts>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -111,16 +181,75 @@ pub(crate) fn start(
         )),
         tokio::spawn(receive(
             broker.clone(),
-            nats,
-            prefix,
-            node,
+            nats.clone(),
+            prefix.clone(),
+            node.clone(),
             interest_rx,
             counts,
+            shutdown.clone(),
+        )),
+        tokio::spawn(serve_releases(
+            broker.clone(),
+            nats.clone(),
+            release_subject(&prefix, &node),
             shutdown,
         )),
     ];
-    broker.set_fabric(Arc::new(NatsFabric { out, interest }));
+    broker.set_fabric(Arc::new(NatsFabric {
+        out,
+        interest,
+        nats,
+        prefix,
+        node,
+        persistence,
+    }));
     tasks
+}
+
+/// Hands client ids over to the nodes that claim them: closes the connection here, writes
+/// the session, replies.
+async fn serve_releases(
+    broker: Arc<Broker>,
+    nats: async_nats::Client,
+    subject: String,
+    shutdown: CancellationToken,
+) {
+    let mut sub = loop {
+        match nats.subscribe(subject.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to session hand-over requests; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = futures_util::StreamExt::next(&mut sub) => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(req) = serde_json::from_slice::<ReleaseRequest>(&msg.payload) else {
+            tracing::warn!("undecodable session hand-over request");
+            continue;
+        };
+        // Each in its own task: a hand-over waits for a write, the next must not wait on it.
+        let (broker, nats) = (broker.clone(), nats.clone());
+        tokio::spawn(async move {
+            let had = broker
+                .release(&req.client_id, req.epoch, Some(req.peer))
+                .await;
+            tracing::debug!(client_id = %req.client_id, had, "handed a client id over");
+            if let Some(reply) = msg.reply {
+                let _ = nats.publish(reply, bytes::Bytes::from_static(b"ok")).await;
+            }
+        });
+    }
 }
 
 async fn publish(

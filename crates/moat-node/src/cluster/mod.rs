@@ -221,6 +221,7 @@ impl Cluster {
         self: &Arc<Self>,
         hub: Arc<Hub>,
         broker: &Arc<moat_broker::Broker>,
+        persistence: Arc<crate::mqtt::RegistryPersistence>,
         addresses: (String, String),
         shutdown: CancellationToken,
     ) -> crate::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -242,6 +243,7 @@ impl Cluster {
             self.nats.clone(),
             self.cfg.prefix.clone(),
             self.name.clone(),
+            persistence,
             self.fabric.clone(),
             shutdown,
         ));

@@ -37,12 +37,86 @@ const FORMAT: u8 = 1;
 #[derive(Debug, Clone)]
 pub struct RegistryPersistence {
     store: Arc<dyn Store>,
+    /// On a cluster node, its name: it restores only the sessions whose client id it holds
+    /// the claim of (see [`Self::claim`]).
+    node: Option<String>,
 }
 
 impl RegistryPersistence {
     /// Persistence in `store`'s MQTT tables.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        RegistryPersistence { store }
+        RegistryPersistence { store, node: None }
+    }
+
+    /// Persistence of cluster node `node`, in the cluster's shared registry.
+    pub fn of_node(store: Arc<dyn Store>, node: String) -> Self {
+        RegistryPersistence {
+            store,
+            node: Some(node),
+        }
+    }
+
+    /// Claims `client_id` for this (cluster) node: the epoch and the node it was on.
+    pub(crate) async fn claim(
+        &self,
+        client_id: &str,
+    ) -> Result<moat_store::ClientClaim, BrokerError> {
+        let node = self.node.as_deref().unwrap_or_default();
+        self.store
+            .claim_client(client_id, node)
+            .await
+            .context("cannot claim the client id in the registry")
+            .map_err(broker_error)
+    }
+
+    /// `client_id`'s stored session with its messages, if it has one.
+    pub(crate) async fn load_session(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, BrokerError> {
+        let Some((value, rows)) = self
+            .store
+            .mqtt_session(client_id)
+            .await
+            .context("cannot load an MQTT session")
+            .map_err(broker_error)?
+        else {
+            return Ok(None);
+        };
+        let mut s = match decode::<StoredSession>(&value) {
+            Ok(s) if s.client_id == client_id => s,
+            Ok(_) | Err(_) => {
+                tracing::warn!(%client_id, "undecodable or misfiled MQTT session; starting a new one");
+                return Ok(None);
+            }
+        };
+        if !s.queued.is_empty() || !s.inflight.is_empty() {
+            // The earlier form (queue inside the row): the owning node rewrites it at start.
+            tracing::warn!(%client_id, "MQTT session in an earlier form; its messages are not moved");
+            s.queued.clear();
+            s.inflight.clear();
+        }
+        for row in rows {
+            add_queued(&mut s, row);
+        }
+        Ok(Some(s))
+    }
+}
+
+/// Puts one stored message row into its session (in flight, released, or queued).
+fn add_queued(s: &mut StoredSession, row: moat_store::MqttQueued) {
+    let mut d = match decode::<Delivery>(&row.value) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(client_id = %row.client_id, seq = row.seq, error = format!("{e:#}"), "undecodable queued MQTT message; skipped");
+            return;
+        }
+    };
+    d.seq = row.seq;
+    match (row.packet_id, row.released) {
+        (Some(pid), true) => s.inflight.push((pid, Inflight::Released)),
+        (Some(pid), false) => s.inflight.push((pid, Inflight::Publish(d))),
+        (None, _) => s.queued.push(d),
     }
 }
 
@@ -84,12 +158,12 @@ impl Persistence for RegistryPersistence {
                 "MQTT sessions expired while the hub was down"
             );
         }
-        let rows = self
-            .store
-            .mqtt_sessions()
-            .await
-            .context("cannot load MQTT sessions")
-            .map_err(broker_error)?;
+        let rows = match &self.node {
+            Some(node) => self.store.claimed_mqtt_sessions(node).await,
+            None => self.store.mqtt_sessions().await,
+        }
+        .context("cannot load MQTT sessions")
+        .map_err(broker_error)?;
         let mut sessions: BTreeMap<String, StoredSession> = BTreeMap::new();
         for (client_id, value) in rows {
             match decode::<StoredSession>(&value) {
@@ -125,21 +199,8 @@ impl Persistence for RegistryPersistence {
             .context("cannot load queued MQTT messages")
             .map_err(broker_error)?;
         for row in queue {
-            let Some(s) = sessions.get_mut(&row.client_id) else {
-                continue;
-            };
-            let mut d = match decode::<Delivery>(&row.value) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(client_id = %row.client_id, seq = row.seq, error = format!("{e:#}"), "undecodable queued MQTT message; skipped");
-                    continue;
-                }
-            };
-            d.seq = row.seq;
-            match (row.packet_id, row.released) {
-                (Some(pid), true) => s.inflight.push((pid, Inflight::Released)),
-                (Some(pid), false) => s.inflight.push((pid, Inflight::Publish(d))),
-                (None, _) => s.queued.push(d),
+            if let Some(s) = sessions.get_mut(&row.client_id) {
+                add_queued(s, row);
             }
         }
         Ok(sessions.into_values().collect())

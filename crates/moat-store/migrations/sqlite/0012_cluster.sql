@@ -38,3 +38,15 @@ CREATE TABLE cluster_nodes (
     mqtt          TEXT    NOT NULL,
     api           TEXT    NOT NULL
 );
+
+-- Which node a client id is on (its live connection, its persistent session), claimed at
+-- every CONNECT: the epoch orders claims, so of two CONNECTs racing on two nodes the later
+-- claim wins; prev_node is the node the client was on before (to hand its session over).
+-- A node restores the persistent sessions claimed by it.
+CREATE TABLE mqtt_client_claims (
+    client_id  TEXT   NOT NULL PRIMARY KEY,
+    node       TEXT   NOT NULL,
+    epoch      BIGINT NOT NULL,
+    prev_node  TEXT
+);
+CREATE INDEX mqtt_client_claims_node ON mqtt_client_claims (node);

@@ -109,3 +109,77 @@ pub async fn cluster_node_status(db: &TestDb) {
         Err(Error::NotFound(_))
     ));
 }
+
+pub async fn cluster_client_claims(db: &TestDb) {
+    use moat_store::{ClientClaim, MqttWrite};
+    let s = &db.store;
+    let c = s.claim_client("dev-1", "node-a").await.unwrap();
+    assert_eq!(
+        c,
+        ClientClaim {
+            epoch: 1,
+            previous: None
+        }
+    );
+    let c = s.claim_client("dev-1", "node-b").await.unwrap();
+    assert_eq!(
+        c,
+        ClientClaim {
+            epoch: 2,
+            previous: Some("node-a".into())
+        }
+    );
+    s.claim_client("dev-2", "node-a").await.unwrap();
+    // Racing claims: each gets its own epoch, and each names the one before it.
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = s.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_client("dev-3", &format!("n{n}")).await.unwrap()
+        }));
+    }
+    let mut epochs = Vec::new();
+    for t in tasks {
+        epochs.push(t.await.unwrap().epoch);
+    }
+    epochs.sort_unstable();
+    assert_eq!(epochs, (1..=8).collect::<Vec<u64>>());
+
+    // A node restores the sessions it holds the claim of; one session loads with its queue.
+    s.write_mqtt(vec![
+        MqttWrite::PutSession {
+            client_id: "dev-1".into(),
+            value: b"s1".to_vec(),
+            expires_at: None,
+        },
+        MqttWrite::PutSession {
+            client_id: "dev-2".into(),
+            value: b"s2".to_vec(),
+            expires_at: None,
+        },
+        MqttWrite::Enqueue {
+            client_id: "dev-1".into(),
+            seq: 7,
+            value: b"m7".to_vec(),
+        },
+        MqttWrite::Enqueue {
+            client_id: "dev-1".into(),
+            seq: 3,
+            value: b"m3".to_vec(),
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claimed_mqtt_sessions("node-a").await.unwrap(),
+        vec![("dev-2".to_string(), b"s2".to_vec())]
+    );
+    assert_eq!(
+        s.claimed_mqtt_sessions("node-b").await.unwrap(),
+        vec![("dev-1".to_string(), b"s1".to_vec())]
+    );
+    let (value, queue) = s.mqtt_session("dev-1").await.unwrap().expect("stored");
+    assert_eq!(value, b"s1");
+    assert_eq!(queue.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![3, 7]);
+    assert!(s.mqtt_session("dev-9").await.unwrap().is_none());
+}

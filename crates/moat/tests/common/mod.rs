@@ -312,21 +312,7 @@ impl TestHub {
     /// with `args` (protocol version, topics, QoS, `-C`/`-W`), and waits until the hub lists
     /// its session, or the client has already ended (a retained message can complete it).
     pub fn mqtt_sub(&self, id: &str, cert: &Path, key: &Path, args: &[&str]) -> Child {
-        let (host, port) = self.mqtt_tls.rsplit_once(':').expect("addr");
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", host, "-p", port, "-i", id])
-            .args(args)
-            .arg("--cafile")
-            .arg(self.bundle())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
+        let mut child = self.mqtt_sub_nowait(id, cert, key, args);
         let deadline = Instant::now() + Duration::from_secs(15);
         while !self
             .json(&["session", "list"])
@@ -342,6 +328,25 @@ impl TestHub {
             std::thread::sleep(Duration::from_millis(30));
         }
         child
+    }
+
+    /// Starts `mosquitto_sub` as [`Self::mqtt_sub`] does, without waiting for it to connect.
+    pub fn mqtt_sub_nowait(&self, id: &str, cert: &Path, key: &Path, args: &[&str]) -> Child {
+        let (host, port) = self.mqtt_tls.rsplit_once(':').expect("addr");
+        Command::new("mosquitto_sub")
+            .args(["-h", host, "-p", port, "-i", id])
+            .args(args)
+            .arg("--cafile")
+            .arg(self.bundle())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub")
     }
 
     /// Runs `mosquitto_pub -i ID` over mutual TLS (this hub's bundle, `cert` and `key`) with
