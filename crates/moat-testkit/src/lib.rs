@@ -8,6 +8,7 @@
 //! - [`openssl`]: openssl itself: keys and CSRs of every supported type, `verify` with CRLs;
 //! - [`paho`]: paho-mqtt (`paho_hub.py`): one attempt, a whole flow, or one connection
 //!   driven line by line ([`paho::Paho`]);
+//! - [`haproxy`]: HAProxy balancing TCP over several hub nodes;
 //! - [`nats`]: a NATS server of the test's own, stopped and started on one port;
 //! - [`postgres`]: fresh databases on the suite's PostgreSQL server;
 //! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
@@ -18,6 +19,7 @@
 //! It depends on none of Moat's crates: what it tests against is always a real peer or a
 //! real listener. Not for production code.
 
+pub mod haproxy;
 pub mod nats;
 pub mod openssl;
 pub mod paho;

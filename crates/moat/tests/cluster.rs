@@ -20,6 +20,8 @@ struct Cluster {
     db_url: String,
     nodes: Vec<TestHub>,
     catch_up: Duration,
+    /// Room for the test's own files.
+    nodes_dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -40,6 +42,7 @@ impl Cluster {
             db_url,
             nodes: Vec::new(),
             catch_up,
+            nodes_dir: tempfile::tempdir().expect("tempdir"),
         };
         for i in 0..n {
             c.add_node(i);
@@ -562,6 +565,168 @@ fn a_client_moving_to_another_node_takes_its_session_along() {
             let _ = p.wait();
         }
     }
+}
+
+/// `n` `moat serve` processes of one cluster (kill -9 works on them), each restarted on the
+/// same MQTT address.
+fn process_nodes(c: &Cluster, n: usize) -> Vec<TestHub> {
+    let mut nodes: Vec<TestHub> = Vec::new();
+    for i in 0..n {
+        let dir = c.nodes_dir.path().join(format!("p{i}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut cfg = format!(
+            "database = \"{}\"\n[cluster]\nnats = [\"{}\"]\nnode = \"proc-{i}\"\nheartbeat_interval = \"500ms\"\n",
+            c.db_url,
+            c.nats.url()
+        );
+        let mut hub_args = vec!["--config".to_string()];
+        let first = nodes.first().map(|f| f.data.clone());
+        if let Some(first) = &first {
+            cfg.push_str(&format!(
+                "[vault]\nkey_file = \"{}\"\n",
+                first.join("master.key").display()
+            ));
+        }
+        let file = dir.join("moat.toml");
+        std::fs::write(&file, cfg).expect("config");
+        hub_args.push(file.display().to_string());
+        let args: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+        let mut hub = TestHub::unstarted_process(&args, &[]);
+        if let Some(first) = &first {
+            std::fs::create_dir_all(&hub.data).expect("data dir");
+            std::fs::copy(first.join("admin.token"), hub.data.join("admin.token")).expect("token");
+        }
+        hub.spawn().expect("node starts");
+        hub.keep_mqtt_address();
+        nodes.push(hub);
+    }
+    nodes
+}
+
+#[test]
+fn a_node_killed_its_devices_resume_their_sessions_on_another_through_haproxy() {
+    let Some(cluster) = Cluster::start("killed", 0, Duration::from_secs(1)) else {
+        return;
+    };
+    if !moat_testkit::haproxy::Haproxy::available() {
+        return;
+    }
+    let mut nodes = process_nodes(&cluster, 2);
+    let lb = moat_testkit::haproxy::Haproxy::start(
+        &nodes.iter().map(|n| n.mqtt_tls.clone()).collect::<Vec<_>>(),
+    );
+    let (cert, key) = device(&nodes[0], "roamer");
+    let (acert, akey) = app(&nodes[0], "ops", &["--publish", "devices/+/cmd"]);
+    let bundle = nodes[0].bundle();
+    let via_lb = |id: &str, cert: &Path, key: &Path, args: &[&str]| {
+        let port = lb.port().to_string();
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "localhost", "-p", &port, "-i", id])
+            .args(args)
+            .arg("--cafile")
+            .arg(&bundle)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("mosquitto_sub")
+    };
+    let persistent = [
+        "-t",
+        "devices/roamer/cmd",
+        "-q",
+        "1",
+        "-c",
+        "-x",
+        "3600",
+        "-V",
+        "mqttv5",
+    ];
+    // A persistent session through the balancer, on whichever node it picked.
+    let mut sub = via_lb("roamer", &cert, &key, &persistent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let on = loop {
+        if let Some(i) = (0..2).find(|&i| has_session(&nodes[i], "roamer")) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "roamer never connected through HAProxy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let other = 1 - on;
+    let _ = sub.kill();
+    let _ = sub.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    // Commands acknowledged by its node while it is away...
+    for i in 0..5 {
+        let out = nodes[on].mqtt_pub(
+            "ops",
+            &acert,
+            &akey,
+            &[
+                "-t",
+                "devices/roamer/cmd",
+                "-m",
+                &format!("before-{i}"),
+                "-q",
+                "1",
+                "-V",
+                "mqttv5",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            moat_testkit::process::text(&out)
+        );
+    }
+    // ...survive that node's kill -9: the device comes back through the balancer on the
+    // other node, its session (and the commands) resumed there.
+    nodes[on].kill();
+    let mut args = persistent.to_vec();
+    args.extend(["-C", "6", "-W", "20"]);
+    let sub = via_lb("roamer", &cert, &key, &args);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !has_session(&nodes[other], "roamer") {
+        assert!(
+            Instant::now() < deadline,
+            "roamer did not reconnect to the surviving node"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = nodes[other].mqtt_pub(
+        "ops",
+        &acert,
+        &akey,
+        &[
+            "-t",
+            "devices/roamer/cmd",
+            "-m",
+            "after",
+            "-q",
+            "1",
+            "-V",
+            "mqttv5",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        moat_testkit::process::text(&out)
+    );
+    assert_eq!(
+        lines_of(sub, Duration::from_secs(20)),
+        [
+            "before-0", "before-1", "before-2", "before-3", "before-4", "after"
+        ]
+    );
+    // The killed node comes back and the device is not resurrected there.
+    nodes[on].spawn().expect("the killed node restarts");
+    assert!(!has_session(&nodes[on], "roamer"));
 }
 
 #[test]

@@ -96,6 +96,12 @@ impl TestHub {
         hub
     }
 
+    /// A `moat serve` process hub with extra arguments and environment, not started yet
+    /// (prepare its data dir, then [`Self::spawn`]).
+    pub fn unstarted_process(args: &[&str], envs: &[(&str, &str)]) -> TestHub {
+        Self::unstarted(args, envs, false)
+    }
+
     fn unstarted(args: &[&str], envs: &[(&str, &str)], in_process: bool) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
