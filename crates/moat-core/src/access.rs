@@ -141,6 +141,7 @@ impl Hub {
             };
             self.store().put_acl_policy(&p).await?;
             self.policy_cache.invalidate();
+            self.emit(Event::AccessPoliciesChanged { name: name.into() });
             Ok(p)
         }
         .await;
@@ -166,6 +167,9 @@ impl Hub {
                 other => other.into(),
             });
         self.policy_cache.invalidate();
+        if result.is_ok() {
+            self.emit(Event::AccessPoliciesChanged { name: name.into() });
+        }
         self.audited(actor, "acl.delete", Some(name), result).await
     }
 
@@ -186,9 +190,9 @@ impl Hub {
                 self.require_policy(p).await?;
             }
             self.store().set_group_policy(group, policy).await?;
-            // No event: members keep their sessions and get the new policy at their next
-            // CONNECT, which must not read the old one from the view.
-            self.view.invalidate_groups();
+            // Members keep their sessions and get the new policy at their next CONNECT,
+            // which must not read the old one (the view forgets groups on this event).
+            self.emit(Event::AccessPoliciesChanged { name: group.into() });
             Ok(())
         }
         .await;

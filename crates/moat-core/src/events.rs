@@ -110,6 +110,13 @@ pub enum Event {
         /// Its id.
         device_id: String,
     },
+    /// A topic access policy was created, changed or deleted, or a group's policy was set:
+    /// the next CONNECTs read them afresh (live sessions keep the access they connected
+    /// with, as on one node).
+    AccessPoliciesChanged {
+        /// The policy, or the group.
+        name: String,
+    },
     /// A new CRL was published.
     CrlPublished {
         /// The CA.

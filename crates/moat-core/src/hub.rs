@@ -235,7 +235,9 @@ impl Hub {
             Event::CaRegistered { .. } | Event::CaRemoved { .. } => {
                 self.client_ca_cache.invalidate();
             }
-            Event::AccessChanged { .. } => self.policy_cache.invalidate(),
+            Event::AccessChanged { .. } | Event::AccessPoliciesChanged { .. } => {
+                self.policy_cache.invalidate()
+            }
             _ => {}
         }
         self.bus.publish(event);

@@ -219,6 +219,7 @@ impl AdmissionView {
             | Event::AccessChanged { device_id } => self.invalidate_device(device_id),
             // Changes nothing the view holds.
             Event::CrlPublished { .. } | Event::ServerCertRotated { .. } => {}
+            Event::AccessPoliciesChanged { .. } => self.invalidate_groups(),
             // A certificate of no device (never cached), a CA change: start afresh rather than
             // reason about what it touched.
             Event::CertificateRevoked {

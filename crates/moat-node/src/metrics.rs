@@ -53,6 +53,7 @@ fn event_name(e: &Event) -> &'static str {
         Event::CaRegistered { .. } => "ca_registered",
         Event::CaRemoved { .. } => "ca_removed",
         Event::AccessChanged { .. } => "access_changed",
+        Event::AccessPoliciesChanged { .. } => "access_policies_changed",
         Event::CrlPublished { .. } => "crl_published",
         Event::ServerCertRotated { .. } => "server_cert_rotated",
         Event::CertificateRetired { .. } => "certificate_retired",
@@ -100,6 +101,8 @@ pub struct Sources {
     pub events: Arc<EventCounts>,
     pub posture: Arc<crate::posture::PostureCounts>,
     pub campaigns: Arc<CampaignProgress>,
+    /// The node's cluster membership, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Devices per state of the running and paused campaigns, refreshed by [`follow_campaigns`].
@@ -380,6 +383,35 @@ impl Collector for HubCollector {
             "Hub events the metrics counter missed (it fell behind).",
             src.events.lagged.load(Ordering::Relaxed),
         )?;
+        if let Some(cluster) = &src.cluster {
+            let view = cluster.view();
+            gauge(
+                &mut enc,
+                "moat_cluster_nats_connected",
+                "1 while this cluster node is connected to NATS; 0: messages to and from the other nodes are paused, registry changes arrive through the event log.",
+                u64::from(view.nats_connected),
+            )?;
+            gauge(
+                &mut enc,
+                "moat_cluster_event_applied",
+                "The last event of the cluster's event log this node has applied.",
+                view.applied_seq,
+            )?;
+            let f = cluster.fabric_counts();
+            family(
+                &mut enc,
+                "moat_cluster_messages",
+                "MQTT messages between this node and the other nodes, by outcome (sent, received, duplicate: a copy overlapping filters caused, dropped; failed: not sent or not decodable).",
+                MetricType::Counter,
+                "outcome",
+                &[
+                    ("sent", f.sent.load(Ordering::Relaxed)),
+                    ("received", f.received.load(Ordering::Relaxed)),
+                    ("duplicate", f.duplicates.load(Ordering::Relaxed)),
+                    ("failed", f.failed.load(Ordering::Relaxed)),
+                ],
+            )?;
+        }
         Ok(())
     }
 }
@@ -392,7 +424,11 @@ pub fn registry(sources: Sources) -> Registry {
 }
 
 /// `/metrics`, `/healthz`, `/readyz`.
-pub fn router(registry: Arc<Registry>, hub: Arc<Hub>) -> axum::Router {
+pub fn router(
+    registry: Arc<Registry>,
+    hub: Arc<Hub>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
@@ -422,14 +458,22 @@ pub fn router(registry: Arc<Registry>, hub: Arc<Hub>) -> axum::Router {
             "/readyz",
             get(move || {
                 let hub = hub.clone();
+                let cluster = cluster.clone();
                 async move {
                     // Ready when the registry answers (the listeners run before this does).
+                    // A cluster node cut off from NATS still serves its own devices: ready,
+                    // and says it is degraded.
                     match tokio::time::timeout(
                         std::time::Duration::from_secs(2),
                         hub.registry_ready(),
                     )
                     .await
                     {
+                        Ok(Ok(_)) if cluster.as_ref().is_some_and(|c| !c.view().nats_connected) => (
+                            StatusCode::OK,
+                            "degraded: NATS unreachable; messages to and from the other nodes are paused, registry changes arrive through the event log\n",
+                        )
+                            .into_response(),
                         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
                         _ => (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable\n")
                             .into_response(),

@@ -402,10 +402,11 @@ impl Node {
             events: event_counts,
             posture: posture_counts,
             campaigns,
+            cluster: cluster.clone(),
         }));
         let metrics = tokio::spawn(moat_api::serve_plain(
             metrics_listener,
-            crate::metrics::router(registry, hub.clone()),
+            crate::metrics::router(registry, hub.clone(), cluster.clone()),
             shutdown.clone(),
         ));
         let refresh = tokio::spawn(refresh_crls(

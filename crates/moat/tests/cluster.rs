@@ -257,8 +257,15 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
         &["-t", "devices/dev-n/#", "-V", "mqttv5"],
     );
     cluster.nats.stop();
-    // Devices keep being served while NATS is down.
+    // Devices keep being served while NATS is down; the node says it is degraded.
     assert!(connects(&cluster.nodes[1], "dev-m", &cert2, &key2));
+    let ready = curl(&format!("{}/readyz", cluster.nodes[1].metrics_url));
+    assert!(ready.starts_with("degraded: NATS unreachable"), "{ready}");
+    let metrics = curl(&format!("{}/metrics", cluster.nodes[1].metrics_url));
+    assert!(
+        metrics.contains("moat_cluster_nats_connected 0"),
+        "{metrics}"
+    );
     cluster.nodes[0].ok(&["device", "suspend", "dev-n", "--reason", "maintenance"]);
     // Within the catch-up interval (1 s) and a margin for a busy machine.
     let took = ends_within(&mut sub, Duration::from_secs(5))
@@ -279,6 +286,33 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
     let took = ends_within(&mut sub, Duration::from_secs(5)).expect("closed after NATS returned");
     eprintln!("NATS back: closed after {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(
+        curl(&format!("{}/readyz", cluster.nodes[1].metrics_url)),
+        "ready\n"
+    );
+    // Messages cross nodes again (the subscriptions were made again on reconnection).
+    let (acert, akey) = app(&cluster.nodes[0], "listener", &["--subscribe", "devices/#"]);
+    let (cert3, key3) = device(&cluster.nodes[0], "dev-o");
+    let sub = cluster.nodes[1].mqtt_sub(
+        "listener",
+        &acert,
+        &akey,
+        &["-t", "devices/dev-o/#", "-C", "1", "-W", "10"],
+    );
+    std::thread::sleep(INTEREST_SETTLES);
+    cluster.nodes[0].mqtt_pub(
+        "dev-o",
+        &cert3,
+        &key3,
+        &["-t", "devices/dev-o/t", "-m", "back"],
+    );
+    assert_eq!(lines_of(sub, Duration::from_secs(10)), ["back"]);
+}
+
+/// GET `url` with curl; the body.
+fn curl(url: &str) -> String {
+    let (_, body) = moat_testkit::process::run("curl", &["-s", url]);
+    body
 }
 
 /// Creates application `name` through `node` with `args` (its topic filters).
