@@ -122,6 +122,7 @@ pub fn status_of(e: &Error) -> StatusCode {
             ProvisionRefusal::Certificate(d) => status_of_denial(d),
         },
         Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Store(_) | Error::Vault(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

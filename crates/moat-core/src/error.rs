@@ -70,6 +70,10 @@ pub enum Error {
         "the hub's storage is full: nothing was written; free space on the hub's data disk (or the PostgreSQL server's) and try again"
     )]
     StorageFull(#[source] moat_store::Error),
+    /// The registry cannot be reached now (PostgreSQL down or unreachable): nothing of the
+    /// request was written; the same request can succeed once it is back.
+    #[error("the registry is unavailable: nothing was written; try again shortly")]
+    Unavailable(#[source] moat_store::Error),
     /// The secret store failed (wrong master key, token error).
     #[error("secret store error")]
     Vault(#[from] moat_vault::Error),
@@ -91,6 +95,7 @@ impl From<moat_store::Error> for Error {
                 id: what,
             },
             full if full.is_storage_full() => Error::StorageFull(full),
+            gone if gone.is_unavailable() => Error::Unavailable(gone),
             other => Error::Store(other),
         }
     }
@@ -112,6 +117,7 @@ impl Error {
             Error::Est(_) => "est-refused",
             Error::Provision(_) => "provisioning-refused",
             Error::StorageFull(_) => "storage-full",
+            Error::Unavailable(_) => "unavailable",
             Error::Store(_) | Error::Vault(_) | Error::Internal(_) => "internal",
         }
     }

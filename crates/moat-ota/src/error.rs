@@ -95,7 +95,8 @@ impl From<moat_store::Error> for Error {
                 kind: "record",
                 id: what,
             },
-            full if full.is_storage_full() => Error::Core(moat_core::Error::StorageFull(full)),
+            // Classified once, by moat-core: storage full (507), registry unavailable (503).
+            e if e.is_storage_full() || e.is_unavailable() => Error::Core(e.into()),
             other => Error::Store(other),
         }
     }

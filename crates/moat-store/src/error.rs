@@ -42,6 +42,34 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The database could not be reached or went away (connection refused or broken, the
+    /// pool timed out waiting for one, the server shutting down or starting): nothing was
+    /// written, and the same call can succeed once it is back.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) => is_unavailable(e),
+            Error::Batch(cause) => cause.is_unavailable(),
+            _ => false,
+        }
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: class 08 connection exception; 57P01-57P03 shutting down or starting.
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 fn is_full(e: &sqlx::Error) -> bool {
     match e {
         // SQLite reports its extended result code; SQLITE_FULL has no extended variants.

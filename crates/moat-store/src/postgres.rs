@@ -29,6 +29,9 @@ use time::OffsetDateTime;
 /// Connections per hub node.
 const POOL_SIZE: u32 = 8;
 
+/// How long a call waits for a connection of the pool.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The registry in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -46,6 +49,10 @@ impl PgStore {
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
+            // A server that is down or unreachable fails a call in seconds (an MQTT CONNECT
+            // is refused with Server unavailable, an API call with 503) instead of holding it
+            // for sqlx's default 30 s.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(Error::Database)?;

@@ -11,6 +11,7 @@
 //! - [`haproxy`]: HAProxy balancing TCP over several hub nodes;
 //! - [`nats`]: a NATS server of the test's own, stopped and started on one port;
 //! - [`postgres`]: fresh databases on the suite's PostgreSQL server;
+//! - [`proxy`]: a TCP relay a test can cut (a server that went away);
 //! - [`peer`]: a TLS client (OpenSSL through Python's ssl module) that presents a client
 //!   certificate and resumes its TLS session between attempts;
 //! - [`softhsm`]: a private SoftHSM2 token directory, child-process scenarios, and a
@@ -27,4 +28,5 @@ pub mod peer;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod softhsm;

@@ -763,6 +763,117 @@ fn a_node_killed_its_devices_resume_their_sessions_on_another_through_haproxy() 
     assert!(!has_session(&nodes[on], "roamer"));
 }
 
+/// What mosquitto_sub says when `id` tries to connect to `node` over mutual TLS (`version`).
+fn connect_says(node: &TestHub, id: &str, cert: &Path, key: &Path, version: &str) -> String {
+    let topic = format!("devices/{id}/x");
+    let out = node.mqtt_pub(id, cert, key, &["-t", &topic, "-m", "x", "-V", version]);
+    moat_testkit::process::text(&out)
+}
+
+#[test]
+fn with_postgresql_gone_new_work_is_refused_live_sessions_go_on_and_it_recovers() {
+    let Some(mut cluster) = Cluster::start("pgdown", 0, Duration::from_secs(1)) else {
+        return;
+    };
+    // The nodes reach PostgreSQL through a relay the test cuts.
+    let (head, rest) = cluster.db_url.split_once('@').expect("user@host");
+    let (hostport, db) = rest.split_once('/').expect("host/db");
+    let target: std::net::SocketAddr = hostport
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("host:port");
+    let relay = moat_testkit::proxy::TcpProxy::start(target);
+    cluster.db_url = format!("{head}@{}/{db}", relay.addr());
+    cluster.add_node(0);
+    cluster.add_node(1);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (cert, key) = device(a, "steady");
+    let (cert2, key2) = device(a, "newcomer");
+    let (acert, akey) = app(a, "watch", &["--subscribe", "devices/#"]);
+    // Connected before: a publisher on A (one message per line) and a watcher on B.
+    let (host, port) = a.mqtt_tls.rsplit_once(':').expect("addr");
+    let mut publisher = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-i",
+            "steady",
+            "-t",
+            "devices/steady/t",
+            "-l",
+            "-q",
+            "1",
+        ])
+        .arg("--cafile")
+        .arg(a.bundle())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    let watcher = b.mqtt_sub(
+        "watch",
+        &acert,
+        &akey,
+        &["-t", "devices/steady/#", "-C", "2", "-W", "30"],
+    );
+    std::thread::sleep(INTEREST_SETTLES);
+    let mut stdin = publisher.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"before\n").expect("write");
+
+    relay.cut();
+    // New CONNECTs: Server unavailable (v5 0x88, v3.1.1 return code 3), on both nodes.
+    for (n, version) in [(a, "mqttv5"), (b, "mqttv311")] {
+        let said = connect_says(n, "newcomer", &cert2, &key2, version).to_lowercase();
+        assert!(said.contains("unavailable"), "{version}: {said}");
+    }
+    // Admin writes: 503 with a problem document.
+    let said = a.fails(&[
+        "device",
+        "create",
+        "late",
+        "--out",
+        a.path("late").to_str().expect("p"),
+    ]);
+    assert!(said.contains("unavailable"), "{said}");
+    // The live session goes on: across nodes, without the registry.
+    std::io::Write::write_all(&mut stdin, b"during\n").expect("write");
+    assert_eq!(
+        lines_of(watcher, Duration::from_secs(30)),
+        ["before", "during"]
+    );
+
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let said = connect_says(a, "newcomer", &cert2, &key2, "mqttv5");
+        if !said.to_lowercase().contains("unavailable") && !said.contains("rror") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after PostgreSQL came back: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.ok(&[
+        "device",
+        "create",
+        "late",
+        "--out",
+        a.path("late2").to_str().expect("p"),
+    ]);
+    drop(stdin);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
 #[test]
 fn a_cluster_on_sqlite_is_refused_with_what_to_use() {
     let err = match TestHub::start_node(|cfg| {
