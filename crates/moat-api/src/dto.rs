@@ -343,6 +343,9 @@ pub struct ClusterView {
     pub answered_by: Option<String>,
     /// The last event of the cluster's event log.
     pub event_log_head: u64,
+    /// The node that holds the leader lease (CRL refresh, the retirement sweep, campaign
+    /// steps, OTA notice renewal run there), if any.
+    pub leader: Option<String>,
     /// Every node that ever joined, by name.
     pub nodes: Vec<ClusterNodeView>,
 }

@@ -66,6 +66,9 @@ pub struct Hub {
     bus: Arc<dyn EventBus>,
     /// Where this node's events go to the other nodes (a cluster; set once, at start).
     relay: std::sync::OnceLock<Arc<dyn Relay>>,
+    /// Whether this node does the work one node of a cluster does at a time (always, on a
+    /// single node; the holder of the cluster's leader lease otherwise).
+    leader: std::sync::atomic::AtomicBool,
     /// Serialises CRL publication on this node so CRL numbers are handed out in the order the
     /// CRLs are built (the store's `save_crl` also refuses a lower number).
     pub(crate) crl_lock: Mutex<()>,
@@ -164,6 +167,7 @@ impl Hub {
             device_ca,
             bus,
             relay: std::sync::OnceLock::new(),
+            leader: std::sync::atomic::AtomicBool::new(true),
             crl_lock: Mutex::new(()),
             client_ca_cache: Default::default(),
             policy_cache: Default::default(),
@@ -215,6 +219,18 @@ impl Hub {
             relay.relay(&event);
         }
         self.bus.publish(event);
+    }
+
+    /// Whether this node runs the periodic work one node runs at a time: CRL refresh, the
+    /// retirement sweep, campaign steps, OTA notice renewal. Always true on a single node.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sets [`Self::is_leader`] (the cluster's lease holder).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader
+            .store(leader, std::sync::atomic::Ordering::Release);
     }
 
     /// Sends every event this node emits from now on to the other nodes of its cluster too.

@@ -107,6 +107,29 @@ impl Hub {
         Ok(self.store().record_node(status).await?)
     }
 
+    /// Takes or renews the cluster lease `name` for `holder` for `ttl`: true if held now.
+    pub async fn acquire_cluster_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let until = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+        Ok(self.store().acquire_lease(name, holder, now, until).await?)
+    }
+
+    /// Who holds the cluster lease `name` now (None: nobody, or it expired).
+    pub async fn cluster_lease_holder(&self, name: &str) -> Result<Option<String>, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        Ok(self
+            .store()
+            .lease(name)
+            .await?
+            .filter(|(_, until)| *until > now)
+            .map(|(holder, _)| holder))
+    }
+
     /// Every node of the cluster as its last heartbeat described it.
     pub async fn cluster_nodes(&self) -> Result<Vec<moat_store::NodeStatus>, Error> {
         Ok(self.store().nodes().await?)

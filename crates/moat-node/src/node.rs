@@ -301,7 +301,16 @@ impl Node {
             ota.clone()
                 .follow_events(shutdown.clone().cancelled_owned()),
         ));
+        if let Some(cluster) = &cluster {
+            mqtt_tasks.push(tokio::spawn(step_campaigns(
+                hub.clone(),
+                ota.clone(),
+                cluster.heartbeat_interval(),
+                shutdown.clone(),
+            )));
+        }
         mqtt_tasks.push(tokio::spawn(refresh_ota_notices(
+            hub.clone(),
             ota.clone(),
             cfg.ota.manifest_ttl,
             shutdown.clone(),
@@ -614,6 +623,7 @@ async fn admin_token(hub: &Hub, data_dir: &Path) -> crate::Result<String> {
 /// Renews OTA notices of devices that have not started before their manifests expire
 /// (checked every quarter of a manifest's lifetime, at most hourly).
 async fn refresh_ota_notices(
+    hub: Arc<Hub>,
     ota: Arc<moat_ota::Ota>,
     ttl: std::time::Duration,
     shutdown: CancellationToken,
@@ -628,8 +638,28 @@ async fn refresh_ota_notices(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => if let Err(e) = ota.refresh_notices().await {
+            _ = tick.tick() => if hub.is_leader() && let Err(e) = ota.refresh_notices().await {
                 tracing::error!(error = ?e, "renewing OTA notices failed");
+            },
+        }
+    }
+}
+
+/// On a cluster, campaigns advance on the leader only (reports recorded on other nodes do
+/// not step them): it checks every running campaign every `every`.
+async fn step_campaigns(
+    hub: Arc<Hub>,
+    ota: Arc<moat_ota::Ota>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => if hub.is_leader() && let Err(e) = ota.evaluate_running().await {
+                tracing::error!(error = ?e, "stepping campaigns failed");
             },
         }
     }
@@ -641,7 +671,7 @@ async fn refresh_crls(hub: Arc<Hub>, every: std::time::Duration, shutdown: Cance
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => if let Err(e) = hub.refresh_crls().await {
+            _ = tick.tick() => if hub.is_leader() && let Err(e) = hub.refresh_crls().await {
                 tracing::error!(error = ?e, "CRL refresh failed");
             },
         }
@@ -659,11 +689,18 @@ async fn retire_superseded(hub: Arc<Hub>, every: std::time::Duration, shutdown: 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => match hub.retire_superseded_certs().await {
-                Ok(r) if !r.is_empty() => tracing::info!(certificates = r.len(), "retired superseded certificates"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = ?e, "retiring superseded certificates failed"),
-            },
+            _ = tick.tick() => {}
+        }
+        // On a cluster, the leader sweeps.
+        if !hub.is_leader() {
+            continue;
+        }
+        match hub.retire_superseded_certs().await {
+            Ok(r) if !r.is_empty() => {
+                tracing::info!(certificates = r.len(), "retired superseded certificates")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = ?e, "retiring superseded certificates failed"),
         }
     }
 }

@@ -451,8 +451,25 @@ impl Ota {
         if to.is_final() {
             self.notifier.clear(device_id);
         }
+        // On a cluster, one node steps campaigns: the leader, here or in its next
+        // `evaluate_running`.
+        if !self.hub.is_leader() {
+            return Ok(());
+        }
         let _engine = self.engine.lock().await;
         self.evaluate_locked(campaign_id).await
+    }
+
+    /// Checks the thresholds of every running campaign (aborts, starts next waves). The
+    /// leader of a cluster runs it periodically, for the reports other nodes recorded.
+    pub async fn evaluate_running(&self) -> Result<(), Error> {
+        let _engine = self.engine.lock().await;
+        for c in self.store().list_campaigns().await? {
+            if c.state == CampaignState::Running {
+                self.evaluate_locked(&c.id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks the thresholds of a running campaign and aborts it or starts its next wave(s).

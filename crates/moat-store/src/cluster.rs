@@ -80,6 +80,17 @@ pub trait ClusterStore: Send + Sync {
     /// The stored persistent sessions whose client id `node` holds the claim of, as
     /// (client id, value), by client id.
     async fn claimed_mqtt_sessions(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
+    /// Takes or renews lease `name` for `holder` until `until`: true if `holder` holds it
+    /// now (it was free, expired at `now`, or already `holder`'s).
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, Error>;
+    /// Who holds lease `name`, and until when (it may have expired).
+    async fn lease(&self, name: &str) -> Result<Option<(String, OffsetDateTime)>, Error>;
     /// One stored session's value and its message rows in queueing order (none: no stored
     /// session).
     async fn mqtt_session(
@@ -125,6 +136,12 @@ pub(crate) mod sql {
     pub(crate) const CLAIMED_SESSIONS: &str = "SELECT s.client_id, s.value FROM mqtt_sessions s \
          JOIN mqtt_client_claims c ON c.client_id = s.client_id WHERE c.node = $1 \
          ORDER BY s.client_id";
+    pub(crate) const ACQUIRE_LEASE: &str = "INSERT INTO cluster_leases (name, holder, expires_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+         expires_at = excluded.expires_at \
+         WHERE cluster_leases.holder = excluded.holder OR cluster_leases.expires_at <= $4 \
+         RETURNING holder";
+    pub(crate) const LEASE: &str = "SELECT holder, expires_at FROM cluster_leases WHERE name = $1";
     pub(crate) const SESSION: &str = "SELECT value FROM mqtt_sessions WHERE client_id = $1";
     pub(crate) const SESSION_QUEUE: &str = "SELECT client_id, seq, packet_id, released, value \
          FROM mqtt_queue WHERE client_id = $1 ORDER BY seq";
@@ -318,6 +335,37 @@ macro_rules! impl_cluster_store {
                     .iter()
                     .map(|r| Ok((r.text("client_id")?, r.bytes("value")?)))
                     .collect()
+            }
+
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                now: OffsetDateTime,
+                until: OffsetDateTime,
+            ) -> Result<bool, Error> {
+                let (name, holder) = (name.to_string(), holder.to_string());
+                write_op!(self, Tx::NotNeeded, |conn| async {
+                    let got = sqlx::query(cluster::sql::ACQUIRE_LEASE)
+                        .bind(&name)
+                        .bind(&holder)
+                        .bind(micros(until))
+                        .bind(micros(now))
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(Error::Database)?;
+                    Ok(got.is_some())
+                })
+            }
+
+            async fn lease(&self, name: &str) -> Result<Option<(String, OffsetDateTime)>, Error> {
+                sqlx::query(cluster::sql::LEASE)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Error::Database)?
+                    .map(|r| Ok((r.text("holder")?, r.ts("expires_at")?)))
+                    .transpose()
             }
 
             async fn mqtt_session(

@@ -75,6 +75,7 @@ suite!(
     cluster_event_log,
     cluster_node_status,
     cluster_client_claims,
+    cluster_leases,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

@@ -241,6 +241,30 @@ fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
         table.contains("node-2") && table.contains("down"),
         "{table}"
     );
+
+    // One leader (the periodic work runs there); when it stops, another node takes over
+    // once its lease has expired (three heartbeats).
+    assert_eq!(
+        cluster.nodes[1].json(&["cluster", "status"])["leader"],
+        "node-0"
+    );
+    cluster.nodes[0].stop();
+    let t0 = Instant::now();
+    loop {
+        let leader = cluster.nodes[1].json(&["cluster", "status"])["leader"].clone();
+        if leader == "node-1" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no new leader: {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "leadership moved {:?} after the leader stopped",
+        t0.elapsed()
+    );
 }
 
 #[test]

@@ -19,10 +19,12 @@ pub(crate) async fn cluster_status(
     let now = OffsetDateTime::now_utc();
     let head = s.hub.cluster_log_head().await?;
     let nodes = s.hub.cluster_nodes().await?;
+    let leader = s.hub.cluster_lease_holder("leader").await?;
     let ts = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
     Ok(Json(ClusterView {
         answered_by: s.hub.config().server_identity_scope.clone(),
         event_log_head: head,
+        leader,
         nodes: nodes
             .into_iter()
             .map(|n| ClusterNodeView {

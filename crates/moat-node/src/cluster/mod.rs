@@ -39,6 +39,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+/// The lease whose holder runs the work one node does at a time.
+pub const LEADER_LEASE: &str = "leader";
+
 /// Events read from the log per query while catching up.
 const CATCH_UP_PAGE: u32 = 500;
 /// Events appended to the log in one transaction at most.
@@ -175,6 +178,8 @@ impl Cluster {
             .cluster_log_head()
             .await
             .context("cannot read the cluster's event log")?;
+        // Not leading until the first heartbeat takes the lease.
+        hub.set_leader(false);
         let cluster = Arc::new(Cluster {
             name,
             started_at: OffsetDateTime::now_utc(),
@@ -197,6 +202,11 @@ impl Cluster {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How often the node records itself (and renews the leader lease when it holds it).
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.cfg.heartbeat_interval
     }
 
     /// Where the node stands.
@@ -451,6 +461,22 @@ impl Cluster {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // The leader lease: held while this node renews it every heartbeat; taken by
+            // another node three heartbeats after this one stops.
+            let leader = match hub
+                .acquire_cluster_lease(LEADER_LEASE, &self.name, self.cfg.heartbeat_interval * 3)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the leader lease; not leading");
+                    false
+                }
+            };
+            if leader != hub.is_leader() {
+                tracing::info!(node = %self.name, leader, "cluster leadership changed");
+            }
+            hub.set_leader(leader);
             let now = OffsetDateTime::now_utc();
             let status = NodeStatus {
                 name: self.name.clone(),

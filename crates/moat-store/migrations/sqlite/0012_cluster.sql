@@ -50,3 +50,12 @@ CREATE TABLE mqtt_client_claims (
     prev_node  TEXT
 );
 CREATE INDEX mqtt_client_claims_node ON mqtt_client_claims (node);
+
+-- Work one node of the cluster does at a time (CRL refresh, the retirement sweep, campaign
+-- steps, OTA notice renewal): the holder of a lease renews it while alive; when it stops,
+-- another node takes it once it has expired.
+CREATE TABLE cluster_leases (
+    name        TEXT   NOT NULL PRIMARY KEY,
+    holder      TEXT   NOT NULL,
+    expires_at  BIGINT NOT NULL
+);

@@ -183,3 +183,42 @@ pub async fn cluster_client_claims(db: &TestDb) {
     assert_eq!(queue.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![3, 7]);
     assert!(s.mqtt_session("dev-9").await.unwrap().is_none());
 }
+
+pub async fn cluster_leases(db: &TestDb) {
+    let s = &db.store;
+    let at = |secs: i64| t0() + Duration::seconds(secs);
+    assert!(s.lease("leader").await.unwrap().is_none());
+    assert!(s.acquire_lease("leader", "a", at(0), at(10)).await.unwrap());
+    assert!(
+        !s.acquire_lease("leader", "b", at(5), at(15)).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        s.acquire_lease("leader", "a", at(6), at(16)).await.unwrap(),
+        "a renews"
+    );
+    assert_eq!(
+        s.lease("leader").await.unwrap(),
+        Some(("a".to_string(), at(16)))
+    );
+    assert!(
+        !s.acquire_lease("leader", "b", at(15), at(25))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.acquire_lease("leader", "b", at(16), at(26))
+            .await
+            .unwrap(),
+        "expired: b takes it"
+    );
+    assert!(
+        !s.acquire_lease("leader", "a", at(17), at(27))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.acquire_lease("other", "a", at(17), at(27)).await.unwrap(),
+        "leases are by name"
+    );
+}

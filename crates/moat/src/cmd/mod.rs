@@ -66,8 +66,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "event log at {}; answered by {}",
+                "event log at {}; leader {}; answered by {}",
                 c.event_log_head,
+                c.leader.as_deref().unwrap_or("(none)"),
                 c.answered_by.as_deref().unwrap_or("?")
             );
             println!(
