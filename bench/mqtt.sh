@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 CONN=${CONN:-15000}
 STAGE1=${STAGE1:-5000}
 DUR=${DUR:-8}
@@ -103,36 +105,7 @@ SRC_IDX=$((NDEV + 1))
 
 log "Mosquitto: test CA and server certificate (openssl, P-256), device CA = moat's bundle"
 M=$WORK/mosquitto
-mkdir -p "$M"
-openssl ecparam -name prime256v1 -genkey -noout -out "$M/ca.key" 2>/dev/null
-openssl req -x509 -new -key "$M/ca.key" -subj "/CN=bench mosquitto CA" -days 2 -out "$M/ca.pem" 2>/dev/null
-openssl ecparam -name prime256v1 -genkey -noout -out "$M/server.key" 2>/dev/null
-openssl req -new -key "$M/server.key" -subj "/CN=localhost" -out "$M/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$M/ext.cnf"
-openssl x509 -req -in "$M/server.csr" -CA "$M/ca.pem" -CAkey "$M/ca.key" -CAcreateserial \
-  -days 2 -extfile "$M/ext.cnf" -out "$M/server.pem" 2>/dev/null
-cat >"$M/mosquitto.conf" <<CONF
-user root
-persistence false
-log_dest stderr
-log_type error
-log_type warning
-max_queued_messages 1000
-max_inflight_messages 32
-set_tcp_nodelay true
-listener $MOSQ_PORT 127.0.0.1
-cafile $HUB/ca-bundle.pem
-certfile $M/server.pem
-keyfile $M/server.key
-require_certificate true
-use_identity_as_username true
-max_connections -1
-CONF
-"$MOSQUITTO" -c "$M/mosquitto.conf" >>"$WORK/mosquitto.log" 2>&1 &
-MOSQ_PID=$!
-sleep 0.5
-kill -0 "$MOSQ_PID" || { cat "$WORK/mosquitto.log" >&2; exit 1; }
-"$MOSQUITTO" -h 2>&1 | head -1 >&2 || true
+start_mosquitto "$M" "$MOSQ_PORT" "$HUB/ca-bundle.pem"
 
 # The handshake baseline: a bare rustls mutual-TLS server (moat-device baseline-server: same
 # provider, protocol versions, ALPN and webpki client verification over the same device CA

@@ -188,6 +188,9 @@ event_retention = "7d"
 # How often a node records its status (`moat cluster status`); a node silent for three
 # intervals is shown as down.
 heartbeat_interval = "5s"
+# CONNECT admission reads devices and certificates from memory, kept current by the
+# cluster's events (false: from PostgreSQL at every CONNECT).
+admission_view = true
 
 [log]
 # "text" or "json" (one object per line; the ids of the request or MQTT connection a line
@@ -484,6 +487,8 @@ pub struct ClusterConfig {
     /// How often the node records its status.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Whether CONNECT admission reads from the in-memory view.
+    pub admission_view: bool,
 }
 
 impl ClusterConfig {

@@ -156,7 +156,7 @@ impl Hub {
             }
         };
         // Only this process writes a SQLite registry; another node's change to a shared
-        // PostgreSQL one would not reach the view.
+        // PostgreSQL one reaches the view only on a cluster node (`keep_admission_view`).
         let view = crate::view::AdmissionView::new(store.backend() == "sqlite", cfg.admission_view);
         let hub = Hub {
             view,
@@ -231,6 +231,15 @@ impl Hub {
     pub fn set_leader(&self, leader: bool) {
         self.leader
             .store(leader, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Lets CONNECT admission read from the in-memory view on a registry other processes
+    /// write too: for a cluster node, which applies every change another node makes (its
+    /// events, in order; a full resynchronisation when it may have missed some). The
+    /// staleness bound is then the cluster's: milliseconds over NATS, `catch_up_interval`
+    /// without it.
+    pub fn keep_admission_view(&self) {
+        self.view.enable();
     }
 
     /// Sends every event this node emits from now on to the other nodes of its cluster too.

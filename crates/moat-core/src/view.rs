@@ -46,7 +46,7 @@ struct Inner {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct AdmissionView {
-    enabled: bool,
+    enabled: std::sync::atomic::AtomicBool,
     capacity: usize,
     /// Bumped by every invalidation, under `inner`'s write lock.
     generation: AtomicU64,
@@ -62,11 +62,21 @@ impl AdmissionView {
     /// every read a miss and every fill a no-op.
     pub(crate) fn new(enabled: bool, capacity: usize) -> Self {
         AdmissionView {
-            enabled: enabled && capacity > 0,
+            enabled: std::sync::atomic::AtomicBool::new(enabled && capacity > 0),
             capacity,
             generation: AtomicU64::new(0),
             inner: RwLock::default(),
         }
+    }
+
+    fn on(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Turns the view on (a node that learns every change to a shared registry).
+    pub(crate) fn enable(&self) {
+        self.clear();
+        self.enabled.store(self.capacity > 0, Ordering::Release);
     }
 
     /// Take before reading the registry; hand to the fill.
@@ -75,28 +85,28 @@ impl AdmissionView {
     }
 
     pub(crate) fn cert(&self, fingerprint: &str) -> Option<Arc<CertRecord>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         self.read().certs.get(fingerprint).cloned()
     }
 
     pub(crate) fn device(&self, id: &str) -> Option<Arc<Device>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         self.read().devices.get(id).cloned()
     }
 
     pub(crate) fn access(&self, id: &str) -> Option<Option<IdentityAccess>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         self.read().access.get(id).cloned()
     }
 
     pub(crate) fn group_policy(&self, group: &str) -> Option<Option<String>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         self.read().groups.get(group).cloned()
@@ -108,7 +118,7 @@ impl AdmissionView {
         let Some(device_id) = rec.device_id.as_ref() else {
             return;
         };
-        if !self.enabled || rec.revoked_at.is_some() || rec.retire_at.is_some() {
+        if !self.on() || rec.revoked_at.is_some() || rec.retire_at.is_some() {
             return;
         }
         let mut inner = self.write();
@@ -131,7 +141,7 @@ impl AdmissionView {
 
     /// Keeps `device` unless something was invalidated since `t`.
     pub(crate) fn fill_device(&self, t: Ticket, device: &Device) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut inner = self.write();
@@ -147,7 +157,7 @@ impl AdmissionView {
 
     /// Keeps a device's access unless something was invalidated since `t`.
     pub(crate) fn fill_access(&self, t: Ticket, id: &str, access: Option<IdentityAccess>) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut inner = self.write();
@@ -161,7 +171,7 @@ impl AdmissionView {
 
     /// Keeps a group's policy unless something was invalidated since `t`.
     pub(crate) fn fill_group(&self, t: Ticket, group: &str, policy: Option<String>) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut inner = self.write();

@@ -180,6 +180,9 @@ impl Cluster {
             .context("cannot read the cluster's event log")?;
         // Not leading until the first heartbeat takes the lease.
         hub.set_leader(false);
+        if cfg.admission_view {
+            hub.keep_admission_view();
+        }
         let cluster = Arc::new(Cluster {
             name,
             started_at: OffsetDateTime::now_utc(),

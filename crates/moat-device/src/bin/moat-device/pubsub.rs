@@ -67,6 +67,10 @@ pub struct PubsubArgs {
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Where subscribe-only devices connect (another node of a cluster: cross-node
+    /// delivery); default: `--addr`, like everyone else.
+    #[arg(long)]
+    pub sub_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -112,13 +116,22 @@ pub async fn run(a: PubsubArgs) -> anyhow::Result<Value> {
     let sem = Arc::new(Semaphore::new(a.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let t_conn = Instant::now();
+    let sub_target = a.sub_addr.map(|addr| {
+        let mut t = setup.target.clone();
+        t.addr = addr;
+        Arc::new(t)
+    });
     for (i, r) in roles {
         let d = devices[i - lo].clone();
         let (setup, sem, qos) = (setup.clone(), sem.clone(), a.qos);
+        let target = match (&sub_target, &r.publish) {
+            (Some(t), None) => t.clone(),
+            _ => Arc::new(setup.target.clone()),
+        };
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let src = setup.sources[i % setup.sources.len()];
-            let mut c = client::connect(&setup.target, d.tls.clone(), &d.id, Some(src))
+            let mut c = client::connect(&target, d.tls.clone(), &d.id, Some(src))
                 .await
                 .with_context(|| format!("connecting {}", d.id))?;
             if let Some(f) = &r.subscribe {
