@@ -92,6 +92,8 @@ run() { # name label args...
     echo "{\"run\":\"$name\",\"label\":\"$label\",\"failed\":true}" >>"$RESULTS"
     tail -3 "$WORK/load.log" >&2
   fi
+  # What an overloaded run left queued drains before the next one measures.
+  sleep 3
 }
 fanin="pubsub --duration $DUR --warmup $WARM --publishers $PAIRS --subscribers 1 --sub-offset $SINK_IDX --pub-topic devices/{id}/load --sub-filter devices/+/load"
 echo "{\"run\":\"load-before\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$RESULTS"

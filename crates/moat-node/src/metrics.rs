@@ -401,13 +401,14 @@ impl Collector for HubCollector {
             family(
                 &mut enc,
                 "moat_cluster_messages",
-                "MQTT messages between this node and the other nodes, by outcome (sent, received, duplicate: a copy overlapping filters caused, dropped; failed: not sent or not decodable).",
+                "MQTT messages between this node and the other nodes, by outcome (sent, received, duplicate: a copy overlapping filters caused, ignored; dropped: this node could not keep up sending or receiving; failed: not sent or not decodable).",
                 MetricType::Counter,
                 "outcome",
                 &[
                     ("sent", f.sent.load(Ordering::Relaxed)),
                     ("received", f.received.load(Ordering::Relaxed)),
                     ("duplicate", f.duplicates.load(Ordering::Relaxed)),
+                    ("dropped", f.dropped.load(Ordering::Relaxed)),
                     ("failed", f.failed.load(Ordering::Relaxed)),
                 ],
             )?;

@@ -47,7 +47,10 @@ const RESERVED: [&str; 4] = ["timestamp", "level", "target", "spans"];
 /// journal make lines harder to read and to grep.
 pub fn init(cfg: &LogConfig) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    // The NATS client logs every dropped message of a slow subscription at info; the cluster
+    // counts and reports those itself (moat_cluster_messages_total{outcome="dropped"}).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},async_nats=warn", cfg.level)));
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()

@@ -50,11 +50,20 @@ enum Interest {
     Remove(String),
 }
 
+/// Messages waiting to be published to the other nodes; past this, new ones are dropped
+/// (counted): NATS or the network cannot keep up, and queueing more only adds memory and
+/// latency (delivery across nodes is at most once).
+const OUTBOUND_QUEUE: usize = 8_192;
+
+/// Messages taken off the outbound queue at once.
+const PUBLISH_BATCH: usize = 256;
+
 /// The broker's side: hands messages and interest changes to the fabric's tasks, claims
 /// client ids.
 #[derive(Debug)]
 pub(crate) struct NatsFabric {
-    out: mpsc::UnboundedSender<Arc<Message>>,
+    out: mpsc::Sender<Arc<Message>>,
+    counts: Arc<FabricCounts>,
     interest: mpsc::UnboundedSender<Interest>,
     nats: async_nats::Client,
     prefix: String,
@@ -134,7 +143,9 @@ impl moat_broker::Fabric for NatsFabric {
     }
 
     fn forward(&self, message: &Arc<Message>) {
-        let _ = self.out.send(message.clone());
+        if self.out.try_send(message.clone()).is_err() {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn interest(&self, filter: &str, wanted: bool) {
@@ -154,6 +165,9 @@ pub struct FabricCounts {
     pub received: AtomicU64,
     /// Copies dropped (overlapping filters).
     pub duplicates: AtomicU64,
+    /// Messages dropped because this node could not keep up: to send (its queue to NATS
+    /// full) or to receive (a NATS subscription's buffer full).
+    pub dropped: AtomicU64,
     /// Messages that could not be sent or decoded.
     pub failed: AtomicU64,
 }
@@ -168,7 +182,7 @@ pub(crate) fn start(
     counts: Arc<FabricCounts>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let (out, out_rx) = mpsc::unbounded_channel();
+    let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
     let tasks = vec![
         tokio::spawn(publish(
@@ -185,7 +199,7 @@ pub(crate) fn start(
             prefix.clone(),
             node.clone(),
             interest_rx,
-            counts,
+            counts.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(serve_releases(
@@ -197,6 +211,7 @@ pub(crate) fn start(
     ];
     broker.set_fabric(Arc::new(NatsFabric {
         out,
+        counts: counts.clone(),
         interest,
         nats,
         prefix,
@@ -256,40 +271,42 @@ async fn publish(
     nats: async_nats::Client,
     prefix: String,
     node: String,
-    mut rx: mpsc::UnboundedReceiver<Arc<Message>>,
+    mut rx: mpsc::Receiver<Arc<Message>>,
     counts: Arc<FabricCounts>,
     shutdown: CancellationToken,
 ) {
     let mut seq = 0u64;
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let msg = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return,
+        tokio::select! {
+            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 {
+                return;
             },
             _ = shutdown.cancelled() => return,
-        };
-        seq += 1;
-        // Every node keeps every retained message (a subscription made later, anywhere,
-        // gets it): those go on one subject all nodes hear.
-        let subject = match msg.retain {
-            true => retained_subject(&prefix),
-            false => topic_subject(&prefix, &msg.topic),
-        };
-        let body = Forwarded {
-            origin: node.clone(),
-            seq,
-            message: Message::clone(&msg),
-        };
-        let sent = match postcard::to_allocvec(&body) {
-            Ok(bytes) => nats.publish(subject, bytes.into()).await.is_ok(),
-            Err(_) => false,
-        };
-        if sent {
-            counts.sent.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counts.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(topic = %msg.topic, "cannot forward a message to the other nodes");
+        }
+        for msg in batch.drain(..) {
+            seq += 1;
+            // Every node keeps every retained message (a subscription made later, anywhere,
+            // gets it): those go on one subject all nodes hear.
+            let subject = match msg.retain {
+                true => retained_subject(&prefix),
+                false => topic_subject(&prefix, &msg.topic),
+            };
+            let body = Forwarded {
+                origin: node.clone(),
+                seq,
+                message: Message::clone(&msg),
+            };
+            let sent = match postcard::to_allocvec(&body) {
+                Ok(bytes) => nats.publish(subject, bytes.into()).await.is_ok(),
+                Err(_) => false,
+            };
+            if sent {
+                counts.sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %msg.topic, "cannot forward a message to the other nodes");
+            }
         }
     }
 }

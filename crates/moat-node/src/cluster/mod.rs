@@ -139,6 +139,9 @@ impl Cluster {
         }
         let flag = nats_ok.clone();
         let who = name.clone();
+        let fabric = Arc::new(FabricCounts::default());
+        let counts = fabric.clone();
+        let warned = Arc::new(AtomicU64::new(0));
         opts = opts
             .name(format!("moat-{name}"))
             .retry_on_initial_connect()
@@ -150,6 +153,8 @@ impl Cluster {
             .event_callback(move |ev| {
                 let flag = flag.clone();
                 let who = who.clone();
+                let counts = counts.clone();
+                let warned = warned.clone();
                 async move {
                     match ev {
                         async_nats::Event::Connected => {
@@ -159,6 +164,21 @@ impl Cluster {
                         async_nats::Event::Disconnected => {
                             flag.store(false, Ordering::Release);
                             tracing::warn!(node = %who, "NATS connection lost; cross-node events come from the registry's log until it is back");
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            // One per dropped message: counted, and said at most once a minute.
+                            let n = counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            let last = warned.load(Ordering::Relaxed);
+                            if now >= last + 60
+                                && warned
+                                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                                    .is_ok()
+                            {
+                                tracing::warn!(node = %who, dropped_so_far = n, "messages from other nodes arrive faster than this node takes them; dropping (moat_cluster_messages_total{{outcome=\"dropped\"}})");
+                            }
                         }
                         other => tracing::debug!(event = %other, "NATS"),
                     }
@@ -197,7 +217,7 @@ impl Cluster {
             nats_ok,
             applied: AtomicU64::new(applied),
             wake: Notify::new(),
-            fabric: Arc::default(),
+            fabric,
         });
         Ok(cluster)
     }
