@@ -74,6 +74,8 @@ suite!(
     console_audit_search,
     cluster_event_log,
     cluster_node_status,
+    gateway_allowances,
+    relay_windows_compare_and_set,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is
