@@ -218,11 +218,23 @@ impl Node {
                     Durability::Sync => moat_broker::Durability::Sync,
                     Durability::Periodic => moat_broker::Durability::Periodic,
                 },
+                // Only the hub names a verified device (relayed messages).
+                reserved_user_properties: vec![crate::mqtt::RESERVED_PREFIX.to_string()],
                 ..moat_broker::BrokerConfig::default()
             },
             authority.clone(),
             Arc::new(crate::mqtt::RegistryPersistence::new(store.clone())),
         );
+        // What gateways relay is verified before it is routed.
+        let relay = Arc::new(crate::mqtt::RelayIngest::new(hub.clone()));
+        broker
+            .intercept(moat_core::UPLINK_FILTER, relay.clone())
+            .map_err(|e| {
+                crate::Error::Config(format!(
+                    "cannot check relayed messages on {}: {e}",
+                    moat_core::UPLINK_FILTER
+                ))
+            })?;
         // Retained messages and persistent sessions of the last run, before any client connects.
         broker
             .restore()
@@ -382,6 +394,7 @@ impl Node {
             hub: hub.clone(),
             broker: broker.clone(),
             authority: authority.clone(),
+            relay,
             verifier: verifier.clone(),
             events: event_counts,
             posture: posture_counts,

@@ -5,6 +5,7 @@ mod cas;
 mod certs;
 mod devices;
 mod enrollment;
+mod gateways;
 mod lifecycle;
 mod misc;
 mod ota;
@@ -23,6 +24,7 @@ pub(crate) use cas::*;
 pub(crate) use certs::*;
 pub(crate) use devices::*;
 pub(crate) use enrollment::*;
+pub(crate) use gateways::*;
 pub(crate) use lifecycle::*;
 pub(crate) use misc::*;
 pub(crate) use ota::*;
@@ -75,6 +77,11 @@ pub fn admin_router(state: AppState) -> Router {
         )
         .route("/devices/{id}/access", post(set_access))
         .route("/apps", post(create_app))
+        .route("/gateways", get(list_gateways).post(create_gateway))
+        .route("/gateways/{name}", get(show_gateway))
+        .route("/gateways/{name}/allow", post(allow_gateway))
+        .route("/gateways/{name}/disallow", post(disallow_gateway))
+        .route("/gateways/{name}/revoke", post(revoke_gateway))
         .route("/server/rotate", post(rotate_server_cert))
         .route(
             "/firmware-keys",
