@@ -70,7 +70,9 @@ pub use posture::{
 pub use provisioning::{
     CreateEnrollmentGroup, HubEndpoint, ProvisionRefusal, Provisioned, allocate, matching_group,
 };
-pub use relay::{RELAY_REASONS, RelayRefusal, Relayed, UPLINK_FILTER, Uplink};
+pub use relay::{
+    DOWNLINK_FILTER, Downlink, RELAY_REASONS, RelayRefusal, Relayed, UPLINK_FILTER, Uplink,
+};
 pub use secret::{Secret, hash_token, new_token, token_matches};
 pub use stations::{CreateStation, CreatedStation};
 pub use view::DEFAULT_CAPACITY as ADMISSION_VIEW_CAPACITY;

@@ -48,14 +48,7 @@ impl<'a> Uplink<'a> {
     /// Splits an uplink topic; `None` if it is not one (no suffix, or a gateway or device name
     /// that is not an identity).
     pub fn parse(topic: &'a str) -> Option<Self> {
-        let rest = topic.strip_prefix("gateways/")?;
-        let (gateway, rest) = rest.split_once('/')?;
-        let rest = rest.strip_prefix("up/")?;
-        let (device, suffix) = rest.split_once('/')?;
-        if suffix.is_empty() || validate_device_id(gateway).is_err() {
-            return None;
-        }
-        validate_device_id(device).ok()?;
+        let (gateway, device, suffix) = split(topic, "up")?;
         Some(Uplink {
             gateway,
             device,
@@ -73,6 +66,48 @@ impl<'a> Uplink<'a> {
     /// The topic the verified message is republished to: `devices/{device}/{suffix}`.
     pub fn device_topic(&self) -> String {
         format!("devices/{}/{}", self.device, self.suffix)
+    }
+}
+
+/// `gateways/{gateway}/{way}/{device}/{suffix}` → (gateway, device, suffix), names checked.
+fn split<'a>(topic: &'a str, way: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let rest = topic.strip_prefix("gateways/")?;
+    let (gateway, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix(way)?.strip_prefix('/')?;
+    let (device, suffix) = rest.split_once('/')?;
+    if suffix.is_empty() || validate_device_id(gateway).is_err() {
+        return None;
+    }
+    validate_device_id(device).ok()?;
+    Some((gateway, device, suffix))
+}
+
+/// The downlink tree's filter, for the broker: `gateways/+/down/#`.
+pub const DOWNLINK_FILTER: &str = "gateways/+/down/#";
+
+/// Where an application (or the hub) publishes a signed message for a device behind a
+/// gateway: `gateways/{gateway}/down/{device}/{suffix}`. The gateway subscribes to its tree
+/// and forwards the object unchanged; the device verifies it (signature with the signer's
+/// certificate it trusts, its own replay window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downlink<'a> {
+    /// The gateway that will forward it.
+    pub gateway: &'a str,
+    /// The device it is for.
+    pub device: &'a str,
+    /// The rest of the topic.
+    pub suffix: &'a str,
+}
+
+impl<'a> Downlink<'a> {
+    /// Splits a downlink topic; `None` if it is not one.
+    pub fn parse(topic: &'a str) -> Option<Self> {
+        let (gateway, device, suffix) = split(topic, "down")?;
+        Some(Downlink {
+            gateway,
+            device,
+            suffix,
+        })
     }
 }
 
@@ -366,6 +401,28 @@ impl Hub {
         })
     }
 
+    /// Checks a downlink before the broker routes it to the gateway: the topic's gateway is
+    /// one and may relay for the device (an application cannot push through a gateway that
+    /// does not serve the device), and the payload is a signed object of the format. The
+    /// signature is the device's to check (it trusts the signer's certificate, not the
+    /// hub): the hub forwards the object unchanged.
+    pub async fn check_downlink(
+        &self,
+        downlink: &Downlink<'_>,
+        object: &[u8],
+    ) -> Result<(), RelayRefusal> {
+        if self.identity_kind(downlink.gateway).await? != IdentityKind::Gateway
+            || !self.may_relay(downlink.gateway, downlink.device).await?
+        {
+            return Err(RelayRefusal::NotAllowed {
+                gateway: downlink.gateway.to_string(),
+                device: downlink.device.to_string(),
+            });
+        }
+        decode_sign1(object).map_err(RelayRefusal::Malformed)?;
+        Ok(())
+    }
+
     /// Whether `gateway` has an allowance covering `device` (a device, not an application or
     /// a gateway).
     async fn may_relay(&self, gateway: &str, device: &str) -> Result<bool, Error> {
@@ -470,6 +527,16 @@ mod tests {
         ] {
             assert_eq!(Uplink::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn downlink_topics() {
+        let d = Downlink::parse("gateways/gw1/down/dev-1/cmd").unwrap_or_else(|| panic!());
+        assert_eq!((d.gateway, d.device, d.suffix), ("gw1", "dev-1", "cmd"));
+        assert_eq!(Downlink::parse("gateways/gw1/up/dev-1/cmd"), None);
+        assert_eq!(Uplink::parse("gateways/gw1/down/dev-1/cmd"), None);
+        assert_eq!(Uplink::parse("gateways/gw1/upx/dev-1/cmd"), None);
+        assert_eq!(Downlink::parse("gateways/gw1/down/dev-1"), None);
     }
 
     #[test]

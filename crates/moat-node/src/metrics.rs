@@ -237,6 +237,15 @@ impl Collector for HubCollector {
             "reason",
             &src.relay.refused(),
         )?;
+        let (down_ok, down_refused) = src.relay.downlinks();
+        family(
+            &mut enc,
+            "moat_relay_downlinks",
+            "Signed downlinks for devices behind gateways, by outcome (routed to the gateway, or refused: gateway not serving the device, not a signed object).",
+            MetricType::Counter,
+            "outcome",
+            &[("routed", down_ok), ("refused", down_refused)],
+        )?;
         counter(
             &mut enc,
             "moat_relay_audits_suppressed",

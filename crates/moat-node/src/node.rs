@@ -227,14 +227,11 @@ impl Node {
         );
         // What gateways relay is verified before it is routed.
         let relay = Arc::new(crate::mqtt::RelayIngest::new(hub.clone()));
-        broker
-            .intercept(moat_core::UPLINK_FILTER, relay.clone())
-            .map_err(|e| {
-                crate::Error::Config(format!(
-                    "cannot check relayed messages on {}: {e}",
-                    moat_core::UPLINK_FILTER
-                ))
+        for filter in [moat_core::UPLINK_FILTER, moat_core::DOWNLINK_FILTER] {
+            broker.intercept(filter, relay.clone()).map_err(|e| {
+                crate::Error::Config(format!("cannot check relayed messages on {filter}: {e}"))
             })?;
+        }
         // Retained messages and persistent sessions of the last run, before any client connects.
         broker
             .restore()

@@ -1,6 +1,7 @@
 //! Verified ingest of what gateways relay: the broker's interceptor for
-//! `gateways/+/up/#` ([`moat_core::UPLINK_FILTER`]). Each message is decided by
-//! [`Hub::verify_relayed`] while the gateway waits for its PUBACK:
+//! `gateways/+/up/#` ([`moat_core::UPLINK_FILTER`]) and `gateways/+/down/#`
+//! ([`moat_core::DOWNLINK_FILTER`]). Each uplink is decided by [`Hub::verify_relayed`] while
+//! the gateway waits for its PUBACK:
 //!
 //! - accepted: republished to `devices/{device}/{suffix}` with the payload unchanged (the COSE
 //!   object, which an application can verify without trusting the hub) and the MQTT 5 user
@@ -12,11 +13,16 @@
 //!   reason (`moat_relay_refused`) and audited as `gateway.relay`, refused, with the reason
 //!   and its detail (at most [`AUDITS_PER_MINUTE`] entries per gateway a minute: a gateway
 //!   flooding forgeries cannot flood the audit log; the count keeps every one).
+//!
+//! A downlink (an application's signed command for a device) is checked by
+//! [`Hub::check_downlink`] (the gateway may serve the device, the object has the format) and
+//! routed unchanged to the gateway, which forwards it; the device verifies the signature and
+//! its counter. Refused downlinks get 0x87 and a `gateway.downlink` audit entry.
 
 use async_trait::async_trait;
 use moat_broker::intercept::{Interceptor, Publisher, Refused, Verdict};
 use moat_broker::{Message, reason};
-use moat_core::{Actor, FailureLimiter, Hub, RELAY_REASONS, RelayRefusal, Uplink};
+use moat_core::{Actor, Downlink, FailureLimiter, Hub, RELAY_REASONS, RelayRefusal, Uplink};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,6 +55,19 @@ pub struct RelayIngest {
     audits: FailureLimiter<String>,
     /// Refusals not audited because their gateway was over [`AUDITS_PER_MINUTE`].
     audits_suppressed: AtomicU64,
+    /// Downlinks routed to their gateway since start.
+    downlinks_accepted: AtomicU64,
+    /// Downlinks refused since start.
+    downlinks_refused: AtomicU64,
+}
+
+/// Which way a relayed message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    /// A device's message, through its gateway, to the hub.
+    Up,
+    /// An application's message, through the gateway, to a device.
+    Down,
 }
 
 impl RelayIngest {
@@ -64,7 +83,17 @@ impl RelayIngest {
                 LIMITER_CAPACITY,
             ),
             audits_suppressed: AtomicU64::new(0),
+            downlinks_accepted: AtomicU64::new(0),
+            downlinks_refused: AtomicU64::new(0),
         }
+    }
+
+    /// Downlinks routed to their gateway, and refused, since start.
+    pub fn downlinks(&self) -> (u64, u64) {
+        (
+            self.downlinks_accepted.load(Ordering::Relaxed),
+            self.downlinks_refused.load(Ordering::Relaxed),
+        )
     }
 
     /// Relayed messages accepted since start.
@@ -83,15 +112,35 @@ impl RelayIngest {
         self.audits_suppressed.load(Ordering::Relaxed)
     }
 
-    async fn refuse(&self, publisher: &Publisher, topic: &str, refusal: RelayRefusal) -> Verdict {
+    async fn refuse(
+        &self,
+        way: Way,
+        publisher: &Publisher,
+        topic: &str,
+        refusal: RelayRefusal,
+    ) -> Verdict {
         let why = refusal.reason();
-        *self
-            .refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(why)
-            .or_default() += 1;
-        let device = Uplink::parse(topic).map_or("-", |u| u.device);
+        let (device, action) = match way {
+            Way::Up => {
+                *self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(why)
+                    .or_default() += 1;
+                (
+                    Uplink::parse(topic).map_or("-", |u| u.device),
+                    "gateway.relay",
+                )
+            }
+            Way::Down => {
+                self.downlinks_refused.fetch_add(1, Ordering::Relaxed);
+                (
+                    Downlink::parse(topic).map_or("-", |d| d.device),
+                    "gateway.downlink",
+                )
+            }
+        };
         let code = match refusal {
             RelayRefusal::Unavailable(ref e) => {
                 tracing::error!(error = ?e, gateway = %publisher.identity, %device, "registry unavailable while verifying a relayed message");
@@ -110,7 +159,7 @@ impl RelayIngest {
                 self.hub
                     .record_admin_action(
                         &Actor(format!("{}@{}", publisher.identity, publisher.peer.ip())),
-                        "gateway.relay",
+                        action,
                         Some(device),
                         "refused",
                         Some(format!("{why}: {refusal}")),
@@ -128,9 +177,16 @@ impl RelayIngest {
 #[async_trait]
 impl Interceptor for RelayIngest {
     async fn intercept(&self, publisher: &Publisher, mut message: Message) -> Verdict {
+        if message.topic.split('/').nth(2) == Some("down") {
+            return self.downlink(publisher, message).await;
+        }
         let uplink = match Uplink::parse_or_refuse(&message.topic) {
             Ok(u) => u,
-            Err(refusal) => return self.refuse(publisher, &message.topic, refusal).await,
+            Err(refusal) => {
+                return self
+                    .refuse(Way::Up, publisher, &message.topic, refusal)
+                    .await;
+            }
         };
         let verified = self
             .hub
@@ -156,7 +212,28 @@ impl Interceptor for RelayIngest {
             }
             Err(refusal) => {
                 let topic = message.topic.clone();
-                self.refuse(publisher, &topic, refusal).await
+                self.refuse(Way::Up, publisher, &topic, refusal).await
+            }
+        }
+    }
+}
+
+impl RelayIngest {
+    async fn downlink(&self, publisher: &Publisher, message: Message) -> Verdict {
+        let checked = match Downlink::parse(&message.topic) {
+            Some(d) => self.hub.check_downlink(&d, &message.payload).await,
+            None => Err(RelayRefusal::BadTopic {
+                topic: message.topic.clone(),
+            }),
+        };
+        match checked {
+            Ok(()) => {
+                self.downlinks_accepted.fetch_add(1, Ordering::Relaxed);
+                Verdict::Route(Box::new(message))
+            }
+            Err(refusal) => {
+                let topic = message.topic.clone();
+                self.refuse(Way::Down, publisher, &topic, refusal).await
             }
         }
     }
