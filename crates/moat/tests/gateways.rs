@@ -663,3 +663,233 @@ fn gateway_commands_refuse_bad_input_with_a_clear_error() {
         );
     }
 }
+
+/// A process whose stdout lines are read as they come.
+struct Lines {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    fn spawn(cmd: &mut Command) -> Lines {
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx }
+    }
+
+    /// The next JSON line `want` accepts (others are skipped).
+    fn expect(&self, what: &str, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} in time"));
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l)
+                && want(&v)
+            {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn moat_device() -> PathBuf {
+    let bin = Path::new(MOAT).with_file_name("moat-device");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build -p moat-device ({})",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_device_on_a_udp_link_reaches_the_application_and_takes_signed_commands() {
+    let hub = TestHub::start();
+    let creds = hub.path("creds");
+    let state = hub.path("device-state");
+    std::fs::create_dir_all(&state).unwrap();
+    hub.ok(&["gateway", "create", "gw1", "--out", p(&creds)]);
+    hub.ok(&[
+        "app",
+        "create",
+        "app",
+        "--out",
+        p(&creds),
+        "--subscribe",
+        "devices/+/#",
+        "--publish",
+        "gateways/+/down/#",
+    ]);
+    Device::create(&hub, &creds, "dev1");
+    Device::create(&hub, &creds, "dev2");
+    hub.ok(&["gateway", "allow", "gw1", "--device", "dev1"]);
+    let (link, dev_port) = (free_udp_port(), free_udp_port());
+    let dev_addr = format!("127.0.0.1:{dev_port}");
+    let port = hub.mqtt_tls.rsplit_once(':').unwrap().1;
+    let gateway = Lines::spawn(
+        Command::new(moat_device())
+            .args(["gateway", "--mqtt", &format!("mqtts://localhost:{port}")])
+            .args(["--ca", p(&hub.bundle())])
+            .args(["--cert", p(&creds.join("gw1.crt"))])
+            .args(["--key", p(&creds.join("gw1.key"))])
+            .args(["--name", "gw1", "--listen", &format!("127.0.0.1:{link}")])
+            .args(["--device", &format!("dev1={dev_addr}")])
+            .args(["--device", &format!("dev2=127.0.0.1:{}", free_udp_port())]),
+    );
+    gateway.expect("the gateway's connection", |v| v["event"] == "connected");
+    let mut app = connect(&hub, &creds, "app");
+    app.send("sub devices/+/# 1");
+    assert!(app.next_line(|l| l == "suback 1", T).is_some());
+
+    // Up: the device signs with its key and counter file, the gateway relays the frame.
+    let send = |payload: &str| -> serde_json::Value {
+        let out = Command::new(moat_device())
+            .args(["cose-send", "--key", p(&creds.join("dev1.key"))])
+            .args(["--cert", p(&creds.join("dev1.crt"))])
+            .args(["--counter-file", p(&state.join("dev1.counter"))])
+            .args([
+                "--gateway",
+                &format!("127.0.0.1:{link}"),
+                "--bind",
+                &dev_addr,
+            ])
+            .args(["--payload", payload])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = send("21.5 C");
+    assert_eq!(first["counter"], 0);
+    gateway.expect("PUBACK", |v| {
+        v["event"] == "puback" && v["reason"] == "Success"
+    });
+    assert_eq!(send("21.7 C")["counter"], 1);
+    gateway.expect("PUBACK", |v| {
+        v["event"] == "puback" && v["reason"] == "Success"
+    });
+    let got = {
+        let deadline = Instant::now() + T;
+        loop {
+            let got = app.raw_messages();
+            if got.len() >= 2 || Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    };
+    assert_eq!(got.len(), 2, "{got:?}");
+    let frame: Vec<u8> = {
+        let h = first["frame"].as_str().unwrap();
+        (0..h.len() / 2)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    assert_eq!(got[0].topic, "devices/dev1/telemetry");
+    assert_eq!(got[0].payload, frame);
+    assert_eq!(got[0].property("moat-gateway"), Some("gw1"));
+    let cert = certificate_from_hub(&hub, "dev1", &creds);
+    assert_eq!(
+        pycose_verifies(&cert, &got[1].payload),
+        Some((1, b"21.7 C".to_vec()))
+    );
+    // The first frame again on the link: the hub refuses the replay.
+    let radio = std::net::UdpSocket::bind(&dev_addr).unwrap();
+    radio.send_to(&frame, format!("127.0.0.1:{link}")).unwrap();
+    gateway.expect("the refusal", |v| {
+        v["event"] == "puback" && v["reason"] == "NotAuthorized"
+    });
+    drop(radio);
+
+    // Down: the application signs a command with its own key; the device trusts its
+    // certificate, and refuses an altered or replayed one.
+    let receiver = Lines::spawn(
+        Command::new(moat_device())
+            .args(["cose-receive", "--bind", &dev_addr])
+            .args(["--trust", p(&creds.join("app.crt"))])
+            .args(["--window-file", p(&state.join("dev1.window"))])
+            .args(["--count", "3", "--timeout", "20"]),
+    );
+    receiver.expect("the device listening", |v| v["event"] == "listening");
+    let signer = Device::load("app", &creds.join("app.crt"), &creds.join("app.key"));
+    let command = signer.sign(1, b"open valve");
+    let down = |app: &mut Paho, device: &str, object: &[u8]| {
+        let mid = app.publish_bytes(&format!("gateways/gw1/down/{device}/cmd"), object, 1, &[]);
+        app.ack(mid, T).expect("PUBACK")
+    };
+    assert_eq!(down(&mut app, "dev1", &command), 0);
+    let v = receiver.expect("the command", |v| v.get("accepted").is_some());
+    assert_eq!(v["accepted"], true, "{v}");
+    assert_eq!(
+        (v["counter"].as_u64(), v["payload"].as_str()),
+        (Some(1), Some("open valve"))
+    );
+    let mut altered = signer.sign(2, b"open valve");
+    let at = altered.len() - 67;
+    altered[at] ^= 1;
+    assert_eq!(down(&mut app, "dev1", &altered), 0);
+    let v = receiver.expect("the altered command", |v| v.get("accepted").is_some());
+    assert_eq!(v["accepted"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("signature"), "{v}");
+    assert_eq!(down(&mut app, "dev1", &command), 0);
+    let v = receiver.expect("the replayed command", |v| v.get("accepted").is_some());
+    assert_eq!(v["accepted"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("(replay)"), "{v}");
+
+    // The hub refuses downlinks through a gateway that does not serve the device, and
+    // payloads that are not signed objects.
+    assert_eq!(down(&mut app, "dev2", &signer.sign(3, b"x")), 0x87);
+    assert_eq!(down(&mut app, "dev1", b"not signed"), 0x87);
+    let audit = hub.json(&["audit", "--limit", "100"]);
+    let downlinks: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "gateway.downlink")
+        .collect();
+    assert_eq!(downlinks.len(), 2, "{downlinks:?}");
+    assert!(downlinks.iter().any(
+        |e| e["target"] == "dev2" && e["detail"].as_str().unwrap().starts_with("not_allowed: ")
+    ));
+    assert!(
+        downlinks
+            .iter()
+            .any(|e| e["target"] == "dev1"
+                && e["detail"].as_str().unwrap().starts_with("malformed: "))
+    );
+}
