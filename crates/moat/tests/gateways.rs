@@ -893,3 +893,51 @@ fn a_device_on_a_udp_link_reaches_the_application_and_takes_signed_commands() {
                 && e["detail"].as_str().unwrap().starts_with("malformed: "))
     );
 }
+
+/// Relayed messages per second through one gateway (`moat-device gateway`, MQTT 5 QoS 1),
+/// each verified by the hub (ES256, the certificate check, the stored counter window) and
+/// republished. Debug build, SQLite, everything on one machine: a rough figure.
+/// `cargo build -p moat-device && cargo test -p moat --test gateways relay_rate -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn relay_rate_through_one_gateway() {
+    let hub = TestHub::start();
+    let creds = hub.path("creds");
+    hub.ok(&["gateway", "create", "gw1", "--out", p(&creds)]);
+    let dev = Device::create(&hub, &creds, "dev1");
+    hub.ok(&["gateway", "allow", "gw1", "--device", "dev1"]);
+    let (link, dev_port) = (free_udp_port(), free_udp_port());
+    let port = hub.mqtt_tls.rsplit_once(':').unwrap().1;
+    let gateway = Lines::spawn(
+        Command::new(moat_device())
+            .args(["gateway", "--mqtt", &format!("mqtts://localhost:{port}")])
+            .args(["--ca", p(&hub.bundle())])
+            .args(["--cert", p(&creds.join("gw1.crt"))])
+            .args(["--key", p(&creds.join("gw1.key"))])
+            .args(["--name", "gw1", "--listen", &format!("127.0.0.1:{link}")])
+            .args(["--device", &format!("dev1=127.0.0.1:{dev_port}")]),
+    );
+    gateway.expect("the gateway's connection", |v| v["event"] == "connected");
+    let n = 2000u64;
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| dev.sign(i, b"21.5 C")).collect();
+    let radio = std::net::UdpSocket::bind(format!("127.0.0.1:{dev_port}")).unwrap();
+    let start = Instant::now();
+    // In bursts the gateway's socket buffer holds, each acknowledged before the next.
+    for burst in frames.chunks(50) {
+        for f in burst {
+            radio.send_to(f, format!("127.0.0.1:{link}")).unwrap();
+        }
+        for _ in burst {
+            let v = gateway.expect("PUBACK", |v| v["event"] == "puback");
+            assert_eq!(v["reason"], "Success", "{v}");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let m = metrics(&hub);
+    assert_eq!(metric(&m, "moat_relay_accepted_total"), n as f64);
+    eprintln!(
+        "relay: {n} verified messages in {secs:.2} s = {:.0}/s through one gateway ({} bytes each)",
+        n as f64 / secs,
+        frames[0].len()
+    );
+}
