@@ -12,17 +12,23 @@
       subscriber, and a will on abrupt loss. Prints OK or fails with the reason.
 
   paho_hub.py client HOST PORT 311|5 CLIENT_ID [-u U -P P] [--persistent]
+                     [--cafile F --cert C --key K]
       One connection driven line by line from stdin, for tests that act between packets.
       Prints "connack N" (or "closed: WHY") first. Commands:
         sub FILTER QOS          -> "suback CODE"
         pub TOPIC PAYLOAD QOS   -> "sent MID" at once, "ack MID CODE" when PUBACK/PUBCOMP
                                    arrives (CODE: the v5 reason; 0 on 3.1.1)
+        pubx TOPIC HEX QOS [NAME=VALUE ...]
+                                -> as pub, the payload given in hex, with v5 user properties
         msgs                    -> "msg TOPIC PAYLOAD DUP" for each message so far, "end"
+        msgsx                   -> "msgx TOPIC HEX PROPS" for each message so far (PROPS: the
+                                   v5 user properties as a JSON list of pairs), "end"
         quit                    -> DISCONNECT, exit
       A connection lost meanwhile prints "closed: WHY". --persistent: clean start 0 (v5 with
-      a session expiry of one hour).
+      a session expiry of one hour). --cafile/--cert/--key: TLS with a client certificate.
 """
 import argparse
+import json
 import os
 import socket
 import ssl
@@ -194,7 +200,13 @@ def client(a):
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=a.client_id, protocol=proto, **kw)
     if a.user is not None:
         c.username_pw_set(a.user, a.password)
+    if a.cafile:
+        ctx = ssl.create_default_context(cafile=a.cafile)
+        if a.cert:
+            ctx.load_cert_chain(a.cert, a.key)
+        c.tls_set_context(ctx)
     msgs = []
+    raw = []
     connected = threading.Event()
 
     def on_connect(cl, ud, flags, rc, p=None):
@@ -213,6 +225,8 @@ def client(a):
 
     def on_message(cl, ud, m):
         msgs.append((m.topic, m.payload.decode(errors="replace"), int(m.dup)))
+        props = getattr(m.properties, "UserProperty", None) if m.properties else None
+        raw.append((m.topic, m.payload.hex(), list(props or [])))
 
     c.on_connect, c.on_disconnect, c.on_publish = on_connect, on_disconnect, on_publish
     c.on_subscribe, c.on_message = on_subscribe, on_message
@@ -243,9 +257,22 @@ def client(a):
         elif cmd[0] == "pub":
             info = c.publish(cmd[1], cmd[2], qos=int(cmd[3]))
             say(f"sent {info.mid}")
+        elif cmd[0] == "pubx":
+            props = None
+            if a.version == "5" and len(cmd) > 4:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+                props = Properties(PacketTypes.PUBLISH)
+                props.UserProperty = [tuple(kv.split("=", 1)) for kv in cmd[4:]]
+            info = c.publish(cmd[1], bytes.fromhex(cmd[2]), qos=int(cmd[3]), properties=props)
+            say(f"sent {info.mid}")
         elif cmd[0] == "msgs":
             for t, p, dup in list(msgs):
                 say(f"msg {t} {p} {dup}")
+            say("end")
+        elif cmd[0] == "msgsx":
+            for t, p, props in list(raw):
+                say(f"msgx {t} {p} {json.dumps(props)}")
             say("end")
         elif cmd[0] == "quit":
             break
@@ -278,6 +305,9 @@ def main():
     cl.add_argument("-u", "--user")
     cl.add_argument("-P", "--pass", dest="password")
     cl.add_argument("--persistent", action="store_true")
+    cl.add_argument("--cafile")
+    cl.add_argument("--cert")
+    cl.add_argument("--key")
     a = p.parse_args()
     {"attempt": attempt, "flow": flow, "client": client}[a.cmd](a)
 

@@ -188,7 +188,9 @@ pub(crate) fn permitted(role: Role, method: &Method, path: &str) -> bool {
 fn admin_only(method: &Method, path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
-        "operators" | "stations" | "acl-policies" | "groups" | "apps" | "server" => true,
+        "operators" | "stations" | "acl-policies" | "groups" | "apps" | "gateways" | "server" => {
+            true
+        }
         "cas" => *method != Method::GET,
         "firmware-keys" => !path.ends_with("/sign"),
         _ => false,

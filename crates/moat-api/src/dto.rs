@@ -92,6 +92,11 @@ pub struct CertView {
     /// revoked, reason superseded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire_at: Option<String>,
+    /// The certificate, PEM: in the answer about one certificate (`GET
+    /// /api/v1/certificates/{serial}`), e.g. for an application that verifies a relayed
+    /// device's signed messages itself (`fingerprint` is their x5t).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
 }
 
 impl From<&CertRecord> for CertView {
@@ -108,6 +113,7 @@ impl From<&CertRecord> for CertView {
             revoked_at: c.revoked_at.map(rfc3339),
             revocation_reason: c.revocation_reason.clone(),
             retire_at: c.retire_at.map(rfc3339),
+            pem: None,
         }
     }
 }

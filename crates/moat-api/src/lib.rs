@@ -25,6 +25,7 @@ mod auth;
 mod console;
 mod download;
 pub mod dto;
+pub mod dto_gateways;
 pub mod dto_lifecycle;
 pub mod dto_ota;
 mod est;

@@ -1,6 +1,7 @@
 //! The OpenAPI document, assembled from the handlers' annotations.
 
 use crate::dto::*;
+use crate::dto_gateways::*;
 use crate::dto_lifecycle::*;
 use crate::dto_ota::*;
 use crate::problem::Problem;
@@ -11,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 /// The admin API's OpenAPI 3.1 document, served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment, field provisioning, firmware updates and audit of a Moat hub, and its EST (RFC 7030) and provisioning endpoints. Errors are RFC 9457 problem documents."),
+    info(title = "Moat admin API", description = "Devices, certificates, CAs, revocation, factory enrollment, field provisioning, firmware updates, gateways and audit of a Moat hub, and its EST (RFC 7030) and provisioning endpoints. Errors are RFC 9457 problem documents."),
     paths(
         info, audit_log,
         list_devices, create_device, show_device, disable_device, enable_device, revoke_device, delete_device,
@@ -21,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
         list_sessions, kick_session, cluster_status,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
+        list_gateways, create_gateway, show_gateway, allow_gateway, disallow_gateway, revoke_gateway,
         add_allowlist, list_allowlist, reset_allowlist, create_station, list_stations, delete_station,
         crate::est::cacerts, crate::est::csrattrs, crate::est::simpleenroll,
         crate::est::simplereenroll, crate::est::serverkeygen,
@@ -49,6 +51,7 @@ use utoipa::{Modify, OpenApi};
         crate::operators::OperatorView, crate::operators::CreateOperatorResponse,
         DeviceModelRequest, DeviceModelView,
         ClaimRequest, TransferRequest, StatusRequest, DecommissionResponse, RotateResponse,
+        CreateGatewayRequest, GatewayAllowRequest, GatewayView, AllowanceView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

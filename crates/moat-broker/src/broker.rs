@@ -8,7 +8,7 @@ use crate::retained::Retained;
 use crate::router::Router;
 use crate::session::{Enqueued, Link, Session, SessionState};
 use crate::topic::parse_subscription;
-use crate::{Authority, BrokerConfig, Error, Refusal};
+use crate::{Authority, BrokerConfig, Error, Interceptor, Refusal};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +101,13 @@ pub struct MetricsSnapshot {
     pub subscribers_stalled: u64,
     /// Messages a hub tap ([`Broker::tap`]) could not take because its queue was full.
     pub taps_dropped: u64,
+    /// Messages an interceptor ([`Broker::intercept`]) routed.
+    pub intercepted_routed: u64,
+    /// Messages an interceptor refused (or did not decide about in time).
+    pub intercepted_refused: u64,
+    /// PUBLISH packets and wills whose reserved user properties
+    /// ([`BrokerConfig::reserved_user_properties`]) were stripped.
+    pub reserved_properties_stripped: u64,
     /// QoS 1/2 messages refused because durable state could not be written.
     pub messages_refused_storage: u64,
     /// Batches of durable state written (each one transaction: one fsync on SQLite).
@@ -132,6 +139,9 @@ pub(crate) struct Metrics {
     pub publisher_pauses: AtomicU64,
     pub subscribers_stalled: AtomicU64,
     pub taps_dropped: AtomicU64,
+    pub intercepted_routed: AtomicU64,
+    pub intercepted_refused: AtomicU64,
+    pub reserved_properties_stripped: AtomicU64,
     pub messages_refused_storage: AtomicU64,
     pub state_batches_written: AtomicU64,
     pub state_changes_written: AtomicU64,
@@ -198,6 +208,8 @@ pub struct Broker {
     /// Client ids another node took over, with the epoch of its claim: a CONNECT here whose
     /// own claim is older must not attach (it lost the race). Cluster only.
     released: Mutex<HashMap<String, u64>>,
+    /// Publish interceptors by filter, first match wins; read on every client publish.
+    interceptors: RwLock<Vec<(String, Arc<dyn Interceptor>)>>,
 }
 
 /// The router, locked for writing: on release, the filters that gained their first or lost
@@ -303,6 +315,7 @@ impl Broker {
             taps: RwLock::default(),
             fabric: std::sync::OnceLock::new(),
             released: Mutex::default(),
+            interceptors: RwLock::default(),
         })
     }
 
@@ -609,6 +622,9 @@ impl Broker {
             publisher_pauses: g(&m.publisher_pauses),
             subscribers_stalled: g(&m.subscribers_stalled),
             taps_dropped: g(&m.taps_dropped),
+            intercepted_routed: g(&m.intercepted_routed),
+            intercepted_refused: g(&m.intercepted_refused),
+            reserved_properties_stripped: g(&m.reserved_properties_stripped),
             messages_refused_storage: g(&m.messages_refused_storage),
             state_batches_written: g(&m.state_batches_written),
             state_changes_written: g(&m.state_changes_written),
@@ -648,6 +664,37 @@ impl Broker {
                 queue,
             });
         Ok(rx)
+    }
+
+    /// Lets `interceptor` decide about every client message published on a topic matching
+    /// `filter` (an MQTT filter with `+`/`#`, not shared) before it is routed: see
+    /// [`crate::intercept`]. The first interceptor registered whose filter matches decides.
+    /// Messages the hub itself publishes ([`Broker::publish`], wills) are not intercepted.
+    pub fn intercept(
+        &self,
+        filter: &str,
+        interceptor: Arc<dyn Interceptor>,
+    ) -> Result<(), crate::topic::TopicError> {
+        crate::topic::validate_filter(filter)?;
+        if filter.starts_with("$share/") {
+            return Err(crate::topic::TopicError::Shared);
+        }
+        self.interceptors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((filter.to_owned(), interceptor));
+        Ok(())
+    }
+
+    /// The interceptor of `topic`, if any.
+    pub(crate) fn interceptor_for(&self, topic: &str) -> Option<Arc<dyn Interceptor>> {
+        let all = self
+            .interceptors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.iter()
+            .find(|(f, _)| crate::topic::matches(f, topic))
+            .map(|(_, i)| i.clone())
     }
 
     /// Hands `msg` to the taps whose filter matches; forgets taps whose receiver is gone.

@@ -71,6 +71,14 @@ pub struct BrokerConfig {
     pub close_flush_timeout: Duration,
     /// How long `serve_*` waits for connection tasks after shutdown before returning.
     pub shutdown_grace: Duration,
+    /// Longest wait for a publish interceptor's verdict ([`crate::intercept`]); past it the
+    /// message is refused (0x80) and the publisher's connection reads on.
+    pub intercept_timeout: Duration,
+    /// Prefixes of MQTT 5 user property names that only the hub may set (e.g. `moat-`, the
+    /// identity properties of verified relayed messages): removed from every client PUBLISH
+    /// and will before it is checked, intercepted or routed, so no subscriber sees one a
+    /// client made up. Empty: none.
+    pub reserved_user_properties: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -95,11 +103,33 @@ impl Default for BrokerConfig {
             durability: Durability::Sync,
             close_flush_timeout: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(5),
+            intercept_timeout: Duration::from_secs(10),
+            reserved_user_properties: Vec::new(),
         }
     }
 }
 
 impl BrokerConfig {
+    /// Removes the user properties whose name has a reserved prefix; returns the names
+    /// removed.
+    pub(crate) fn strip_reserved(&self, user: &mut Vec<(String, String)>) -> Vec<String> {
+        if self.reserved_user_properties.is_empty() {
+            return Vec::new();
+        }
+        let mut removed = Vec::new();
+        user.retain(|(name, _)| {
+            let reserved = self
+                .reserved_user_properties
+                .iter()
+                .any(|p| name.starts_with(p.as_str()));
+            if reserved {
+                removed.push(name.clone());
+            }
+            !reserved
+        });
+        removed
+    }
+
     pub(crate) fn queue_limits(&self) -> crate::session::QueueLimits {
         crate::session::QueueLimits {
             messages: self.max_queued_messages,

@@ -20,7 +20,8 @@
 //!
 //! Modules: [`codec`] (hand-written MQTT 3.1.1/5.0 packet codec, fuzzed), [`topic`] (names,
 //! filters, ACL coverage), `router` (subscription tree, shared groups), `session` (queues,
-//! in-flight windows), `retained`, [`persistence`], `listener` (accept loops, TLS), and
+//! in-flight windows), `retained`, [`persistence`], [`intercept`] (the hub's decision about
+//! the messages of some topics before routing), `listener` (accept loops, TLS), and
 //! `connection::{await_connect, connected}` (the two connection phases).
 
 mod broker;
@@ -29,6 +30,7 @@ pub use moat_mqtt as codec;
 mod config;
 mod connection;
 mod error;
+pub mod intercept;
 mod listener;
 pub mod persistence;
 mod retained;
@@ -39,6 +41,7 @@ pub mod topic;
 pub use broker::{Broker, MetricsSnapshot, SessionInfo};
 pub use config::BrokerConfig;
 pub use error::{Error, reason};
+pub use intercept::{Interceptor, Publisher, Refused, Verdict};
 pub use persistence::{Change, Durability, MemoryPersistence, Message, Persistence};
 pub use topic::filter_covers;
 
@@ -204,5 +207,28 @@ pub enum SecurityEvent {
         old_peer: SocketAddr,
         /// Address of the new one.
         new_peer: SocketAddr,
+    },
+    /// A client sent user properties only the hub may set
+    /// ([`BrokerConfig::reserved_user_properties`]): they were removed, the message went on
+    /// without them. Reported once per connection (the count is in the metrics).
+    ReservedPropertiesStripped {
+        /// Its identity.
+        identity: String,
+        /// Peer.
+        peer: SocketAddr,
+        /// The topic of the first such message.
+        topic: String,
+        /// The names removed from it.
+        names: Vec<String>,
+    },
+    /// A client published outside its ACL. Reported once per connection (the count is in
+    /// the metrics).
+    PublishDenied {
+        /// Its identity.
+        identity: String,
+        /// Peer.
+        peer: SocketAddr,
+        /// The topic of the first such message.
+        topic: String,
     },
 }

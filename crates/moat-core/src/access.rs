@@ -2,7 +2,8 @@
 //! `{device.group}`), assigned per identity or per group, and backend applications —
 //! identities with wider policies (e.g. every device's telemetry).
 //!
-//! Resolution for an identity: its own policy, else its group's policy, else `default`
+//! Resolution for an identity: a gateway gets `gateways/{id}/#` whatever else it has
+//! (`gateways.rs`); any other its own policy, else its group's policy, else `default`
 //! (the stored policy of that name if an admin defined one, else the built-in
 //! `devices/{device.id}/#` for publish and subscribe). Changes apply at the identity's next
 //! CONNECT; assigning a policy or group to one identity closes its live sessions so it
@@ -89,6 +90,12 @@ impl Hub {
     /// The topic permissions of `device` (see the module docs for the resolution order).
     pub async fn topic_acl(&self, device: &Device) -> Result<TopicAcl, Error> {
         let access = self.access_row(&device.id).await?;
+        if access
+            .as_ref()
+            .is_some_and(|a| a.kind == IdentityKind::Gateway)
+        {
+            return Ok(crate::gateways::gateway_acl(&device.id));
+        }
         let group = access.as_ref().and_then(|a| a.group.clone());
         let mut name = access.as_ref().and_then(|a| a.policy.clone());
         if name.is_none()
@@ -221,6 +228,11 @@ impl Hub {
                     group: None,
                     policy: None,
                 });
+            if access.kind == IdentityKind::Gateway {
+                return Err(Error::State(format!(
+                    "{id:?} is a gateway: its topic access is fixed (gateways/{id}/#)"
+                )));
+            }
             if let Some(g) = group {
                 if !g.is_empty() {
                     validate_device_id(g)?;

@@ -328,6 +328,8 @@ impl Hub {
                 .revoke_device_certs(id, reason.as_str(), now)
                 .await?;
             self.store().delete_device(id).await?;
+            // A new device of this id starts its relayed counters afresh.
+            self.store().delete_relay_window(id).await?;
             if !revoked.is_empty() {
                 let certificates = crate::lifecycle::revoked_certificates(revoked);
                 self.emit(Event::DeviceRevoked {

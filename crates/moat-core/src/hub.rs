@@ -82,6 +82,8 @@ pub struct Hub {
     pub(crate) presence: crate::console::PresenceThrottle,
     /// What admission reads on every CONNECT, kept current by [`Self::emit`] (`view.rs`).
     pub(crate) view: crate::view::AdmissionView,
+    /// Serialises each device's relay-window updates on this node (`relay.rs`).
+    pub(crate) relay_locks: crate::relay::WindowLocks,
 }
 
 impl Hub {
@@ -173,6 +175,7 @@ impl Hub {
             policy_cache: Default::default(),
             signed: Default::default(),
             presence: Default::default(),
+            relay_locks: Default::default(),
         };
         hub.refresh_crls().await?;
         Ok(hub)

@@ -29,6 +29,7 @@ mod error;
 mod est;
 mod events;
 mod explain;
+mod gateways;
 mod hub;
 mod issuance;
 mod lifecycle;
@@ -36,6 +37,7 @@ mod limiter;
 mod operators;
 mod posture;
 mod provisioning;
+mod relay;
 mod secret;
 mod services;
 mod stations;
@@ -56,6 +58,7 @@ pub use events::{
     Start, Subscription,
 };
 pub use explain::{Explanation, Step, StepOutcome};
+pub use gateways::{Gateway, gateway_acl, gateway_root};
 pub use hub::{Hub, ServerIdentity};
 pub use lifecycle::{MAX_OWNER_LEN, MAX_REASON_LEN, RotatedDevice};
 pub use limiter::FailureLimiter;
@@ -67,14 +70,17 @@ pub use posture::{
 pub use provisioning::{
     CreateEnrollmentGroup, HubEndpoint, ProvisionRefusal, Provisioned, allocate, matching_group,
 };
+pub use relay::{
+    DOWNLINK_FILTER, Downlink, RELAY_REASONS, RelayRefusal, Relayed, UPLINK_FILTER, Uplink,
+};
 pub use secret::{Secret, hash_token, new_token, token_matches};
 pub use stations::{CreateStation, CreatedStation};
 pub use view::DEFAULT_CAPACITY as ADMISSION_VIEW_CAPACITY;
 
 pub use moat_pki::{IdentityRule, Renewal, RevocationReason};
 pub use moat_store::{
-    AclPolicy, Allocation, AllowlistEntry, Assignment, AuditEntry, AuditFilter, CaKind, CaRecord,
-    CertRecord, CertSource, ConnectionPolicy, Device, DevicePage, DeviceQuery, DeviceRow,
-    DeviceState, EnrollmentGroup, FactoryInfo, IdentityAccess, IdentityKind, Lifecycle,
-    LoggedEvent, NodeStatus, Operator, RetiredCert, Role, Stage, Station,
+    AclPolicy, Allocation, AllowanceKind, AllowlistEntry, Assignment, AuditEntry, AuditFilter,
+    CaKind, CaRecord, CertRecord, CertSource, ConnectionPolicy, Device, DevicePage, DeviceQuery,
+    DeviceRow, DeviceState, EnrollmentGroup, FactoryInfo, GatewayAllowance, IdentityAccess,
+    IdentityKind, Lifecycle, LoggedEvent, NodeStatus, Operator, RetiredCert, Role, Stage, Station,
 };

@@ -41,7 +41,7 @@ impl Severity {
 }
 
 /// The checks, by name (stable: metrics and scripts use them).
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "insecure_policy",
     "insecure_connection",
     "certificate_expiring",
@@ -52,6 +52,7 @@ pub const CHECKS: [&str; 10] = [
     "weak_ca_key",
     "shared_key_pair",
     "never_seen",
+    "relay_refused",
 ];
 
 /// One finding.
@@ -310,6 +311,56 @@ impl Hub {
                     addrs.into_iter().collect::<Vec<_>>().join(", ")
                 ),
                 "if only one device should hold this identity, revoke it (moat device revoke) and re-provision the genuine device",
+            ));
+        }
+
+        // Gateways whose relayed messages were refused (forged, replayed, not theirs to relay,
+        // from revoked or disabled devices), from the audit log of the recent past.
+        let relays = self
+            .store()
+            .audit_by_action("gateway.relay", now - opts.clone_window, limit)
+            .await?;
+        let mut by_gateway: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for e in &relays {
+            let gateway = e
+                .actor
+                .rsplit_once('@')
+                .map_or(e.actor.as_str(), |(g, _)| g)
+                .to_string();
+            let why = e
+                .detail
+                .as_deref()
+                .and_then(|d| d.split(':').next())
+                .unwrap_or("refused")
+                .to_string();
+            *by_gateway
+                .entry(gateway)
+                .or_default()
+                .entry(why)
+                .or_default() += 1;
+        }
+        for (gateway, reasons) in by_gateway {
+            let forged =
+                reasons.contains_key("forged") || reasons.contains_key("unknown_certificate");
+            let total: u64 = reasons.values().sum();
+            out.push(finding(
+                "relay_refused",
+                if forged { Severity::High } else { Severity::Medium },
+                &gateway,
+                format!(
+                    "{total} relayed message(s) refused in the last {} days ({})",
+                    opts.clone_window.whole_days(),
+                    reasons
+                        .iter()
+                        .map(|(r, n)| format!("{r} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                if forged {
+                    "messages the gateway relayed were altered or not signed by the device they name: inspect the gateway (moat audit), revoke it if it is compromised (moat gateway revoke)"
+                } else {
+                    "check what the gateway relays and for whom: replays, devices it may not serve (moat gateway allow) or revoked devices still sending"
+                },
             ));
         }
 

@@ -35,6 +35,13 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm's name in the IANA registry ("ES256").
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "ES256",
+        }
+    }
+
     /// The algorithm of a COSE value, if supported.
     pub const fn from_id(id: i64) -> Option<Self> {
         match id {

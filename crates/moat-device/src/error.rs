@@ -135,6 +135,20 @@ pub enum Error {
     /// The MQTT session's request queue is gone (the event loop stopped).
     #[error("MQTT request")]
     MqttClient(#[source] rumqttc::ClientError),
+    /// A signed message (COSE_Sign1) is refused: not the format, bad signature, replayed…
+    #[error("signed message refused: {0}")]
+    Cose(#[source] moat_cose::Error),
+    /// A downlink names a signer the device does not trust.
+    #[error("signed message refused: its x5t names no signer this device trusts")]
+    UntrustedSigner,
+    /// The signed message would not fit in one frame of the link.
+    #[error("a payload of {payload} bytes does not fit one frame: at most {max} bytes here")]
+    FrameTooLarge {
+        /// The payload's size.
+        payload: usize,
+        /// The largest that fits.
+        max: usize,
+    },
 }
 
 impl Error {

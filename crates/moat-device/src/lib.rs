@@ -19,6 +19,8 @@
 //!   simplereenroll authenticated by the certificate being renewed).
 //! - [`provision`]: the field provisioning client (`/provisioning/v1/register`).
 //! - [`session`]: MQTT over mutual TLS with reconnects and automatic renewal.
+//! - [`relay`]: devices without IP: signed messages (COSE_Sign1, moat-cose) with a counter
+//!   kept in a file, and the check of signed downlinks (trusted signer, replay window).
 //! - [`ota`]: the device's OTA agent: verifies signed manifests (update key, expiry, model,
 //!   anti-rollback), downloads with resume, verifies the image with `moat-image` before
 //!   writing the inactive slot, boots it through `moat-image`'s boot flow (simulated flash)
@@ -44,6 +46,7 @@ pub mod keystore;
 pub mod load;
 pub mod ota;
 pub mod provision;
+pub mod relay;
 pub mod session;
 
 pub use error::Error;

@@ -97,6 +97,7 @@ pub struct Sources {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub authority: Arc<crate::mqtt::HubAuthority>,
+    pub relay: Arc<crate::mqtt::RelayIngest>,
     pub verifier: Arc<LiveClientVerifier>,
     pub events: Arc<EventCounts>,
     pub posture: Arc<crate::posture::PostureCounts>,
@@ -224,6 +225,41 @@ impl Collector for HubCollector {
             MetricType::Counter,
             "reason",
             &src.authority.refusals(),
+        )?;
+        counter(
+            &mut enc,
+            "moat_relay_accepted",
+            "Messages of devices without IP relayed by gateways and verified (signature, certificate check, counter), republished on the device's topics.",
+            src.relay.accepted(),
+        )?;
+        family(
+            &mut enc,
+            "moat_relay_refused",
+            "Relayed messages refused, by reason (not_allowed, forged, replayed, too_old, revoked, expired, disabled, …).",
+            MetricType::Counter,
+            "reason",
+            &src.relay.refused(),
+        )?;
+        let (down_ok, down_refused) = src.relay.downlinks();
+        family(
+            &mut enc,
+            "moat_relay_downlinks",
+            "Signed downlinks for devices behind gateways, by outcome (routed to the gateway, or refused: gateway not serving the device, not a signed object).",
+            MetricType::Counter,
+            "outcome",
+            &[("routed", down_ok), ("refused", down_refused)],
+        )?;
+        counter(
+            &mut enc,
+            "moat_relay_audits_suppressed",
+            "Refused relayed messages not audited because their gateway was over its audit limit (counted above all the same).",
+            src.relay.audits_suppressed(),
+        )?;
+        counter(
+            &mut enc,
+            "moat_mqtt_reserved_properties_stripped",
+            "Client messages and wills from which user properties only the hub may set (moat-*) were removed.",
+            s.reserved_properties_stripped,
         )?;
         counter(
             &mut enc,

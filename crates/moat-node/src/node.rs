@@ -223,11 +223,20 @@ impl Node {
                     Durability::Sync => moat_broker::Durability::Sync,
                     Durability::Periodic => moat_broker::Durability::Periodic,
                 },
+                // Only the hub names a verified device (relayed messages).
+                reserved_user_properties: vec![crate::mqtt::RESERVED_PREFIX.to_string()],
                 ..moat_broker::BrokerConfig::default()
             },
             authority.clone(),
             persistence.clone(),
         );
+        // What gateways relay is verified before it is routed.
+        let relay = Arc::new(crate::mqtt::RelayIngest::new(hub.clone()));
+        for filter in [moat_core::UPLINK_FILTER, moat_core::DOWNLINK_FILTER] {
+            broker.intercept(filter, relay.clone()).map_err(|e| {
+                crate::Error::Config(format!("cannot check relayed messages on {filter}: {e}"))
+            })?;
+        }
         // Retained messages and persistent sessions of the last run, before any client connects.
         broker
             .restore()
@@ -407,6 +416,7 @@ impl Node {
             hub: hub.clone(),
             broker: broker.clone(),
             authority: authority.clone(),
+            relay,
             verifier: verifier.clone(),
             events: event_counts,
             posture: posture_counts,

@@ -3,7 +3,8 @@
 //! state (retained messages and persistent sessions, as values the broker encodes), and
 //! firmware updates (signing keys, images, campaigns, device inventory: [`FirmwareStore`]),
 //! field provisioning (enrollment groups, hub assignments: [`ProvisioningStore`]), and the
-//! web console's device list, device presence and audit search ([`ConsoleStore`]).
+//! web console's device list, device presence and audit search ([`ConsoleStore`]), and
+//! gateways' allowances and the replay windows of relayed devices ([`GatewayStore`]).
 //!
 //! One [`Store`] trait, two back ends with concrete pools: SQLite (the zero-setup default,
 //! WAL mode, foreign keys on) and PostgreSQL (for several hub nodes). Migrations are embedded
@@ -44,6 +45,7 @@ mod console;
 mod error;
 mod firmware;
 mod firmware_model;
+mod gateways;
 mod issuance;
 mod lifecycle;
 mod model;
@@ -63,6 +65,7 @@ pub use console::{AuditFilter, ConsoleStore, DevicePage, DeviceQuery, DeviceRow}
 pub use error::Error;
 pub use firmware::FirmwareStore;
 pub use firmware_model::*;
+pub use gateways::{AllowanceKind, GatewayAllowance, GatewayStore, StoredWindow};
 pub use issuance::{Issuance, ProvisioningWrite, Supersede};
 pub use lifecycle::LifecycleStore;
 pub use model::*;
@@ -97,11 +100,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// reads in [`PostureStore`]; device lifecycle, ownership and certificate rotation in
 /// [`LifecycleStore`]; operator accounts in [`OperatorStore`]; the web console's reads and
 /// device presence in [`ConsoleStore`]; the cluster's event log and node status in
-/// [`ClusterStore`].
+/// [`ClusterStore`]; gateway allowances and relay windows in [`GatewayStore`].
 #[async_trait]
 pub trait Store:
     FirmwareStore
     + ClusterStore
+    + GatewayStore
     + ProvisioningStore
     + PostureStore
     + LifecycleStore

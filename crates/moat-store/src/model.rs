@@ -433,6 +433,8 @@ pub enum IdentityKind {
     Device,
     /// A backend application (wider topic access, e.g. all devices' telemetry).
     App,
+    /// A gateway: relays signed messages of devices without IP under `gateways/{id}/#`.
+    Gateway,
 }
 
 impl IdentityKind {
@@ -441,6 +443,7 @@ impl IdentityKind {
         match self {
             IdentityKind::Device => "device",
             IdentityKind::App => "app",
+            IdentityKind::Gateway => "gateway",
         }
     }
     /// From column text.
@@ -448,6 +451,7 @@ impl IdentityKind {
         Some(match s {
             "device" => IdentityKind::Device,
             "app" => IdentityKind::App,
+            "gateway" => IdentityKind::Gateway,
             _ => return None,
         })
     }
@@ -459,7 +463,7 @@ impl IdentityKind {
 pub struct IdentityAccess {
     /// The device (or application) id.
     pub device_id: String,
-    /// Device or application.
+    /// Device, application or gateway.
     pub kind: IdentityKind,
     /// Its group, if any (`{device.group}`, and the group's policy).
     pub group: Option<String>,

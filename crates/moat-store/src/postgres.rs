@@ -10,6 +10,7 @@ use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
     WaveCount,
 };
+use crate::gateways::{self, impl_gateway_store};
 use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
@@ -107,5 +108,6 @@ impl_provisioning_store!(PgStore);
 impl_posture_store!(PgStore);
 impl_operator_store!(PgStore);
 impl_cluster_store!(PgStore);
+impl_gateway_store!(PgStore);
 impl_lifecycle_store!(PgStore, PgConnection);
 impl_console_store!(PgStore);

@@ -18,6 +18,7 @@ use crate::firmware_model::{
     Campaign, CampaignDevice, CampaignState, FirmwareKey, FirmwareRecord, Inventory, UpdateState,
     WaveCount,
 };
+use crate::gateways::{self, impl_gateway_store};
 use crate::lifecycle::impl_lifecycle_store;
 use crate::model::{
     AclPolicy, AllowlistEntry, AuditEntry, CaRecord, CertRecord, CrlRecord, Device, DeviceState,
@@ -146,5 +147,6 @@ impl_provisioning_store!(SqliteStore);
 impl_posture_store!(SqliteStore);
 impl_operator_store!(SqliteStore);
 impl_cluster_store!(SqliteStore);
+impl_gateway_store!(SqliteStore);
 impl_lifecycle_store!(SqliteStore, SqliteConnection);
 impl_console_store!(SqliteStore);

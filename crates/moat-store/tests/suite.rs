@@ -76,6 +76,8 @@ suite!(
     cluster_node_status,
     cluster_client_claims,
     cluster_leases,
+    gateway_allowances,
+    relay_windows_compare_and_set,
 );
 
 /// Closing every handle and reopening the file keeps the data (SQLite only: the file is

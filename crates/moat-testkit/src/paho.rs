@@ -33,15 +33,41 @@ impl Paho {
         login: (&str, &str),
         persistent: bool,
     ) -> (Paho, String) {
+        let mut args = vec!["-u", login.0, "-P", login.1];
+        if persistent {
+            args.push("--persistent");
+        }
+        Self::connect_with(addr, version, id, &args)
+    }
+
+    /// Connects `id` to `addr` (`host:port`, the hub's TLS listener) with MQTT `version`,
+    /// trusting `cafile` and presenting the client certificate `cert` with its `key`.
+    pub fn connect_tls(
+        addr: &str,
+        version: &str,
+        id: &str,
+        cafile: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> (Paho, String) {
+        let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let (ca, c, k) = (p(cafile), p(cert), p(key));
+        Self::connect_with(
+            addr,
+            version,
+            id,
+            &["--cafile", &ca, "--cert", &c, "--key", &k],
+        )
+    }
+
+    /// Connects with `paho_hub.py client HOST PORT VERSION ID` and `args`.
+    fn connect_with(addr: &str, version: &str, id: &str, args: &[&str]) -> (Paho, String) {
         let (host, port) = addr.rsplit_once(':').expect("host:port");
         let script = script();
         let mut cmd = Command::new("python3");
-        cmd.arg(script).args([
-            "client", host, port, version, id, "-u", login.0, "-P", login.1,
-        ]);
-        if persistent {
-            cmd.arg("--persistent");
-        }
+        cmd.arg(script)
+            .args(["client", host, port, version, id])
+            .args(args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -107,6 +133,55 @@ impl Paho {
         l[5..].parse().expect("mid")
     }
 
+    /// Publishes `payload` (any bytes) with v5 user properties; returns the message id.
+    pub fn publish_bytes(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        user: &[(&str, &str)],
+    ) -> u32 {
+        let mut line = format!("pubx {topic} {} {qos}", to_hex(payload));
+        for (k, v) in user {
+            assert!(
+                !k.contains(['=', ' ']) && !v.contains(' '),
+                "user property {k}={v}: no spaces, no '=' in the name"
+            );
+            line.push_str(&format!(" {k}={v}"));
+        }
+        self.send(&line);
+        let l = self
+            .next_line(|l| l.starts_with("sent "), Duration::from_secs(10))
+            .expect("sent");
+        l[5..].parse().expect("mid")
+    }
+
+    /// The messages received so far, with their payload bytes and v5 user properties.
+    pub fn raw_messages(&mut self) -> Vec<RawMessage> {
+        self.send("msgsx");
+        let mut out = Vec::new();
+        loop {
+            let l = self
+                .next_line(
+                    |l| l.starts_with("msgx ") || l == "end",
+                    Duration::from_secs(10),
+                )
+                .expect("msgsx");
+            if l == "end" {
+                return out;
+            }
+            let mut f = l[5..].splitn(3, ' ');
+            let (t, p, props) = (f.next(), f.next(), f.next());
+            let user: Vec<(String, String)> =
+                serde_json::from_str(props.unwrap_or("[]")).expect("user properties (JSON)");
+            out.push(RawMessage {
+                topic: t.unwrap_or_default().to_string(),
+                payload: from_hex(p.unwrap_or_default()),
+                user,
+            });
+        }
+    }
+
     /// The reason code of message `mid`'s acknowledgement, if it comes within `within`.
     pub fn ack(&mut self, mid: u32, within: Duration) -> Option<u8> {
         let prefix = format!("ack {mid} ");
@@ -143,6 +218,37 @@ impl Paho {
         self.send("quit");
         let _ = self.child.wait();
     }
+}
+
+/// A message as [`Paho::raw_messages`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its v5 user properties, in order.
+    pub user: Vec<(String, String)>,
+}
+
+impl RawMessage {
+    /// The value of user property `name`, if it has one.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.user
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
 }
 
 impl Drop for Paho {

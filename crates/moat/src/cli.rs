@@ -51,6 +51,10 @@ pub enum Command {
     /// Backend applications: identities with wider topic access.
     #[command(subcommand)]
     App(AppCmd),
+    /// Gateways: relay the signed messages of devices without IP (LoRa, BLE, serial) under
+    /// gateways/NAME/#; the hub verifies each one as the device's own.
+    #[command(subcommand)]
+    Gateway(GatewayCmd),
     /// Live MQTT sessions.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -571,6 +575,73 @@ pub enum AppCmd {
         #[arg(long)]
         subscribe: Vec<String>,
     },
+}
+
+/// `moat gateway …`.
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// Create a gateway: a mutual-TLS identity (hub-generated key written to --out, a CSR, or
+    /// a registered CA's certificate) that may publish and subscribe under gateways/NAME/#.
+    Create {
+        /// Gateway name (its identity and MQTT client id).
+        name: String,
+        /// Directory to write NAME.crt and NAME.key (hub-generated key) into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Issue on this CSR (PEM); the key never leaves the gateway.
+        #[arg(long, conflicts_with = "cert")]
+        csr: Option<PathBuf>,
+        /// Bind this certificate (PEM) from a registered CA.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Let a gateway relay for a device, the devices of an MQTT group, or the devices an
+    /// enrollment group provisioned.
+    Allow {
+        /// Gateway name.
+        name: String,
+        #[command(flatten)]
+        target: AllowTarget,
+    },
+    /// Withdraw what `allow` gave.
+    Disallow {
+        /// Gateway name.
+        name: String,
+        #[command(flatten)]
+        target: AllowTarget,
+    },
+    /// List gateways and what each may relay for.
+    List,
+    /// Show a gateway and what it may relay for.
+    Show {
+        /// Gateway name.
+        name: String,
+    },
+    /// Revoke a gateway and its certificates: its sessions close and it cannot connect again.
+    /// The devices it relayed for are untouched (disable it instead with `moat device disable
+    /// NAME`).
+    Revoke {
+        /// Gateway name.
+        name: String,
+        /// RFC 5280 reason (unspecified, key_compromise, cessation_of_operation, …).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// What `moat gateway allow|disallow` names: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct AllowTarget {
+    /// A device id.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// An MQTT group ({device.group}).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// An enrollment group (the devices field provisioning gave it).
+    #[arg(long)]
+    pub enrollment_group: Option<String>,
 }
 
 /// `moat allowlist …`.

@@ -48,7 +48,11 @@ pub(crate) async fn show_cert(
     State(s): State<AppState>,
     Path(serial): Path<String>,
 ) -> Result<Json<CertView>, ApiError> {
-    Ok(Json(CertView::from(&s.hub.cert(&serial).await?)))
+    let cert = s.hub.cert(&serial).await?;
+    Ok(Json(CertView {
+        pem: Some(moat_pki::pem_of_cert(&cert.der)),
+        ..CertView::from(&cert)
+    }))
 }
 
 /// Replace the hub's TLS server certificate and key now. Every listener (admin API, MQTT)

@@ -6,6 +6,7 @@ mod certs;
 mod cluster;
 mod devices;
 mod enrollment;
+mod gateways;
 mod lifecycle;
 mod misc;
 mod ota;
@@ -25,6 +26,7 @@ pub(crate) use certs::*;
 pub(crate) use cluster::*;
 pub(crate) use devices::*;
 pub(crate) use enrollment::*;
+pub(crate) use gateways::*;
 pub(crate) use lifecycle::*;
 pub(crate) use misc::*;
 pub(crate) use ota::*;
@@ -77,6 +79,11 @@ pub fn admin_router(state: AppState) -> Router {
         )
         .route("/devices/{id}/access", post(set_access))
         .route("/apps", post(create_app))
+        .route("/gateways", get(list_gateways).post(create_gateway))
+        .route("/gateways/{name}", get(show_gateway))
+        .route("/gateways/{name}/allow", post(allow_gateway))
+        .route("/gateways/{name}/disallow", post(disallow_gateway))
+        .route("/gateways/{name}/revoke", post(revoke_gateway))
         .route("/server/rotate", post(rotate_server_cert))
         .route(
             "/firmware-keys",

@@ -303,6 +303,7 @@ where
             version: v,
             client_id,
             principal,
+            peer: self.peer,
             reader,
             writer,
             inbuf: self.buf,

@@ -1,16 +1,17 @@
 //! Second phase: an admitted client. One `select!` over socket reads, socket writes, the
-//! session's outbound queue, kicks, shutdown and the keep-alive deadline.
+//! session's outbound queue, kicks, shutdown, the keep-alive deadline and an interceptor's
+//! verdict. Inbound PUBLISH handling is in `publish`.
 
-use crate::broker::Routed;
+mod publish;
+
 use crate::codec::{
-    self, Ack, Framed, LastWill, Packet, Properties, Publish, SubAck, Subscribe, Unsubscribe,
-    Version,
+    self, Ack, Framed, LastWill, Packet, Properties, SubAck, Subscribe, Unsubscribe, Version,
 };
 use crate::error::{reason, suback_failure};
 use crate::persistence::{Delivery, Inflight, Message, StoredSubscription};
 use crate::router::SubEntry;
 use crate::session::{DrainMark, Journaled, KickSignal, OutLimits, QueueLimits, Session};
-use crate::topic::{self, filter_covers, parse_subscription};
+use crate::topic::{filter_covers, parse_subscription};
 use crate::{Broker, Error, Principal};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +38,7 @@ pub(crate) struct ConnectedParts<S> {
     pub version: Version,
     pub client_id: String,
     pub principal: Principal,
+    pub peer: std::net::SocketAddr,
     pub reader: ReadHalf<S>,
     pub writer: WriteHalf<S>,
     pub inbuf: BytesMut,
@@ -73,6 +75,10 @@ pub(crate) struct Connected<S> {
     held: VecDeque<(u64, BytesMut)>,
     /// The last batch the writer made durable.
     durable: watch::Receiver<u64>,
+    /// A message waiting for its interceptor's verdict: reads pause until it comes.
+    intercepting: Option<Box<publish::Pending>>,
+    /// Security events reported once per connection.
+    reported: publish::Reported,
 }
 
 /// What a handled packet asks of the loop.
@@ -113,6 +119,8 @@ where
             input_pending: false,
             held: VecDeque::new(),
             durable,
+            intercepting: None,
+            reported: publish::Reported::default(),
         }
     }
 
@@ -161,7 +169,16 @@ where
         }
     }
 
-    fn publish_will(&self, w: LastWill) {
+    fn publish_will(&self, mut w: LastWill) {
+        if !self
+            .p
+            .broker
+            .cfg
+            .strip_reserved(&mut w.properties.user)
+            .is_empty()
+        {
+            crate::broker::bump(&self.p.broker.metrics.reserved_properties_stripped, 1);
+        }
         let expiry = self.p.session.lock().expiry;
         let delay = self
             .p
@@ -172,7 +189,7 @@ where
                 .properties
                 .message_expiry
                 .map(|s| SystemTime::now() + Duration::from_secs(u64::from(s))),
-            properties: forwarded(&w.properties),
+            properties: publish::forwarded(&w.properties),
             topic: w.topic,
             payload: w.payload,
             qos: w.qos,
@@ -229,7 +246,7 @@ where
 
     async fn event_loop(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         loop {
-            if self.input_pending && self.congested.is_empty() {
+            if self.input_pending && self.congested.is_empty() && self.intercepting.is_none() {
                 self.input_pending = false;
                 if self.process_input()? == Flow::Stop {
                     return Ok(());
@@ -241,8 +258,9 @@ where
             }
             let holding = !self.held.is_empty();
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
-            let can_read =
-                self.p.outbuf.len() + self.held_len() < READ_PAUSE && self.congested.is_empty();
+            let can_read = self.p.outbuf.len() + self.held_len() < READ_PAUSE
+                && self.congested.is_empty()
+                && self.intercepting.is_none();
             let unflushed = self.unflushed;
             let paused_until = (!self.congested.is_empty())
                 .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
@@ -251,6 +269,8 @@ where
             let limits = self.p.broker.cfg.queue_limits();
             let p = &mut self.p;
             let durable = &mut self.durable;
+            let intercepting = &mut self.intercepting;
+            let deciding = intercepting.is_some();
             tokio::select! {
                 biased;
                 _ = p.kick.kicked() => return Err(Error::Kicked(p.kick.reason())),
@@ -291,6 +311,16 @@ where
                         return Ok(());
                     }
                 }
+                verdict = async {
+                    match intercepting.as_mut() {
+                        Some(i) => i.verdict().await,
+                        None => std::future::pending().await,
+                    }
+                }, if deciding => {
+                    if let Some(pending) = self.intercepting.take() {
+                        self.conclude(*pending, verdict)?;
+                    }
+                }
                 _ = p.session.notify.notified() => {}
                 caught_up = tokio::time::timeout_at(
                     paused_until.unwrap_or_else(Instant::now),
@@ -327,8 +357,9 @@ where
                     if self.handle(packet)? == Flow::Stop {
                         return Ok(Flow::Stop);
                     }
-                    // A subscriber fell behind: leave the rest for after the pause.
-                    if !self.congested.is_empty() {
+                    // A subscriber fell behind, or the hub decides about a message: leave the
+                    // rest for after the pause.
+                    if !self.congested.is_empty() || self.intercepting.is_some() {
                         self.input_pending = !self.p.inbuf.is_empty();
                         return Ok(Flow::Continue);
                     }
@@ -495,176 +526,6 @@ where
         Ok(Flow::Continue)
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<(), Error> {
-        crate::broker::bump(&self.p.broker.metrics.messages_received, 1);
-        if let Some(alias) = p.properties.topic_alias.take() {
-            if alias == 0 || alias > self.p.broker.cfg.topic_alias_maximum {
-                return Err(Error::TopicAliasInvalid);
-            }
-            if p.topic.is_empty() {
-                p.topic = self
-                    .aliases
-                    .get(&alias)
-                    .cloned()
-                    .ok_or(Error::TopicAliasInvalid)?;
-            } else {
-                self.aliases.insert(alias, p.topic.clone());
-            }
-        }
-        if topic::validate_name(&p.topic).is_err() {
-            return Err(Error::Protocol("invalid topic name"));
-        }
-        let allowed = self
-            .p
-            .principal
-            .acl
-            .publish
-            .iter()
-            .any(|f| topic::matches(f, &p.topic));
-        if !allowed {
-            crate::broker::bump(&self.p.broker.metrics.publishes_denied, 1);
-            tracing::warn!(topic = %p.topic, qos = p.qos, "publish denied by ACL");
-        }
-        let denied_ack = |this: &Self, pid: u16| {
-            let mut a = Ack::new(pid);
-            if this.p.version == Version::V5 {
-                a.reason = reason::NOT_AUTHORIZED;
-                if this.p.problem_info {
-                    a.properties.reason_string = Some("publish not allowed".into());
-                }
-            }
-            a
-        };
-        if p.qos > 0 && allowed && self.p.broker.refusing_durable_work() {
-            // Acknowledged would mean stored, and storing fails now (a full disk…).
-            crate::broker::bump(&self.p.broker.metrics.messages_refused_storage, 1);
-            if self.p.version == Version::V311 {
-                return Err(Error::StorageUnavailable);
-            }
-            let mut a = Ack::new(p.pid);
-            a.reason = reason::QUOTA_EXCEEDED;
-            if self.p.problem_info {
-                a.properties.reason_string =
-                    Some("the hub cannot store messages now; try again later".into());
-            }
-            self.send(if p.qos == 1 {
-                Packet::PubAck(a)
-            } else {
-                Packet::PubRec(a)
-            });
-            return Ok(());
-        }
-        match p.qos {
-            0 => {
-                if allowed {
-                    self.route(p);
-                }
-            }
-            1 => {
-                let pid = p.pid;
-                if allowed {
-                    let routed = self.route(p);
-                    let ack = self.publish_ack(pid, &routed);
-                    self.send_durable(Packet::PubAck(ack), routed.durable);
-                } else {
-                    let ack = denied_ack(self, pid);
-                    self.send(Packet::PubAck(ack));
-                }
-            }
-            _ => {
-                let pid = p.pid;
-                if !allowed {
-                    let ack = denied_ack(self, pid);
-                    self.send(Packet::PubRec(ack));
-                    return Ok(());
-                }
-                let (first, persistent) = {
-                    let mut st = self.p.session.lock();
-                    let persistent = st.persistent();
-                    if st.incoming_qos2.contains(&pid) {
-                        (false, persistent)
-                    } else {
-                        if st.incoming_qos2.len() >= usize::from(self.p.broker.cfg.receive_maximum)
-                        {
-                            return Err(Error::ReceiveMaximumExceeded);
-                        }
-                        st.incoming_qos2.insert(pid);
-                        if persistent {
-                            st.meta_dirty = true;
-                            self.p.broker.note(&self.p.session, &mut st);
-                        }
-                        (true, persistent)
-                    }
-                };
-                // The packet id (so a resend is known for one) and the routed message are
-                // durable before PUBREC; a resend waits for the first one's batch too.
-                let routed = if first {
-                    self.route(p)
-                } else {
-                    Routed::default()
-                };
-                let ack = self.publish_ack(pid, &routed);
-                if ack.reason >= 0x80 {
-                    // A failed PUBREC ends the exchange: no PUBREL will name this id.
-                    let mut st = self.p.session.lock();
-                    st.incoming_qos2.remove(&pid);
-                    if persistent {
-                        st.meta_dirty = true;
-                        self.p.broker.note(&self.p.session, &mut st);
-                    }
-                }
-                self.send_durable(Packet::PubRec(ack), routed.durable || persistent);
-            }
-        }
-        Ok(())
-    }
-
-    /// PUBACK/PUBREC for a routed message. A v5 publisher learns when a subscriber that
-    /// wanted it at QoS 1/2 could not take it (queue at its limits): 0x97 Quota exceeded,
-    /// although every other subscriber has it; a v3.1.1 publisher cannot be told (the drop is
-    /// counted in `messages_dropped`).
-    fn publish_ack(&self, pid: u16, routed: &Routed) -> Ack {
-        let mut a = Ack::new(pid);
-        if routed.full > 0 && self.p.version == Version::V5 {
-            a.reason = reason::QUOTA_EXCEEDED;
-            if self.p.problem_info {
-                a.properties.reason_string = Some(format!(
-                    "not queued for {} subscriber(s) whose queue is full",
-                    routed.full
-                ));
-            }
-        }
-        a
-    }
-
-    /// Routes a client's message.
-    fn route(&mut self, p: Publish) -> Routed {
-        let message = Message {
-            expires_at: p
-                .properties
-                .message_expiry
-                .map(|s| SystemTime::now() + Duration::from_secs(u64::from(s))),
-            properties: forwarded(&p.properties),
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            publisher: Some(self.p.client_id.clone()),
-        };
-        let before = self.congested.len();
-        let routed = self
-            .p
-            .broker
-            .route_noting(Arc::new(message), &mut self.congested);
-        for s in &self.congested[before..] {
-            self.drained_marks.push(s.lock().drain_mark());
-        }
-        if before == 0 && !self.congested.is_empty() {
-            crate::broker::bump(&self.p.broker.metrics.publisher_pauses, 1);
-        }
-        routed
-    }
-
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
         let v = self.p.version;
         let sub_id = s.properties.subscription_ids.first().copied();
@@ -789,18 +650,6 @@ where
             }),
             persistent,
         );
-    }
-}
-
-/// The PUBLISH properties a broker forwards unchanged.
-fn forwarded(p: &Properties) -> Properties {
-    Properties {
-        payload_format: p.payload_format,
-        content_type: p.content_type.clone(),
-        response_topic: p.response_topic.clone(),
-        correlation_data: p.correlation_data.clone(),
-        user: p.user.clone(),
-        ..Properties::default()
     }
 }
 

@@ -245,6 +245,32 @@ impl Authority for HubAuthority {
                     format!("{mode}: {refusal}"),
                 );
             }
+            SecurityEvent::ReservedPropertiesStripped {
+                identity,
+                peer,
+                topic,
+                names,
+            } => {
+                self.audit(
+                    format!("{identity}@{}", peer.ip()),
+                    "mqtt.spoofed_properties",
+                    format!(
+                        "removed {} from a message to {topic} (only the hub sets them; reported once per connection)",
+                        names.join(", ")
+                    ),
+                );
+            }
+            SecurityEvent::PublishDenied {
+                identity,
+                peer,
+                topic,
+            } => {
+                self.audit(
+                    format!("{identity}@{}", peer.ip()),
+                    "mqtt.publish_denied",
+                    format!("{topic} is outside its topic access (reported once per connection)"),
+                );
+            }
             SecurityEvent::PossibleClone {
                 client_id,
                 old_peer,

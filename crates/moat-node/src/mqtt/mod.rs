@@ -1,15 +1,17 @@
 //! Wiring of the MQTT hub into `moat serve`: the broker, its TLS configuration with the live
 //! client verifier (`moat_api::LiveClientVerifier`, shared with the HTTPS listener for EST),
-//! the event loop that turns registry changes into verifier updates and session kicks, and
-//! the OTA notices and reports.
+//! the event loop that turns registry changes into verifier updates and session kicks, the
+//! OTA notices and reports, and the verified ingest of what gateways relay (`relay.rs`).
 
 mod authority;
 mod ota;
 mod persistence;
+mod relay;
 
 pub use authority::{ConnectLimits, HubAuthority};
 pub use ota::{BrokerNotifier, follow_reports};
 pub use persistence::RegistryPersistence;
+pub use relay::{RESERVED_PREFIX, RelayIngest};
 
 use arc_swap::ArcSwap;
 use moat_api::{LiveClientVerifier, ServerCredentials};

@@ -7,6 +7,7 @@ mod cert;
 mod device;
 mod enrollment;
 mod fw;
+mod gateway;
 mod lifecycle;
 mod operators;
 
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(ref c) => access::acl(&cli, c).await,
         Command::App(ref c) => access::app(&cli, c).await,
         Command::Device(ref c) => device::run(&cli, c).await,
+        Command::Gateway(ref c) => gateway::run(&cli, c).await,
         Command::Cert(ref c) => cert::run(&cli, c).await,
         Command::Allowlist(ref c) => enrollment::allowlist(&cli, c).await,
         Command::Station(ref c) => enrollment::station(&cli, c).await,

@@ -4,7 +4,9 @@
 //!
 //! Device subcommands (device.rs): `key generate|show` (file or PKCS#11 key store),
 //! `cacerts`, `est-enroll` (factory enrollment through a station), `reenroll`, `provision`,
-//! `run` (MQTT over mutual TLS, publishing, renewing the certificate when due).
+//! `run` (MQTT over mutual TLS, publishing, renewing the certificate when due). Devices
+//! without IP (link.rs): `gateway` (a simulated link, UDP, bridged to the hub), `cose-send`
+//! and `cose-receive` (the constrained device's side of it).
 //!
 //! Load subcommands: `fleet` (N simulated devices taking firmware updates), `enroll` (bulk device
 //! creation through the admin API), `connect` (full mTLS
@@ -22,6 +24,7 @@ mod device;
 mod est;
 mod fleet;
 mod hold;
+mod link;
 mod pubsub;
 mod revoke;
 mod storm;
@@ -58,6 +61,15 @@ enum Cmd {
     Provision(device::ProvisionArgs),
     /// Connect to MQTT with the device certificate, publish, renew when due.
     Run(device::RunArgs),
+    /// A gateway for devices without IP: bridges a simulated link (UDP datagrams of at most
+    /// 222 bytes) to the hub, relaying signed frames unchanged both ways.
+    Gateway(link::GatewayArgs),
+    /// Play a device without IP: sign one message (COSE_Sign1, counter file) and send it to
+    /// the gateway over the link.
+    CoseSend(link::CoseSendArgs),
+    /// Play a device without IP: receive downlinks from the link and verify each (trusted
+    /// signer, signature, replay window file).
+    CoseReceive(link::CoseReceiveArgs),
     /// Simulated devices (own certificates) that take firmware updates and report.
     Fleet(fleet::FleetArgs),
     /// Create devices through the hub's admin API and write DIR/ID.crt + DIR/ID.key.
@@ -119,6 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             | Cmd::Reenroll(_)
             | Cmd::Provision(_)
             | Cmd::Run(_)
+            | Cmd::Gateway(_)
+            | Cmd::CoseSend(_)
+            | Cmd::CoseReceive(_)
     );
     if !device_cmd {
         match moat_device::load::sys::raise_nofile_limit() {
@@ -138,6 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             Cmd::EstEnroll(a) => device::est_enroll(a).await,
             Cmd::Reenroll(a) => device::reenroll(a).await,
             Cmd::Provision(a) => device::provision(a).await,
+            Cmd::Gateway(a) => link::gateway(a).await,
+            Cmd::CoseSend(a) => link::cose_send(a).await,
+            Cmd::CoseReceive(a) => link::cose_receive(a).await,
             Cmd::Run(a) => device::run(a).await,
             Cmd::Fleet(a) => fleet::run(a).await,
             Cmd::Enroll(a) => admin::enroll(a).await,
