@@ -561,25 +561,13 @@ fn a_client_moving_to_another_node_takes_its_session_along() {
     }
     // Commands sent through node B while it is offline are kept for it (on node A)...
     for i in 0..3 {
-        let out = b.mqtt_pub(
+        publish_q1(
+            b,
             "commander",
             &acert,
             &akey,
-            &[
-                "-t",
-                "devices/mover/cmd",
-                "-m",
-                &format!("cmd-{i}"),
-                "-q",
-                "1",
-                "-V",
-                "mqttv5",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            moat_testkit::process::text(&out)
+            "devices/mover/cmd",
+            &format!("cmd-{i}"),
         );
     }
     // ...and it gets them when it comes back on node C, its session resumed there.
@@ -721,25 +709,13 @@ fn a_node_killed_its_devices_resume_their_sessions_on_another_through_haproxy() 
     std::thread::sleep(Duration::from_millis(300));
     // Commands acknowledged by its node while it is away...
     for i in 0..5 {
-        let out = nodes[on].mqtt_pub(
+        publish_q1(
+            &nodes[on],
             "ops",
             &acert,
             &akey,
-            &[
-                "-t",
-                "devices/roamer/cmd",
-                "-m",
-                &format!("before-{i}"),
-                "-q",
-                "1",
-                "-V",
-                "mqttv5",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            moat_testkit::process::text(&out)
+            "devices/roamer/cmd",
+            &format!("before-{i}"),
         );
     }
     // ...survive that node's kill -9: the device comes back through the balancer on the
@@ -756,25 +732,13 @@ fn a_node_killed_its_devices_resume_their_sessions_on_another_through_haproxy() 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = nodes[other].mqtt_pub(
+    publish_q1(
+        &nodes[other],
         "ops",
         &acert,
         &akey,
-        &[
-            "-t",
-            "devices/roamer/cmd",
-            "-m",
-            "after",
-            "-q",
-            "1",
-            "-V",
-            "mqttv5",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        moat_testkit::process::text(&out)
+        "devices/roamer/cmd",
+        "after",
     );
     assert_eq!(
         lines_of(sub, Duration::from_secs(20)),
@@ -785,6 +749,21 @@ fn a_node_killed_its_devices_resume_their_sessions_on_another_through_haproxy() 
     // The killed node comes back and the device is not resurrected there.
     nodes[on].spawn().expect("the killed node restarts");
     assert!(!has_session(&nodes[on], "roamer"));
+}
+
+/// Publishes `msg` on `topic` at QoS 1 over MQTT 5 as `id` through `node`; requires the PUBACK.
+fn publish_q1(node: &TestHub, id: &str, cert: &Path, key: &Path, topic: &str, msg: &str) {
+    let out = node.mqtt_pub(
+        id,
+        cert,
+        key,
+        &["-t", topic, "-m", msg, "-q", "1", "-V", "mqttv5"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        moat_testkit::process::text(&out)
+    );
 }
 
 /// What mosquitto_sub says when `id` tries to connect to `node` over mutual TLS (`version`).
