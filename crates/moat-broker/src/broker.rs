@@ -750,8 +750,6 @@ impl Broker {
         from_peer: bool,
     ) -> Routed {
         let mut routed = Routed::default();
-        let limits = self.cfg.queue_limits();
-        let pause = !self.cfg.publisher_backpressure.is_zero();
         if msg.retain {
             let mut retained = lock(&self.retained);
             let outcome = retained.set(
@@ -771,16 +769,43 @@ impl Broker {
         if !from_peer && let Some(fabric) = self.fabric.get() {
             fabric.forward(&msg);
         }
+        // On a cluster node, shared groups get messages through the fabric, one member in
+        // the whole cluster (`deliver_shared_from_peer`), this node's included.
+        let shared_here = self.fabric.get().is_none();
         let targets = {
             let router = self.router_read();
             let sessions = lock(&self.sessions);
             let online = |c: &str| sessions.get(c).is_some_and(|s| s.lock().online());
-            let targets = router.targets(&msg.topic, msg.publisher.as_deref(), &online);
+            let targets =
+                router.targets(&msg.topic, msg.publisher.as_deref(), &online, shared_here);
             targets
                 .into_iter()
                 .filter_map(|t| sessions.get(&t.client_id).map(|s| (s.clone(), t)))
                 .collect::<Vec<_>>()
         };
+        self.deliver(&msg, targets, congested, &mut routed);
+        if !self
+            .taps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            self.feed_taps(&msg);
+        }
+        routed
+    }
+
+    /// Queues `msg` for each of `targets` (their subscriptions merged), counting into
+    /// `routed`; adds to `congested` the online subscribers past their high-water mark.
+    fn deliver(
+        &self,
+        msg: &Arc<Message>,
+        targets: Vec<(Arc<Session>, crate::router::Target)>,
+        congested: &mut Vec<Arc<Session>>,
+        routed: &mut Routed,
+    ) {
+        let limits = self.cfg.queue_limits();
+        let pause = !self.cfg.publisher_backpressure.is_zero();
         let mut dropped = 0;
         for (session, t) in targets {
             let d = Delivery {
@@ -823,15 +848,42 @@ impl Broker {
             }
         }
         bump(&self.metrics.messages_dropped, dropped);
-        if !self
-            .taps
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
-            self.feed_taps(&msg);
+    }
+
+    /// A message another node forwarded for the shared subscription `$share/{group}/{filter}`
+    /// (NATS handed it to this node of the group's nodes): queued for one member here.
+    /// Returns whether one took it.
+    pub fn deliver_shared_from_peer(&self, filter: &str, group: &str, message: Message) -> bool {
+        let msg = Arc::new(message);
+        let target = {
+            let router = self.router_read();
+            let sessions = lock(&self.sessions);
+            let online = |c: &str| sessions.get(c).is_some_and(|s| s.lock().online());
+            router
+                .shared_target(filter, group, &msg.topic, &online)
+                .and_then(|t| sessions.get(&t.client_id).map(|s| (s.clone(), t)))
+        };
+        let mut routed = Routed::default();
+        if let Some(t) = target {
+            self.deliver(&msg, vec![t], &mut Vec::new(), &mut routed);
         }
-        routed
+        routed.queued > 0
+    }
+
+    /// A retained message another node published: kept in this node's retained set (its
+    /// node wrote it to the registry), not routed (its topic's subscribers get it through
+    /// [`Self::deliver_from_peer`]).
+    pub fn retain_from_peer(&self, message: Message) {
+        let msg = Arc::new(message);
+        let mut retained = lock(&self.retained);
+        let outcome = retained.set(
+            msg.clone(),
+            self.cfg.max_retained_messages,
+            self.cfg.max_retained_payload,
+        );
+        if outcome != crate::retained::RetainOutcome::Refused {
+            retained.written(&msg.topic);
+        }
     }
 
     /// True if `identity` was kicked after `epoch`.

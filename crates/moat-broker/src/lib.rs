@@ -43,6 +43,7 @@ pub use config::BrokerConfig;
 pub use error::{Error, reason};
 pub use intercept::{Interceptor, Publisher, Refused, Verdict};
 pub use persistence::{Change, Durability, MemoryPersistence, Message, Persistence};
+pub use router::Interest;
 pub use topic::filter_covers;
 
 use async_trait::async_trait;
@@ -157,9 +158,9 @@ pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
 pub trait Fabric: Send + Sync + std::fmt::Debug + 'static {
     /// Sends `message` to the other nodes that want it.
     fn forward(&self, message: &Arc<Message>);
-    /// This node's sessions now have a subscription matching `filter` (`wanted`), or no
-    /// longer have any (a shared subscription counts under its filter).
-    fn interest(&self, filter: &str, wanted: bool);
+    /// This node's sessions now have a subscription to `interest` (a filter, or a shared
+    /// group's filter) (`wanted`), or no longer have any.
+    fn interest(&self, interest: &Interest, wanted: bool);
     /// Before `client_id` (authenticated, connecting from `peer`) attaches here: makes this
     /// node the one it is on. The node it was on before closes its connection and hands
     /// its session over ([`Broker::release`](crate::Broker::release) there); the stored

@@ -51,12 +51,31 @@ pub(crate) struct Target {
 pub(crate) struct Router {
     root: Node,
     count: usize,
-    /// Subscriptions per filter (shared ones under their filter): what this node's sessions
-    /// want from other nodes of a cluster.
-    interest: HashMap<String, usize>,
-    /// Filters that gained their first subscription (true) or lost their last (false) since
-    /// [`Router::take_interest_changes`] was last called, in order.
-    interest_changes: Vec<(String, bool)>,
+    /// Subscriptions per (filter, shared group): what this node's sessions want from other
+    /// nodes of a cluster.
+    interest: HashMap<Interest, usize>,
+    /// Interests that gained their first subscription (true) or lost their last (false)
+    /// since [`Router::take_interest_changes`] was last called, in order.
+    interest_changes: Vec<(Interest, bool)>,
+}
+
+/// What a node's sessions subscribe to, as the cluster sees it: a filter, or a shared
+/// subscription's group and filter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Interest {
+    /// The filter matched against topics.
+    pub filter: String,
+    /// The group of a `$share/{group}/{filter}` subscription.
+    pub group: Option<String>,
+}
+
+impl Interest {
+    fn of(f: SplitFilter<'_>) -> Self {
+        Interest {
+            filter: f.filter.to_owned(),
+            group: f.group.map(str::to_owned),
+        }
+    }
 }
 
 impl Router {
@@ -84,23 +103,56 @@ impl Router {
         };
         if new {
             self.count += 1;
-            let n = self.interest.entry(f.filter.to_owned()).or_default();
+            let key = Interest::of(f);
+            let n = self.interest.entry(key.clone()).or_default();
             *n += 1;
             if *n == 1 {
-                self.interest_changes.push((f.filter.to_owned(), true));
+                self.interest_changes.push((key, true));
             }
         }
         new
     }
 
-    /// The filters that gained their first or lost their last subscription, in order.
-    pub(crate) fn take_interest_changes(&mut self) -> Vec<(String, bool)> {
+    /// The interests that gained their first or lost their last subscription, in order.
+    pub(crate) fn take_interest_changes(&mut self) -> Vec<(Interest, bool)> {
         std::mem::take(&mut self.interest_changes)
     }
 
-    /// Every filter with at least one subscription.
-    pub(crate) fn interest(&self) -> Vec<String> {
+    /// Every interest with at least one subscription.
+    pub(crate) fn interest(&self) -> Vec<Interest> {
         self.interest.keys().cloned().collect()
+    }
+
+    /// The member of shared group `group` on `filter` that gets a message on `topic` (the
+    /// next one round-robin, preferring connected members), if the group has members here
+    /// and the filter matches the topic.
+    pub(crate) fn shared_target(
+        &self,
+        filter: &str,
+        group: &str,
+        topic: &str,
+        online: &dyn Fn(&str) -> bool,
+    ) -> Option<Target> {
+        if !crate::topic::matches(filter, topic) {
+            return None;
+        }
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        let g = node.shared.get(group)?;
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = g.next.fetch_add(1, Ordering::Relaxed);
+        let pick = (0..n)
+            .map(|i| &g.members[(start + i) % n])
+            .find(|(c, _)| online(c))
+            .unwrap_or(&g.members[start % n]);
+        let mut out = HashMap::new();
+        add(&mut out, None, &pick.0, &pick.1);
+        out.into_values().next()
     }
 
     /// Removes a subscription; true if it existed.
@@ -109,11 +161,12 @@ impl Router {
         let removed = remove_at(&mut self.root, &levels, client_id, f.group);
         if removed {
             self.count -= 1;
-            if let Some(n) = self.interest.get_mut(f.filter) {
+            let key = Interest::of(f);
+            if let Some(n) = self.interest.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.interest.remove(f.filter);
-                    self.interest_changes.push((f.filter.to_owned(), false));
+                    self.interest.remove(&key);
+                    self.interest_changes.push((key, false));
                 }
             }
         }
@@ -126,12 +179,14 @@ impl Router {
     }
 
     /// Subscribers of `topic`. `publisher` enables no-local; `online` tells which shared
-    /// group members are connected.
+    /// group members are connected; `shared: false` leaves shared groups out (on a cluster
+    /// node they get messages through [`Self::shared_target`], one member cluster-wide).
     pub(crate) fn targets(
         &self,
         topic: &str,
         publisher: Option<&str>,
         online: &dyn Fn(&str) -> bool,
+        shared: bool,
     ) -> Vec<Target> {
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
@@ -142,7 +197,7 @@ impl Router {
             for (c, e) in &node.subs {
                 add(&mut out, publisher, c, e);
             }
-            for g in node.shared.values() {
+            for g in node.shared.values().filter(|_| shared) {
                 let n = g.members.len();
                 if n == 0 {
                     continue;
@@ -252,7 +307,7 @@ mod tests {
 
     fn ids(r: &Router, topic: &str) -> Vec<String> {
         let mut v: Vec<String> = r
-            .targets(topic, None, &|_| true)
+            .targets(topic, None, &|_| true, true)
             .into_iter()
             .map(|t| t.client_id)
             .collect();
@@ -271,22 +326,31 @@ mod tests {
         r.insert("c3", shared, entry(1));
         r.insert("c1", a, entry(0)); // replaced, not new
         r.insert("c1", b, entry(0));
+        let i = |f: &str, g: Option<&str>| Interest {
+            filter: f.into(),
+            group: g.map(str::to_owned),
+        };
         assert_eq!(
             r.take_interest_changes(),
-            vec![("a/#".to_string(), true), ("b/+".to_string(), true)]
+            vec![
+                (i("a/#", None), true),
+                (i("a/#", Some("g")), true),
+                (i("b/+", None), true)
+            ]
         );
         r.remove("c1", a);
+        assert!(r.take_interest_changes().is_empty(), "c2 still wants a/#");
         r.remove("c2", a);
-        assert!(
-            r.take_interest_changes().is_empty(),
-            "the shared member still wants a/#"
-        );
         r.remove("c3", shared);
         r.remove("c1", b);
         r.remove("c1", b); // absent: no change
         assert_eq!(
             r.take_interest_changes(),
-            vec![("a/#".to_string(), false), ("b/+".to_string(), false)]
+            vec![
+                (i("a/#", None), false),
+                (i("a/#", Some("g")), false),
+                (i("b/+", None), false)
+            ]
         );
         assert!(r.interest().is_empty());
     }
@@ -323,13 +387,13 @@ mod tests {
         }
         let mut seen = Vec::new();
         for _ in 0..6 {
-            let t = r.targets("t", None, &|_| true);
+            let t = r.targets("t", None, &|_| true, true);
             assert_eq!(t.len(), 1);
             seen.push(t[0].client_id.clone());
         }
         assert_eq!(seen, ["m1", "m2", "m3", "m1", "m2", "m3"]);
         for _ in 0..3 {
-            let t = r.targets("t", None, &|c| c == "m2");
+            let t = r.targets("t", None, &|c| c == "m2", true);
             assert_eq!(t[0].client_id, "m2");
         }
     }
@@ -341,7 +405,7 @@ mod tests {
         let mut e = entry(2);
         e.id = Some(7);
         r.insert("a", parse_subscription("t/#").expect("valid"), e);
-        let t = r.targets("t/x", None, &|_| true);
+        let t = r.targets("t/x", None, &|_| true, true);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].qos, 2);
         assert_eq!(t[0].subscription_ids, vec![7]);
@@ -349,7 +413,7 @@ mod tests {
         nl.options.no_local = true;
         r.insert("b", parse_subscription("t/x").expect("valid"), nl);
         assert!(
-            r.targets("t/x", Some("b"), &|_| true)
+            r.targets("t/x", Some("b"), &|_| true, true)
                 .iter()
                 .all(|t| t.client_id != "b")
         );

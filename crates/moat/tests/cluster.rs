@@ -452,6 +452,60 @@ fn messages_cross_nodes_in_every_qos_and_both_versions_once_each() {
 }
 
 #[test]
+fn a_shared_subscription_spread_over_nodes_gets_each_message_once() {
+    let Some(cluster) = Cluster::start("shared", 2, Duration::from_secs(30)) else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (dcert, dkey) = device(a, "dispatcher");
+    let shared = [
+        "-t",
+        "$share/workers/devices/+/jobs",
+        "-q",
+        "1",
+        "-V",
+        "mqttv5",
+        "-W",
+        "15",
+    ];
+    let mut workers = Vec::new();
+    for (i, node) in [a, b, b].into_iter().enumerate() {
+        let name = format!("worker-{i}");
+        let (c, k) = app(a, &name, &["--subscribe", "devices/+/jobs"]);
+        workers.push(node.mqtt_sub(&name, &c, &k, &shared));
+    }
+    // A plain subscriber beside the group gets every message.
+    let (ocert, okey) = app(a, "observer", &["--subscribe", "devices/+/jobs"]);
+    let observer = b.mqtt_sub(
+        "observer",
+        &ocert,
+        &okey,
+        &["-t", "devices/+/jobs", "-q", "1", "-C", "30", "-W", "15"],
+    );
+    std::thread::sleep(INTEREST_SETTLES);
+    let sent: Vec<String> = (0..30).map(|i| format!("job-{i}")).collect();
+    for m in &sent {
+        publish_q1(a, "dispatcher", &dcert, &dkey, "devices/dispatcher/jobs", m);
+    }
+    assert_eq!(lines_of(observer, Duration::from_secs(15)), sent);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got: Vec<Vec<String>> = Vec::new();
+    for mut w in workers {
+        let _ = w.kill();
+        got.push(lines_of(w, Duration::from_secs(1)));
+    }
+    let mut all: Vec<String> = got.iter().flatten().cloned().collect();
+    all.sort_by_key(|m| m[4..].parse::<u32>().unwrap_or(0));
+    assert_eq!(all, sent, "each job to exactly one worker: {got:?}");
+    let on_a = got[0].len();
+    assert!(
+        on_a > 0 && on_a < sent.len(),
+        "the group spans both nodes: {on_a} on A, {} on B",
+        sent.len() - on_a
+    );
+}
+
+#[test]
 fn retained_messages_and_wills_reach_every_node() {
     let Some(mut cluster) = Cluster::start("retained", 2, Duration::from_secs(30)) else {
         return;

@@ -8,15 +8,20 @@
 //! and hands what arrives to `Broker::deliver_from_peer`, which applies MQTT's matching,
 //! ACL-granted subscriptions, QoS downgrade and retained handling as for a local publish.
 //! Overlapping filters (`a/#` and `a/b`) make NATS deliver a message once per matching
-//! subscription: a window of recent sequence numbers per origin drops the copies. Retained
-//! messages go on `{prefix}.retained` instead, which every node hears, so every node's
-//! retained set stays whole (the registry holds it for nodes that start later).
+//! subscription: a window of recent sequence numbers per origin and kind of delivery drops
+//! the copies. Retained messages also go on `{prefix}.retained`, which every node hears, so
+//! every node's retained set stays whole (the registry holds it for nodes that start
+//! later). A shared subscription `$share/{group}/{filter}` is a NATS queue subscription
+//! (queue `share-{group}`) on the filter's subjects: NATS hands each message to one of the
+//! nodes with members, which gives it to one of its members
+//! (`Broker::deliver_shared_from_peer`); no node delivers to shared groups locally, the
+//! publisher's node included, so each message reaches one member in the whole cluster.
 //!
 //! Delivery across nodes is NATS core's: at most once, in order per publisher and topic. A
 //! node that is unreachable when a message is published does not get it (see the README's
 //! "Running several nodes" for what that means for QoS 1/2).
 
-use super::subjects::{filter_subjects, topic_subject};
+use super::subjects::{filter_subjects, queue_name, topic_subject};
 use crate::mqtt::RegistryPersistence;
 use moat_broker::{Broker, Claim, ClaimError, Message};
 use serde::{Deserialize, Serialize};
@@ -46,8 +51,19 @@ struct Forwarded {
 }
 
 enum Interest {
-    Add(String),
-    Remove(String),
+    Add(moat_broker::Interest),
+    Remove(moat_broker::Interest),
+}
+
+/// How a node takes what one of its NATS subscriptions receives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Routed to this node's subscribers (not its shared groups).
+    Plain,
+    /// For one member of a shared group: NATS picked this node of the group's nodes.
+    Shared { filter: String, group: String },
+    /// Kept in the retained set.
+    Retained,
 }
 
 /// Messages waiting to be published to the other nodes; past this, new ones are dropped
@@ -90,8 +106,8 @@ fn release_subject(prefix: &str, node: &str) -> String {
 impl std::fmt::Debug for Interest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Interest::Add(x) => write!(f, "+{x}"),
-            Interest::Remove(x) => write!(f, "-{x}"),
+            Interest::Add(x) => write!(f, "+{x:?}"),
+            Interest::Remove(x) => write!(f, "-{x:?}"),
         }
     }
 }
@@ -148,10 +164,10 @@ impl moat_broker::Fabric for NatsFabric {
         }
     }
 
-    fn interest(&self, filter: &str, wanted: bool) {
+    fn interest(&self, interest: &moat_broker::Interest, wanted: bool) {
         let _ = self.interest.send(match wanted {
-            true => Interest::Add(filter.to_owned()),
-            false => Interest::Remove(filter.to_owned()),
+            true => Interest::Add(interest.clone()),
+            false => Interest::Remove(interest.clone()),
         });
     }
 }
@@ -286,19 +302,26 @@ async fn publish(
         }
         for msg in batch.drain(..) {
             seq += 1;
-            // Every node keeps every retained message (a subscription made later, anywhere,
-            // gets it): those go on one subject all nodes hear.
-            let subject = match msg.retain {
-                true => retained_subject(&prefix),
-                false => topic_subject(&prefix, &msg.topic),
-            };
             let body = Forwarded {
                 origin: node.clone(),
                 seq,
                 message: Message::clone(&msg),
             };
             let sent = match postcard::to_allocvec(&body) {
-                Ok(bytes) => nats.publish(subject, bytes.into()).await.is_ok(),
+                Ok(bytes) => {
+                    let bytes = bytes::Bytes::from(bytes);
+                    // Every node keeps every retained message (a subscription made later,
+                    // anywhere, gets it): those also go on one subject all nodes hear.
+                    let kept = !msg.retain
+                        || nats
+                            .publish(retained_subject(&prefix), bytes.clone())
+                            .await
+                            .is_ok();
+                    kept && nats
+                        .publish(topic_subject(&prefix, &msg.topic), bytes)
+                        .await
+                        .is_ok()
+                }
                 Err(_) => false,
             };
             if sent {
@@ -345,12 +368,15 @@ async fn receive(
     shutdown: CancellationToken,
 ) {
     let mut subs: StreamMap<u64, async_nats::Subscriber> = StreamMap::new();
-    let mut by_filter: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut kinds: HashMap<u64, Kind> = HashMap::new();
+    let mut by_interest: HashMap<moat_broker::Interest, Vec<u64>> = HashMap::new();
     let mut next_key = 0u64;
-    let mut seen: HashMap<String, Seen> = HashMap::new();
+    // Per origin node and kind of delivery: a message comes once per matching subscription.
+    let mut seen: HashMap<(String, Kind), Seen> = HashMap::new();
     match nats.subscribe(retained_subject(&prefix)).await {
         Ok(s) => {
             subs.insert(0, s);
+            kinds.insert(0, Kind::Retained);
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot subscribe to retained messages on NATS");
@@ -360,32 +386,44 @@ async fn receive(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             change = interest.recv() => match change {
-                Some(Interest::Add(filter)) => {
-                    if by_filter.contains_key(&filter) {
+                Some(Interest::Add(i)) => {
+                    if by_interest.contains_key(&i) {
                         continue;
                     }
+                    let kind = match &i.group {
+                        None => Kind::Plain,
+                        Some(g) => Kind::Shared { filter: i.filter.clone(), group: g.clone() },
+                    };
                     let mut keys = Vec::new();
-                    for subject in filter_subjects(&prefix, &filter) {
-                        match nats.subscribe(subject.clone()).await {
+                    for subject in filter_subjects(&prefix, &i.filter) {
+                        // A shared group is a NATS queue group: one member node gets each message.
+                        let sub = match &i.group {
+                            None => nats.subscribe(subject.clone()).await,
+                            Some(g) => nats.queue_subscribe(subject.clone(), queue_name(g)).await,
+                        };
+                        match sub {
                             Ok(s) => {
                                 next_key += 1;
                                 subs.insert(next_key, s);
+                                kinds.insert(next_key, kind.clone());
                                 keys.push(next_key);
                             }
                             Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe on NATS; messages from other nodes on it are missed"),
                         }
                     }
-                    by_filter.insert(filter, keys);
+                    by_interest.insert(i, keys);
                 }
-                Some(Interest::Remove(filter)) => {
-                    for key in by_filter.remove(&filter).unwrap_or_default() {
+                Some(Interest::Remove(i)) => {
+                    for key in by_interest.remove(&i).unwrap_or_default() {
                         // Dropping the subscriber unsubscribes.
                         subs.remove(&key);
+                        kinds.remove(&key);
                     }
                 }
                 None => return,
             },
-            Some((_, msg)) = tokio_stream::StreamExt::next(&mut subs), if !subs.is_empty() => {
+            Some((key, msg)) = tokio_stream::StreamExt::next(&mut subs), if !subs.is_empty() => {
+                let Some(kind) = kinds.get(&key) else { continue };
                 let f: Forwarded = match postcard::from_bytes(&msg.payload) {
                     Ok(f) => f,
                     Err(e) => {
@@ -394,15 +432,25 @@ async fn receive(
                         continue;
                     }
                 };
-                if f.origin == node {
+                // This node routed its own messages itself, except to shared groups, which
+                // the queue group may hand back to it.
+                if f.origin == node && !matches!(kind, Kind::Shared { .. }) {
                     continue;
                 }
-                if !seen.entry(f.origin).or_default().first(f.seq) {
+                if !seen.entry((f.origin, kind.clone())).or_default().first(f.seq) {
                     counts.duplicates.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 counts.received.fetch_add(1, Ordering::Relaxed);
-                broker.deliver_from_peer(f.message);
+                match kind {
+                    Kind::Plain => {
+                        broker.deliver_from_peer(f.message);
+                    }
+                    Kind::Shared { filter, group } => {
+                        broker.deliver_shared_from_peer(filter, group, f.message);
+                    }
+                    Kind::Retained => broker.retain_from_peer(f.message),
+                }
             }
         }
     }

@@ -50,6 +50,13 @@ pub(crate) fn filter_subjects(prefix: &str, filter: &str) -> Vec<String> {
     vec![s]
 }
 
+/// The NATS queue group of the MQTT shared group `group` (escaped like a level).
+pub(crate) fn queue_name(group: &str) -> String {
+    let mut q = String::from("share-");
+    escape(group, &mut q);
+    q
+}
+
 fn escape(level: &str, out: &mut String) {
     if level.is_empty() {
         out.push('~');
