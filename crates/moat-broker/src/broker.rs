@@ -334,6 +334,13 @@ impl Broker {
         true
     }
 
+    /// What a SUBACK waits for on a cluster node (see [`crate::Fabric::settled`]).
+    pub(crate) fn fabric_settled(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.fabric.get().and_then(|f| f.settled())
+    }
+
     /// Routes a message another node of the cluster forwarded (see [`crate::Fabric`]): to
     /// this node's subscribers, into this node's retained set; not forwarded again, and
     /// not written as retained (the node it was published on wrote it to the shared
@@ -350,16 +357,22 @@ impl Broker {
 
     /// Loads retained messages and persistent sessions from the persistence back end.
     pub async fn restore(&self) -> Result<(), Error> {
-        let retained = self.persistence.load_retained().await?;
-        {
-            let mut r = lock(&self.retained);
-            for m in retained {
-                r.restore(m);
-            }
-        }
+        self.reload_retained().await?;
         let now = SystemTime::now();
         for stored in self.persistence.load_sessions().await? {
             self.adopt(stored, now);
+        }
+        Ok(())
+    }
+
+    /// Reads the retained messages from persistence into memory again (a cluster node
+    /// after it starts hearing the others' retained messages: what was retained before
+    /// that is in the shared registry). Messages retained here and not yet written stay.
+    pub async fn reload_retained(&self) -> Result<(), Error> {
+        let retained = self.persistence.load_retained().await?;
+        let mut r = lock(&self.retained);
+        for m in retained {
+            r.restore_unless_dirty(m);
         }
         Ok(())
     }

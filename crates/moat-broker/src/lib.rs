@@ -161,6 +161,10 @@ pub trait Fabric: Send + Sync + std::fmt::Debug + 'static {
     /// This node's sessions now have a subscription to `interest` (a filter, or a shared
     /// group's filter) (`wanted`), or no longer have any.
     fn interest(&self, interest: &Interest, wanted: bool);
+    /// None when every interest change reported so far is in effect on the other nodes;
+    /// else a future that resolves once it is (bounded in time). A SUBACK waits for it, so a
+    /// message published anywhere after the SUBACK reaches the new subscription.
+    fn settled(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
     /// Before `client_id` (authenticated, connecting from `peer`) attaches here: makes this
     /// node the one it is on. The node it was on before closes its connection and hands
     /// its session over ([`Broker::release`](crate::Broker::release) there); the stored

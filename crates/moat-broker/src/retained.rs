@@ -53,6 +53,14 @@ impl Retained {
         self.dirty.remove(topic);
     }
 
+    /// Restores a message loaded from persistence, unless this store changed the topic and
+    /// has not written it yet (its value is newer).
+    pub(crate) fn restore_unless_dirty(&mut self, msg: Message) {
+        if !self.dirty.contains(&msg.topic) {
+            self.restore(msg);
+        }
+    }
+
     /// Restores a message loaded from persistence (not marked dirty).
     pub(crate) fn restore(&mut self, msg: Message) {
         self.map.insert(msg.topic.clone(), Arc::new(msg));

@@ -264,13 +264,17 @@ impl Node {
 
         // Joined to the other nodes before the first device connects here.
         let mut mqtt_tasks = match &cluster {
-            Some(cluster) => cluster.start(
-                hub.clone(),
-                &broker,
-                persistence.clone(),
-                (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
-                shutdown.clone(),
-            )?,
+            Some(cluster) => {
+                cluster
+                    .start(
+                        hub.clone(),
+                        &broker,
+                        persistence.clone(),
+                        (hub_file.mqtt_tls.clone(), hub_file.admin_url.clone()),
+                        shutdown.clone(),
+                    )
+                    .await?
+            }
             None => Vec::new(),
         };
         mqtt_tasks.extend([

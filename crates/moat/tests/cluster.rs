@@ -12,8 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// One cluster test at a time: each runs several nodes, NATS and clients on the machine's
+/// cores, and the timings they assert need those cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A cluster of in-process nodes on one fresh database and one NATS server.
 struct Cluster {
+    _one: std::sync::MutexGuard<'static, ()>,
     nats: NatsServer,
     server: String,
     db_name: String,
@@ -28,6 +33,9 @@ impl Cluster {
     /// `n` nodes (`node-0` …) that read the registry's event log every `catch_up`, or None
     /// when NATS or PostgreSQL is missing (outside CI).
     fn start(name: &str, n: usize, catch_up: Duration) -> Option<Cluster> {
+        let one = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let server = postgres::server_url()?;
         if !NatsServer::available() {
             return None;
@@ -36,6 +44,7 @@ impl Cluster {
         let db_name = format!("moat_cluster_{name}_{}", std::process::id());
         let db_url = postgres::fresh_database(&server, &db_name);
         let mut c = Cluster {
+            _one: one,
             nats,
             server,
             db_name,
@@ -364,8 +373,9 @@ fn lines_of(child: Child, limit: Duration) -> Vec<String> {
         .collect()
 }
 
-/// Interest is set up on NATS a moment after the SUBACK (see the README's "Running several
-/// nodes"): a publisher on another node waits that moment.
+/// mosquitto_sub does not say when its SUBACK came (a SUBACK means the subscription is in
+/// effect on every node: `after_a_suback_…`); the session is listed at CONNECT, so a
+/// publisher waits a moment for the SUBSCRIBE that follows.
 const INTEREST_SETTLES: Duration = Duration::from_millis(300);
 
 #[test]
@@ -503,6 +513,53 @@ fn a_shared_subscription_spread_over_nodes_gets_each_message_once() {
         "the group spans both nodes: {on_a} on A, {} on B",
         sent.len() - on_a
     );
+}
+
+#[test]
+fn after_a_suback_a_message_published_on_another_node_arrives() {
+    let Some(cluster) = Cluster::start("suback", 2, Duration::from_secs(30)) else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (dcert, dkey) = device(a, "burst");
+    let (acert, akey) = app(a, "tail", &["--subscribe", "devices/#"]);
+    let (mut publisher, said) = moat_testkit::paho::Paho::connect_tls(
+        &a.mqtt_tls,
+        "5",
+        "burst",
+        &a.bundle(),
+        &dcert,
+        &dkey,
+    );
+    assert_eq!(said, "connack 0");
+    let (mut subscriber, said) =
+        moat_testkit::paho::Paho::connect_tls(&b.mqtt_tls, "5", "tail", &a.bundle(), &acert, &akey);
+    assert_eq!(said, "connack 0");
+    // Each round a filter no session had: the SUBACK is the moment it is in effect on every
+    // node, so the message published right after it on the other node must arrive.
+    for round in 0..20 {
+        let topic = format!("devices/burst/r{round}");
+        subscriber.send(&format!("sub {topic} 1"));
+        let suback = subscriber.next_line(|l| l.starts_with("suback"), Duration::from_secs(5));
+        assert_eq!(suback.as_deref(), Some("suback 1"), "round {round}");
+        let mid = publisher.publish(&topic, &format!("m{round}"), 1);
+        assert_eq!(publisher.ack(mid, Duration::from_secs(5)), Some(0));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < 20 && Instant::now() < deadline {
+        // Everything received so far, each time.
+        got = subscriber
+            .messages()
+            .into_iter()
+            .map(|(_, payload, _)| payload)
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let want: Vec<String> = (0..20).map(|r| format!("m{r}")).collect();
+    assert_eq!(got, want);
+    publisher.quit();
+    subscriber.quit();
 }
 
 #[test]

@@ -77,8 +77,24 @@ pub(crate) struct Connected<S> {
     durable: watch::Receiver<u64>,
     /// A message waiting for its interceptor's verdict: reads pause until it comes.
     intercepting: Option<Box<publish::Pending>>,
+    /// A SUBACK waiting until the new subscription is in effect on the other nodes of the
+    /// cluster (and whether it also waits for durable state): reads pause until then.
+    settling: Option<Settling>,
     /// Security events reported once per connection.
     reported: publish::Reported,
+}
+
+/// A SUBACK held for the cluster (see [`crate::Fabric::settled`]).
+struct Settling {
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    suback: Packet,
+    durable: bool,
+}
+
+impl std::fmt::Debug for Settling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settling").finish_non_exhaustive()
+    }
 }
 
 /// What a handled packet asks of the loop.
@@ -120,6 +136,7 @@ where
             held: VecDeque::new(),
             durable,
             intercepting: None,
+            settling: None,
             reported: publish::Reported::default(),
         }
     }
@@ -246,7 +263,11 @@ where
 
     async fn event_loop(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         loop {
-            if self.input_pending && self.congested.is_empty() && self.intercepting.is_none() {
+            if self.input_pending
+                && self.congested.is_empty()
+                && self.intercepting.is_none()
+                && self.settling.is_none()
+            {
                 self.input_pending = false;
                 if self.process_input()? == Flow::Stop {
                     return Ok(());
@@ -260,7 +281,8 @@ where
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
             let can_read = self.p.outbuf.len() + self.held_len() < READ_PAUSE
                 && self.congested.is_empty()
-                && self.intercepting.is_none();
+                && self.intercepting.is_none()
+                && self.settling.is_none();
             let unflushed = self.unflushed;
             let paused_until = (!self.congested.is_empty())
                 .then(|| Instant::now() + self.p.broker.cfg.publisher_backpressure);
@@ -271,6 +293,8 @@ where
             let durable = &mut self.durable;
             let intercepting = &mut self.intercepting;
             let deciding = intercepting.is_some();
+            let settling = &mut self.settling;
+            let settles = settling.is_some();
             tokio::select! {
                 biased;
                 _ = p.kick.kicked() => return Err(Error::Kicked(p.kick.reason())),
@@ -321,6 +345,16 @@ where
                         self.conclude(*pending, verdict)?;
                     }
                 }
+                () = async {
+                    match settling.as_mut() {
+                        Some(s) => s.wait.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if settles => {
+                    if let Some(s) = self.settling.take() {
+                        self.send_durable(s.suback, s.durable);
+                    }
+                }
                 _ = p.session.notify.notified() => {}
                 caught_up = tokio::time::timeout_at(
                     paused_until.unwrap_or_else(Instant::now),
@@ -359,7 +393,10 @@ where
                     }
                     // A subscriber fell behind, or the hub decides about a message: leave the
                     // rest for after the pause.
-                    if !self.congested.is_empty() || self.intercepting.is_some() {
+                    if !self.congested.is_empty()
+                        || self.intercepting.is_some()
+                        || self.settling.is_some()
+                    {
                         self.input_pending = !self.p.inbuf.is_empty();
                         return Ok(Flow::Continue);
                     }
@@ -594,16 +631,24 @@ where
                 }));
             }
         }
-        // Granted means stored.
-        self.send_durable(
-            Packet::SubAck(SubAck {
-                pid: s.pid,
-                properties: Properties::default(),
-                codes,
-                unsuback: false,
-            }),
-            persistent && !refusing,
-        );
+        // Granted means stored, and on a cluster node in effect on every node.
+        let suback = Packet::SubAck(SubAck {
+            pid: s.pid,
+            properties: Properties::default(),
+            codes,
+            unsuback: false,
+        });
+        let durable = persistent && !refusing;
+        match self.p.broker.fabric_settled() {
+            Some(wait) => {
+                self.settling = Some(Settling {
+                    wait,
+                    suback,
+                    durable,
+                })
+            }
+            None => self.send_durable(suback, durable),
+        }
         if !retained.is_empty() {
             let limits = self.p.broker.cfg.queue_limits();
             let mut st = self.p.session.lock();

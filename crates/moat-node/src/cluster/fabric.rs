@@ -53,7 +53,13 @@ struct Forwarded {
 enum Interest {
     Add(moat_broker::Interest),
     Remove(moat_broker::Interest),
+    /// Reply once the changes up to this count are in effect on the NATS server.
+    Barrier(u64, tokio::sync::oneshot::Sender<()>),
 }
+
+/// How long a SUBACK waits for its subscription to be in effect on NATS (NATS down: the
+/// subscription is made when it is back; the SUBACK does not wait for that).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a node takes what one of its NATS subscriptions receives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +87,9 @@ pub(crate) struct NatsFabric {
     out: mpsc::Sender<Arc<Message>>,
     counts: Arc<FabricCounts>,
     interest: mpsc::UnboundedSender<Interest>,
+    /// Interest changes sent to the receiving task, and how many of them are in effect.
+    issued: AtomicU64,
+    settled: Arc<AtomicU64>,
     nats: async_nats::Client,
     prefix: String,
     node: String,
@@ -108,6 +117,7 @@ impl std::fmt::Debug for Interest {
         match self {
             Interest::Add(x) => write!(f, "+{x:?}"),
             Interest::Remove(x) => write!(f, "-{x:?}"),
+            Interest::Barrier(n, _) => write!(f, "barrier {n}"),
         }
     }
 }
@@ -164,7 +174,24 @@ impl moat_broker::Fabric for NatsFabric {
         }
     }
 
+    fn settled(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let issued = self.issued.load(Ordering::Acquire);
+        if self.settled.load(Ordering::Acquire) >= issued
+            || self.nats.connection_state() != async_nats::connection::State::Connected
+        {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.interest.send(Interest::Barrier(issued, tx)).is_err() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, rx).await;
+        }))
+    }
+
     fn interest(&self, interest: &moat_broker::Interest, wanted: bool) {
+        self.issued.fetch_add(1, Ordering::AcqRel);
         let _ = self.interest.send(match wanted {
             true => Interest::Add(interest.clone()),
             false => Interest::Remove(interest.clone()),
@@ -189,7 +216,7 @@ pub struct FabricCounts {
 }
 
 /// Joins `broker` to the cluster's message fabric on `nats`; returns the fabric's tasks.
-pub(crate) fn start(
+pub(crate) async fn start(
     broker: &Arc<Broker>,
     nats: async_nats::Client,
     prefix: String,
@@ -198,8 +225,18 @@ pub(crate) fn start(
     counts: Arc<FabricCounts>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    // Hear the others' retained messages before reading what the registry holds, so none
+    // falls between the two.
+    let retained = nats.subscribe(retained_subject(&prefix)).await;
+    if let Err(e) = &retained {
+        tracing::error!(error = %e, "cannot subscribe to retained messages on NATS");
+    }
+    if let Err(e) = broker.reload_retained().await {
+        tracing::error!(error = ?e, "cannot reload retained messages");
+    }
     let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
+    let settled = Arc::new(AtomicU64::new(0));
     let tasks = vec![
         tokio::spawn(publish(
             nats.clone(),
@@ -210,12 +247,16 @@ pub(crate) fn start(
             shutdown.clone(),
         )),
         tokio::spawn(receive(
-            broker.clone(),
-            nats.clone(),
-            prefix.clone(),
-            node.clone(),
+            Receiving {
+                broker: broker.clone(),
+                nats: nats.clone(),
+                prefix: prefix.clone(),
+                node: node.clone(),
+                retained: retained.ok(),
+                settled: settled.clone(),
+                counts: counts.clone(),
+            },
             interest_rx,
-            counts.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(serve_releases(
@@ -229,6 +270,8 @@ pub(crate) fn start(
         out,
         counts: counts.clone(),
         interest,
+        issued: AtomicU64::new(0),
+        settled,
         nats,
         prefix,
         node,
@@ -358,29 +401,42 @@ impl Seen {
     }
 }
 
-async fn receive(
+/// What the receiving task works with.
+struct Receiving {
     broker: Arc<Broker>,
     nats: async_nats::Client,
     prefix: String,
     node: String,
-    mut interest: mpsc::UnboundedReceiver<Interest>,
+    /// The retained messages' subscription, made before the node serves.
+    retained: Option<async_nats::Subscriber>,
+    /// Interest changes in effect (see [`NatsFabric::settled`]).
+    settled: Arc<AtomicU64>,
     counts: Arc<FabricCounts>,
+}
+
+async fn receive(
+    r: Receiving,
+    mut interest: mpsc::UnboundedReceiver<Interest>,
     shutdown: CancellationToken,
 ) {
+    let Receiving {
+        broker,
+        nats,
+        prefix,
+        node,
+        retained,
+        settled,
+        counts,
+    } = r;
     let mut subs: StreamMap<u64, async_nats::Subscriber> = StreamMap::new();
     let mut kinds: HashMap<u64, Kind> = HashMap::new();
     let mut by_interest: HashMap<moat_broker::Interest, Vec<u64>> = HashMap::new();
     let mut next_key = 0u64;
     // Per origin node and kind of delivery: a message comes once per matching subscription.
     let mut seen: HashMap<(String, Kind), Seen> = HashMap::new();
-    match nats.subscribe(retained_subject(&prefix)).await {
-        Ok(s) => {
-            subs.insert(0, s);
-            kinds.insert(0, Kind::Retained);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot subscribe to retained messages on NATS");
-        }
+    if let Some(s) = retained {
+        subs.insert(0, s);
+        kinds.insert(0, Kind::Retained);
     }
     loop {
         tokio::select! {
@@ -412,6 +468,12 @@ async fn receive(
                         }
                     }
                     by_interest.insert(i, keys);
+                }
+                Some(Interest::Barrier(upto, done)) => {
+                    // The server has processed every SUB sent before its PONG.
+                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, nats.flush()).await;
+                    settled.fetch_max(upto, Ordering::AcqRel);
+                    let _ = done.send(());
                 }
                 Some(Interest::Remove(i)) => {
                     for key in by_interest.remove(&i).unwrap_or_default() {

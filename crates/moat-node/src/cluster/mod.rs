@@ -250,7 +250,7 @@ impl Cluster {
     /// onto NATS), the receiver (the others' events, from NATS and the log), the heartbeat,
     /// and the MQTT message fabric that joins `broker` to the other nodes' brokers. `mqtt`
     /// and `api` are the node's addresses as `moat cluster status` shows them.
-    pub(crate) fn start(
+    pub(crate) async fn start(
         self: &Arc<Self>,
         hub: Arc<Hub>,
         broker: &Arc<moat_broker::Broker>,
@@ -271,15 +271,18 @@ impl Cluster {
                     .heartbeat(hub, sessions, addresses, shutdown.clone()),
             ),
         ];
-        tasks.extend(fabric::start(
-            broker,
-            self.nats.clone(),
-            self.cfg.prefix.clone(),
-            self.name.clone(),
-            persistence,
-            self.fabric.clone(),
-            shutdown,
-        ));
+        tasks.extend(
+            fabric::start(
+                broker,
+                self.nats.clone(),
+                self.cfg.prefix.clone(),
+                self.name.clone(),
+                persistence,
+                self.fabric.clone(),
+                shutdown,
+            )
+            .await,
+        );
         Ok(tasks)
     }
 
