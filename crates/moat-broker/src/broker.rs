@@ -365,15 +365,13 @@ impl Broker {
         Ok(())
     }
 
-    /// Reads the retained messages from persistence into memory again (a cluster node
-    /// after it starts hearing the others' retained messages: what was retained before
-    /// that is in the shared registry). Messages retained here and not yet written stay.
+    /// Makes the retained set what persistence holds (a cluster node once it hears the
+    /// others' retained messages, at start and after NATS was away: the shared registry has
+    /// what was retained or cleared meanwhile). Messages retained here and not yet written
+    /// stay.
     pub async fn reload_retained(&self) -> Result<(), Error> {
         let retained = self.persistence.load_retained().await?;
-        let mut r = lock(&self.retained);
-        for m in retained {
-            r.restore_unless_dirty(m);
-        }
+        lock(&self.retained).reload(retained);
         Ok(())
     }
 

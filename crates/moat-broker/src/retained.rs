@@ -53,11 +53,18 @@ impl Retained {
         self.dirty.remove(topic);
     }
 
-    /// Restores a message loaded from persistence, unless this store changed the topic and
-    /// has not written it yet (its value is newer).
-    pub(crate) fn restore_unless_dirty(&mut self, msg: Message) {
-        if !self.dirty.contains(&msg.topic) {
-            self.restore(msg);
+    /// Makes the store what persistence holds (`stored`), except for the topics this store
+    /// changed and has not written yet (their values are newer): topics cleared elsewhere
+    /// go, the others take the stored value.
+    pub(crate) fn reload(&mut self, stored: Vec<Message>) {
+        let dirty = &self.dirty;
+        let keep: HashSet<&String> = stored.iter().map(|m| &m.topic).collect();
+        self.map
+            .retain(|t, _| dirty.contains(t) || keep.contains(t));
+        for msg in stored {
+            if !self.dirty.contains(&msg.topic) {
+                self.map.insert(msg.topic.clone(), Arc::new(msg));
+            }
         }
     }
 
@@ -141,5 +148,32 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert!(d[0].1.is_none());
         assert!(d[1].1.is_some());
+    }
+
+    #[test]
+    fn reload_takes_what_is_stored_but_keeps_unwritten_changes() {
+        let mut r = Retained::default();
+        r.restore(Message::clone(&msg("gone", b"1")));
+        r.restore(Message::clone(&msg("old", b"1")));
+        assert_eq!(r.set(msg("mine", b"2"), 10, 10), RetainOutcome::Stored);
+        r.reload(vec![
+            Message::clone(&msg("old", b"3")),
+            Message::clone(&msg("mine", b"stale")),
+            Message::clone(&msg("new", b"4")),
+        ]);
+        let mut topics: Vec<(String, Vec<u8>)> = r
+            .matching("#")
+            .iter()
+            .map(|m| (m.topic.clone(), m.payload.to_vec()))
+            .collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            vec![
+                ("mine".into(), b"2".to_vec()),
+                ("new".into(), b"4".to_vec()),
+                ("old".into(), b"3".to_vec()),
+            ]
+        );
     }
 }

@@ -283,6 +283,7 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
     };
     let (cert, key) = device(&cluster.nodes[0], "dev-n");
     let (cert2, key2) = device(&cluster.nodes[0], "dev-m");
+    let (rcert, rkey) = device(&cluster.nodes[0], "dev-r");
     let mut sub = cluster.nodes[1].mqtt_sub(
         "dev-n",
         &cert,
@@ -290,6 +291,26 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
         &["-t", "devices/dev-n/#", "-V", "mqttv5"],
     );
     cluster.nats.stop();
+    // A retained message published on node 0 while NATS is away.
+    let out = cluster.nodes[0].mqtt_pub(
+        "dev-r",
+        &rcert,
+        &rkey,
+        &[
+            "-t",
+            "devices/dev-r/state",
+            "-m",
+            "while-away",
+            "-q",
+            "1",
+            "-r",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        moat_testkit::process::text(&out)
+    );
     // Devices keep being served while NATS is down; the node says it is degraded.
     assert!(connects(&cluster.nodes[1], "dev-m", &cert2, &key2));
     let ready = curl(&format!("{}/readyz", cluster.nodes[1].metrics_url));
@@ -323,6 +344,14 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
         curl(&format!("{}/readyz", cluster.nodes[1].metrics_url)),
         "ready\n"
     );
+    // Node 1 read what was retained meanwhile from the registry when NATS came back.
+    let sub = cluster.nodes[1].mqtt_sub(
+        "dev-r",
+        &rcert,
+        &rkey,
+        &["-t", "devices/dev-r/state", "-C", "1", "-W", "5"],
+    );
+    assert_eq!(lines_of(sub, Duration::from_secs(6)), ["while-away"]);
     // Messages cross nodes again (the subscriptions were made again on reconnection).
     let (acert, akey) = app(&cluster.nodes[0], "listener", &["--subscribe", "devices/#"]);
     let (cert3, key3) = device(&cluster.nodes[0], "dev-o");

@@ -72,6 +72,8 @@ pub struct Cluster {
     wake: Notify,
     /// The MQTT message fabric's counters.
     fabric: Arc<FabricCounts>,
+    /// Rings when the NATS connection is (re)established.
+    reconnected: Arc<Notify>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,8 @@ impl Cluster {
         let who = name.clone();
         let fabric = Arc::new(FabricCounts::default());
         let counts = fabric.clone();
+        let reconnected = Arc::new(Notify::new());
+        let on_reconnect = reconnected.clone();
         let warned = Arc::new(AtomicU64::new(0));
         opts = opts
             .name(format!("moat-{name}"))
@@ -155,11 +159,13 @@ impl Cluster {
                 let who = who.clone();
                 let counts = counts.clone();
                 let warned = warned.clone();
+                let on_reconnect = on_reconnect.clone();
                 async move {
                     match ev {
                         async_nats::Event::Connected => {
                             flag.store(true, Ordering::Release);
                             tracing::info!(node = %who, "connected to NATS");
+                            on_reconnect.notify_one();
                         }
                         async_nats::Event::Disconnected => {
                             flag.store(false, Ordering::Release);
@@ -218,6 +224,7 @@ impl Cluster {
             applied: AtomicU64::new(applied),
             wake: Notify::new(),
             fabric,
+            reconnected,
         });
         Ok(cluster)
     }
@@ -271,6 +278,12 @@ impl Cluster {
                     .heartbeat(hub, sessions, addresses, shutdown.clone()),
             ),
         ];
+        tasks.push(tokio::spawn(Self::after_reconnections(
+            self.reconnected.clone(),
+            broker.clone(),
+            self.clone(),
+            shutdown.clone(),
+        )));
         tasks.extend(
             fabric::start(
                 broker,
@@ -554,6 +567,27 @@ impl Cluster {
                     Err(e) => tracing::warn!(error = %e, "cannot prune the cluster's event log"),
                 }
             }
+        }
+    }
+
+    /// After NATS comes back: what was retained elsewhere meanwhile is read from the
+    /// registry (retained messages travel on NATS; the registry holds them all), and the
+    /// event log is read at once.
+    async fn after_reconnections(
+        reconnected: Arc<Notify>,
+        broker: Arc<moat_broker::Broker>,
+        cluster: Arc<Self>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = reconnected.notified() => {}
+            }
+            if let Err(e) = broker.reload_retained().await {
+                tracing::warn!(error = ?e, "cannot reload retained messages after NATS came back");
+            }
+            cluster.catch_up_now();
         }
     }
 
