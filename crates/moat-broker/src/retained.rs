@@ -68,11 +68,6 @@ impl Retained {
         }
     }
 
-    /// Restores a message loaded from persistence (not marked dirty).
-    pub(crate) fn restore(&mut self, msg: Message) {
-        self.map.insert(msg.topic.clone(), Arc::new(msg));
-    }
-
     /// Unexpired retained messages whose topic `filter` matches.
     pub(crate) fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
         let now = SystemTime::now();
@@ -153,8 +148,10 @@ mod tests {
     #[test]
     fn reload_takes_what_is_stored_but_keeps_unwritten_changes() {
         let mut r = Retained::default();
-        r.restore(Message::clone(&msg("gone", b"1")));
-        r.restore(Message::clone(&msg("old", b"1")));
+        r.reload(vec![
+            Message::clone(&msg("gone", b"1")),
+            Message::clone(&msg("old", b"1")),
+        ]);
         assert_eq!(r.set(msg("mine", b"2"), 10, 10), RetainOutcome::Stored);
         r.reload(vec![
             Message::clone(&msg("old", b"3")),
