@@ -318,6 +318,13 @@ impl Hub {
         self.server_identity_for(names, false).await
     }
 
+    /// A new TLS server certificate and key for `names` now, stored as this node's, without
+    /// an event or audit entry: a cluster node following a rotation made through another
+    /// node (which audited it).
+    pub async fn renew_server_identity(&self, names: &[String]) -> Result<ServerIdentity, Error> {
+        self.server_identity_for(names, true).await
+    }
+
     /// Replaces the hub's TLS server certificate and key now (same names as the current one),
     /// audited, and emits [`Event::ServerCertRotated`] so that every listener serves the new
     /// one to new connections; established connections keep theirs. Returns the new one.

@@ -736,18 +736,27 @@ async fn follow_server_identity(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
     loop {
+        let mut rotated = None;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev.map(|e| e.event) {
-                Ok(moat_core::Event::ServerCertRotated { .. })
-                | Err(moat_core::BusError::Lagged(_)) => {}
+                Ok(moat_core::Event::ServerCertRotated { serial }) => rotated = Some(serial),
+                Err(moat_core::BusError::Lagged(_)) => {}
                 Ok(_) => continue,
                 Err(moat_core::BusError::Closed) => return,
             },
             _ = tick.tick() => {}
         }
         let swapped = async {
-            let identity = hub.server_identity(&names).await?;
+            let mut identity = hub.server_identity(&names).await?;
+            // `moat server rotate` through another node of a cluster rotated that node's
+            // certificate (each node has its own): this node replaces its own as well.
+            if let Some(theirs) = &rotated
+                && *theirs != identity.serial()?
+                && hub.config().server_identity_scope.is_some()
+            {
+                identity = hub.renew_server_identity(&names).await?;
+            }
             let serial = identity.serial()?;
             if serial == serving {
                 return Ok::<_, Error>(None);

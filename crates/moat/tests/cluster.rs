@@ -150,6 +150,32 @@ fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
+    // `moat server rotate` through one node: every node serves a new certificate of its own.
+    let before: Vec<String> = [a, b, c]
+        .iter()
+        .map(|n| common::served_serial(&n.mqtt_tls))
+        .collect();
+    a.ok(&["server", "rotate"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Vec<String> = [a, b, c]
+            .iter()
+            .map(|n| common::served_serial(&n.mqtt_tls))
+            .collect();
+        if now
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| n != b && !n.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every node rotated: {before:?} → {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Every node sees the one fleet.
     let (cert, key) = device(a, "dev-1");
     assert!(b.json(&["device", "show", "dev-1"])["device"]["id"] == "dev-1");

@@ -870,22 +870,6 @@ fn paho_mqtt_flows_between_devices_over_mtls_in_both_protocol_versions() {
 }
 
 /// Serial (lowercase hex, no leading zeros) of the certificate a TLS server presents.
-fn served_serial(addr: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"
-        ))
-        .output()
-        .expect("openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .trim_start_matches("serial=")
-        .to_lowercase()
-        .trim_start_matches('0')
-        .to_string()
-}
-
 #[test]
 fn server_certificate_rotation_applies_without_restart_or_dropping_connections() {
     let hub = TestHub::start();

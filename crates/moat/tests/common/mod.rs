@@ -697,3 +697,21 @@ pub fn rand_u64() -> u64 {
     h.write_u64(std::process::id() as u64);
     h.finish() >> 1
 }
+
+/// The serial (lowercase hex, no leading zeros) of the TLS server certificate `addr`
+/// (`host:port`) serves, as openssl reads it.
+pub fn served_serial(addr: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .trim_start_matches("serial=")
+        .to_lowercase()
+        .trim_start_matches('0')
+        .to_string()
+}
