@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
         live_device_certs,
         list_certs, show_cert, revoke_cert, explain_cert, show_crl, rotate_server_cert,
         list_cas, ca_bundle, registration_code, register_ca, remove_ca,
-        list_sessions, kick_session, cluster_status,
+        list_sessions, kick_session, cluster_status, forget_cluster_node,
         list_acl_policies, put_acl_policy, delete_acl_policy, set_group_policy, set_access, create_app,
         list_gateways, create_gateway, show_gateway, allow_gateway, disallow_gateway, revoke_gateway,
         add_allowlist, list_allowlist, reset_allowlist, create_station, list_stations, delete_station,

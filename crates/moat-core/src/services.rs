@@ -130,6 +130,31 @@ impl Hub {
             .map(|(holder, _)| holder))
     }
 
+    /// Forgets a node removed from the cluster for good (its status row), audited as
+    /// `cluster.forget`. A node that is up is refused: it would record itself again.
+    pub async fn forget_cluster_node(&self, name: &str, actor: &crate::Actor) -> Result<(), Error> {
+        let result = async {
+            let now = time::OffsetDateTime::now_utc();
+            let nodes = self.store().nodes().await?;
+            let Some(node) = nodes.iter().find(|n| n.name == name) else {
+                return Err(Error::NotFound {
+                    kind: "cluster node",
+                    id: name.to_string(),
+                });
+            };
+            if node.alive(now) {
+                return Err(Error::State(format!(
+                    "cluster node {name:?} is up (it recorded itself {}s ago); stop it first",
+                    (now - node.heartbeat_at).whole_seconds()
+                )));
+            }
+            Ok(self.store().forget_node(name).await?)
+        }
+        .await;
+        self.audited(actor, "cluster.forget", Some(name), result)
+            .await
+    }
+
     /// Every node of the cluster as its last heartbeat described it.
     pub async fn cluster_nodes(&self) -> Result<Vec<moat_store::NodeStatus>, Error> {
         Ok(self.store().nodes().await?)

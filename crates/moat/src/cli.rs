@@ -355,6 +355,11 @@ pub enum CertCmd {
 pub enum ClusterCmd {
     /// The nodes: up or down, sessions, events applied, NATS; as the registry records them.
     Status,
+    /// Forget a node removed for good (its row in `status`); refused while it is up.
+    Forget {
+        /// The node's name.
+        name: String,
+    },
 }
 
 /// `moat session …`.

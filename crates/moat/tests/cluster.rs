@@ -277,6 +277,23 @@ fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
         "{table}"
     );
 
+    // A node removed for good is forgotten; one that is up cannot be.
+    let said = cluster.nodes[0].fails(&["cluster", "forget", "node-1"]);
+    assert!(said.contains("is up"), "{said}");
+    cluster.nodes[0].ok(&["cluster", "forget", "node-2"]);
+    let names: Vec<String> = cluster.nodes[0].json(&["cluster", "status"])["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(names, ["node-0", "node-1"]);
+    let said = cluster.nodes[0].fails(&["cluster", "forget", "node-9"]);
+    assert!(
+        said.contains("not found") || said.contains("node-9"),
+        "{said}"
+    );
+
     // One leader (the periodic work runs there); when it stops, another node takes over
     // once its lease has expired (three heartbeats).
     assert_eq!(

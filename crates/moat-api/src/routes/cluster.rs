@@ -4,8 +4,10 @@
 use crate::AppState;
 use crate::dto::{ClusterNodeView, ClusterView};
 use crate::problem::ApiError;
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use moat_core::Actor;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -47,4 +49,18 @@ pub(crate) async fn cluster_status(
             })
             .collect(),
     }))
+}
+
+/// Forget a node removed from the cluster for good (refused while it is up).
+#[utoipa::path(delete, path = "/api/v1/cluster/nodes/{name}", tag = "cluster",
+    params(("name" = String, Path, description = "Node name")),
+    responses((status = 204), (status = 404, body = crate::problem::Problem),
+        (status = 409, body = crate::problem::Problem)))]
+pub(crate) async fn forget_cluster_node(
+    Extension(actor): Extension<Actor>,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.hub.forget_cluster_node(&name, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

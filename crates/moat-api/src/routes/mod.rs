@@ -117,6 +117,7 @@ pub fn admin_router(state: AppState) -> Router {
         )
         .route("/devices/{id}/model", axum::routing::put(set_device_model))
         .route("/cluster", get(cluster_status))
+        .route("/cluster/nodes/{name}", delete(forget_cluster_node))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{client_id}/kick", post(kick_session))
         .route(

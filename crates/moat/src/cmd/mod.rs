@@ -92,6 +92,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Cluster(ClusterCmd::Forget { ref name }) => {
+            let api = ApiClient::from_cli(&cli)?;
+            api.delete(&format!("/api/v1/cluster/nodes/{}", seg(name)))
+                .await?;
+            println!("forgot cluster node {name}");
+            Ok(())
+        }
         Command::Session(SessionCmd::Kick { ref client_id }) => {
             let api = ApiClient::from_cli(&cli)?;
             api.post_empty(&format!("/api/v1/sessions/{}/kick", seg(client_id)))
