@@ -271,6 +271,13 @@ fn a_change_on_one_node_closes_sessions_and_refuses_handshakes_on_the_others() {
         assert!(Instant::now() < deadline, "node-2 not shown down: {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The console's page says the same (signed in with curl, the admin token).
+    let page = console_page(&cluster.nodes[1], "/console/cluster");
+    assert!(page.contains("data-testid=\"cluster-nodes\""), "{page}");
+    for name in ["node-0", "node-1", "node-2"] {
+        assert!(page.contains(name), "{name} missing: {page}");
+    }
+    assert!(page.contains(">down<") && page.contains(">up<"), "{page}");
     let table = cluster.nodes[0].ok(&["cluster", "status"]);
     assert!(
         table.contains("node-2") && table.contains("down"),
@@ -412,6 +419,33 @@ fn with_nats_down_changes_still_arrive_through_the_registry_log() {
         &["-t", "devices/dev-o/t", "-m", "back"],
     );
     assert_eq!(lines_of(sub, Duration::from_secs(10)), ["back"]);
+}
+
+/// A console page of `node` (signed in with its admin token; curl keeps the cookie).
+fn console_page(node: &TestHub, path: &str) -> String {
+    let jar = node.path("console-cookies");
+    let jar = jar.to_str().expect("path");
+    let token = format!("token@{}", node.data.join("admin.token").display());
+    let (ok, said) = moat_testkit::process::run(
+        "curl",
+        &[
+            "-sk",
+            "-c",
+            jar,
+            "-b",
+            jar,
+            "--data-urlencode",
+            &token,
+            &format!("{}/console/login", node.admin_url),
+        ],
+    );
+    assert!(ok, "{said}");
+    let (ok, body) = moat_testkit::process::run(
+        "curl",
+        &["-sk", "-b", jar, &format!("{}{path}", node.admin_url)],
+    );
+    assert!(ok, "{body}");
+    body
 }
 
 /// GET `url` with curl; the body.

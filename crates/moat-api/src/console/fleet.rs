@@ -569,3 +569,37 @@ pub(crate) async fn posture(
         } }
     })
 }
+
+/// The cluster's nodes, as `moat cluster status` shows them.
+pub(crate) async fn cluster(State(c): State<Console>, Extension(s): Extension<Signed>) -> Response {
+    let view = match crate::routes::cluster_view(&c.app).await {
+        Ok(v) => v,
+        Err(e) => return ui::api_error(&s, e),
+    };
+    Page::new(&s, Section::Cluster, "Cluster").render(html! {
+        @if view.nodes.is_empty() {
+            p.muted { "This hub runs as a single node (see " code { "[cluster]" } " in " code { "moat config default" } ")." }
+        } @else {
+            p.muted {
+                "Event log at " (view.event_log_head) "; leader "
+                (view.leader.as_deref().unwrap_or("(none)")) "; this page from "
+                (view.answered_by.as_deref().unwrap_or("?")) "."
+            }
+            div.scroll { table.list data-testid="cluster-nodes" {
+                thead { tr { th { "Node" } th { "State" } th { "Sessions" } th { "Events behind" } th { "NATS" } th { "Last heartbeat" } th { "MQTT" } th { "API" } } }
+                tbody {
+                    @for n in &view.nodes { tr {
+                        td { (n.name) }
+                        td { (badge(tone(&n.state), &n.state)) }
+                        td { (n.sessions) }
+                        td { (n.events_behind) }
+                        td { (badge(tone(&n.nats), &n.nats)) }
+                        td { (n.last_heartbeat_seconds_ago) " s ago" }
+                        td { code { (n.mqtt) } }
+                        td { code { (n.api) } }
+                    } }
+                }
+            } }
+        }
+    })
+}

@@ -70,6 +70,7 @@ pub(crate) fn router(app: AppState) -> Router<AppState> {
         .route("/campaigns/{id}/{action}", post(fleet::campaign_action))
         .route("/audit", get(fleet::audit))
         .route("/posture", get(fleet::posture))
+        .route("/cluster", get(fleet::cluster))
         .route("/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),

@@ -18,15 +18,17 @@ pub(crate) enum Section {
     Firmware,
     Audit,
     Posture,
+    Cluster,
 }
 
-const SECTIONS: [(Section, &str, &str); 6] = [
+const SECTIONS: [(Section, &str, &str); 7] = [
     (Section::Overview, "Overview", "/console"),
     (Section::Devices, "Devices", "/console/devices"),
     (Section::Cas, "Certificate authorities", "/console/cas"),
     (Section::Firmware, "Firmware", "/console/firmware"),
     (Section::Audit, "Audit log", "/console/audit"),
     (Section::Posture, "Posture", "/console/posture"),
+    (Section::Cluster, "Cluster", "/console/cluster"),
 ];
 
 /// A page after sign-in.
@@ -240,7 +242,8 @@ pub(crate) fn tone(state: &str) -> &'static str {
         "suspended" | "disabled" | "paused" | "medium" | "retiring" | "downloading"
         | "notified" | "installed" | "running" => "warn",
         "decommissioned" | "revoked" | "failed" | "rolled_back" | "aborted" | "refused"
-        | "error" | "high" | "critical" | "cancelled" => "bad",
+        | "error" | "high" | "critical" | "cancelled" | "down" | "disconnected" => "bad",
+        "up" => "good",
         _ => "neutral",
     }
 }

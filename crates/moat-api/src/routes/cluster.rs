@@ -18,12 +18,17 @@ use time::format_description::well_known::Rfc3339;
 pub(crate) async fn cluster_status(
     State(s): State<AppState>,
 ) -> Result<Json<ClusterView>, ApiError> {
+    Ok(Json(cluster_view(&s).await?))
+}
+
+/// The cluster as the registry records it (the API's answer and the console's page).
+pub(crate) async fn cluster_view(s: &AppState) -> Result<ClusterView, ApiError> {
     let now = OffsetDateTime::now_utc();
     let head = s.hub.cluster_log_head().await?;
     let nodes = s.hub.cluster_nodes().await?;
     let leader = s.hub.cluster_lease_holder("leader").await?;
     let ts = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-    Ok(Json(ClusterView {
+    Ok(ClusterView {
         answered_by: s.hub.config().server_identity_scope.clone(),
         event_log_head: head,
         leader,
@@ -48,7 +53,7 @@ pub(crate) async fn cluster_status(
                 api: n.api,
             })
             .collect(),
-    }))
+    })
 }
 
 /// Forget a node removed from the cluster for good (refused while it is up).
