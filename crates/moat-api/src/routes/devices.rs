@@ -39,16 +39,13 @@ pub(crate) async fn list_devices(
     Ok(Json(devices.iter().map(DeviceView::from).collect()))
 }
 
-/// Create a device (hub-generated key, CSR, or a registered CA's certificate).
-#[utoipa::path(post, path = "/api/v1/devices", request_body = CreateDeviceRequest, tag = "devices",
-    responses((status = 201, body = CreateDeviceResponse), (status = 400, body = Problem),
-              (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn create_device(
-    Extension(actor): Extension<Actor>,
-    State(s): State<AppState>,
-    ApiJson(req): ApiJson<CreateDeviceRequest>,
-) -> Result<(StatusCode, Json<CreateDeviceResponse>), ApiError> {
-    let credential = match (req.csr, req.cert) {
+/// What a create request asks to be issued: a CSR, a registered CA's certificate, or (neither)
+/// a hub-generated key; both is refused.
+pub(crate) fn credential_of(
+    csr: Option<String>,
+    cert: Option<String>,
+) -> Result<Credential, ApiError> {
+    Ok(match (csr, cert) {
         (Some(_), Some(_)) => {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -61,7 +58,19 @@ pub(crate) async fn create_device(
         (Some(csr), None) => Credential::Csr(csr.into_bytes()),
         (None, Some(cert)) => Credential::Cert(cert.into_bytes()),
         (None, None) => Credential::GenerateKey,
-    };
+    })
+}
+
+/// Create a device (hub-generated key, CSR, or a registered CA's certificate).
+#[utoipa::path(post, path = "/api/v1/devices", request_body = CreateDeviceRequest, tag = "devices",
+    responses((status = 201, body = CreateDeviceResponse), (status = 400, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn create_device(
+    Extension(actor): Extension<Actor>,
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateDeviceRequest>,
+) -> Result<(StatusCode, Json<CreateDeviceResponse>), ApiError> {
+    let credential = credential_of(req.csr, req.cert)?;
     let created = s
         .hub
         .create_device(

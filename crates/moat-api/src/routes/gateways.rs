@@ -9,7 +9,7 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use moat_core::{Actor, AllowanceKind, Credential};
+use moat_core::{Actor, AllowanceKind};
 
 /// List gateways with their allowances.
 #[utoipa::path(get, path = "/api/v1/gateways", tag = "gateways",
@@ -31,20 +31,7 @@ pub(crate) async fn create_gateway(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateGatewayRequest>,
 ) -> Result<(StatusCode, Json<CreateDeviceResponse>), ApiError> {
-    let credential = match (req.csr, req.cert) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-request",
-                "Bad Request",
-                "give either csr or cert, not both",
-            )
-            .into());
-        }
-        (Some(csr), None) => Credential::Csr(csr.into_bytes()),
-        (None, Some(cert)) => Credential::Cert(cert.into_bytes()),
-        (None, None) => Credential::GenerateKey,
-    };
+    let credential = super::devices::credential_of(req.csr, req.cert)?;
     let created = s.hub.create_gateway(&req.name, credential, &actor).await?;
     Ok((
         StatusCode::CREATED,

@@ -236,28 +236,13 @@ pub async fn run(cli: &Cli, cmd: &DeviceCmd) -> anyhow::Result<()> {
             Ok(())
         }
         DeviceCmd::Revoke { id, reason } => {
-            if let Some(r) = reason {
-                check_reason(r)?;
-            }
-            let api = ApiClient::from_cli(cli)?;
-            let r: RevokeDeviceResponse = api
-                .post(
-                    &format!("/api/v1/devices/{}/revoke", seg(id)),
-                    &RevokeRequest {
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
-            if cli.json {
-                return print_json(&r);
-            }
-            println!(
-                "revoked device {} and {} certificate(s): {}",
-                r.device_id,
-                r.revoked_serials.len(),
-                r.revoked_serials.join(" ")
-            );
-            Ok(())
+            revoke(
+                cli,
+                "device",
+                &format!("/api/v1/devices/{}/revoke", seg(id)),
+                reason,
+            )
+            .await
         }
         other => super::lifecycle::run(cli, other).await,
     }
@@ -292,4 +277,36 @@ fn lossy(b: Vec<u8>) -> anyhow::Result<String> {
     String::from_utf8(b).map_err(|_| {
         anyhow::anyhow!("the file is not PEM; convert DER with `openssl req -inform der -in FILE -out FILE.pem` (CSR) or `openssl x509 -inform der …` (certificate)")
     })
+}
+
+/// Revokes an identity (`what`: device, gateway) through `path` with an optional reason and
+/// prints what was revoked.
+pub(super) async fn revoke(
+    cli: &Cli,
+    what: &str,
+    path: &str,
+    reason: &Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(r) = reason {
+        check_reason(r)?;
+    }
+    let api = ApiClient::from_cli(cli)?;
+    let r: RevokeDeviceResponse = api
+        .post(
+            path,
+            &RevokeRequest {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+    if cli.json {
+        return print_json(&r);
+    }
+    println!(
+        "revoked {what} {} and {} certificate(s): {}",
+        r.device_id,
+        r.revoked_serials.len(),
+        r.revoked_serials.join(" ")
+    );
+    Ok(())
 }

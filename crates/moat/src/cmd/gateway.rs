@@ -4,7 +4,7 @@ use super::{print_json, read_input, seg};
 use crate::cli::{AllowTarget, Cli, GatewayCmd};
 use crate::client::ApiClient;
 use anyhow::bail;
-use moat_api::dto::{CreateDeviceResponse, RevokeDeviceResponse, RevokeRequest};
+use moat_api::dto::CreateDeviceResponse;
 use moat_api::dto_gateways::{CreateGatewayRequest, GatewayAllowRequest, GatewayView};
 use moat_node::files::{private_dir, write_new};
 
@@ -129,28 +129,13 @@ pub async fn run(cli: &Cli, cmd: &GatewayCmd) -> anyhow::Result<()> {
             Ok(())
         }
         GatewayCmd::Revoke { name, reason } => {
-            if let Some(r) = reason {
-                super::device::check_reason(r)?;
-            }
-            let api = ApiClient::from_cli(cli)?;
-            let r: RevokeDeviceResponse = api
-                .post(
-                    &format!("/api/v1/gateways/{}/revoke", seg(name)),
-                    &RevokeRequest {
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
-            if cli.json {
-                return print_json(&r);
-            }
-            println!(
-                "revoked gateway {} and {} certificate(s): {}",
-                r.device_id,
-                r.revoked_serials.len(),
-                r.revoked_serials.join(" ")
-            );
-            Ok(())
+            super::device::revoke(
+                cli,
+                "gateway",
+                &format!("/api/v1/gateways/{}/revoke", seg(name)),
+                reason,
+            )
+            .await
         }
     }
 }
