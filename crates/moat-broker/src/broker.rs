@@ -924,13 +924,14 @@ impl Broker {
             if self.kicked_since(kick_epoch, &link.identity) {
                 return Err(Refusal::NotAuthorized);
             }
-            if let Some(mine) = claim_epoch
-                && lock(&self.released)
-                    .get(client_id)
-                    .is_some_and(|&theirs| theirs > mine)
-            {
-                // Another node claimed it after this CONNECT did: that one wins.
-                return Err(Refusal::ServerUnavailable);
+            if let Some(mine) = claim_epoch {
+                let mut released = lock(&self.released);
+                if released.get(client_id).is_some_and(|&theirs| theirs > mine) {
+                    // Another node claimed it after this CONNECT did: that one wins.
+                    return Err(Refusal::ServerUnavailable);
+                }
+                // A newer claim is here: the hand-over record has done its work.
+                released.remove(client_id);
             }
             let mut taken_over = None;
             let mut resumed = None;

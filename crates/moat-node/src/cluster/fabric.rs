@@ -43,11 +43,19 @@ fn retained_subject(prefix: &str) -> String {
 const DEDUP_WINDOW: u64 = 8192;
 
 /// A message as it travels between nodes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Forwarded {
     origin: String,
     seq: u64,
     message: Message,
+}
+
+/// [`Forwarded`] as the sender encodes it, borrowing (the same encoding).
+#[derive(Serialize)]
+struct ForwardedRef<'a> {
+    origin: &'a str,
+    seq: u64,
+    message: &'a Message,
 }
 
 enum Interest {
@@ -345,10 +353,10 @@ async fn publish(
         }
         for msg in batch.drain(..) {
             seq += 1;
-            let body = Forwarded {
-                origin: node.clone(),
+            let body = ForwardedRef {
+                origin: &node,
                 seq,
-                message: Message::clone(&msg),
+                message: &msg,
             };
             let sent = match postcard::to_allocvec(&body) {
                 Ok(bytes) => {
