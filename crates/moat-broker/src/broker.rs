@@ -341,10 +341,9 @@ impl Broker {
         self.fabric.get().and_then(|f| f.settled())
     }
 
-    /// Routes a message another node of the cluster forwarded (see [`crate::Fabric`]): to
-    /// this node's subscribers, into this node's retained set; not forwarded again, and
-    /// not written as retained (the node it was published on wrote it to the shared
-    /// registry). Returns the number of sessions it was queued for.
+    /// Routes a message another node of the cluster forwarded (see [`crate::Fabric`]) to
+    /// this node's subscribers; not forwarded again. Its retained copy comes through
+    /// [`Self::retain_from_peer`]. Returns the number of sessions it was queued for.
     pub fn deliver_from_peer(&self, message: Message) -> usize {
         self.route_from(Arc::new(message), &mut Vec::new(), true)
             .queued
@@ -761,17 +760,16 @@ impl Broker {
         from_peer: bool,
     ) -> Routed {
         let mut routed = Routed::default();
-        if msg.retain {
-            let mut retained = lock(&self.retained);
-            let outcome = retained.set(
+        // A peer's retained message is kept through `retain_from_peer` (its own subject,
+        // heard by every node); here only this node's own.
+        if msg.retain && !from_peer {
+            let outcome = lock(&self.retained).set(
                 msg.clone(),
                 self.cfg.max_retained_messages,
                 self.cfg.max_retained_payload,
             );
             if outcome == crate::retained::RetainOutcome::Refused {
                 tracing::debug!(topic = %msg.topic, "retained message over limits, not retained");
-            } else if from_peer {
-                retained.written(&msg.topic);
             } else {
                 routed.durable = true;
                 self.wake_writer();
