@@ -7,6 +7,8 @@
 //!   key, and the object must decode to the same fields and verify.
 //! - 2: a stored replay window (18 bytes), then counters (5 bytes each): loading refuses or
 //!   gives a window, every accepted counter is then a replay.
+//! - 3: a sealed payload (COSE_Encrypt, ECDH-ES + HKDF-256, A128GCM), opened with a fixed
+//!   application key: refused, or a plaintext 16 bytes shorter than the ciphertext.
 //!
 //! Run: `cargo +nightly fuzz run cose_sign1 fuzz/corpus/cose_sign1 fuzz/seeds/cose_sign1` from
 //! the repository root (new inputs go to the first, ignored directory; the seeds stay as they
@@ -18,12 +20,17 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use moat_cose::{
     Error, ReplayWindow, Tagging, WINDOW_STATE_LEN, X5t, decode_sign1, encode_sign1, encoded_len,
+    open,
 };
 use p256::ecdsa::SigningKey;
 
 /// The device key (fixed, so that seeds signed with it verify).
 static KEY: LazyLock<SigningKey> =
     LazyLock::new(|| SigningKey::from_slice(&[3; 32]).expect("valid scalar"));
+
+/// The application's key for sealed payloads.
+static APP: LazyLock<p256::SecretKey> =
+    LazyLock::new(|| p256::SecretKey::from_slice(&[5; 32]).expect("valid scalar"));
 
 fn counter(b: &[u8]) -> u64 {
     b.iter().fold(0, |n, &b| (n << 8) | u64::from(b))
@@ -41,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 4 {
         0 => {
             let Ok(msg) = decode_sign1(rest) else {
                 return;
@@ -73,6 +80,12 @@ fuzz_target!(|data: &[u8]| {
             );
             msg.verify(KEY.verifying_key())
                 .expect("own signature verifies");
+        }
+        3 => {
+            let mut out = vec![0u8; rest.len()];
+            if let Ok(plaintext) = open(rest, &APP, &mut out) {
+                assert!(plaintext.len() + 16 + 91 <= rest.len());
+            }
         }
         _ => {
             let Some((state, counters)) = rest.split_at_checked(WINDOW_STATE_LEN) else {

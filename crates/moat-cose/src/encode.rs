@@ -98,13 +98,13 @@ pub const fn max_payload_len(frame_len: usize, counter: u64, tagging: Tagging) -
 }
 
 /// Bounded writes into the caller's buffer.
-struct Writer<'b> {
-    buf: &'b mut [u8],
-    pos: usize,
+pub(crate) struct Writer<'b> {
+    pub(crate) buf: &'b mut [u8],
+    pub(crate) pos: usize,
 }
 
 impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), ()> {
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), ()> {
         let end = self.pos.checked_add(bytes.len()).ok_or(())?;
         self.buf
             .get_mut(self.pos..end)
@@ -114,7 +114,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn head(&mut self, major: u8, arg: u64) -> Result<(), ()> {
+    pub(crate) fn head(&mut self, major: u8, arg: u64) -> Result<(), ()> {
         self.put(Head::new(major, arg).as_bytes())
     }
 }

@@ -30,6 +30,20 @@ pub enum Field {
     Payload,
     /// The signature: a byte string.
     Signature,
+    /// A COSE_Encrypt object: an array of four (after an optional tag 96).
+    Encrypt,
+    /// The content encryption's IV (label 5): a byte string.
+    Iv,
+    /// The ciphertext: a byte string (the AES-GCM tag at its end).
+    Ciphertext,
+    /// The recipients: an array of one.
+    Recipients,
+    /// The recipient: an array of three.
+    Recipient,
+    /// The ephemeral key (label -1): a COSE_Key map.
+    EphemeralKey,
+    /// A parameter of the ephemeral key (kty, crv, x, y).
+    KeyParameter,
 }
 
 impl fmt::Display for Field {
@@ -47,6 +61,13 @@ impl fmt::Display for Field {
             Field::Unprotected => "unprotected header",
             Field::Payload => "payload",
             Field::Signature => "signature",
+            Field::Encrypt => "COSE_Encrypt array",
+            Field::Iv => "IV",
+            Field::Ciphertext => "ciphertext",
+            Field::Recipients => "recipients array",
+            Field::Recipient => "recipient",
+            Field::EphemeralKey => "ephemeral key",
+            Field::KeyParameter => "ephemeral key parameter",
         })
     }
 }
@@ -222,6 +243,66 @@ pub enum Error {
     /// Stored replay window bytes that this crate did not write.
     #[error("stored replay window state is invalid")]
     BadWindowState,
+    /// A tag other than COSE_Encrypt's (96) on an encrypted payload.
+    #[error("CBOR tag {tag} is not COSE_Encrypt (96)")]
+    WrongEncryptTag {
+        /// The tag found.
+        tag: u64,
+    },
+    /// A content encryption algorithm other than A128GCM.
+    #[error("content encryption algorithm {} is not supported (A128GCM = 1 is)", Label(*.alg))]
+    UnsupportedEncryption {
+        /// The `alg` value, `None` outside `i64`.
+        alg: Option<i64>,
+    },
+    /// A key agreement other than ECDH-ES + HKDF-256.
+    #[error("key agreement {} is not supported (ECDH-ES + HKDF-256 = -25 is)", Label(*.alg))]
+    UnsupportedKeyAgreement {
+        /// The recipient's `alg` value, `None` outside `i64`.
+        alg: Option<i64>,
+    },
+    /// A header or key parameter this format does not have, in an encrypted payload.
+    #[error("{field}: parameter {} is not part of this format", Label(*.label))]
+    UnknownParameter {
+        /// Where it was found.
+        field: Field,
+        /// Its label, `None` for a text label or an integer outside `i64`.
+        label: Option<i64>,
+    },
+    /// A parameter appears twice in one map of an encrypted payload.
+    #[error("{field}: parameter {} appears twice", Label(*.label))]
+    DuplicateParameter {
+        /// Where it was found.
+        field: Field,
+        /// Its label.
+        label: Option<i64>,
+    },
+    /// A required part of an encrypted payload is missing (the IV, the ephemeral key or one
+    /// of its parameters).
+    #[error("the {0} is missing")]
+    Missing(Field),
+    /// The IV is not 12 bytes (AES-GCM).
+    #[error("IV is {len} bytes, not 12")]
+    IvLength {
+        /// Its length.
+        len: usize,
+    },
+    /// The ephemeral key is not a P-256 public key (wrong key type or curve, or not a point on
+    /// the curve).
+    #[error("the ephemeral key is not a P-256 point")]
+    BadEphemeralKey,
+    /// AES-GCM refused the ciphertext: the wrong recipient key, or the ciphertext, its IV or
+    /// its protected headers were altered. The cipher says no more, on purpose.
+    #[error("decryption failed (not for this key, or altered)")]
+    DecryptionFailed,
+    /// The buffer for the plaintext is too small.
+    #[error("plaintext buffer holds {available} bytes, the plaintext needs {needed}")]
+    OutputTooSmall {
+        /// Bytes the plaintext needs.
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
 }
 
 /// Why [`encode_sign1`](crate::encode_sign1) failed. `E` is the signer's error.
@@ -245,6 +326,10 @@ pub enum EncodeError<E> {
     /// The signer failed.
     #[error("signing failed")]
     Sign(#[source] E),
+    /// AES-GCM refused to encrypt (a plaintext longer than it allows: 2^36 - 32 bytes) or
+    /// HKDF to derive the key. Neither says more.
+    #[error("encryption failed")]
+    Encrypt,
 }
 
 /// A label or algorithm value in messages: the number, or "non-integer".

@@ -14,9 +14,12 @@
 //!   certificate it names ([`X5t::of_certificate`]).
 //! - [`ReplayWindow`]: the receiver's sliding window over counters (32 by default, as
 //!   OSCORE), whose state is 18 bytes to keep in a database or in flash.
+//! - [`seal`] / [`open`]: a payload encrypted to the receiving application's P-256 key
+//!   (COSE_Encrypt, ECDH-ES + HKDF-256, A128GCM; see the `encrypt` module's docs), which the
+//!   device then signs as above: the gateway and the hub relay ciphertext.
 //!
-//! What it is not: a general COSE library (one algorithm, one header layout, no
-//! COSE_Sign/Encrypt/Mac), a certificate validator (finding the certificate by its x5t and
+//! What it is not: a general COSE library (one algorithm and one header layout for
+//! each of signing and encryption, no COSE_Sign/Mac), a certificate validator (finding the certificate by its x5t and
 //! trusting it is the caller's), or the keeper of the sender's counter (a device must store
 //! the next counter before it sends, and never reuse one).
 //!
@@ -80,6 +83,7 @@
 mod cbor;
 mod decode;
 mod encode;
+mod encrypt;
 mod error;
 mod params;
 mod replay;
@@ -88,6 +92,9 @@ pub use decode::{Sign1, decode_sign1};
 #[cfg(feature = "std")]
 pub use encode::encode_sign1_to_vec;
 pub use encode::{Sign1Signer, encode_sign1, encoded_len, max_payload_len};
+pub use encrypt::{is_sealed, open, seal, sealed_len};
+#[cfg(feature = "std")]
+pub use encrypt::{open_to_vec, seal_to_vec};
 pub use error::{EncodeError, Error, Field, Header};
 pub use params::{Algorithm, MAX_COUNTER, Tagging, X5t};
 pub use replay::{DEFAULT_WINDOW_SIZE, ReplayWindow, WINDOW_STATE_LEN};

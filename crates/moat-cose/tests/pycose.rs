@@ -1,7 +1,8 @@
 //! Interop with Python's `pycose` 1.1.0 (another COSE implementation, another CBOR library):
 //! objects moat-cose signs decode and verify in pycose with the device certificate's key, with
 //! the x5t and Partial IV headers checked there; objects pycose signs (its own header order)
-//! decode and verify here. The peer is `tests/pycose_peer.py`, which makes the device key and
+//! decode and verify here; payloads sealed to an application key (COSE_Encrypt, ECDH-ES +
+//! HKDF-256, A128GCM) open in pycose, and pycose's open here. The peer is `tests/pycose_peer.py`, which makes the device key and
 //! certificate too. Skips loudly when pycose (with cbor2 < 6) is missing, unless `CI` is set:
 //! then it fails (scripts/test installs them).
 #![allow(clippy::unwrap_used)]
@@ -10,7 +11,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use moat_cose::{Error, MAX_COUNTER, Tagging, X5t, decode_sign1, encode_sign1_to_vec};
+use moat_cose::{
+    Error, MAX_COUNTER, Tagging, X5t, decode_sign1, encode_sign1_to_vec, open_to_vec, seal_to_vec,
+};
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
 
@@ -215,4 +218,70 @@ fn pycose_objects_verify_here() {
         decode_sign1(&std::fs::read(&too_big).unwrap()),
         Err(Error::PartialIvLength { len: 6 })
     );
+}
+
+fn sealed_payloads() -> Vec<Vec<u8>> {
+    vec![
+        vec![],
+        b"21.5 C".to_vec(),
+        vec![0x5a; 14],
+        (0..=255).collect(),
+    ]
+}
+
+#[test]
+fn moat_sealed_payloads_open_in_pycose() {
+    let Some(peer) = Peer::new() else { return };
+    let app = p256::PublicKey::from_public_key_der(&std::fs::read(peer.path("pub.der")).unwrap())
+        .unwrap();
+    let mut cases = String::new();
+    let mut n = 0;
+    for payload in sealed_payloads() {
+        // Several objects per payload: each has its own ephemeral key, half of them with an
+        // odd y (the sign bit pycose cannot read, which the peer expands as an application
+        // would).
+        for _ in 0..4 {
+            let object = seal_to_vec(&payload, &app, &mut rand_core::OsRng).unwrap();
+            let path = peer.path(&format!("sealed-{n}.cose"));
+            std::fs::write(&path, &object).unwrap();
+            cases += &format!("{} {}\n", path.display(), hex(&payload));
+            n += 1;
+        }
+    }
+    let case_file = peer.path("sealed.cases");
+    std::fs::write(&case_file, cases).unwrap();
+    assert_eq!(
+        peer.run(&["open"], Some(&case_file)).trim(),
+        format!("opened {n}")
+    );
+}
+
+#[test]
+fn pycose_sealed_payloads_open_here() {
+    let Some(peer) = Peer::new() else { return };
+    let app =
+        p256::SecretKey::from_pkcs8_der(&std::fs::read(peer.path("key.der")).unwrap()).unwrap();
+    let mut cases = String::new();
+    let mut expected = Vec::new();
+    for payload in sealed_payloads() {
+        let path = peer.path(&format!("pycose-sealed-{}.cose", expected.len()));
+        cases += &format!("{} {}\n", path.display(), hex(&payload));
+        expected.push((path, payload));
+    }
+    let case_file = peer.path("pycose-sealed.cases");
+    std::fs::write(&case_file, cases).unwrap();
+    assert_eq!(
+        peer.run(&["seal"], Some(&case_file)).trim(),
+        format!("sealed {}", expected.len())
+    );
+    let other = p256::SecretKey::from_slice(&[9; 32]).unwrap();
+    for (path, payload) in &expected {
+        let object = std::fs::read(path).unwrap();
+        // pycose writes the ephemeral key's y in full: read here as well.
+        assert_eq!(
+            open_to_vec(&object, &app).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            *payload
+        );
+        assert_eq!(open_to_vec(&object, &other), Err(Error::DecryptionFailed));
+    }
 }

@@ -6,6 +6,8 @@
                                          (PKCS#8), DIR/pub.der (SPKI), DIR/cert.der
     pycose_peer.py verify DIR CASES      decode and verify objects moat-cose signed
     pycose_peer.py sign DIR CASES        sign objects for moat-cose to verify
+    pycose_peer.py open DIR SEALED       decrypt payloads moat-cose sealed to DIR/key.der
+    pycose_peer.py seal DIR SEALED       seal payloads to DIR/pub.der for moat-cose to open
 
 CASES has one object per line: PATH COUNTER PAYLOAD_HEX tagged|untagged [ok|bad], with "-" for
 an empty payload. `verify`
@@ -14,6 +16,10 @@ OSCORE encodes COUNTER; nothing unprotected), payload and signature (with the ce
 key): `ok` ones must pass, `bad` ones must fail the signature check. It prints
 "verified N, refused M". `sign` writes each object to PATH, headers in the order alg, x5t,
 Partial IV (not moat-cose's), and prints "signed N".
+
+SEALED has one payload per line: PATH PLAINTEXT_HEX ("-" when empty). `open` decodes each
+COSE_Encrypt (A128GCM, one ECDH-ES + HKDF-256 recipient), decrypts it with the key and checks
+the plaintext, printing "opened N"; `seal` writes each object to PATH and prints "sealed N".
 
 Needs pycose 1.1.0 with cbor2 < 6 (cbor2 6 decodes tagged arrays as tuples, which pycose
 rejects).
@@ -161,6 +167,89 @@ def sign(out: Path, case_file: Path):
     print(f"signed {n}")
 
 
+def sealed_cases(path: Path):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if len(fields) != 2:
+            sys.exit(f"{path}:{n}: bad case line {line!r}")
+        yield Path(fields[0]), bytes.fromhex(fields[1].strip("-"))
+
+
+def with_full_ephemeral_key(data: bytes) -> bytes:
+    """The object with the ephemeral key's y as a coordinate: pycose 1.1 takes no sign bit.
+    Only the recipient's unprotected header changes (it is not part of the AAD)."""
+    import cbor2
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tagged = cbor2.loads(data if data[:2] == b"\xd8\x60" else b"\xd8\x60" + data)
+    key = tagged.value[3][0][1][-1]
+    if isinstance(key.get(-3), bool):
+        point = bytes([3 if key[-3] else 2]) + key[-2]
+        numbers = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point).public_numbers()
+        key[-3] = numbers.y.to_bytes(32, "big")
+    return cbor2.dumps(tagged)
+
+
+def open_sealed(out: Path, case_file: Path):
+    from cryptography.hazmat.primitives import serialization
+    from pycose.keys import CoseKey
+    from pycose.messages import CoseMessage
+
+    private = serialization.load_der_private_key((out / "key.der").read_bytes(), None)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key = CoseKey.from_pem_private_key(pem.decode())
+    n = 0
+    for path, plaintext in sealed_cases(case_file):
+        msg = CoseMessage.decode(with_full_ephemeral_key(path.read_bytes()))
+        recipient = msg.recipients[0]
+        recipient.key = key
+        got = msg.decrypt(recipient)
+        if got != plaintext:
+            sys.exit(f"{path}: decrypted {got.hex()}, expected {plaintext.hex()}")
+        n += 1
+    print(f"opened {n}")
+
+
+def seal(out: Path, case_file: Path):
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from pycose.algorithms import A128GCM, EcdhEsHKDF256
+    from pycose.headers import IV, Algorithm, EphemeralKey, StaticKey
+    from pycose.keys import CoseKey, EC2Key
+    from pycose.keys.curves import P256
+    from pycose.keys.keyparam import EC2KpD
+    from pycose.messages import EncMessage
+    from pycose.messages.recipient import DirectKeyAgreement
+
+    public = serialization.load_der_public_key((out / "pub.der").read_bytes())
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    app = CoseKey.from_pem_public_key(pem.decode())
+    n = 0
+    for path, plaintext in sealed_cases(case_file):
+        # pycose 1.1 derives the key before it would make the ephemeral one: make it here.
+        ephemeral = EC2Key.generate_key(crv=P256)
+        public = {k: v for k, v in dict(ephemeral).items() if k is not EC2KpD}
+        recipient = DirectKeyAgreement(
+            phdr={Algorithm: EcdhEsHKDF256}, uhdr={EphemeralKey: public}
+        )
+        recipient.key = ephemeral
+        recipient.local_attrs = {StaticKey: app}
+        msg = EncMessage(
+            phdr={Algorithm: A128GCM},
+            uhdr={IV: os.urandom(12)},
+            payload=plaintext,
+            recipients=[recipient],
+        )
+        path.write_bytes(msg.encode(tag=True))
+        n += 1
+    print(f"sealed {n}")
+
+
 def main():
     args = sys.argv[1:]
     if args == ["check"]:
@@ -171,6 +260,10 @@ def main():
         verify(Path(args[1]), Path(args[2]))
     elif len(args) == 3 and args[0] == "sign":
         sign(Path(args[1]), Path(args[2]))
+    elif len(args) == 3 and args[0] == "open":
+        open_sealed(Path(args[1]), Path(args[2]))
+    elif len(args) == 3 and args[0] == "seal":
+        seal(Path(args[1]), Path(args[2]))
     else:
         sys.exit(__doc__)
 

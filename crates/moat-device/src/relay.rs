@@ -14,6 +14,10 @@
 //! - [`sign_frame`]: the object for one payload, refused if it exceeds [`MAX_FRAME`]. Signing
 //!   goes through [`moat_cose::Sign1Signer`] (a digest in, r ‖ s out), so a secure element can
 //!   do it; a software P-256 key implements it.
+//! - [`sign_sealed_frame`]: the same, with the payload first encrypted to the receiving
+//!   application's key ([`moat_cose::seal`]: COSE_Encrypt, ECDH-ES + HKDF-256, A128GCM): the
+//!   gateway and the hub relay and store only ciphertext, and still check who sent it.
+//!   [`application_key`] reads that key. 14 bytes of plaintext fit a 222-byte frame.
 //! - [`DownlinkCheck`]: the device's check of a downlink: the `x5t` names a signer it trusts,
 //!   the signature verifies, the counter is fresh in its [`ReplayWindow`], whose new state is
 //!   written before the command is acted on.
@@ -96,6 +100,68 @@ where
         },
     })?;
     Ok(frame[..len].to_vec())
+}
+
+/// The largest plaintext whose sealed and signed object fits a frame, at `counter`.
+pub fn max_sealed_payload(counter: u64) -> usize {
+    (0..MAX_FRAME)
+        .rev()
+        .find(|&p| {
+            moat_cose::encoded_len(moat_cose::sealed_len(p), counter, Tagging::Untagged)
+                <= MAX_FRAME
+        })
+        .unwrap_or(0)
+}
+
+/// The signed object for `plaintext` encrypted to `application` (see [`sign_frame`]): a new
+/// ephemeral key and IV per message, at most [`MAX_FRAME`] bytes.
+pub fn sign_sealed_frame<S: Sign1Signer + ?Sized>(
+    signer: &S,
+    cert_der: &[u8],
+    counter: u64,
+    plaintext: &[u8],
+    application: &p256::PublicKey,
+) -> Result<Vec<u8>, Error>
+where
+    S::Error: std::fmt::Display,
+{
+    let max = max_sealed_payload(counter);
+    if plaintext.len() > max {
+        return Err(Error::FrameTooLarge {
+            payload: plaintext.len(),
+            max,
+        });
+    }
+    let sealed =
+        moat_cose::seal_to_vec(plaintext, application, &mut rand_core::OsRng).map_err(|e| {
+            Error::BadInput {
+                what: "encrypting the payload".into(),
+                problem: e.to_string(),
+            }
+        })?;
+    sign_frame(signer, cert_der, counter, &sealed)
+}
+
+/// The key of the application a device encrypts to, from a PEM file: a P-256 public key
+/// (`PUBLIC KEY`, as `openssl pkey -pubout` writes it) or a certificate (its key).
+pub fn application_key(path: &Path) -> Result<p256::PublicKey, Error> {
+    use p256::pkcs8::DecodePublicKey;
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let bad = |problem: &str| Error::BadInput {
+        what: path.display().to_string(),
+        problem: problem.into(),
+    };
+    if text.contains("-----BEGIN PUBLIC KEY-----") {
+        return p256::PublicKey::from_public_key_pem(text.trim())
+            .map_err(|_| bad("not a P-256 public key (ECDH-ES on P-256 needs one)"));
+    }
+    let chain = files::read_certs(path)?;
+    let der = chain
+        .first()
+        .ok_or_else(|| bad("holds neither a PUBLIC KEY nor a CERTIFICATE"))?;
+    let info = moat_pki::cert_info(der).map_err(Error::pki(path.display().to_string()))?;
+    p256::PublicKey::from_public_key_der(&info.spki_der)
+        .map_err(|_| bad("the certificate's key is not P-256 (ECDH-ES on P-256 needs one)"))
 }
 
 /// A downlink the device accepted.
@@ -203,6 +269,39 @@ mod tests {
                 max: 106
             })
         ));
+    }
+
+    #[test]
+    fn sealed_frames_fit_and_open_for_the_application_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = signer();
+        let app = p256::SecretKey::random(&mut rand_core::OsRng);
+        let pem = {
+            use p256::pkcs8::EncodePublicKey;
+            app.public_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+                .unwrap()
+        };
+        std::fs::write(dir.path().join("app.pub"), pem).unwrap();
+        let to = application_key(&dir.path().join("app.pub")).unwrap();
+        assert_eq!(max_sealed_payload(3), 14);
+        let frame = sign_sealed_frame(&key, &cert, 3, &[7; 14], &to).unwrap();
+        assert_eq!(frame.len(), MAX_FRAME);
+        assert!(matches!(
+            sign_sealed_frame(&key, &cert, 3, &[7; 15], &to),
+            Err(Error::FrameTooLarge {
+                payload: 15,
+                max: 14
+            })
+        ));
+        let msg = moat_cose::decode_sign1(&frame).unwrap();
+        assert!(moat_cose::is_sealed(msg.payload()));
+        assert_eq!(
+            moat_cose::open_to_vec(msg.payload(), &app).unwrap(),
+            [7; 14]
+        );
+        std::fs::write(dir.path().join("not-a-key"), "hello").unwrap();
+        assert!(application_key(&dir.path().join("not-a-key")).is_err());
     }
 
     #[test]

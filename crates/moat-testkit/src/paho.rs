@@ -60,6 +60,26 @@ impl Paho {
         )
     }
 
+    /// As [`Paho::connect_tls`], with clean start 0 (v5 session expiry 1 h): the hub keeps
+    /// the subscriptions and queues messages while the client is away.
+    pub fn connect_tls_persistent(
+        addr: &str,
+        version: &str,
+        id: &str,
+        cafile: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> (Paho, String) {
+        let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let (ca, c, k) = (p(cafile), p(cert), p(key));
+        Self::connect_with(
+            addr,
+            version,
+            id,
+            &["--cafile", &ca, "--cert", &c, "--key", &k, "--persistent"],
+        )
+    }
+
     /// Connects with `paho_hub.py client HOST PORT VERSION ID` and `args`.
     fn connect_with(addr: &str, version: &str, id: &str, args: &[&str]) -> (Paho, String) {
         let (host, port) = addr.rsplit_once(':').expect("host:port");

@@ -196,12 +196,19 @@ fn certificate_from_hub(hub: &TestHub, device: &str, into: &Path) -> PathBuf {
 
 /// pycose verifies `object` with `cert`: Some((counter, payload)), None if it refuses.
 fn pycose_verifies(cert: &Path, object: &[u8]) -> Option<(u64, Vec<u8>)> {
+    pycose_app(cert, object, None)
+}
+
+/// The application (pycose): verifies `object` with `cert` and, given its private key
+/// `decrypt_with`, decrypts a sealed payload: Some((counter, payload or plaintext)).
+fn pycose_app(cert: &Path, object: &[u8], decrypt_with: Option<&Path>) -> Option<(u64, Vec<u8>)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/cose_app.py");
     let hex: String = object.iter().map(|b| format!("{b:02x}")).collect();
     let out = Command::new("python3")
         .arg(script)
         .arg(cert)
         .arg(hex)
+        .args(decrypt_with)
         .output()
         .expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -668,13 +675,20 @@ fn gateway_commands_refuse_bad_input_with_a_clear_error() {
 struct Lines {
     child: std::process::Child,
     rx: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Lines {
     fn spawn(cmd: &mut Command) -> Lines {
+        Self::spawn_to(cmd, std::process::Stdio::inherit())
+    }
+
+    /// With its standard error into `stderr` (a file the test reads).
+    fn spawn_to(cmd: &mut Command, stderr: impl Into<std::process::Stdio>) -> Lines {
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn");
         let out = child.stdout.take().unwrap();
@@ -687,7 +701,18 @@ impl Lines {
                 }
             }
         });
-        Lines { child, rx }
+        Lines {
+            child,
+            rx,
+            seen: Default::default(),
+        }
+    }
+
+    /// Everything it printed so far, read or not.
+    fn all(&self) -> String {
+        let mut seen = self.seen.borrow_mut();
+        seen.extend(self.rx.try_iter());
+        seen.join("\n")
     }
 
     /// The next JSON line `want` accepts (others are skipped).
@@ -699,6 +724,7 @@ impl Lines {
                 .rx
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no {what} in time"));
+            self.seen.borrow_mut().push(l.clone());
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l)
                 && want(&v)
             {
@@ -891,6 +917,218 @@ fn a_device_on_a_udp_link_reaches_the_application_and_takes_signed_commands() {
             .iter()
             .any(|e| e["target"] == "dev1"
                 && e["detail"].as_str().unwrap().starts_with("malformed: "))
+    );
+}
+
+/// Every file under `dir`, as bytes (the registry, its WAL, blobs, logs).
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A payload sealed to the application's key crosses the gateway and the hub as ciphertext:
+/// the application (offline, persistent session) has it queued in the hub's registry, and
+/// neither the hub's data dir nor its debug log nor the gateway's output holds the plaintext,
+/// while a clear payload sent beside it is found there (the search reaches the stored queue).
+/// Back online, the application verifies and decrypts it with pycose.
+#[test]
+fn sealed_payloads_cross_the_gateway_and_the_hub_as_ciphertext() {
+    let hub = TestHub::start_with(&[], &[("RUST_LOG", "debug")]);
+    let creds = hub.path("creds");
+    let state = hub.path("device-state");
+    std::fs::create_dir_all(&state).unwrap();
+    hub.ok(&["gateway", "create", "gw1", "--out", p(&creds)]);
+    hub.ok(&[
+        "app",
+        "create",
+        "app",
+        "--out",
+        p(&creds),
+        "--subscribe",
+        "devices/+/#",
+    ]);
+    Device::create(&hub, &creds, "dev1");
+    hub.ok(&["gateway", "allow", "gw1", "--device", "dev1"]);
+    // The application's own encryption key, made with openssl; devices get its public half.
+    let (app_key, app_pub) = (creds.join("app-enc.key"), creds.join("app-enc.pub"));
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        &app_key,
+    );
+    openssl(&["pkey", "-in", p(&app_key), "-pubout"], &app_pub);
+
+    let app_session = |hub: &TestHub| {
+        let (c, first) = Paho::connect_tls_persistent(
+            &hub.mqtt_tls,
+            "5",
+            "app",
+            &hub.bundle(),
+            &creds.join("app.crt"),
+            &creds.join("app.key"),
+        );
+        assert_eq!(first, "connack 0");
+        c
+    };
+    let mut app = app_session(&hub);
+    app.send("sub devices/+/# 1");
+    assert!(app.next_line(|l| l == "suback 1", T).is_some());
+    app.quit();
+
+    let (link, dev_addr) = (free_udp_port(), format!("127.0.0.1:{}", free_udp_port()));
+    let port = hub.mqtt_tls.rsplit_once(':').unwrap().1;
+    let gateway_log = hub.path("gateway.log");
+    let gateway = Lines::spawn_to(
+        Command::new(moat_device())
+            .args(["gateway", "--mqtt", &format!("mqtts://localhost:{port}")])
+            .args(["--ca", p(&hub.bundle())])
+            .args(["--cert", p(&creds.join("gw1.crt"))])
+            .args(["--key", p(&creds.join("gw1.key"))])
+            .args(["--name", "gw1", "--listen", &format!("127.0.0.1:{link}")])
+            .args(["--device", &format!("dev1={dev_addr}")])
+            .env("RUST_LOG", "debug"),
+        std::fs::File::create(&gateway_log).unwrap(),
+    );
+    gateway.expect("the gateway's connection", |v| v["event"] == "connected");
+    const SECRET: &str = "s3cret 42.7C";
+    const CLEAR: &str = "CLEAR-MARKER";
+    let send = |payload: &str, sealed: bool| -> serde_json::Value {
+        let mut cmd = Command::new(moat_device());
+        cmd.args(["cose-send", "--key", p(&creds.join("dev1.key"))])
+            .args(["--cert", p(&creds.join("dev1.crt"))])
+            .args(["--counter-file", p(&state.join("dev1.counter"))])
+            .args([
+                "--gateway",
+                &format!("127.0.0.1:{link}"),
+                "--bind",
+                &dev_addr,
+            ])
+            .args(["--payload", payload]);
+        if sealed {
+            cmd.args(["--encrypt-to", p(&app_pub)]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["sealed"], sealed, "{v}");
+        gateway.expect("PUBACK", |v| {
+            v["event"] == "puback" && v["reason"] == "Success"
+        });
+        v
+    };
+    let sealed = send(SECRET, true);
+    send(CLEAR, false);
+    // The frame on the link is ciphertext already.
+    let frame = sealed["frame"].as_str().unwrap();
+    assert!(!frame.contains(&hex_of(SECRET.as_bytes())));
+
+    // Acknowledged to the gateway, so stored for the offline application: look everywhere.
+    let hex_secret = hex_of(SECRET.as_bytes());
+    let mut clear_found = Vec::new();
+    for (path, bytes) in files_under(hub.path("").as_path()) {
+        assert!(
+            !contains(&bytes, SECRET.as_bytes()) && !contains(&bytes, hex_secret.as_bytes()),
+            "the plaintext is in {}",
+            path.display()
+        );
+        if contains(&bytes, CLEAR.as_bytes()) {
+            clear_found.push(path);
+        }
+    }
+    assert!(
+        clear_found.iter().any(|p| p.starts_with(&hub.data)),
+        "the clear control message is not in the hub's data dir: the search proves nothing \
+         ({clear_found:?})"
+    );
+    assert!(!hub.log().contains(SECRET) && !hub.log().contains(&hex_secret));
+    let out = gateway.all() + &std::fs::read_to_string(&gateway_log).unwrap();
+    assert!(!out.contains(SECRET) && !out.contains(&hex_secret), "{out}");
+    assert!(
+        out.contains("puback"),
+        "the gateway's output was read: {out}"
+    );
+
+    // The application comes back and gets both; pycose verifies the device's signature and
+    // decrypts with the application key.
+    let mut app = app_session(&hub);
+    let got = {
+        let deadline = Instant::now() + T;
+        loop {
+            let got = app.raw_messages();
+            if got.len() >= 2 || Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    };
+    assert_eq!(got.len(), 2, "{got:?}");
+    let cert = certificate_from_hub(&hub, "dev1", &creds);
+    assert_eq!(got[0].property("moat-device"), Some("dev1"));
+    assert!(moat_cose::is_sealed(
+        moat_cose::decode_sign1(&got[0].payload).unwrap().payload()
+    ));
+    assert_eq!(
+        pycose_app(&cert, &got[0].payload, Some(&app_key)),
+        Some((0, SECRET.as_bytes().to_vec()))
+    );
+    assert_eq!(
+        pycose_app(&cert, &got[1].payload, Some(&app_key)),
+        Some((1, CLEAR.as_bytes().to_vec()))
+    );
+    // Another key does not open it.
+    let other = creds.join("other.key");
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        &other,
+    );
+    assert_eq!(pycose_app(&cert, &got[0].payload, Some(&other)), None);
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `openssl ARGS -out OUT`.
+fn openssl(args: &[&str], out: &Path) {
+    let done = Command::new("openssl")
+        .args(args)
+        .args(["-out", p(out)])
+        .output()
+        .expect("openssl");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
     );
 }
 

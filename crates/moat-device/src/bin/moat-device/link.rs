@@ -1,7 +1,8 @@
 //! Devices without IP on a simulated link: UDP datagrams of at most 222 bytes (a LoRaWAN
 //! frame) stand for the radio. `gateway` bridges the link to the hub over MQTT (mutual TLS,
 //! MQTT 5), relaying frames unchanged both ways; `cose-send` plays the constrained device
-//! (signs one message with its key and counter file, sends it); `cose-receive` is its
+//! (signs one message with its key and counter file, sends it; `--encrypt-to` encrypts the
+//! payload to the application first); `cose-receive` is its
 //! downlink side (verifies each frame with the signer certificates it trusts and its replay
 //! window file). Each prints one JSON object per event on stdout (`cose-send`: one, at the
 //! end).
@@ -21,7 +22,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use moat_device::files;
 use moat_device::identity::{pem_client_config, roots_from_file};
-use moat_device::relay::{CounterFile, DownlinkCheck, MAX_FRAME, sign_frame};
+use moat_device::relay::{
+    CounterFile, DownlinkCheck, MAX_FRAME, application_key, sign_frame, sign_sealed_frame,
+};
 use p256::pkcs8::DecodePrivateKey;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -184,6 +187,10 @@ pub struct CoseSendArgs {
     /// The payload (text).
     #[arg(long)]
     pub payload: String,
+    /// Encrypt the payload to this application key first (PEM: a P-256 PUBLIC KEY or a
+    /// certificate): the gateway and the hub relay only ciphertext. 14 bytes fit a frame.
+    #[arg(long, value_name = "PEM")]
+    pub encrypt_to: Option<PathBuf>,
 }
 
 /// Signs one message with the next counter and sends it.
@@ -196,15 +203,28 @@ pub async fn cose_send(args: CoseSendArgs) -> anyhow::Result<Value> {
     let Some(leaf) = chain.first() else {
         bail!("{} holds no certificate", args.cert.display());
     };
+    let application = args
+        .encrypt_to
+        .as_deref()
+        .map(application_key)
+        .transpose()?;
     let counter = CounterFile::new(&args.counter_file).take()?;
-    let frame = sign_frame(&key, leaf, counter, args.payload.as_bytes())?;
+    let frame = match &application {
+        Some(app) => sign_sealed_frame(&key, leaf, counter, args.payload.as_bytes(), app)?,
+        None => sign_frame(&key, leaf, counter, args.payload.as_bytes())?,
+    };
     let link = UdpSocket::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     link.send_to(&frame, args.gateway)
         .await
         .context("sending the frame")?;
-    Ok(json!({"counter": counter, "bytes": frame.len(), "frame": hex::encode(&frame)}))
+    Ok(json!({
+        "counter": counter,
+        "bytes": frame.len(),
+        "sealed": application.is_some(),
+        "frame": hex::encode(&frame),
+    }))
 }
 
 /// `moat-device cose-receive`.
